@@ -1,0 +1,273 @@
+"""Probe media and stream small frames from it in windows, so memory does not grow with duration.
+
+Two decoders sit behind one base class, chosen by name (`DECODERS`):
+- `pyav` (default): libavcodec with frame threading and the loop filter skipped, reading the
+  decoded YUV planes directly and subsampling them; measured ~590 frames/s on 720p h264 on two
+  cores against ~340 for decord with its scaler (docs/benchmarks/);
+- `decord`: decord's VideoReader with in-decoder scaling; used when PyAV cannot open a file.
+Audio is decoded by the ffmpeg CLI (see indexers/transcript.py), which tolerates corrupt packets.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+class MediaError(Exception):
+    """Input that cannot be ingested: missing, unreadable, not media, truncated or damaged."""
+
+
+@dataclass
+class MediaInfo:
+    path: Path
+    duration: float  # seconds
+    size_bytes: int
+    container: str
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
+    video_codec: str | None = None
+    audio_codec: str | None = None
+
+    @property
+    def has_video(self) -> bool:
+        return self.video_codec is not None
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio_codec is not None
+
+
+@dataclass
+class FrameBatch:
+    """Consecutive analysed frames: `times` (T,) seconds from the start, `rgb` (T, H, W, 3) uint8."""
+
+    times: np.ndarray
+    rgb: np.ndarray
+
+
+@dataclass
+class DecodeOptions:
+    thumb_size: tuple[int, int] = (64, 36)
+    """Width and height (pixels) of the frames handed to shot detection."""
+    max_fps: float = 30.0
+    """Analyse at most this many frames per second (every n-th frame above it)."""
+    window: int = 256
+    """Frames per batch: bounds memory whatever the duration."""
+
+
+def require_ffmpeg() -> None:
+    for tool in ("ffmpeg", "ffprobe"):
+        if shutil.which(tool) is None:
+            raise MediaError(
+                f"{tool} is not on PATH; install it (`apt-get install ffmpeg`) or run `make setup`"
+            )
+
+
+def probe(path: Path) -> MediaInfo:
+    """Read container and stream facts with ffprobe; MediaError for anything that is not media."""
+    require_ffmpeg()
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(f"{path}: no such file")
+    if not path.is_file():
+        raise MediaError(f"{path}: not a regular file")
+    size = path.stat().st_size
+    if size == 0:
+        raise MediaError(f"{path}: empty file")
+    cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if res.returncode != 0:
+        reason = (res.stderr.strip().splitlines() or ["unreadable"])[-1]
+        reason = reason.replace(str(path) + ": ", "")
+        raise MediaError(f"{path}: not readable as media ({reason}); is it truncated or not a video?")
+    data = json.loads(res.stdout or "{}")
+    fmt = data.get("format", {})
+    video = next(
+        (
+            s
+            for s in data.get("streams", [])
+            if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")
+        ),
+        None,
+    )
+    audio = next((s for s in data.get("streams", []) if s.get("codec_type") == "audio"), None)
+    if video is None and audio is None:
+        raise MediaError(f"{path}: no video or audio stream ({fmt.get('format_name', 'unknown format')})")
+    duration = _float(fmt.get("duration")) or _float((video or audio or {}).get("duration"))
+    if not duration or duration <= 0:
+        raise MediaError(f"{path}: duration unknown or zero; the file may be truncated")
+    fps = None
+    if video is not None:
+        fps = _rate(video.get("avg_frame_rate")) or _rate(video.get("r_frame_rate"))
+    return MediaInfo(
+        path=path,
+        duration=duration,
+        size_bytes=size,
+        container=fmt.get("format_name", ""),
+        fps=fps,
+        width=video.get("width") if video else None,
+        height=video.get("height") if video else None,
+        video_codec=video.get("codec_name") if video else None,
+        audio_codec=audio.get("codec_name") if audio else None,
+    )
+
+
+def _float(v: object) -> float | None:
+    try:
+        f = float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _rate(v: str | None) -> float | None:
+    if not v or "/" not in v:
+        return None
+    num, den = v.split("/")
+    return float(num) / float(den) if float(den) else None
+
+
+class VideoSource:
+    """Base of the decoders: one required method, `frames`."""
+
+    name = "base"
+
+    def frames(self, info: MediaInfo, opts: DecodeOptions) -> Iterator[FrameBatch]:
+        raise NotImplementedError
+
+
+class PyAVSource(VideoSource):
+    name = "pyav"
+
+    def frames(self, info: MediaInfo, opts: DecodeOptions) -> Iterator[FrameBatch]:
+        import av
+
+        tw, th = opts.thumb_size
+        try:
+            container = av.open(str(info.path))
+        except av.FFmpegError as e:
+            raise MediaError(f"{info.path}: cannot open video ({e})") from e
+        with container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            stream.codec_context.options = {"skip_loop_filter": "all"}  # invisible at thumbnail size
+            step = max(1, math.ceil((info.fps or opts.max_fps) / opts.max_fps))
+            start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+            times: list[float] = []
+            thumbs: list[np.ndarray] = []
+            errors = n = 0
+            for packet in container.demux(stream):
+                try:
+                    decoded = packet.decode()
+                except av.FFmpegError:
+                    errors += 1
+                    if errors > 50 and errors > n // 10:
+                        raise MediaError(f"{info.path}: too many undecodable video packets") from None
+                    continue
+                for frame in decoded:
+                    n += 1
+                    if (n - 1) % step:
+                        continue
+                    t = frame.time if frame.time is not None else (n - 1) / (info.fps or 25.0)
+                    times.append(max(0.0, float(t) - start))
+                    thumbs.append(_yuv_thumb(frame, tw, th))
+                    if len(times) == opts.window:
+                        yield _batch(times, thumbs)
+                        times, thumbs = [], []
+            if times:
+                yield _batch(times, thumbs)
+
+
+def _batch(times: list[float], thumbs: list[np.ndarray]) -> FrameBatch:
+    return FrameBatch(np.asarray(times), yuv_to_rgb(np.stack(thumbs)))
+
+
+def _plane(frame, i: int, rows: int, cols: int) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Subsample plane i of a frame to about (2*rows, 2*cols) by striding, then 2x2 average."""
+    plane = frame.planes[i]
+    arr = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+    sy, sx = max(1, plane.height // (2 * rows)), max(1, plane.width // (2 * cols))
+    sub = arr[: sy * 2 * rows : sy, : sx * 2 * cols : sx].astype(np.float32)
+    r, c = sub.shape[0] // 2 * 2, sub.shape[1] // 2 * 2
+    sub = sub[:r, :c].reshape(r // 2, 2, c // 2, 2).mean(axis=(1, 3))
+    if sub.shape != (rows, cols):  # tiny planes: pad by edge replication
+        sub = np.pad(sub, ((0, max(0, rows - sub.shape[0])), (0, max(0, cols - sub.shape[1]))), mode="edge")
+        sub = sub[:rows, :cols]
+    return sub
+
+
+def _yuv_thumb(frame, w: int, h: int) -> np.ndarray:  # type: ignore[no-untyped-def]
+    if frame.format.name not in ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"):
+        frame = frame.reformat(format="yuv420p")
+    return np.stack([_plane(frame, 0, h, w), _plane(frame, 1, h, w), _plane(frame, 2, h, w)], -1)
+
+
+def yuv_to_rgb(yuv: np.ndarray) -> np.ndarray:
+    """BT.601 limited-range YUV (..., 3) float -> RGB uint8."""
+    y = (yuv[..., 0] - 16.0) * 1.164
+    u, v = yuv[..., 1] - 128.0, yuv[..., 2] - 128.0
+    rgb = np.stack([y + 1.596 * v, y - 0.392 * u - 0.813 * v, y + 2.017 * u], -1)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+class DecordSource(VideoSource):
+    name = "decord"
+
+    def frames(self, info: MediaInfo, opts: DecodeOptions) -> Iterator[FrameBatch]:
+        import decord
+
+        tw, th = opts.thumb_size
+        try:
+            reader = decord.VideoReader(str(info.path), width=tw, height=th, num_threads=0)
+        except Exception as e:  # decord raises its own DECORDError without a public base
+            raise MediaError(f"{info.path}: cannot open video ({e})") from e
+        n, fps = len(reader), reader.get_avg_fps() or info.fps or 25.0
+        step = max(1, math.ceil(fps / opts.max_fps))
+        indices = list(range(0, n, step))
+        for i in range(0, len(indices), opts.window):
+            chunk = indices[i : i + opts.window]
+            rgb = reader.get_batch(chunk).asnumpy()
+            times = reader.get_frame_timestamp(chunk)[:, 0]
+            yield FrameBatch(np.asarray(times, dtype=np.float64), rgb)
+
+
+DECODERS = {"pyav": "indexers.decode:PyAVSource", "decord": "indexers.decode:DecordSource"}
+
+
+def get_decoder(name: str) -> VideoSource:
+    """A decoder by name; its backend is imported only now."""
+    if name not in DECODERS:
+        raise ValueError(f"unknown decoder {name!r}; choose one of {sorted(DECODERS)}")
+    module, cls = DECODERS[name].split(":")
+    try:
+        return getattr(importlib.import_module(module), cls)()
+    except ImportError as e:
+        raise MediaError(f"decoder {name!r} needs a package that is missing ({e}); run `make setup`") from e
+
+
+def stream_frames(info: MediaInfo, opts: DecodeOptions, decoder: str = "pyav") -> Iterator[FrameBatch]:
+    """Frames from the named decoder, falling back to the other when it cannot open the file."""
+    order = [decoder] + [d for d in DECODERS if d != decoder]
+    last: Exception | None = None
+    for name in order:
+        produced = False
+        try:
+            for batch in get_decoder(name).frames(info, opts):
+                produced = True
+                yield batch
+            return
+        except MediaError as e:
+            if produced:
+                raise
+            last = e
+    raise MediaError(str(last) if last else f"{info.path}: no decoder could read the video")

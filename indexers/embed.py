@@ -1,0 +1,60 @@
+"""The units that are embedded and searched: transcript windows and shots with speech.
+
+The encoders themselves live in memory.encoders, shared with the query side."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from indexers.transcript import Cue
+
+
+@dataclass
+class Unit:
+    """A searchable span: what it is (`shot` | `window`), where, and the text that describes it."""
+
+    kind: str
+    start: float
+    end: float
+    text: str
+    segment_ordinal: int | None = None  # the shot it belongs to, for kind == "shot"
+
+
+def transcript_windows(cues: Sequence[Cue], seconds: float = 20.0, max_words: int = 80) -> list[Unit]:
+    """Consecutive cues grouped into windows of about `seconds` (never splitting a cue)."""
+    units: list[Unit] = []
+    group: list[Cue] = []
+    words = 0
+    for cue in cues:
+        n = len(cue.text.split())
+        if group and (cue.end - group[0].start > seconds or words + n > max_words):
+            units.append(_window(group))
+            group, words = [], 0
+        group.append(cue)
+        words += n
+    if group:
+        units.append(_window(group))
+    return units
+
+
+def _window(group: list[Cue]) -> Unit:
+    return Unit("window", group[0].start, max(c.end for c in group), " ".join(c.text for c in group))
+
+
+def shot_units(shots: Sequence[tuple[float, float]], cues: Sequence[Cue]) -> list[Unit]:
+    """One unit per shot with speech: the words spoken inside it (word times when known)."""
+    units = []
+    for i, (start, end) in enumerate(shots):
+        parts: list[str] = []
+        for cue in cues:
+            if cue.end <= start or cue.start >= end:
+                continue
+            if cue.words:
+                parts.extend(w.text for w in cue.words if start <= (w.start + w.end) / 2 < end)
+            else:
+                parts.append(cue.text)
+        text = " ".join(parts).strip()
+        if text:
+            units.append(Unit("shot", start, end, text, i))
+    return units

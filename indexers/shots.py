@@ -1,0 +1,157 @@
+"""Shot detection over streamed frames: hard cuts and gradual transitions (dissolves, fades).
+
+Signatures are computed per window and only scalars are kept (two floats per analysed frame), so
+memory stays flat over hours of video; boundaries are picked once the stream ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from indexers.decode import FrameBatch, MediaError
+
+if TYPE_CHECKING:
+    from kernels.shots import BoundaryOptions
+
+
+def _default_boundaries() -> BoundaryOptions:
+    from kernels.shots import BoundaryOptions
+
+    return BoundaryOptions()
+
+
+@dataclass
+class Shot:
+    start: float  # seconds
+    end: float  # seconds
+    transition: str  # how it began: 'start' | 'cut' | 'gradual'
+
+
+@dataclass
+class ShotOptions:
+    boundaries: BoundaryOptions = field(default_factory=_default_boundaries)
+    """Thresholds of the boundary picker (kernels.shots.BoundaryOptions)."""
+    lag: float = 0.5
+    """Seconds between the two frames compared for gradual transitions (0 disables them)."""
+    damaged_area: float = 0.1
+    """A frame is damaged when at least this share of its blocks is transient (kernels.shots)."""
+    max_damaged: float = 0.005
+    """Fail when more than this share of analysed frames (and at least 3) is damaged."""
+    allow_damaged: bool = False
+    """Ingest damaged video anyway."""
+
+
+@dataclass
+class ShotResult:
+    shots: list[Shot]
+    frames: int  # analysed frames
+    damaged_frames: int
+
+
+class ShotDetector:
+    """Base of shot detectors: one required method, `detect`."""
+
+    name = "base"
+
+    def detect(
+        self, batches: Iterable[FrameBatch], duration: float, progress: Callable[[float], None] | None = None
+    ) -> ShotResult:
+        raise NotImplementedError
+
+
+class ContentShotDetector(ShotDetector):
+    """HSV-histogram + luma-thumbnail change with adaptive thresholds (kernels.shots)."""
+
+    name = "content"
+
+    def __init__(self, options: ShotOptions | None = None) -> None:
+        self.opts = options or ShotOptions()
+
+    def detect(
+        self, batches: Iterable[FrameBatch], duration: float, progress: Callable[[float], None] | None = None
+    ) -> ShotResult:
+        import torch
+
+        from kernels.shots import Signatures, block_means, change, pick_boundaries, signatures, transient_blocks
+
+        opts = self.opts
+        times: list[np.ndarray] = []
+        cut_change: list = []
+        lag_change: list = []
+        damaged = 0
+        first_damage: float | None = None
+        buf = Signatures.empty()  # the last 2*lag signatures, then the current window
+        buf_start = 0  # global index of buf[0]
+        next_center = 0  # first frame whose lagged change is not computed yet
+        lag = 0
+        total = 0
+        prev_blocks = torch.zeros(0, 3, 9, 16)  # block means of the last two frames
+        prev_times = np.zeros(0)
+        with torch.inference_mode():
+            for batch in batches:
+                if total == 0 and len(batch.times) > 1:
+                    fps = 1.0 / max(1e-3, float(np.median(np.diff(batch.times))))
+                    lag = round(opts.lag * fps)
+                frames = torch.from_numpy(batch.rgb)
+                sig = signatures(frames)
+                blocks = torch.cat([prev_blocks, block_means(frames)])
+                bad = (transient_blocks(blocks) >= opts.damaged_area).numpy()
+                if bad.any() and first_damage is None:
+                    first_damage = float(np.concatenate([prev_times, batch.times])[1 + int(np.argmax(bad))])
+                damaged += int(bad.sum())
+                prev_blocks, prev_times = blocks[-2:], np.concatenate([prev_times, batch.times])[-2:]
+                prev = buf.tail(1) if len(buf) else sig.tail(min(1, len(sig)))
+                shifted = prev.cat(sig).hist[:-1], prev.cat(sig).luma[:-1]
+                step = change(Signatures(*shifted), sig)
+                if total == 0:
+                    step[0] = 0.0
+                cut_change.append(step)
+                times.append(batch.times)
+                total += len(sig)
+                buf = buf.cat(sig)
+                if lag:
+                    last_center = total - 1 - lag  # centres whose i+lag frame has arrived
+                    if last_center >= next_center:
+                        centres = torch.arange(next_center, last_center + 1)
+                        lo, hi = centres - lag, centres + lag
+                        valid = lo >= 0
+                        out = torch.zeros(len(centres))
+                        if bool(valid.any()):
+                            a = Signatures(buf.hist[lo[valid] - buf_start], buf.luma[lo[valid] - buf_start])
+                            b = Signatures(buf.hist[hi[valid] - buf_start], buf.luma[hi[valid] - buf_start])
+                            out[valid] = change(a, b)
+                        lag_change.append(out)
+                        next_center = last_center + 1
+                    keep = min(len(buf), 2 * lag + 1)
+                    buf_start += len(buf) - keep
+                    buf = buf.tail(keep)
+                else:
+                    buf_start += len(buf) - 1
+                    buf = buf.tail(1)
+                if progress and len(batch.times):
+                    progress(min(1.0, float(batch.times[-1]) / max(duration, 1e-6)))
+        if total == 0:
+            raise MediaError("no video frame could be decoded")
+        if damaged >= 3 and damaged > opts.max_damaged * total and not opts.allow_damaged:
+            from kernels.timecode import hms
+
+            raise MediaError(
+                f"damaged video: {damaged} of {total} frames show corrupt blocks, the first at "
+                f"{hms(first_damage or 0.0)}; re-encode a clean copy, or pass --allow-damaged to ingest it anyway"
+            )
+        t = np.concatenate(times)
+        cuts = torch.cat(cut_change)
+        lags = torch.cat(lag_change) if lag_change else torch.zeros(0)
+        lags = torch.cat([lags, torch.zeros(total - len(lags))])
+        fps = 1.0 / max(1e-3, float(np.median(np.diff(t)))) if len(t) > 1 else 1.0
+        picked = pick_boundaries(cuts, lags, lag, fps, opts.boundaries)
+        starts = [0.0] + [float(t[i]) for i, _, _ in picked]
+        kinds = ["start"] + [k for _, _, k in picked]
+        ends = starts[1:] + [max(duration, float(t[-1]))]
+        shots = [Shot(s, e, k) for s, e, k in zip(starts, ends, kinds, strict=True) if e > s]
+        return ShotResult(shots, total, damaged)

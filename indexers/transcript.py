@@ -1,0 +1,242 @@
+"""Transcripts: faster-whisper on streamed audio, or subtitle files (.srt / .vtt).
+
+Audio is decoded by the ffmpeg CLI to 16 kHz mono PCM and read in chunks (five minutes by
+default) cut at the quietest moment near the chunk's end, so memory stays flat over hours and no
+word is split between chunks. ffmpeg runs with `-err_detect ignore_err`, so a stream with corrupt
+packets (megamind.avi's AC3 track) still yields its good audio.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from indexers.decode import MediaError
+from kernels.timecode import parse_hms
+
+SAMPLE_RATE = 16_000
+
+
+@dataclass
+class Word:
+    start: float
+    end: float
+    text: str
+
+
+@dataclass
+class Cue:
+    """A transcript line; times in seconds from the start of the media."""
+
+    start: float
+    end: float
+    text: str
+    words: list[Word] = field(default_factory=list)
+
+
+@dataclass
+class Transcript:
+    cues: list[Cue]
+    language: str | None
+    source: str  # asr | subtitles
+
+
+@dataclass
+class TranscribeOptions:
+    model: str = "base"
+    """Packaged model: `base` (multilingual, detects the language) or `tiny.en` (English, ~3x faster);
+    or a path to a CTranslate2 whisper folder."""
+    language: str | None = None
+    """Force a language code (e.g. `en`); detected from the first speech when None."""
+    chunk: float = 300.0
+    """Seconds of audio transcribed at a time (memory bound)."""
+    beam_size: int = 1
+    """1 is greedy decoding: several times faster on CPU for a small loss."""
+    vad: bool = True
+    """Skip non-speech with faster-whisper's bundled Silero VAD."""
+    threads: int = 0
+    """CPU threads for CTranslate2 (0: all cores)."""
+
+
+class Transcriber:
+    """Base of transcribers: one required method, `transcribe`."""
+
+    name = "base"
+
+    def transcribe(
+        self, path: Path, duration: float, progress: Callable[[float], None] | None = None
+    ) -> Transcript:
+        raise NotImplementedError
+
+
+def audio_chunks(path: Path, chunk: float, search: float = 5.0) -> Iterator[tuple[float, np.ndarray]]:
+    """(offset seconds, float32 mono samples) of the media's first audio stream, streamed.
+
+    Each chunk ends at the quietest 50 ms within `search` seconds of its nominal end.
+    """
+    cmd = [
+        "ffmpeg",
+        "-nostdin",
+        "-v",
+        "error",
+        "-err_detect",
+        "ignore_err",
+        "-i",
+        str(path),
+        "-vn",
+        "-map",
+        "0:a:0",
+        "-ac",
+        "1",
+        "-ar",
+        str(SAMPLE_RATE),
+        "-f",
+        "s16le",
+        "-",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    want = int(chunk * SAMPLE_RATE)
+    pending = np.zeros(0, dtype=np.float32)
+    offset = 0
+    try:
+        while True:
+            raw = proc.stdout.read((want - len(pending)) * 2)
+            eof = len(raw) < (want - len(pending)) * 2
+            if raw:
+                pending = np.concatenate([pending, np.frombuffer(raw, np.int16).astype(np.float32) / 32768.0])
+            if eof:
+                if len(pending):
+                    yield offset / SAMPLE_RATE, pending
+                break
+            cut = _quiet_cut(pending, int(search * SAMPLE_RATE))
+            yield offset / SAMPLE_RATE, pending[:cut]
+            offset += cut
+            pending = pending[cut:]
+    finally:
+        proc.stdout.close()
+        proc.kill()
+        proc.wait()
+
+
+def _quiet_cut(samples: np.ndarray, search: int) -> int:
+    hop = SAMPLE_RATE // 20
+    tail = samples[max(0, len(samples) - search) :]
+    n = len(tail) // hop
+    if n < 2:
+        return len(samples)
+    energy = (tail[: n * hop].reshape(n, hop) ** 2).mean(1)
+    return len(samples) - len(tail) + int(np.argmin(energy)) * hop + hop // 2
+
+
+_MODEL_CACHE: dict[tuple[str, int], object] = {}
+
+
+def load_whisper(model: str, cache_dir: Path, threads: int = 0):  # type: ignore[no-untyped-def]
+    """A faster-whisper model from a packaged CTranslate2 folder (no hub) or a local path."""
+    from faster_whisper import WhisperModel
+
+    key = (model, threads)
+    if key not in _MODEL_CACHE:
+        from indexers.models import whisper_path
+
+        _MODEL_CACHE[key] = WhisperModel(
+            str(whisper_path(model, cache_dir)), device="cpu", compute_type="int8", cpu_threads=threads
+        )
+    return _MODEL_CACHE[key]
+
+
+class WhisperTranscriber(Transcriber):
+    """faster-whisper (CTranslate2, int8 on CPU) with word timestamps and language detection."""
+
+    name = "faster-whisper"
+
+    def __init__(self, options: TranscribeOptions, cache_dir: Path) -> None:
+        self.opts = options
+        self.cache_dir = cache_dir
+
+    def transcribe(
+        self, path: Path, duration: float, progress: Callable[[float], None] | None = None
+    ) -> Transcript:
+        opts = self.opts
+        model = load_whisper(opts.model, self.cache_dir, opts.threads)
+        language = opts.language
+        cues: list[Cue] = []
+        for offset, samples in audio_chunks(path, opts.chunk):
+            if float(np.abs(samples).max(initial=0.0)) < 1e-3:  # digital silence: nothing to hear
+                if progress:
+                    progress(min(1.0, (offset + len(samples) / SAMPLE_RATE) / duration))
+                continue
+            segments, info = model.transcribe(
+                samples,
+                language=language,
+                beam_size=opts.beam_size,
+                word_timestamps=True,
+                vad_filter=opts.vad,
+                condition_on_previous_text=False,
+            )
+            for seg in segments:
+                text = seg.text.strip()
+                if not text:
+                    continue
+                words = [Word(offset + w.start, offset + w.end, w.word.strip()) for w in (seg.words or [])]
+                cues.append(Cue(offset + seg.start, offset + seg.end, text, words))
+                if progress:
+                    progress(min(1.0, (offset + seg.end) / duration))
+            if language is None and cues:
+                language = info.language  # detected once, from the first chunk with speech
+            if progress:
+                progress(min(1.0, (offset + len(samples) / SAMPLE_RATE) / duration))
+        return Transcript(cues, language, "asr")
+
+
+# --- subtitles -------------------------------------------------------------------------------------
+
+SUBTITLE_SUFFIXES = (".srt", ".vtt")
+_TIMING = re.compile(r"^\s*(\S+)\s*-->\s*(\S+)")
+_TAGS = re.compile(r"<[^>]+>|\{\\[^}]*\}")
+
+
+def read_subtitles(path: Path) -> Transcript:
+    """Parse an .srt or .vtt file; MediaError when it is unreadable or holds no cue."""
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(f"{path}: no such subtitle file")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = path.read_bytes().decode("latin-1")
+    cues: list[Cue] = []
+    for block in re.split(r"\n\s*\n", text.replace("\r\n", "\n").replace("\r", "\n")):
+        lines = [ln for ln in block.strip().split("\n") if ln.strip()]
+        for i, line in enumerate(lines):
+            m = _TIMING.match(line)
+            if not m:
+                continue
+            try:
+                start, end = parse_hms(m.group(1)), parse_hms(m.group(2))
+            except ValueError as e:
+                raise MediaError(f"{path}: bad cue timing {line.strip()!r} ({e})") from None
+            body = " ".join(html.unescape(_TAGS.sub("", ln)).strip() for ln in lines[i + 1 :]).strip()
+            if body and end > start:
+                cues.append(Cue(start, end, body))
+            break
+    if not cues:
+        raise MediaError(f"{path}: no subtitle cues found (an empty or malformed .srt/.vtt file)")
+    cues.sort(key=lambda c: c.start)
+    return Transcript(cues, None, "subtitles")
+
+
+def sidecar_subtitles(media: Path) -> Path | None:
+    """A `.srt`/`.vtt` beside the media with the same stem, if any."""
+    for suffix in SUBTITLE_SUFFIXES:
+        candidate = media.with_suffix(suffix)
+        if candidate.is_file():
+            return candidate
+    return None

@@ -1,0 +1,20 @@
+"""The memory of vidmem: the SQL catalog, the FAISS indexes derived from it, and (later) the gate.
+
+Nothing heavy is imported here; faiss loads when a vector index is first used.
+"""
+
+from memory.models import LEVELS, STAGES, EmbeddingRow, IngestJob, Library, Segment, TranscriptCue, Video
+from memory.store import Store, StoreError
+
+__all__ = [
+    "LEVELS",
+    "STAGES",
+    "EmbeddingRow",
+    "IngestJob",
+    "Library",
+    "Segment",
+    "Store",
+    "StoreError",
+    "TranscriptCue",
+    "Video",
+]

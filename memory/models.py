@@ -1,0 +1,154 @@
+"""The catalog: SQLAlchemy 2 typed models. SQL is the source of truth; FAISS is derived from it.
+
+Times are float seconds from the start of the media. Every table that belongs to a video cascades
+on delete, so removing a video removes everything it owns and nothing else.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+LEVELS = ("shot", "scene", "chapter", "video")
+"""Segment levels, finest first. Every level tiles its parent."""
+
+STAGES = ("shots", "transcript", "embeddings")
+"""Ingestion stages in order; a job records which are done and resumes at the first that is not."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """Short random id users can type (12 hex digits)."""
+    return uuid.uuid4().hex[:12]
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Library(Base):
+    __tablename__ = "libraries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+    videos: Mapped[list[Video]] = relationship(back_populates="library", cascade="all, delete-orphan")
+
+
+class Video(Base):
+    """A media file or a transcript-only item. `content_hash` (sha256 of the bytes) is the ingest key."""
+
+    __tablename__ = "videos"
+    __table_args__ = (UniqueConstraint("library_id", "content_hash"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    library_id: Mapped[int] = mapped_column(ForeignKey("libraries.id", ondelete="CASCADE"), index=True)
+    uri: Mapped[str] = mapped_column(Text)
+    title: Mapped[str] = mapped_column(String(512))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16), default="video")  # video | audio | transcript
+    duration: Mapped[float] = mapped_column(Float, default=0.0)
+    fps: Mapped[float | None] = mapped_column(Float)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    language: Mapped[str | None] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|ingesting|ready|failed
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+    library: Mapped[Library] = relationship(back_populates="videos")
+    segments: Mapped[list[Segment]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
+    cues: Mapped[list[TranscriptCue]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
+    embeddings: Mapped[list[EmbeddingRow]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
+    jobs: Mapped[list[IngestJob]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
+
+
+class Segment(Base):
+    """A span at one level of the hierarchy (shot, scene, chapter, video)."""
+
+    __tablename__ = "segments"
+    __table_args__ = (Index("ix_segments_video_level_start", "video_id", "level", "start"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    video_id: Mapped[str] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"))
+    level: Mapped[str] = mapped_column(String(16))
+    ordinal: Mapped[int] = mapped_column(Integer)
+    start: Mapped[float] = mapped_column(Float)
+    end: Mapped[float] = mapped_column(Float)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"))
+    caption: Mapped[str | None] = mapped_column(Text)
+    salience: Mapped[float | None] = mapped_column(Float)
+    retained: Mapped[bool | None] = mapped_column()
+    keyframe_time: Mapped[float | None] = mapped_column(Float)
+
+
+class TranscriptCue(Base):
+    """One transcript line; `words` holds `[[start, end, word], ...]` when the ASR gives word times."""
+
+    __tablename__ = "transcript_cues"
+    __table_args__ = (Index("ix_cues_video_start", "video_id", "start"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    video_id: Mapped[str] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"))
+    start: Mapped[float] = mapped_column(Float)
+    end: Mapped[float] = mapped_column(Float)
+    text: Mapped[str] = mapped_column(Text)
+    words: Mapped[list | None] = mapped_column(JSON)
+    source: Mapped[str] = mapped_column(String(16))  # asr | subtitles
+    speaker: Mapped[str | None] = mapped_column(String(64))
+
+
+class EmbeddingRow(Base):
+    """A searchable unit with its vector. `id` is the FAISS vector id; the vector itself is kept here
+    (float32 bytes) so every FAISS index can be rebuilt from SQL alone."""
+
+    __tablename__ = "embeddings"
+    __table_args__ = (Index("ix_embeddings_library_space", "library_id", "space"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    library_id: Mapped[int] = mapped_column(ForeignKey("libraries.id", ondelete="CASCADE"))
+    video_id: Mapped[str] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
+    segment_id: Mapped[int | None] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # shot | window (transcript window) | ...
+    start: Mapped[float] = mapped_column(Float)
+    end: Mapped[float] = mapped_column(Float)
+    text: Mapped[str] = mapped_column(Text)
+    modality: Mapped[str] = mapped_column(String(16))  # text | visual
+    model: Mapped[str] = mapped_column(String(128))
+    space: Mapped[str] = mapped_column(String(160))  # "{modality}:{model}": one FAISS index per space
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class IngestJob(Base):
+    """An ingestion with per-stage checkpoints. `stages_done` lists finished stages in order."""
+
+    __tablename__ = "ingest_jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    video_id: Mapped[str] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued|running|done|failed
+    stage: Mapped[str | None] = mapped_column(String(32))
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    stages_done: Mapped[list] = mapped_column(JSON, default=list)
+    options: Mapped[dict] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)

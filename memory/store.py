@@ -1,0 +1,117 @@
+"""Open the catalog (SQLite by default, PostgreSQL by URL), migrate it, and hand out sessions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from memory.models import EmbeddingRow, Library, Video
+from memory.vectors import VectorIndex
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class StoreError(Exception):
+    """A catalog operation that cannot be done as asked (unknown library, unknown video...)."""
+
+
+def sqlite_url(home: Path) -> str:
+    return f"sqlite:///{home / 'vidmem.db'}"
+
+
+def _alembic_config(engine: Engine):  # type: ignore[no-untyped-def]
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    return cfg
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest Alembic revision (idempotent)."""
+    from alembic import command
+
+    cfg = _alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+class Store:
+    """The catalog plus the FAISS indexes derived from it.
+
+    `home` holds the SQLite file (when no URL is given) and the `vectors/` folder.
+    """
+
+    def __init__(self, home: Path, url: str | None = None) -> None:
+        self.home = Path(home)
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.url = url or sqlite_url(self.home)
+        self.engine = create_engine(self.url, future=True, pool_pre_ping=True)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        migrate(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.vectors = VectorIndex(self.home / "vectors", self._sessions)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A unit of work: committed when the block ends, rolled back on any exception."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def library(self, session: Session, name: str, create: bool = True) -> Library:
+        lib = session.scalar(select(Library).where(Library.name == name))
+        if lib is None:
+            if not create:
+                raise StoreError(f"no library named {name!r}; `vidmem libraries` lists them")
+            lib = Library(name=name)
+            session.add(lib)
+            session.flush()
+        return lib
+
+    def get_video(self, session: Session, video_id: str) -> Video:
+        video = session.get(Video, video_id)
+        if video is None:
+            raise StoreError(f"no video with id {video_id!r}; `vidmem list` shows the ids")
+        return video
+
+    def delete_video(self, video_id: str) -> None:
+        """Remove a video, all rows it owns and its vectors; nothing else changes."""
+        with self.session() as s:
+            video = self.get_video(s, video_id)
+            library_id = video.library_id
+            spaces = set(s.scalars(select(EmbeddingRow.space).where(EmbeddingRow.video_id == video_id)))
+            s.delete(video)
+        for space in spaces:
+            self.vectors.rebuild(library_id, space)
+
+    def reindex(self) -> dict[str, int]:
+        """Rebuild every FAISS index from the SQL rows; returns vectors per index file."""
+        with self.session() as s:
+            pairs = s.execute(
+                select(EmbeddingRow.library_id, EmbeddingRow.space, func.count()).group_by(
+                    EmbeddingRow.library_id, EmbeddingRow.space
+                )
+            ).all()
+        self.vectors.clear()
+        return {
+            self.vectors.path(lib, space).name: self.vectors.rebuild(lib, space) for lib, space, _ in pairs
+        }
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()

