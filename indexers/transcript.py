@@ -186,7 +186,10 @@ class WhisperTranscriber(Transcriber):
                 if not text:
                     continue
                 words = [Word(offset + w.start, offset + w.end, w.word.strip()) for w in (seg.words or [])]
-                cues.append(Cue(offset + seg.start, offset + seg.end, text, words))
+                # segment bounds can swallow silence that the VAD removed; word times are tighter
+                start = words[0].start if words else offset + seg.start
+                end = words[-1].end if words else offset + seg.end
+                cues.append(Cue(start, max(end, start + 0.01), text, words))
                 if progress:
                     progress(min(1.0, (offset + seg.end) / duration))
             if language is None and cues:

@@ -7,6 +7,7 @@ line starting with `error:` and a non-zero exit status.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,20 +59,44 @@ def _errors():  # type: ignore[no-untyped-def]
         raise typer.Exit(1) from None
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description:<12}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False,
-        disable=not err.is_terminal and "VIDMEM_PROGRESS" not in __import__("os").environ,
+@contextmanager
+def stage_progress():  # type: ignore[no-untyped-def]
+    """One bar per ingestion stage on stderr; yields the `report(stage, fraction)` callback.
+
+    Shown on a terminal, or anywhere when VIDMEM_PROGRESS is set."""
+    bar = Progress(
+        TextColumn("{task.description:<12}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+        disable=not err.is_terminal and "VIDMEM_PROGRESS" not in os.environ,
     )
+    tasks: dict[str, Any] = {}
+
+    def report(stage: str, frac: float) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=1.0)
+        bar.update(tasks[stage], completed=frac)
+
+    with bar:
+        yield report
 
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Media files, or .srt/.vtt files as transcript-only items.")],
+    paths: Annotated[
+        list[Path], typer.Argument(help="Media files, or .srt/.vtt files as transcript-only items.")
+    ],
     library: LibOpt = None,
-    subtitles: Annotated[Path | None, typer.Option(help="Subtitle file used as the transcript (one PATH only).")] = None,
-    asr_model: Annotated[str | None, typer.Option(help="Speech model: base, tiny.en or a CTranslate2 folder.")] = None,
+    subtitles: Annotated[
+        Path | None, typer.Option(help="Subtitle file used as the transcript (one PATH only).")
+    ] = None,
+    asr_model: Annotated[
+        str | None, typer.Option(help="Speech model: base, tiny.en or a CTranslate2 folder.")
+    ] = None,
     language: Annotated[str | None, typer.Option(help="Force the transcript language, e.g. en.")] = None,
     allow_damaged: Annotated[bool, typer.Option(help="Ingest video with corrupt frames anyway.")] = False,
     as_json: JsonOpt = False,
@@ -79,7 +104,8 @@ def ingest(
     database_url: DbOpt = None,
 ) -> None:
     """Ingest media into a library: shots, transcript, embeddings (resumes unfinished work)."""
-    from indexers import IngestOptions, MediaError, ingest as run_ingest
+    from indexers import IngestOptions, MediaError
+    from indexers import ingest as run_ingest
     from indexers.shots import ShotOptions
     from indexers.transcript import TranscribeOptions
 
@@ -89,21 +115,18 @@ def ingest(
         cfg = _settings(home, database_url, library=library, asr_model=asr_model, asr_language=language)
         store = _store(cfg)
         opts = IngestOptions(
-            library=cfg.library, subtitles=subtitles, decoder=cfg.decoder, text_model=cfg.text_model,
-            window_seconds=cfg.window_seconds, shots=ShotOptions(allow_damaged=allow_damaged),
+            library=cfg.library,
+            subtitles=subtitles,
+            decoder=cfg.decoder,
+            text_model=cfg.text_model,
+            window_seconds=cfg.window_seconds,
+            shots=ShotOptions(allow_damaged=allow_damaged),
             transcribe=TranscribeOptions(model=cfg.asr_model, language=cfg.asr_language),
         )
         results, failed = [], 0
         for path in paths:
             try:
-                with _progress() as bar:
-                    tasks: dict[str, Any] = {}
-
-                    def report(stage: str, frac: float) -> None:
-                        if stage not in tasks:
-                            tasks[stage] = bar.add_task(stage, total=1.0)
-                        bar.update(tasks[stage], completed=frac)
-
+                with stage_progress() as report:
                     res = run_ingest(store, path, opts, cfg.cache_dir, report)
             except MediaError as e:
                 err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
@@ -111,14 +134,80 @@ def ingest(
                 continue
             results.append(res)
             if not as_json:
-                what = "already ingested" if res.existed else ("resumed and ingested" if res.resumed else "ingested")
-                out.print(f"{what} [bold]{res.video_id}[/bold] {path.name} into library {res.library!r} "
-                          f"({hms(res.duration)})", highlight=False)
+                what = (
+                    "already ingested"
+                    if res.existed
+                    else ("resumed and ingested" if res.resumed else "ingested")
+                )
+                out.print(
+                    f"{what} [bold]{res.video_id}[/bold] {path.name} into library {res.library!r} "
+                    f"({hms(res.duration)})",
+                    highlight=False,
+                )
         if as_json:
-            objs = [{"video_id": r.video_id, "library": r.library, "duration": round(r.duration, 3)} for r in results]
+            objs = [
+                {"video_id": r.video_id, "library": r.library, "duration": round(r.duration, 3)}
+                for r in results
+            ]
             print(json.dumps(objs[0] if len(paths) == 1 and objs else objs))
         if failed:
             raise typer.Exit(1)
+
+
+def print_timeline(store, video_id: str, as_json: bool = False) -> None:  # type: ignore[no-untyped-def]
+    """Shots with their times and the transcript under them (or the same as JSON)."""
+    from sqlalchemy import select
+
+    from memory import Segment, TranscriptCue
+
+    with store.session() as s:
+        video = store.get_video(s, video_id)
+        shots = s.scalars(
+            select(Segment)
+            .where(Segment.video_id == video_id, Segment.level == "shot")
+            .order_by(Segment.start)
+        ).all()
+        cues = s.scalars(
+            select(TranscriptCue).where(TranscriptCue.video_id == video_id).order_by(TranscriptCue.start)
+        ).all()
+        library = video.library.name
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "video": {
+                        "id": video.id,
+                        "title": video.title,
+                        "library": library,
+                        "uri": video.uri,
+                        "duration": video.duration,
+                        "fps": video.fps,
+                        "width": video.width,
+                        "height": video.height,
+                        "kind": video.kind,
+                        "language": video.language,
+                        "status": video.status,
+                    },
+                    "shots": [{"start": sh.start, "end": sh.end} for sh in shots],
+                    "transcript": [{"start": c.start, "end": c.end, "text": c.text} for c in cues],
+                }
+            )
+        )
+        return
+    out.print(
+        f"[bold]{video.title}[/bold]  id {video.id}  library {library!r}  {hms(video.duration, True)}  "
+        f"{len(shots)} shots  {len(cues)} cues  language {video.language or '-'}  [{video.status}]",
+        highlight=False,
+    )
+    spans = [(sh.start, sh.end, f"shot {i + 1}") for i, sh in enumerate(shots)] or [(0.0, video.duration, "")]
+    ci = 0
+    for n, (start, end, label) in enumerate(spans):
+        out.print(
+            f"[cyan]{hms(start, True)} - {hms(end, True)}[/cyan]  [bold]{label}[/bold]", highlight=False
+        )
+        while ci < len(cues) and (cues[ci].start < end or n == len(spans) - 1):
+            out.print(f"    {hms(cues[ci].start, True)}  {cues[ci].text}", highlight=False)
+            ci += 1
 
 
 @app.command()
@@ -129,40 +218,8 @@ def show(
     database_url: DbOpt = None,
 ) -> None:
     """Print a video's timeline: shots with their times and the transcript under them."""
-    from sqlalchemy import select
-
-    from memory import Segment, TranscriptCue
-
     with _errors():
-        store = _store(_settings(home, database_url))
-        with store.session() as s:
-            video = store.get_video(s, video_id)
-            shots = s.scalars(select(Segment).where(Segment.video_id == video_id, Segment.level == "shot")
-                              .order_by(Segment.start)).all()
-            cues = s.scalars(select(TranscriptCue).where(TranscriptCue.video_id == video_id)
-                             .order_by(TranscriptCue.start)).all()
-            library = video.library.name
-        if as_json:
-            print(json.dumps({
-                "video": {"id": video.id, "title": video.title, "library": library, "uri": video.uri,
-                          "duration": video.duration, "fps": video.fps, "width": video.width,
-                          "height": video.height, "kind": video.kind, "language": video.language,
-                          "status": video.status},
-                "shots": [{"start": sh.start, "end": sh.end} for sh in shots],
-                "transcript": [{"start": c.start, "end": c.end, "text": c.text} for c in cues],
-            }))
-            return
-        out.print(f"[bold]{video.title}[/bold]  id {video.id}  library {library!r}  {hms(video.duration, True)}  "
-                  f"{len(shots)} shots  {len(cues)} cues  language {video.language or '-'}  [{video.status}]",
-                  highlight=False)
-        spans = [(sh.start, sh.end, f"shot {i + 1}") for i, sh in enumerate(shots)] or [(0.0, video.duration, "")]
-        ci = 0
-        for start, end, label in spans:
-            out.print(f"[cyan]{hms(start, True)} - {hms(end, True)}[/cyan]  [bold]{label}[/bold]", highlight=False)
-            while ci < len(cues) and (cues[ci].start < end or (start, end, label) == spans[-1]):
-                c = cues[ci]
-                out.print(f"    {hms(c.start, True)}  {c.text}", highlight=False)
-                ci += 1
+        print_timeline(_store(_settings(home, database_url)), video_id, as_json)
 
 
 @app.command("search")
@@ -183,7 +240,9 @@ def search_cmd(
         store = _store(cfg)
         from memory.encoders import SentenceEmbedder
 
-        moments = search(store, query, cfg.library, video, SearchOptions(top=top), SentenceEmbedder(cfg.text_model))
+        moments = search(
+            store, query, cfg.library, video, SearchOptions(top=top), SentenceEmbedder(cfg.text_model)
+        )
         if as_json:
             print(json.dumps([m.to_json() for m in moments]))
             return
@@ -197,7 +256,9 @@ def search_cmd(
 
 
 @app.command("list")
-def list_videos(library: LibOpt = None, as_json: JsonOpt = False, home: HomeOpt = None, database_url: DbOpt = None) -> None:
+def list_videos(
+    library: LibOpt = None, as_json: JsonOpt = False, home: HomeOpt = None, database_url: DbOpt = None
+) -> None:
     """List the videos of a library."""
     from sqlalchemy import select
 
@@ -208,14 +269,21 @@ def list_videos(library: LibOpt = None, as_json: JsonOpt = False, home: HomeOpt 
         store = _store(cfg)
         with store.session() as s:
             lib = store.library(s, cfg.library, create=False)
-            videos = s.scalars(select(Video).where(Video.library_id == lib.id).order_by(Video.created_at)).all()
-        rows = [{"id": v.id, "title": v.title, "duration": v.duration, "status": v.status, "kind": v.kind} for v in videos]
+            videos = s.scalars(
+                select(Video).where(Video.library_id == lib.id).order_by(Video.created_at)
+            ).all()
+        rows = [
+            {"id": v.id, "title": v.title, "duration": v.duration, "status": v.status, "kind": v.kind}
+            for v in videos
+        ]
         if as_json:
             print(json.dumps(rows))
             return
         table = Table("id", "title", "duration", "kind", "status")
         for r in rows:
-            table.add_row(str(r["id"]), str(r["title"]), hms(float(r["duration"])), str(r["kind"]), str(r["status"]))
+            table.add_row(
+                str(r["id"]), str(r["title"]), hms(float(r["duration"])), str(r["kind"]), str(r["status"])
+            )
         out.print(table)
 
 
@@ -229,7 +297,9 @@ def libraries(as_json: JsonOpt = False, home: HomeOpt = None, database_url: DbOp
     with _errors():
         store = _store(_settings(home, database_url))
         with store.session() as s:
-            rows = s.execute(select(Library.name, func.count(Video.id)).outerjoin(Video).group_by(Library.name)).all()
+            rows = s.execute(
+                select(Library.name, func.count(Video.id)).outerjoin(Video).group_by(Library.name)
+            ).all()
         if as_json:
             print(json.dumps([{"name": n, "videos": c} for n, c in rows]))
         else:

@@ -25,7 +25,6 @@ from tests.media import (
     write_vtt,
 )
 
-pytestmark = pytest.mark.skipif(not ffmpeg_available(), reason="ffmpeg/ffprobe/espeak-ng not installed")
 
 
 def _scene_change_times(path: Path, threshold: float = 0.3) -> list[float]:

