@@ -70,7 +70,7 @@ __all__ = [
 FPS = 24
 WIDTH, HEIGHT = 640, 360
 MARGIN_S = 0.2
-RECIPE_VERSION = 3  # bump when the composition code changes in a way the recipe does not show
+RECIPE_VERSION = 4  # bump when the composition code changes in a way the recipe does not show
 
 MEDIA_DIR = Path(
     os.environ.get("VIDMEM_SHARED_MEDIA", Path(__file__).resolve().parents[3] / "shared" / "media")
@@ -241,9 +241,12 @@ class Transition:
     """One shot boundary of the cut set.
 
     ``start``/``end`` are seconds: for a hard cut both are the time of the first frame of the new
-    shot; for a gradual transition of ``D`` frames beginning after output frame ``O`` (the last
-    frame that is purely the old shot) ``start`` is the time of the first blended frame (``O+1``)
-    and ``end`` the time of the first frame that is purely the new shot (``O+D``).
+    shot; for a gradual transition ``start`` is the time of the first frame that differs from the
+    old shot (a blend) and ``end`` the time of the first frame that is purely the new shot.
+    ffmpeg's ``xfade`` with ``offset`` O and ``duration`` D (in frames) keeps output frame O pure,
+    blends O+1 .. O+D-2 and shows the new shot from O+D-1 on (measured with ffmpeg 5.1: black ->
+    white over D=12 gives luma 16, 34, 52, ..., 198, 235), so ``start_frame`` = O+1 and
+    ``end_frame`` = O+D-1; ``length_frames`` is D. ``mid`` is the middle of ``start``..``end``.
     """
 
     kind: str  # 'cut' | 'dissolve' | 'fade'
@@ -253,6 +256,7 @@ class Transition:
     effect: str = "cut"  # 'cut' | 'fade' (xfade dissolve) | 'fadeblack' | 'fadewhite'
     start_frame: int = 0
     end_frame: int = 0
+    length_frames: int = 0  # xfade duration D in frames (0 for a hard cut)
 
 
 @dataclass
@@ -303,25 +307,36 @@ def _check_recipe(pieces: Sequence[_Piece], joins: Sequence[_Join]) -> None:
 def _truth(pieces: Sequence[_Piece], joins: Sequence[_Join]) -> tuple[list[Transition], int, list[dict]]:
     """Frame arithmetic of the join: transitions, total frame count, output position of each piece."""
     acc = pieces[0].frames
-    placed = [{"source": pieces[0].source, "src_start": pieces[0].start, "frames": pieces[0].frames, "out_start": 0}]
+    placed = [
+        {"source": pieces[0].source, "src_start": pieces[0].start, "frames": pieces[0].frames, "out_start": 0}
+    ]
     transitions: list[Transition] = []
     for j, p in zip(joins, pieces[1:], strict=True):
         if j.effect == "cut":
             first_new = acc
             transitions.append(
-                Transition("cut", first_new / FPS, first_new / FPS, first_new / FPS, "cut", first_new, first_new)
+                Transition(
+                    "cut", first_new / FPS, first_new / FPS, first_new / FPS, "cut", first_new, first_new
+                )
             )
             out_start = acc
             acc += p.frames
         else:
-            o = acc - j.frames  # offset: output frame o is the last pure frame of the old shot
-            s, e = o + 1, o + j.frames
+            o = acc - j.frames  # xfade offset: output frame o is the last pure frame of the old shot
+            s, e = o + 1, o + j.frames - 1  # first blended frame, first pure frame of the new shot
             kind = "dissolve" if j.effect == "fade" else "fade"
-            transitions.append(Transition(kind, s / FPS, e / FPS, (s + e) / 2 / FPS, j.effect, s, e))
+            transitions.append(
+                Transition(kind, s / FPS, e / FPS, (s + e) / 2 / FPS, j.effect, s, e, j.frames)
+            )
             out_start = o
             acc += p.frames - j.frames
         placed.append({"source": p.source, "src_start": p.start, "frames": p.frames, "out_start": out_start})
     return transitions, acc, placed
+
+
+def _ffmpeg_version() -> str:
+    out = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout
+    return out.splitlines()[0] if out else ""
 
 
 def _recipe_hash(pieces: Sequence[_Piece], joins: Sequence[_Join]) -> str:
@@ -336,6 +351,7 @@ def _recipe_hash(pieces: Sequence[_Piece], joins: Sequence[_Join]) -> str:
         "joins": [asdict(j) for j in joins],
         "enc": [_PIECE_ENC, _FINAL_ENC],
         "sources": srcs,
+        "ffmpeg": _ffmpeg_version(),
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -346,7 +362,9 @@ def _recipe_hash(pieces: Sequence[_Piece], joins: Sequence[_Join]) -> str:
 def _run(cmd: Sequence[str | os.PathLike[str]]) -> str:
     proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(map(str, cmd))}\n{proc.stderr[-4000:]}")
+        raise RuntimeError(
+            f"command failed ({proc.returncode}): {' '.join(map(str, cmd))}\n{proc.stderr[-4000:]}"
+        )
     return proc.stdout
 
 
@@ -411,7 +429,9 @@ def _join_graph(pieces: Sequence[_Piece], joins: Sequence[_Join]) -> tuple[str, 
         )
         run_label, run_len = out, run_len + p.frames - j.frames
     runs.append(run_label)
-    parts.append("".join(f"[{r}]" for r in runs) + f"concat=n={len(runs)}:v=1:a=0,settb=1/{FPS},setpts=N[out]")
+    parts.append(
+        "".join(f"[{r}]" for r in runs) + f"concat=n={len(runs)}:v=1:a=0,settb=1/{FPS},setpts=N[out]"
+    )
     return ";\n".join(parts), "out"
 
 

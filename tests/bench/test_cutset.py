@@ -9,11 +9,18 @@ from __future__ import annotations
 import json
 import subprocess
 
+import numpy as np
 import pytest
 
 from tests.bench.cutset import (
+    CUT,
     CutSet,
     Transition,
+    _check_recipe,
+    _Join,
+    _join_graph,
+    _Piece,
+    _truth,
     compose_cut_set,
     default_work_dir,
     frame_diffs,
@@ -43,14 +50,16 @@ def _ffprobe_frames(path) -> tuple[int, float, list[str]]:
     ).stdout  # fmt: skip
     info = json.loads(out)
     video = [s for s in info["streams"] if s["codec_type"] == "video"]
-    return int(video[0]["nb_read_frames"]), float(info["format"]["duration"]), [
-        s["codec_type"] for s in info["streams"]
-    ]
+    return (
+        int(video[0]["nb_read_frames"]),
+        float(info["format"]["duration"]),
+        [s["codec_type"] for s in info["streams"]],
+    )
 
 
 def test_frame_count_matches_truth_arithmetic(cut_set: CutSet) -> None:
     # total = sum of piece lengths - sum of the overlaps the gradual transitions eat
-    overlaps = sum(t.end_frame - t.start_frame + 1 for t in cut_set.transitions if t.kind != "cut")
+    overlaps = sum(t.length_frames for t in cut_set.transitions if t.kind != "cut")
     expected = sum(p["frames"] for p in cut_set.pieces) - overlaps
     last = cut_set.pieces[-1]
     assert last["out_start"] + last["frames"] == expected == cut_set.n_frames
@@ -70,8 +79,11 @@ def test_frame_count_matches_truth_arithmetic(cut_set: CutSet) -> None:
         assert t.start <= t.mid <= t.end
         if t.kind == "cut":
             assert t.start == t.end == t.start_frame / 24
+            assert t.length_frames == 0
         else:
-            assert 0.5 <= t.end - t.start + 1 / 24 <= 1.5
+            assert 12 <= t.length_frames <= 36  # 0.5-1.5 s
+            assert t.end_frame - t.start_frame == t.length_frames - 2
+            assert t.end - t.start == pytest.approx((t.end_frame - t.start_frame) / 24)
 
 
 def test_cut_positions_are_frame_exact(cut_set: CutSet) -> None:
@@ -82,10 +94,47 @@ def test_cut_positions_are_frame_exact(cut_set: CutSet) -> None:
         f = t.start_frame
         around = diffs[f - 6 : f] + diffs[f + 1 : f + 7]
         assert diffs[f] > 2.5 * max(around), (t, diffs[f - 6 : f + 7])
-    for t in cut_set.transitions:
-        if t.kind != "cut":  # the frame before a gradual transition and the one after its end are still
-            assert diffs[t.start_frame] > 3 * diffs[t.start_frame - 1], t
-            assert diffs[t.end_frame] > 3 * diffs[t.end_frame + 1], t
+    # (gradual transitions between moving shots have no such signature; their frame positions are
+    # checked on flat colours in test_join_frame_positions_on_flat_colours)
+
+
+def test_join_frame_positions_on_flat_colours() -> None:
+    """The production join graph and truth arithmetic, on flat-colour pieces with this ffmpeg."""
+    levels = [128, 255, 0, 128, 255, 40]  # luma of each piece (full range 0-255 before yuv conversion)
+    n = 80
+    pieces = [_Piece("vtest", 1.0, n) for _ in levels]
+    joins = [_Join("fade", 12), CUT, _Join("fadewhite", 24), _Join("fadeblack", 18), _Join("fade", 36)]
+    _check_recipe(pieces, joins)
+    truth, total, _ = _truth(pieces, joins)
+    graph, out_label = _join_graph(pieces, joins)
+    inputs: list[str] = []
+    for v in levels:
+        inputs += ["-f", "lavfi", "-i", f"color=c=0x{v:02x}{v:02x}{v:02x}:s=64x36:r=24:d={n / 24}"]
+    raw = subprocess.run(
+        [
+            "ffmpeg", "-nostdin", "-v", "error", *inputs, "-filter_complex", graph,
+            "-map", f"[{out_label}]", "-f", "rawvideo", "-pix_fmt", "gray", "-",
+        ],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    luma = np.frombuffer(raw, np.uint8).reshape(-1, 36 * 64).mean(axis=1)
+    assert len(luma) == total
+
+    def is_level(frame: int, piece: int) -> bool:
+        ref = luma[pieces_start[piece] + 2]  # a frame well inside the piece
+        return abs(luma[frame] - ref) < 0.6
+
+    # the first frame of each piece's pure part
+    pieces_start = [0] + [t.end_frame for t in truth]
+    for k, t in enumerate(truth):
+        a, b = k, k + 1
+        if t.kind == "cut":
+            assert is_level(t.start_frame - 1, a) and is_level(t.start_frame, b), t
+            continue
+        assert is_level(t.start_frame - 1, a), t  # last pure frame of the old shot
+        assert not is_level(t.start_frame, a), t  # the change starts at start_frame
+        assert not is_level(t.end_frame - 1, b), t  # still blended one frame before end
+        assert is_level(t.end_frame, b), t  # first pure frame of the new shot
 
 
 def test_score_perfect_on_mids(cut_set: CutSet) -> None:
