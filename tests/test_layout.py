@@ -111,16 +111,16 @@ def test_import_directions(package: str) -> None:
                 continue
             checked += 1
             if top not in ALLOWED[package]:
-                bad.append(f"{path.relative_to(ROOT)}:{line} imports {name} ({package} -> {top} is forbidden)")
+                bad.append(
+                    f"{path.relative_to(ROOT)}:{line} imports {name} ({package} -> {top} is forbidden)"
+                )
     assert not bad, "forbidden import arrows:\n" + "\n".join(bad)
     if package in ("indexers", "reasoning", "service"):  # the walk really sees their cross-package imports
         assert checked > 0, f"no import of another vidmem package found under {package}/"
 
 
 def _run_python(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 def test_heavy_dependencies_stay_optional() -> None:
@@ -140,12 +140,7 @@ def test_heavy_dependencies_stay_optional() -> None:
 
 def test_heavy_dependency_check_detects_a_heavy_import() -> None:
     """The check above is not vacuous: once a stage's backend is imported, it shows in sys.modules."""
-    code = (
-        "import sys\n"
-        "import memory.vectors\n"
-        "memory.vectors._flat_index(4)\n"
-        "print('faiss' in sys.modules)\n"
-    )
+    code = "import sys\nimport memory.vectors\nmemory.vectors._flat_index(4)\nprint('faiss' in sys.modules)\n"
     proc = _run_python(code)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip() == "True"

@@ -157,7 +157,8 @@ def test_decoders_agree_on_real_cuts(name: str) -> None:
     _, b = detect(shared(name), "decord")
     assert boundaries(a), "no cut found by PyAV"
     assert len(boundaries(b)) == len(boundaries(a)), f"pyav {boundaries(a)} vs decord {boundaries(b)}"
-    np.testing.assert_allclose(boundaries(b), boundaries(a), atol=1.0 / (info.fps or 25.0))
+    # within one frame: the decoders may disagree on where the first frame sits
+    np.testing.assert_allclose(boundaries(b), boundaries(a), rtol=0, atol=1.0 / (info.fps or 25.0) + 1e-6)
 
 
 @pytest.mark.slow

@@ -54,7 +54,9 @@ def add_video(s, library: Library, name: str) -> Video:  # type: ignore[no-untyp
     return video
 
 
-def add_windows(store: Store, library_name: str, video_name: str, texts: list[str], vectors) -> tuple[int, str, dict[str, int]]:  # type: ignore[no-untyped-def]
+def add_windows(
+    store: Store, library_name: str, video_name: str, texts: list[str], vectors
+) -> tuple[int, str, dict[str, int]]:  # type: ignore[no-untyped-def]
     """One video with a root segment, shots, cues, a job and one embedding per text; vectors added."""
     with store.session() as s:
         lib = store.library(s, library_name)
@@ -65,11 +67,18 @@ def add_windows(store: Store, library_name: str, video_name: str, texts: list[st
         rows: dict[str, EmbeddingRow] = {}
         for i, t in enumerate(texts):
             shot = Segment(
-                video_id=video.id, level="shot", ordinal=i, start=10.0 * i, end=10.0 * (i + 1), parent_id=root.id
+                video_id=video.id,
+                level="shot",
+                ordinal=i,
+                start=10.0 * i,
+                end=10.0 * (i + 1),
+                parent_id=root.id,
             )
             s.add(shot)
             s.flush()
-            s.add(TranscriptCue(video_id=video.id, start=10.0 * i + 1, end=10.0 * i + 4, text=t, source="asr"))
+            s.add(
+                TranscriptCue(video_id=video.id, start=10.0 * i + 1, end=10.0 * i + 4, text=t, source="asr")
+            )
             rows[t] = EmbeddingRow(
                 library_id=lib.id,
                 video_id=video.id,
@@ -249,12 +258,16 @@ def test_deleted_index_files_are_rebuilt_from_sql(
         p.unlink()
     after = _all_hits(store, lib, vectors)
     assert [[i for i, _ in h] for h in after] == [[i for i, _ in h] for h in before]
-    assert [[s for _, s in h] for h in after] == pytest.approx([[s for _, s in h] for h in before], abs=1e-6)
+    np.testing.assert_allclose(
+        [[s for _, s in h] for h in after], [[s for _, s in h] for h in before], atol=1e-6
+    )
     assert path.is_file()
     # a fresh process (new Store, empty cache) sees the same
     other = Store(store.home, store.url)
     try:
-        assert [[i for i, _ in h] for h in _all_hits(other, lib, vectors)] == [[i for i, _ in h] for h in before]
+        assert [[i for i, _ in h] for h in _all_hits(other, lib, vectors)] == [
+            [i for i, _ in h] for h in before
+        ]
     finally:
         other.close()
 

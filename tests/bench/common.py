@@ -31,9 +31,11 @@ class Run:
 
 def measure(cmd: list[str], env: dict[str, str] | None = None, interval: float = 0.1) -> Run:
     """Wall time and peak RSS (sum over the process and its children, sampled) of a command."""
+    import tempfile
+
+    out_f, err_f = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")  # pipes could fill and block
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(cmd, stdout=out_f, stderr=err_f, text=True, env={**os.environ, **(env or {})})
     root = psutil.Process(proc.pid)
     peak = 0
     while proc.poll() is None:
@@ -43,8 +45,11 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, interval: float =
         except psutil.Error:
             pass
         time.sleep(interval)
-    out, err = proc.communicate()
-    return Run(time.perf_counter() - start, peak / 2**20, proc.returncode, out, err)
+    seconds = time.perf_counter() - start
+    out_f.seek(0)
+    err_f.seek(0)
+    out, err = out_f.read(), err_f.read()
+    return Run(seconds, peak / 2**20, proc.returncode, out, err)
 
 
 def machine() -> str:
