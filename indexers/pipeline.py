@@ -30,7 +30,8 @@ from indexers.transcript import (
     read_subtitles,
     sidecar_subtitles,
 )
-from memory import STAGES, EmbeddingRow, IngestJob, Segment, Store, TranscriptCue, Video
+from kernels.timecode import hms
+from memory import STAGES, EmbeddingRow, IngestJob, Library, Segment, Store, TranscriptCue, Video
 from memory.encoders import SentenceEmbedder
 from memory.vectors import vector_bytes
 
@@ -119,6 +120,7 @@ def ingest(
 
     created = False
     with store.session() as s:
+        new_library = s.scalar(select(Library.id).where(Library.name == opts.library)) is None
         library = store.library(s, opts.library)
         video = s.scalar(select(Video).where(Video.library_id == library.id, Video.content_hash == digest))
         if video is not None and video.status == "ready":
@@ -163,8 +165,11 @@ def ingest(
             job.status, job.stage, job.progress = "done", None, 1.0
     except Exception as e:
         store.delete_video(video_id)  # leave the library as it was before this ingestion
+        if new_library:
+            store.drop_library_if_empty(library_id)
         if isinstance(e, MediaError):
-            raise
+            prefix = f"{item.path}: "
+            raise e if str(e).startswith(prefix) else MediaError(prefix + str(e)) from e
         raise MediaError(f"{item.path}: ingestion failed ({type(e).__name__}: {e})") from e
     return IngestResult(video_id, library_name, item.duration, resumed=not created)
 
@@ -192,6 +197,12 @@ def _stage_shots(store, video_id, library_id, item: _Item, opts: IngestOptions, 
         result = ContentShotDetector(opts.shots).detect(
             stream_frames(item.info, opts.decode, opts.decoder), item.duration, report
         )
+        expected = item.info.video_duration or item.duration
+        if expected - result.last_frame > max(1.0, 0.02 * expected) and not opts.shots.allow_damaged:
+            raise MediaError(
+                f"truncated video: frames stop at {hms(result.last_frame, millis=True)} of "
+                f"{hms(expected, millis=True)}; pass --allow-damaged to ingest what is there"
+            )
         shots = [(sh.start, sh.end, sh.transition) for sh in result.shots]
     with store.session() as s:
         s.execute(delete(Segment).where(Segment.video_id == video_id))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -51,6 +50,7 @@ class ShotResult:
     shots: list[Shot]
     frames: int  # analysed frames
     damaged_frames: int
+    last_frame: float  # time of the last decoded frame (seconds): short of the duration means truncated
 
 
 class ShotDetector:
@@ -77,7 +77,14 @@ class ContentShotDetector(ShotDetector):
     ) -> ShotResult:
         import torch
 
-        from kernels.shots import Signatures, block_means, change, pick_boundaries, signatures, transient_blocks
+        from kernels.shots import (
+            Signatures,
+            block_means,
+            change,
+            pick_boundaries,
+            signatures,
+            transient_blocks,
+        )
 
         opts = self.opts
         times: list[np.ndarray] = []
@@ -142,7 +149,7 @@ class ContentShotDetector(ShotDetector):
 
             raise MediaError(
                 f"damaged video: {damaged} of {total} frames show corrupt blocks, the first at "
-                f"{hms(first_damage or 0.0)}; re-encode a clean copy, or pass --allow-damaged to ingest it anyway"
+                f"{hms(first_damage or 0.0, millis=True)}; re-encode a clean copy, or pass --allow-damaged to ingest it anyway"
             )
         t = np.concatenate(times)
         cuts = torch.cat(cut_change)
@@ -154,4 +161,4 @@ class ContentShotDetector(ShotDetector):
         kinds = ["start"] + [k for _, _, k in picked]
         ends = starts[1:] + [max(duration, float(t[-1]))]
         shots = [Shot(s, e, k) for s, e, k in zip(starts, ends, kinds, strict=True) if e > s]
-        return ShotResult(shots, total, damaged)
+        return ShotResult(shots, total, damaged, float(t[-1]))

@@ -56,28 +56,42 @@ def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
     return torch.stack([hue, sat, maxc], -1)
 
 
+def hsv_bins(rgb: torch.Tensor) -> torch.Tensor:
+    """Joint HSV bin index (0..255) of each pixel of (..., 3) float RGB in [0, 1] (plain reference)."""
+    hsv = rgb_to_hsv(rgb)
+    nh, ns, nv = HSV_BINS
+    h = (hsv[..., 0] * nh).long().clamp_(0, nh - 1)
+    s = (hsv[..., 1] * ns).long().clamp_(0, ns - 1)
+    v = (hsv[..., 2] * nv).long().clamp_(0, nv - 1)
+    return (h * ns + s) * nv + v
+
+
+_LUT: torch.Tensor | None = None
+
+
+def _bin_lut() -> torch.Tensor:
+    """hsv_bins of every RGB colour quantised to 7 bits a channel (2M uint8 entries), built once:
+    a gather replaces the per-pixel HSV arithmetic."""
+    global _LUT
+    if _LUT is None:
+        levels = (torch.arange(128, dtype=torch.float32) * 2 + 0.5) / 255.0  # centre of each 7-bit step
+        r, g, b = torch.meshgrid(levels, levels, levels, indexing="ij")
+        _LUT = hsv_bins(torch.stack([r, g, b], -1)).reshape(-1).to(torch.uint8)
+    return _LUT
+
+
 def signatures(frames: torch.Tensor) -> Signatures:
     """Signatures of a batch of RGB frames (T, H, W, 3) uint8."""
     t, h, w, _ = frames.shape
     if t == 0:
         return Signatures.empty()
-    rgb = frames.float() / 255.0
-    hsv = rgb_to_hsv(rgb)  # (T, H, W, 3)
-    nh, ns, nv = HSV_BINS
-    q = torch.stack(
-        [
-            (hsv[..., 0] * nh).long().clamp_(0, nh - 1),
-            (hsv[..., 1] * ns).long().clamp_(0, ns - 1),
-            (hsv[..., 2] * nv).long().clamp_(0, nv - 1),
-        ],
-        -1,
-    )
-    nbins = nh * ns * nv
-    bins = (q[..., 0] * ns + q[..., 1]) * nv + q[..., 2]  # (T, H, W)
+    q = (frames >> 1).long()  # (T, H, W, 3) in 0..127
+    bins = _bin_lut()[(q[..., 0] << 14) | (q[..., 1] << 7) | q[..., 2]].long()  # (T, H, W)
+    nbins = HSV_BINS[0] * HSV_BINS[1] * HSV_BINS[2]
     offsets = torch.arange(t).view(t, 1, 1) * nbins
     hist = torch.bincount((bins + offsets).reshape(-1), minlength=t * nbins).view(t, nbins).float()
     hist /= float(h * w)
-    luma = (rgb * torch.tensor([0.299, 0.587, 0.114])).sum(-1)  # (T, H, W)
+    luma = (frames.float() * torch.tensor([0.299 / 255, 0.587 / 255, 0.114 / 255])).sum(-1)  # (T, H, W)
     thumb = F.adaptive_avg_pool2d(luma.unsqueeze(1), LUMA_GRID).reshape(t, -1)
     return Signatures(hist, thumb)
 
@@ -167,9 +181,15 @@ def pick_boundaries(
         (cut_change >= opts.cut_threshold) & (cut_change >= opts.cut_ratio * base) & _peaks(cut_change, 1)
     )
     is_cut[0] = False
-    found: list[tuple[int, float, str]] = [
-        (int(i), float(cut_change[i]), "cut") for i in is_cut.nonzero().view(-1)
-    ]
+    found: list[tuple[int, float, str]] = []
+    for i in is_cut.nonzero().view(-1).tolist():
+        # a fade through black/white spikes at its start and end with busy change between: one boundary
+        if found and lag and i - found[-1][0] <= 2 * lag + 1:
+            prev = found[-1][0]
+            if float(cut_change[prev + 1 : i].mean()) >= opts.cut_threshold / 3:
+                found[-1] = ((prev + i) // 2, max(found[-1][1], float(cut_change[i])), "gradual")
+                continue
+        found.append((int(i), float(cut_change[i]), "cut"))
     if lag > 0:
         lbase = local_median(lag_change, 2 * half)
         radius = max(1, lag)

@@ -91,6 +91,16 @@ class Store:
         for space in spaces:
             self.vectors.rebuild(library_id, space)
 
+    def drop_library_if_empty(self, library_id: int) -> None:
+        """Remove a library that holds no video (undoing a failed first ingestion into it)."""
+        with self.session() as s:
+            lib = s.get(Library, library_id)
+            if (
+                lib is not None
+                and s.scalar(select(func.count(Video.id)).where(Video.library_id == library_id)) == 0
+            ):
+                s.delete(lib)
+
     def reindex(self) -> dict[str, int]:
         """Rebuild every FAISS index from the SQL rows; returns vectors per index file."""
         with self.session() as s:

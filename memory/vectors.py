@@ -89,7 +89,10 @@ class VectorIndex:
         cached = self._cache.get(path)
         if cached and cached[0] == mtime:
             return cached[1], manifest
-        index = faiss.read_index(str(path))
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError:  # torn or foreign file: the caller rebuilds from SQL
+            return None
         self._cache[path] = (mtime, index)
         return index, manifest
 

@@ -19,8 +19,56 @@ from memory.encoders import Embedder, SentenceEmbedder
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 _STOP = frozenset(
-    "a an and are as at be by did do does for from had has have he her his how i in is it its of on or "
-    "she that the their them they this to was were what when where which who why will with you your".split()
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "did",
+        "do",
+        "does",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "he",
+        "her",
+        "his",
+        "how",
+        "i",
+        "in",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "she",
+        "that",
+        "the",
+        "their",
+        "them",
+        "they",
+        "this",
+        "to",
+        "was",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "will",
+        "with",
+        "you",
+        "your",
+    ]
 )
 
 
@@ -40,8 +88,13 @@ class Moment:
     kind: str  # window | shot
 
     def to_json(self) -> dict[str, object]:
-        return {"video_id": self.video_id, "start": round(self.start, 3), "end": round(self.end, 3),
-                "score": round(self.score, 6), "text": self.text}
+        return {
+            "video_id": self.video_id,
+            "start": round(self.start, 3),
+            "end": round(self.end, 3),
+            "score": round(self.score, 6),
+            "text": self.text,
+        }
 
 
 @dataclass
@@ -81,8 +134,12 @@ def bm25(query: Sequence[str], docs: Sequence[Sequence[str]], k1: float, b: floa
 
 
 def search(
-    store: Store, query: str, library: str | None = "default", video_id: str | None = None,
-    options: SearchOptions | None = None, embedder: Embedder | None = None,
+    store: Store,
+    query: str,
+    library: str | None = "default",
+    video_id: str | None = None,
+    options: SearchOptions | None = None,
+    embedder: Embedder | None = None,
 ) -> list[Moment]:
     """Moments for `query` in a library (or all libraries when None) or in one video, best first."""
     opts = options or SearchOptions()
@@ -96,10 +153,19 @@ def search(
             lib_ids = [store.library(s, library, create=False).id]
         else:
             lib_ids = list(s.scalars(select(Library.id)))
-        scope = select(EmbeddingRow.id, EmbeddingRow.video_id, EmbeddingRow.start, EmbeddingRow.end,
-                       EmbeddingRow.text, EmbeddingRow.kind, EmbeddingRow.space, EmbeddingRow.library_id)
+        scope = select(
+            EmbeddingRow.id,
+            EmbeddingRow.video_id,
+            EmbeddingRow.start,
+            EmbeddingRow.end,
+            EmbeddingRow.text,
+            EmbeddingRow.kind,
+            EmbeddingRow.space,
+            EmbeddingRow.library_id,
+        )
         scope = scope.join(Video, Video.id == EmbeddingRow.video_id).where(
-            EmbeddingRow.library_id.in_(lib_ids), Video.status == "ready")
+            EmbeddingRow.library_id.in_(lib_ids), Video.status == "ready"
+        )
         if video_id is not None:
             scope = scope.where(EmbeddingRow.video_id == video_id)
         rows = {r.id: r for r in s.execute(scope)}
@@ -117,8 +183,13 @@ def search(
     for lib_id in lib_ids:
         allowed = [i for i in ids if rows[i].library_id == lib_id and rows[i].space == enc.space]
         if allowed:
-            dense += store.vectors.search(lib_id, enc.space, qvec, opts.candidates,
-                                          allowed=allowed if video_id is not None or len(allowed) < len(rows) else None)
+            dense += store.vectors.search(
+                lib_id,
+                enc.space,
+                qvec,
+                opts.candidates,
+                allowed=allowed if video_id is not None or len(allowed) < len(rows) else None,
+            )
     dense = [(i, sc) for i, sc in dense if i in rows]
     dense.sort(key=lambda p: -p[1])
     dense_rank = [i for i, _ in dense[: opts.candidates]]

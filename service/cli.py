@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -55,7 +56,7 @@ def _errors():  # type: ignore[no-untyped-def]
     try:
         yield
     except (MediaError, StoreError, CliError, ValueError, FileNotFoundError) as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False, markup=True, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(1) from None
 
 
@@ -129,7 +130,7 @@ def ingest(
                 with stage_progress() as report:
                     res = run_ingest(store, path, opts, cfg.cache_dir, report)
             except MediaError as e:
-                err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+                err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
                 failed += 1
                 continue
             results.append(res)
@@ -140,7 +141,7 @@ def ingest(
                     else ("resumed and ingested" if res.resumed else "ingested")
                 )
                 out.print(
-                    f"{what} [bold]{res.video_id}[/bold] {path.name} into library {res.library!r} "
+                    f"{what} [bold]{res.video_id}[/bold] {escape(path.name)} into library {escape(repr(res.library))} "
                     f"({hms(res.duration)})",
                     highlight=False,
                 )
@@ -149,7 +150,8 @@ def ingest(
                 {"video_id": r.video_id, "library": r.library, "duration": round(r.duration, 3)}
                 for r in results
             ]
-            print(json.dumps(objs[0] if len(paths) == 1 and objs else objs))
+            if objs or len(paths) > 1:
+                print(json.dumps(objs[0] if len(paths) == 1 else objs))
         if failed:
             raise typer.Exit(1)
 
@@ -195,7 +197,7 @@ def print_timeline(store, video_id: str, as_json: bool = False) -> None:  # type
         )
         return
     out.print(
-        f"[bold]{video.title}[/bold]  id {video.id}  library {library!r}  {hms(video.duration, True)}  "
+        f"[bold]{escape(video.title)}[/bold]  id {video.id}  library {escape(repr(library))}  {hms(video.duration, True)}  "
         f"{len(shots)} shots  {len(cues)} cues  language {video.language or '-'}  [{video.status}]",
         highlight=False,
     )
@@ -206,7 +208,7 @@ def print_timeline(store, video_id: str, as_json: bool = False) -> None:  # type
             f"[cyan]{hms(start, True)} - {hms(end, True)}[/cyan]  [bold]{label}[/bold]", highlight=False
         )
         while ci < len(cues) and (cues[ci].start < end or n == len(spans) - 1):
-            out.print(f"    {hms(cues[ci].start, True)}  {cues[ci].text}", highlight=False)
+            out.print(f"    {hms(cues[ci].start, True)}  {escape(cues[ci].text)}", highlight=False)
             ci += 1
 
 
@@ -251,7 +253,9 @@ def search_cmd(
             return
         table = Table("when", "video", "score", "text", show_lines=False)
         for m in moments:
-            table.add_row(f"{hms(m.start)} - {hms(m.end)}", m.video_id, f"{m.score:.4f}", m.text[:160])
+            table.add_row(
+                f"{hms(m.start)} - {hms(m.end)}", m.video_id, f"{m.score:.4f}", escape(m.text[:160])
+            )
         out.print(table)
 
 
@@ -282,7 +286,11 @@ def list_videos(
         table = Table("id", "title", "duration", "kind", "status")
         for r in rows:
             table.add_row(
-                str(r["id"]), str(r["title"]), hms(float(r["duration"])), str(r["kind"]), str(r["status"])
+                str(r["id"]),
+                escape(str(r["title"])),
+                hms(float(r["duration"])),
+                str(r["kind"]),
+                str(r["status"]),
             )
         out.print(table)
 
@@ -304,7 +312,7 @@ def libraries(as_json: JsonOpt = False, home: HomeOpt = None, database_url: DbOp
             print(json.dumps([{"name": n, "videos": c} for n, c in rows]))
         else:
             for n, c in rows:
-                out.print(f"{n}\t{c} videos", highlight=False)
+                out.print(f"{escape(n)}\t{c} videos", highlight=False)
 
 
 @app.command()

@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from service.settings import Settings
 
@@ -174,7 +175,7 @@ def run_demo(cfg: Settings, workdir: Path, out: Console, err: Console) -> None:
         out.print(f"\n[bold]search[/bold] {query!r}", highlight=False)
         for m in search(store, query, "demo", options=SearchOptions(top=3), embedder=embedder):
             out.print(
-                f"  [cyan]{hms(m.start)} - {hms(m.end)}[/cyan]  score {m.score:.4f}  {m.text[:100]}",
+                f"  [cyan]{hms(m.start)} - {hms(m.end)}[/cyan]  score {m.score:.4f}  {escape(m.text[:100])}",
                 highlight=False,
             )
     out.print(f'\nTry: vidmem search "..." --library demo --home {cfg.home}', highlight=False)

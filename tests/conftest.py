@@ -40,7 +40,9 @@ def _fail_on_error_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
 def _postgres_url() -> str:
     url = os.environ.get("VIDMEM_TEST_POSTGRES_URL")
     if not url:
-        pytest.fail("VIDMEM_TEST_POSTGRES_URL is not set: run the tests with `make test`, which starts PostgreSQL")
+        pytest.fail(
+            "VIDMEM_TEST_POSTGRES_URL is not set: run the tests with `make test`, which starts PostgreSQL"
+        )
     return url
 
 

@@ -76,6 +76,18 @@ def _sig(frame: np.ndarray) -> Signatures:
 # --------------------------------------------------------------------------- signatures
 
 
+def test_lookup_table_bins_equal_the_plain_hsv_reference() -> None:
+    """signatures() gathers bins from a table; for colours on the 7-bit grid it must equal hsv_bins."""
+    from kernels.shots import hsv_bins
+
+    gen = torch.Generator().manual_seed(0)
+    colours = (torch.randint(0, 128, (4, 64, 64, 3), generator=gen) * 2).to(torch.uint8)  # (T, H, W, 3)
+    expected = hsv_bins((colours.float() + 0.5) / 255.0)
+    for t in range(len(colours)):
+        ref = torch.bincount(expected[t].reshape(-1), minlength=256).float() / (64 * 64)
+        assert torch.equal(signatures(colours[t : t + 1]).hist[0], ref)
+
+
 def test_signatures_match_a_per_frame_opencv_reference() -> None:
     frames = _test_frames()
     sig = signatures(torch.from_numpy(frames))
@@ -84,9 +96,10 @@ def test_signatures_match_a_per_frame_opencv_reference() -> None:
     assert torch.allclose(sig.hist.sum(-1), torch.ones(len(frames)), atol=1e-5)
     for i, frame in enumerate(frames):
         ref = reference_hist(frame)
-        # The two conversions may put a pixel that sits exactly on a bin edge on either side.
+        # The kernel bins colours quantised to 7 bits a channel (a lookup table), and the two HSV
+        # conversions may put a pixel on a bin edge on either side: a few percent may move.
         tv = 0.5 * np.abs(sig.hist[i].numpy() - ref).sum()
-        assert tv < 0.02, f"frame {i}: histogram differs from the OpenCV reference by TV {tv:.4f}"
+        assert tv < 0.03, f"frame {i}: histogram differs from the OpenCV reference by TV {tv:.4f}"
         np.testing.assert_allclose(sig.luma[i].numpy(), reference_luma(frame), atol=1e-5)
 
 

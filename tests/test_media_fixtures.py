@@ -13,7 +13,6 @@ from tests.media import (
     FadeClip,
     NarratedClip,
     count_frames,
-    ffmpeg_available,
     has_audio,
     make_cut_clip,
     make_fade_clip,
@@ -24,7 +23,6 @@ from tests.media import (
     write_srt,
     write_vtt,
 )
-
 
 
 def _scene_change_times(path: Path, threshold: float = 0.3) -> list[float]:

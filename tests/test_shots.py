@@ -13,6 +13,7 @@ import pytest
 
 from indexers.decode import DECODERS, DecodeOptions, MediaError, MediaInfo, get_decoder, probe, stream_frames
 from indexers.shots import ContentShotDetector, ShotOptions, ShotResult
+from indexers.transcript import TranscribeOptions
 from tests import media
 from tests.conftest import shared
 
@@ -204,16 +205,23 @@ def test_damaged_video_passes_when_allowed() -> None:
     assert clean.damaged_frames == 0
 
 
-def test_truncated_video_is_refused(cut_clip: media.CutClip, tmp_path: Path) -> None:
+def test_truncated_video_is_refused(cut_clip: media.CutClip, tmp_path: Path, sqlite_store) -> None:
     """A download cut short (moov atom first, mdat missing its tail) must not ingest as a whole video.
 
     ffprobe still reports the full duration from the moov atom, but frames stop early; shots that
-    claim to cover seconds no frame was decoded from are wrong. Either probe or detection must refuse.
+    claim to cover seconds no frame was decoded from are wrong. Ingestion must refuse it and leave
+    nothing behind; with allow_damaged it ingests what is there.
     """
+    from indexers import IngestOptions, ingest
+    from memory import Video
+
     broken = media.truncate_copy(cut_clip.path, tmp_path / "truncated.mp4", keep_fraction=0.02)
-    with pytest.raises(MediaError):
-        info = probe(broken)
-        ContentShotDetector(ShotOptions()).detect(stream_frames(info, DecodeOptions()), info.duration)
+    with pytest.raises(MediaError, match="truncated"):
+        ingest(sqlite_store, broken, IngestOptions(transcribe=TranscribeOptions(model="tiny.en")))
+    with sqlite_store.session() as s:
+        assert s.query(Video).count() == 0
+    res = ingest(sqlite_store, broken, IngestOptions(shots=ShotOptions(allow_damaged=True)))
+    assert res.duration == pytest.approx(cut_clip.duration, abs=0.2)
 
 
 def test_unknown_decoder_name() -> None:

@@ -29,9 +29,15 @@ def ingest_once(path, tag: str, cache) -> dict:  # type: ignore[no-untyped-def]
     show = measure([str(VIDMEM), "show", video_id, "--json"], env={"VIDMEM_HOME": str(home)})
     timeline = json.loads(show.stdout)
     duration = probe_duration(path)
-    return {"video": path.name, "duration_s": round(duration, 1), "wall_s": round(run.seconds, 1),
-            "x_realtime": round(duration / run.seconds, 2), "peak_rss_mb": round(run.peak_rss_mb, 1),
-            "shots": len(timeline["shots"]), "cues": len(timeline["transcript"])}
+    return {
+        "video": path.name,
+        "duration_s": round(duration, 1),
+        "wall_s": round(run.seconds, 1),
+        "x_realtime": round(duration / run.seconds, 2),
+        "peak_rss_mb": round(run.peak_rss_mb, 1),
+        "shots": len(timeline["shots"]),
+        "cues": len(timeline["transcript"]),
+    }
 
 
 def main() -> None:
@@ -60,8 +66,10 @@ def main() -> None:
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['video']} | {r['duration_s']} s | {r['wall_s']} s | {r['x_realtime']}× | "
-                     f"{r['peak_rss_mb']} MB | {r['shots']} | {r['cues']} |")
+        lines.append(
+            f"| {r['video']} | {r['duration_s']} s | {r['wall_s']} s | {r['x_realtime']}× | "
+            f"{r['peak_rss_mb']} MB | {r['shots']} | {r['cues']} |"
+        )
     verdict = "within" if ratio <= 1.10 else "NOT within"
     lines += ["", f"Peak RSS, long / short: **{ratio:.3f}** ({verdict} the 10% target).", ""]
     write_results("ingest", data, "\n".join(lines))

@@ -1,0 +1,128 @@
+"""What ingestion costs on top of speech recognition: `vidmem ingest` against faster-whisper alone.
+
+The input is 5 minutes of bbb_10min.mp4 (720p film) with real speech laid over its soundtrack at
+known offsets: jfk.wav, the two-speaker call.wav and five LibriVox readings. Both sides run in a
+fresh process with the same model (whisper base, int8, greedy, VAD, word timestamps), so both pay
+Python start-up and model loading; faster-whisper decodes the audio itself.
+
+Run: .venv/bin/python -m tests.bench.bench_asr
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+from tests.bench.common import SHARED, VIDMEM, WORK, machine, measure, write_results
+
+SPEECH = (
+    [("jfk.wav", 10.0), ("call.wav", 40.0)]
+    + [
+        (f"librivox/sense_and_sensibility_01_austen_64kb-{n}.wav", 90.0 + 30.0 * i)
+        for i, n in enumerate(["0870", "0880", "0890", "0920", "0930"])
+    ]
+    + [("jfk.wav", 260.0)]
+)
+LENGTH = 300.0
+
+WHISPER_ALONE = """
+import sys, time
+from faster_whisper import WhisperModel
+model = WhisperModel(sys.argv[1], device="cpu", compute_type="int8")
+segments, info = model.transcribe(sys.argv[2], beam_size=1, vad_filter=True, word_timestamps=True,
+                                  condition_on_previous_text=False)
+print(sum(1 for _ in segments))
+"""
+
+
+def make_clip() -> tuple:  # type: ignore[type-arg]
+    media = SHARED / "media"
+    out = WORK / "speech_over_film.mp4"
+    if not out.exists():
+        inputs = ["-t", str(LENGTH), "-i", str(media / "bbb_10min.mp4")]
+        for name, _ in SPEECH:
+            inputs += ["-i", str(media / name)]
+        delays = ";".join(f"[{i + 1}:a]adelay={int(t * 1000)}:all=1[s{i}]" for i, (_, t) in enumerate(SPEECH))
+        labels = "".join(f"[s{i}]" for i in range(len(SPEECH)))
+        graph = f"[0:a]volume=0.3[m];{delays};[m]{labels}amix=inputs={len(SPEECH) + 1}:normalize=0[a]"
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-v",
+                "error",
+                "-y",
+                *inputs,
+                "-filter_complex",
+                graph,
+                "-map",
+                "0:v",
+                "-map",
+                "[a]",
+                "-c:v",
+                "copy",
+                "-c:a",
+                "aac",
+                "-t",
+                str(LENGTH),
+                str(out),
+            ],
+            check=True,
+        )
+    return out, LENGTH
+
+
+def main() -> None:
+    WORK.mkdir(parents=True, exist_ok=True)
+    clip, length = make_clip()
+    home = WORK / "home-asr"
+    shutil.rmtree(home, ignore_errors=True)
+    prep = measure([str(VIDMEM), "models"], env={"VIDMEM_HOME": str(home)})
+    model_dir = next(
+        line.split(": ", 1)[1] for line in prep.stdout.splitlines() if line.startswith("whisper base")
+    )
+    alone = measure([sys.executable, "-c", WHISPER_ALONE, model_dir, str(clip)])
+    if alone.returncode != 0:
+        raise RuntimeError(alone.stderr[-800:])
+    whole = measure([str(VIDMEM), "ingest", str(clip), "--json"], env={"VIDMEM_HOME": str(home)})
+    if whole.returncode != 0:
+        raise RuntimeError(whole.stderr[-800:])
+    video_id = json.loads(whole.stdout)["video_id"]
+    shown = json.loads(
+        measure([str(VIDMEM), "show", video_id, "--json"], env={"VIDMEM_HOME": str(home)}).stdout
+    )
+    ratio = whole.seconds / alone.seconds
+    data = {
+        "machine": machine(),
+        "clip_s": length,
+        "faster_whisper_alone_s": round(alone.seconds, 1),
+        "vidmem_ingest_s": round(whole.seconds, 1),
+        "ratio": round(ratio, 2),
+        "whisper_segments": int(alone.stdout.strip() or 0),
+        "vidmem_cues": len(shown["transcript"]),
+        "vidmem_shots": len(shown["shots"]),
+    }
+    lines = [
+        "# Ingestion on top of speech recognition",
+        "",
+        f"Machine: {data['machine']}. Command: `.venv/bin/python -m tests.bench.bench_asr`.",
+        f"Input: {length:.0f} s of bbb_10min.mp4 (1280×720) with jfk.wav, call.wav and five LibriVox readings",
+        "mixed over the soundtrack. Same model both sides: whisper base, int8, greedy, VAD, word timestamps.",
+        "",
+        "| run | wall | output |",
+        "|---|---|---|",
+        f"| faster-whisper alone (decodes the audio itself) | {data['faster_whisper_alone_s']} s | "
+        f"{data['whisper_segments']} segments |",
+        f"| `vidmem ingest` (shots + transcript + embeddings + catalog) | {data['vidmem_ingest_s']} s | "
+        f"{data['vidmem_cues']} cues, {data['vidmem_shots']} shots |",
+        "",
+        f"Whole ingestion / ASR alone: **{ratio:.2f}×**.",
+        "",
+    ]
+    write_results("asr", data, "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
