@@ -166,7 +166,8 @@ class PyAVSource(VideoSource):
             stream.thread_type = "AUTO"
             stream.codec_context.options = {"skip_loop_filter": "all"}  # invisible at thumbnail size
             step = max(1, math.ceil((info.fps or opts.max_fps) / opts.max_fps))
-            start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+            base = stream.time_base
+            start = float(stream.start_time * base) if stream.start_time is not None and base else 0.0
             times: list[float] = []
             thumbs: list[np.ndarray] = []
             errors = n = 0

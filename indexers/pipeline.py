@@ -9,6 +9,7 @@ ingestion created, so the library is left as it was.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,8 +101,8 @@ def _inspect(path: Path, subtitles: Path | None) -> _Item:
         return _Item(path, "transcript", max(c.end for c in subs.cues), None, subs)
     info = probe(path)
     sub_path = subtitles or sidecar_subtitles(path)
-    subs = read_subtitles(sub_path) if sub_path else None
-    return _Item(path, "video" if info.has_video else "audio", info.duration, info, subs)
+    media_subs = read_subtitles(sub_path) if sub_path else None
+    return _Item(path, "video" if info.has_video else "audio", info.duration, info, media_subs)
 
 
 def ingest(
@@ -157,7 +158,9 @@ def ingest(
                     continue
                 job.stage, job.status, job.progress = stage, "running", 0.0
             runner = {"shots": _stage_shots, "transcript": _stage_transcript, "embeddings": _stage_embeddings}
-            runner[stage](store, video_id, library_id, item, opts, cache, lambda f, st=stage: report(st, f))
+            runner[stage](
+                store, video_id, library_id, item, opts, cache, _JobProgress(store, video_id, stage, report)
+            )
         with store.session() as s:
             video = store.get_video(s, video_id)
             video.status = "ready"
@@ -172,6 +175,21 @@ def ingest(
             raise e if str(e).startswith(prefix) else MediaError(prefix + str(e)) from e
         raise MediaError(f"{item.path}: ingestion failed ({type(e).__name__}: {e})") from e
     return IngestResult(video_id, library_name, item.duration, resumed=not created)
+
+
+class _JobProgress:
+    """Reports a stage's progress to the caller, and to the job row at most every 2 s (for pollers)."""
+
+    def __init__(self, store: Store, video_id: str, stage: str, report: Progress) -> None:
+        self.store, self.video_id, self.stage, self.report = store, video_id, stage, report
+        self.saved = time.monotonic()
+
+    def __call__(self, fraction: float) -> None:
+        self.report(self.stage, fraction)
+        if time.monotonic() - self.saved >= 2.0:
+            self.saved = time.monotonic()
+            with self.store.session() as s:
+                _job(s, self.video_id).progress = fraction
 
 
 def _job(s, video_id: str) -> IngestJob:  # type: ignore[no-untyped-def]

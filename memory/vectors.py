@@ -174,7 +174,7 @@ class VectorIndex:
             if not allowed:
                 return []
             selector = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
-            params = faiss.SearchParameters(sel=selector)
+            params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]  # SWIG kwargs
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
         scores, ids = index.search(q, min(k, index.ntotal), params=params)
         return [(int(i), float(sc)) for i, sc in zip(ids[0], scores[0], strict=True) if i >= 0]

@@ -86,7 +86,9 @@ def main() -> None:
         r["speed_vs_pyscenedetect_cutset"] = round(r["cutset_fps"] / peer["cutset_fps"], 2)
     kinds = sorted({t.kind for t in cutset.transitions})
     counts = {k: len(cutset.of_kind(k)) for k in kinds}
+    floor["speed_vs_pyscenedetect_bbb"] = round(floor["bbb_fps"] / peer["bbb_fps"], 2)
     data = {
+        "decode_only": floor,
         "machine": machine(),
         "tolerance_s": tol,
         "cutset": {"duration_s": cutset.duration, "frames": cutset.n_frames, "transitions": counts},
