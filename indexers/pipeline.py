@@ -181,14 +181,13 @@ def ingest(
 def _release_heap() -> None:
     """Hand memory freed by a finished stage back to the OS (glibc keeps it otherwise), so the next
     stage's peak does not stack on the last one's leftovers. A no-op off glibc."""
+    import contextlib
     import ctypes
     import gc
 
     gc.collect()
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 class _JobProgress:
