@@ -1,10 +1,11 @@
 """Probe media and stream small frames from it in windows, so memory does not grow with duration.
 
 Two decoders sit behind one base class, chosen by name (`DECODERS`):
-- `pyav` (default): libavcodec with frame threading and the loop filter skipped, reading the
-  decoded YUV planes directly and subsampling them; measured ~590 frames/s on 720p h264 on two
-  cores against ~340 for decord with its scaler (docs/benchmarks/);
-- `decord`: decord's VideoReader with in-decoder scaling; used when PyAV cannot open a file.
+- `pyav` (default): libavcodec with frame threading and the loop filter skipped (invisible at
+  thumbnail size), reading the decoded YUV planes directly and subsampling them; it also reports
+  frame times from the stream, which the shot times use;
+- `decord`: decord's VideoReader with in-decoder scaling; the fallback when PyAV cannot open a file.
+Both run shot detection at ~520 frames/s on 720p h264 on two cores (docs/benchmarks/shots.md).
 Audio is decoded by the ffmpeg CLI (see indexers/transcript.py), which tolerates corrupt packets.
 """
 

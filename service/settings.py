@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     )
     library: str = Field("default", description="Library used when a command names none.")
     decoder: str = Field(
-        "pyav", description="Video decoder: `pyav` (fastest here) or `decord`; the other is the fallback."
+        "pyav", description="Video decoder: `pyav` or `decord`; the other is the fallback."
     )
     asr_model: str = Field(
         "base",
