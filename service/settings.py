@@ -25,9 +25,7 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the catalog (e.g. postgresql+psycopg://user@host/db); SQLite under `home` when unset.",
     )
     library: str = Field("default", description="Library used when a command names none.")
-    decoder: str = Field(
-        "pyav", description="Video decoder: `pyav` or `decord`; the other is the fallback."
-    )
+    decoder: str = Field("pyav", description="Video decoder: `pyav` or `decord`; the other is the fallback.")
     asr_model: str = Field(
         "base",
         description="Speech model: `base` (multilingual, language detection), `tiny.en` (English, faster) or a CTranslate2 folder.",
