@@ -113,8 +113,8 @@ class ContentShotDetector(ShotDetector):
                 damaged += int(bad.sum())
                 prev_blocks, prev_times = blocks[-2:], np.concatenate([prev_times, batch.times])[-2:]
                 prev = buf.tail(1) if len(buf) else sig.tail(min(1, len(sig)))
-                shifted = prev.cat(sig).hist[:-1], prev.cat(sig).luma[:-1]
-                step = change(Signatures(*shifted), sig)
+                joined = prev.cat(sig)  # frame i-1 for every frame i of this window
+                step = change(Signatures(joined.hist[:-1], joined.luma[:-1]), sig)
                 if total == 0:
                     step[0] = 0.0
                 cut_change.append(step)
