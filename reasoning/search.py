@@ -188,7 +188,7 @@ def search(
                 enc.space,
                 qvec,
                 opts.candidates,
-                allowed=allowed if video_id is not None or len(allowed) < len(rows) else None,
+                allowed=allowed if video_id is not None else None,  # others: filtered below
             )
     dense = [(i, sc) for i, sc in dense if i in rows]
     dense.sort(key=lambda p: -p[1])

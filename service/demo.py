@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -29,6 +30,16 @@ NARRATION: tuple[tuple[float, str], ...] = (
 )
 LENGTH = 160.0  # seconds of film used
 QUERIES = ("butterfly flying past the rabbit", "rodents planning a prank")
+
+
+def speech_mix(music: str, first_voice: int, offsets: Sequence[float]) -> str:
+    """ffmpeg filter graph: a soundtrack chain ending in `[m]`, plus voice inputs `first_voice`,
+    `first_voice + 1`, ... each delayed to its offset (seconds), mixed into `[a]` at full level."""
+    delays = ";".join(
+        f"[{first_voice + i}:a]adelay={round(t * 1000)}:all=1[v{i}]" for i, t in enumerate(offsets)
+    )
+    labels = "".join(f"[v{i}]" for i in range(len(offsets)))
+    return f"{music};{delays};[m]{labels}amix=inputs={len(offsets) + 1}:normalize=0[a]"
 
 
 def _run(cmd: list[str]) -> None:
@@ -112,11 +123,7 @@ def make_sample(workdir: Path, err: Console) -> tuple[Path, list[tuple[float, st
     first_voice = inputs.count("-i")
     for wav in voices:
         inputs += ["-i", str(wav)]
-    delays = ";".join(
-        f"[{first_voice + i}:a]adelay={int(t * 1000)}:all=1[v{i}]" for i, (t, _) in enumerate(NARRATION)
-    )
-    mix = f"[m]{''.join(f'[v{i}]' for i in range(len(voices)))}amix=inputs={len(voices) + 1}:normalize=0[a]"
-    graph = f"{music};{delays};{mix}"
+    graph = speech_mix(music, first_voice, [t for t, _ in NARRATION])
     if film is not None:
         maps = ["-map", "0:v:0", "-c:v", "copy"]
     else:

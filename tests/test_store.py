@@ -243,6 +243,14 @@ def test_search_restricted_to_allowed_ids(
     assert store.vectors.search(lib, "text:another-model", query, k=10) == []
 
 
+def _ids(hits: list[list[tuple[int, float]]]) -> list[list[int]]:
+    return [[i for i, _ in h] for h in hits]
+
+
+def _scores(hits: list[list[tuple[int, float]]]) -> list[list[float]]:
+    return [[sc for _, sc in h] for h in hits]
+
+
 def _all_hits(store: Store, lib: int, vectors: dict[str, np.ndarray]) -> list[list[tuple[int, float]]]:
     return [store.vectors.search(lib, SPACE, vectors[q], k=6) for q in PARAPHRASES]
 
@@ -257,17 +265,13 @@ def test_deleted_index_files_are_rebuilt_from_sql(
     for p in store.vectors.folder.glob("*.faiss*"):
         p.unlink()
     after = _all_hits(store, lib, vectors)
-    assert [[i for i, _ in h] for h in after] == [[i for i, _ in h] for h in before]
-    np.testing.assert_allclose(
-        [[s for _, s in h] for h in after], [[s for _, s in h] for h in before], atol=1e-6
-    )
+    assert _ids(after) == _ids(before)
+    np.testing.assert_allclose(_scores(after), _scores(before), atol=1e-6)
     assert path.is_file()
     # a fresh process (new Store, empty cache) sees the same
     other = Store(store.home, store.url)
     try:
-        assert [[i for i, _ in h] for h in _all_hits(other, lib, vectors)] == [
-            [i for i, _ in h] for h in before
-        ]
+        assert _ids(_all_hits(other, lib, vectors)) == _ids(before)
     finally:
         other.close()
 
@@ -283,7 +287,7 @@ def test_stale_manifest_triggers_a_rebuild(
     assert truth == {"count": len(VIDEO_A) + len(VIDEO_B), "max_id": max(two_videos[3].values())}
     manifest.write_text(json.dumps({"count": truth["count"] - 1, "max_id": truth["max_id"]}))
     after = _all_hits(store, lib, vectors)
-    assert [[i for i, _ in h] for h in after] == [[i for i, _ in h] for h in before]
+    assert _ids(after) == _ids(before)
     assert json.loads(manifest.read_text()) == truth
 
 
@@ -326,7 +330,7 @@ def test_corrupt_index_file_is_rebuilt_from_sql(
         after = _all_hits(other, lib, vectors)
     finally:
         other.close()
-    assert [[i for i, _ in h] for h in after] == [[i for i, _ in h] for h in before]
+    assert _ids(after) == _ids(before)
 
 
 def test_reindex_counts_equal_sql_rows(store: Store, vectors: dict[str, np.ndarray]) -> None:

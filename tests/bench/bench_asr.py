@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 
+from service.demo import speech_mix
 from tests.bench.common import SHARED, VIDMEM, WORK, machine, measure, write_results
 
 SPEECH = (
@@ -44,9 +45,7 @@ def make_clip() -> tuple:  # type: ignore[type-arg]
         inputs = ["-t", str(LENGTH), "-i", str(media / "bbb_10min.mp4")]
         for name, _ in SPEECH:
             inputs += ["-i", str(media / name)]
-        delays = ";".join(f"[{i + 1}:a]adelay={int(t * 1000)}:all=1[s{i}]" for i, (_, t) in enumerate(SPEECH))
-        labels = "".join(f"[s{i}]" for i in range(len(SPEECH)))
-        graph = f"[0:a]volume=0.3[m];{delays};[m]{labels}amix=inputs={len(SPEECH) + 1}:normalize=0[a]"
+        graph = speech_mix("[0:a]volume=0.3[m]", 1, [t for _, t in SPEECH])
         subprocess.run(
             [
                 "ffmpeg",
