@@ -9,6 +9,7 @@ ingestion created, so the library is left as it was.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,9 +19,10 @@ import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from indexers.decode import DecodeOptions, MediaError, MediaInfo, probe, stream_frames
+from indexers.decode import DecodeOptions, MediaError, MediaInfo, probe
 from indexers.embed import shot_units, transcript_windows
-from indexers.shots import ContentShotDetector, ShotOptions
+from indexers.heap import release_heap, steady_heap
+from indexers.shots import ShotOptions, ShotResult
 from indexers.transcript import (
     SUBTITLE_SUFFIXES,
     Cue,
@@ -31,6 +33,7 @@ from indexers.transcript import (
     read_subtitles,
     sidecar_subtitles,
 )
+from indexers.visual import VisualJob, VisualWorker, run_visual
 from kernels.timecode import hms
 from memory import STAGES, EmbeddingRow, IngestJob, Library, Segment, Store, TranscriptCue, Video
 from memory.encoders import SentenceEmbedder
@@ -55,6 +58,9 @@ class IngestOptions:
     """Sentence-transformers model for text embeddings (packaged name or local folder)."""
     window_seconds: float = 20.0
     """Length of the transcript windows that are embedded and searched."""
+    workers: bool = True
+    """Decode video in a worker process, alongside speech recognition (False: one after the other,
+    in this process)."""
 
 
 @dataclass
@@ -113,7 +119,7 @@ def ingest(
     progress: Progress | None = None,
 ) -> IngestResult:
     """Ingest one media or subtitle file; the same bytes twice in a library are one video."""
-    _steady_heap()
+    steady_heap()
     opts = options or IngestOptions()
     cache = Path(cache_dir or store.home / "models")
     report: Progress = progress or (lambda stage, frac: None)
@@ -152,17 +158,7 @@ def ingest(
         video_id, library_id, library_name = video.id, library.id, library.name
 
     try:
-        for stage in STAGES:
-            with store.session() as s:
-                job = _job(s, video_id)
-                if stage in job.stages_done:
-                    continue
-                job.stage, job.status, job.progress = stage, "running", 0.0
-            runner = {"shots": _stage_shots, "transcript": _stage_transcript, "embeddings": _stage_embeddings}
-            runner[stage](
-                store, video_id, library_id, item, opts, cache, _JobProgress(store, video_id, stage, report)
-            )
-            _release_heap()
+        _run_stages(store, video_id, library_id, item, opts, cache, report)
         with store.session() as s:
             video = store.get_video(s, video_id)
             video.status = "ready"
@@ -179,45 +175,93 @@ def ingest(
     return IngestResult(video_id, library_name, item.duration, resumed=not created)
 
 
-def _steady_heap() -> None:
-    """Serve allocations of 1 MB and more (audio chunks, feature maps) with mmap, always.
+def _run_stages(
+    store, video_id, library_id, item: _Item, opts: IngestOptions, cache, report: Progress
+) -> None:  # type: ignore[no-untyped-def]
+    """The unfinished stages. Shots (in a worker process) and transcript run at the same time;
+    each commits on its own when done, embeddings follow once both are in."""
+    with store.session() as s:
+        done = set(_job(s, video_id).stages_done)
+    pending = [stage for stage in STAGES if stage not in done]
+    progress = _JobProgress(store, video_id, report)
+    visual: VisualWorker | None = None
+    if "shots" in pending and item.kind == "video" and item.info is not None and opts.workers:
 
-    glibc's default raises this threshold after each large free, so later large buffers come from
-    the heap, which fragments and grows with every chunk: measured +18% peak RSS for 3x the duration
-    without this, +12% with it (docs/benchmarks/ingest.md). A no-op off glibc."""
-    import contextlib
-    import ctypes
+        def commit_shots(result: ShotResult) -> None:  # on the worker's reader thread, once done
+            _stage_shots(store, video_id, item, opts, result)
+            progress.finished("shots")
 
-    m_mmap_threshold = -3
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(m_mmap_threshold, 1 << 20)
+        job = VisualJob(item.info, opts.decode, opts.shots, opts.decoder)
+        visual = VisualWorker(job, progress.callback("shots"), commit_shots)
+    try:
+        if "transcript" in pending:
+            on_transcript = progress.callback("transcript")
+
+            def transcript_progress(fraction: float) -> None:
+                if visual is not None and visual.error is not None:
+                    raise visual.error  # the video is refused: stop transcribing it
+                on_transcript(fraction)
+
+            _stage_transcript(store, video_id, item, opts, cache, transcript_progress)
+            progress.finished("transcript")
+        if visual is not None:
+            visual.result()
+        elif "shots" in pending:
+            _stage_shots(store, video_id, item, opts, _visual_here(item, opts, progress))
+            progress.finished("shots")
+    finally:
+        if visual is not None:
+            visual.close()
+    release_heap()
+    if "embeddings" in pending:
+        _stage_embeddings(store, video_id, library_id, opts, progress.callback("embeddings"))
+        progress.finished("embeddings")
 
 
-def _release_heap() -> None:
-    """Hand memory freed by a finished stage back to the OS (glibc keeps it otherwise), so the next
-    stage's peak does not stack on the last one's leftovers. A no-op off glibc."""
-    import contextlib
-    import ctypes
-    import gc
-
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+def _visual_here(item: _Item, opts: IngestOptions, progress: _JobProgress) -> ShotResult | None:
+    if item.kind != "video" or item.info is None:
+        return None
+    job = VisualJob(item.info, opts.decode, opts.shots, opts.decoder)
+    return run_visual(job, progress.callback("shots"))
 
 
 class _JobProgress:
-    """Reports a stage's progress to the caller, and to the job row at most every 2 s (for pollers)."""
+    """Reports each running stage's progress to the caller, and to the job row at most every 2 s
+    (for pollers): `stage` lists the running stages, `progress` is their mean."""
 
-    def __init__(self, store: Store, video_id: str, stage: str, report: Progress) -> None:
-        self.store, self.video_id, self.stage, self.report = store, video_id, stage, report
-        self.saved = time.monotonic()
+    def __init__(self, store: Store, video_id: str, report: Progress) -> None:
+        self.store, self.video_id, self.report = store, video_id, report
+        self.running: dict[str, float] = {}
+        self.lock = threading.Lock()
+        self.saved = 0.0
 
-    def __call__(self, fraction: float) -> None:
-        self.report(self.stage, fraction)
-        if time.monotonic() - self.saved >= 2.0:
+    def callback(self, stage: str) -> Callable[[float], None]:
+        with self.lock:
+            self.running[stage] = 0.0
+        self._save(force=True)
+        return lambda fraction: self._update(stage, fraction)
+
+    def finished(self, stage: str) -> None:
+        self.report(stage, 1.0)
+        with self.lock:
+            self.running.pop(stage, None)
+
+    def _update(self, stage: str, fraction: float) -> None:
+        self.report(stage, fraction)
+        with self.lock:
+            self.running[stage] = fraction
+        self._save()
+
+    def _save(self, force: bool = False) -> None:
+        with self.lock:
+            if not force and time.monotonic() - self.saved < 2.0:
+                return
             self.saved = time.monotonic()
+            stages, fractions = list(self.running), list(self.running.values())
             with self.store.session() as s:
-                _job(s, self.video_id).progress = fraction
+                job = _job(s, self.video_id)
+                job.stage, job.status = "+".join(stages) or None, "running"
+                job.progress = sum(fractions) / len(fractions) if fractions else job.progress
 
 
 def _job(s, video_id: str) -> IngestJob:  # type: ignore[no-untyped-def]
@@ -233,16 +277,14 @@ def _job(s, video_id: str) -> IngestJob:  # type: ignore[no-untyped-def]
 
 def _finish(s, video_id: str, stage: str) -> None:  # type: ignore[no-untyped-def]
     job = _job(s, video_id)
-    job.stages_done = [*job.stages_done, stage]
+    done = {*job.stages_done, stage}
+    job.stages_done = [st for st in STAGES if st in done]  # in stage order, whichever finished first
     job.progress = 1.0
 
 
-def _stage_shots(store, video_id, library_id, item: _Item, opts: IngestOptions, cache, report) -> None:  # type: ignore[no-untyped-def]
+def _stage_shots(store, video_id, item: _Item, opts: IngestOptions, result: ShotResult | None) -> None:  # type: ignore[no-untyped-def]
     shots: list[tuple[float, float, str]] = []
-    if item.kind == "video" and item.info is not None:
-        result = ContentShotDetector(opts.shots).detect(
-            stream_frames(item.info, opts.decode, opts.decoder), item.duration, report
-        )
+    if result is not None and item.info is not None:
         expected = item.info.video_duration or item.duration
         if expected - result.last_frame > max(1.0, 0.02 * expected) and not opts.shots.allow_damaged:
             raise MediaError(
@@ -270,7 +312,7 @@ def _stage_shots(store, video_id, library_id, item: _Item, opts: IngestOptions, 
         _finish(s, video_id, "shots")
 
 
-def _stage_transcript(store, video_id, library_id, item: _Item, opts: IngestOptions, cache, report) -> None:  # type: ignore[no-untyped-def]
+def _stage_transcript(store, video_id, item: _Item, opts: IngestOptions, cache, report) -> None:  # type: ignore[no-untyped-def]
     if item.subtitles is not None:
         transcript = item.subtitles
     elif item.info is not None and item.info.has_audio:
@@ -294,7 +336,7 @@ def _stage_transcript(store, video_id, library_id, item: _Item, opts: IngestOpti
         _finish(s, video_id, "transcript")
 
 
-def _stage_embeddings(store, video_id, library_id, item: _Item, opts: IngestOptions, cache, report) -> None:  # type: ignore[no-untyped-def]
+def _stage_embeddings(store, video_id, library_id, opts: IngestOptions, report) -> None:  # type: ignore[no-untyped-def]
     with store.session() as s:
         rows = s.scalars(
             select(TranscriptCue).where(TranscriptCue.video_id == video_id).order_by(TranscriptCue.start)

@@ -102,7 +102,7 @@ class ContentShotDetector(ShotDetector):
         with torch.inference_mode():
             for batch in batches:
                 if total == 0 and len(batch.times) > 1:
-                    fps = 1.0 / max(1e-3, float(np.median(np.diff(batch.times))))
+                    fps = _rate(batch.times)
                     lag = round(opts.lag * fps)
                 frames = torch.from_numpy(batch.rgb)
                 sig = signatures(frames)
@@ -155,10 +155,15 @@ class ContentShotDetector(ShotDetector):
         cuts = torch.cat(cut_change)
         lags = torch.cat(lag_change) if lag_change else torch.zeros(0)
         lags = torch.cat([lags, torch.zeros(total - len(lags))])
-        fps = 1.0 / max(1e-3, float(np.median(np.diff(t)))) if len(t) > 1 else 1.0
+        fps = _rate(t) if len(t) > 1 else 1.0
         picked = pick_boundaries(cuts, lags, lag, fps, opts.boundaries)
         starts = [0.0] + [float(t[i]) for i, _, _ in picked]
         kinds = ["start"] + [k for _, _, k in picked]
         ends = starts[1:] + [max(duration, float(t[-1]))]
         shots = [Shot(s, e, k) for s, e, k in zip(starts, ends, kinds, strict=True) if e > s]
         return ShotResult(shots, total, damaged, float(t[-1]))
+
+
+def _rate(times: np.ndarray) -> float:
+    """Analysed frames per second, as a mean: skipped non-reference frames make the spacing uneven."""
+    return (len(times) - 1) / max(1e-3, float(times[-1] - times[0]))

@@ -210,6 +210,10 @@ def pick_boundaries(
     for b in found:
         if b[0] < min_gap:
             continue
+        if kept and b[2] == kept[-1][2] == "gradual" and b[0] - kept[-1][0] <= 2 * lag + 1:
+            # a long fade out and in peaks twice, once per half: one transition, at its middle
+            kept[-1] = ((kept[-1][0] + b[0]) // 2, max(kept[-1][1], b[1]), "gradual")
+            continue
         if kept and b[0] - kept[-1][0] < min_gap:
             if b[1] > kept[-1][1]:
                 kept[-1] = b

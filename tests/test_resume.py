@@ -207,7 +207,8 @@ def scenario(
 def test_kill_while_transcribing_leaves_whole_stages(scenario: dict[str, Any], clip: NarratedClip) -> None:
     s = scenario["after_first_kill"]
     stages = s["jobs"][0][2]
-    assert stages[0] == "shots" and "embeddings" not in stages, stages
+    # shots and transcript run side by side: either may have been checkpointed first
+    assert "shots" in stages and "embeddings" not in stages, stages
     assert len(s["videos"]) == 1 and s["videos"][0][1] == "ingesting", s["videos"]
     assert len(s["jobs"]) == 1 and s["jobs"][0][0] == "running", s["jobs"]
     # shots: checkpointed, so all there
@@ -223,7 +224,7 @@ def test_kill_while_transcribing_leaves_whole_stages(scenario: dict[str, Any], c
 def test_kill_while_embedding_leaves_whole_stages(scenario: dict[str, Any], clip: NarratedClip) -> None:
     s = scenario["after_second_kill"]
     stages = s["jobs"][0][2]
-    assert stages == ["shots", "transcript"], stages
+    assert sorted(stages) == ["shots", "transcript"], stages
     assert len(s["videos"]) == 1 and s["videos"][0][1] == "ingesting", s["videos"]
     assert len(s["jobs"]) == 1, s["jobs"]
     assert len(s["shots"]) == len(clip.cut_times) + 1 and len(s["root"]) == 1

@@ -17,16 +17,19 @@ from indexers.transcript import TranscribeOptions
 from tests import media
 from tests.conftest import shared
 
-_CACHE: dict[tuple[str, str, int], tuple[MediaInfo, ShotResult]] = {}
+_CACHE: dict[tuple[str, str, int, bool], tuple[MediaInfo, ShotResult]] = {}
 
 
-def detect(path: Path, decoder: str = "pyav", window: int = 256) -> tuple[MediaInfo, ShotResult]:
-    """Probe and detect shots once per (file, decoder, window) for the whole module."""
-    key = (str(path), decoder, window)
+def detect(
+    path: Path, decoder: str = "pyav", window: int = 256, reference_only: bool = True
+) -> tuple[MediaInfo, ShotResult]:
+    """Probe and detect shots once per (file, decoder, window, skipping) for the whole module."""
+    key = (str(path), decoder, window, reference_only)
     if key not in _CACHE:
         info = probe(path)
+        opts = DecodeOptions(window=window, reference_only=reference_only)
         result = ContentShotDetector(ShotOptions()).detect(
-            get_decoder(decoder).frames(info, DecodeOptions(window=window)), info.duration
+            get_decoder(decoder).frames(info, opts), info.duration
         )
         _CACHE[key] = (info, result)
     return _CACHE[key]
@@ -61,10 +64,28 @@ def match_within(found: list[float], truth: list[float], tol: float) -> None:
 @pytest.mark.parametrize("decoder", sorted(DECODERS))
 def test_cut_clip_every_cut_within_one_frame(cut_clip: media.CutClip, decoder: str) -> None:
     info, result = detect(cut_clip.path, decoder)
-    assert result.frames == cut_clip.total_frames
+    if decoder == "pyav":  # non-reference frames are skipped, the others all analysed to the end
+        assert 0.3 * cut_clip.total_frames < result.frames < cut_clip.total_frames
+    else:
+        assert result.frames == cut_clip.total_frames
+    assert result.last_frame == pytest.approx(cut_clip.duration - 1.0 / cut_clip.fps, abs=1.0 / cut_clip.fps)
     assert result.damaged_frames == 0
     match_within(boundaries(result), list(cut_clip.cut_times), 1.0 / cut_clip.fps)
     assert [s.transition for s in result.shots[1:]] == ["cut"] * len(cut_clip.cut_times)
+
+
+@pytest.mark.parametrize("clip", ["cut_clip", "fade_clip"])
+def test_skipping_non_reference_frames_finds_the_same_shots(
+    clip: str, request: pytest.FixtureRequest
+) -> None:
+    """Decoding every frame analyses them all; skipping the non-reference ones moves no boundary."""
+    c = request.getfixturevalue(clip)
+    _, every = detect(c.path, reference_only=False)
+    _, skipped = detect(c.path)
+    assert every.frames == c.total_frames
+    assert skipped.frames < every.frames
+    assert [s.transition for s in skipped.shots] == [s.transition for s in every.shots]
+    np.testing.assert_allclose(boundaries(skipped), boundaries(every), atol=2.5 / c.fps)
 
 
 def test_decoders_agree_on_cut_clip(cut_clip: media.CutClip) -> None:
@@ -169,7 +190,8 @@ def test_decoded_frame_times_increase_within_the_file(name: str, decoder: str) -
     """Frames come in presentation order, so their times must rise by about one frame each."""
     info = probe(shared(name))
     assert info.fps
-    times = np.concatenate([b.times for b in get_decoder(decoder).frames(info, DecodeOptions())])
+    every = DecodeOptions(reference_only=False)
+    times = np.concatenate([b.times for b in get_decoder(decoder).frames(info, every)])
     assert times.min() >= 0.0 and times.max() <= info.duration + 1e-6, (
         f"{decoder}: frame times outside [0, {info.duration}]: {times[:5]} ... {times[-3:]}"
     )
@@ -180,6 +202,19 @@ def test_decoded_frame_times_increase_within_the_file(name: str, decoder: str) -
         f"{times[max(0, bad[0] - 2) : bad[0] + 3]}"
     )
     assert np.median(steps) == pytest.approx(1.0 / info.fps, rel=0.01)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["megamind.avi", "bikes.mp4"])
+def test_skipped_frames_leave_whole_frame_steps(name: str) -> None:
+    """Skipping non-reference frames keeps every other frame's own time: steps are whole frames."""
+    info = probe(shared(name))
+    assert info.fps
+    times = np.concatenate([b.times for b in get_decoder("pyav").frames(info, DecodeOptions())])
+    frames = np.diff(times) * info.fps
+    assert (frames > 0.5).all(), f"frame times repeat or go backwards: {frames[frames <= 0.5][:5]}"
+    np.testing.assert_allclose(frames, np.round(frames), atol=0.05)
+    assert len(times) < 0.9 * info.duration * info.fps  # something was skipped
 
 
 @pytest.mark.slow

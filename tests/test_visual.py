@@ -1,0 +1,138 @@
+"""The visual pass in its worker process: same shots as in-process, crashes come back as MediaError,
+and a worker never outlives the ingestion that started it. Real processes, real decoders."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from sqlalchemy import select
+
+from indexers.decode import DecodeOptions, MediaError, probe
+from indexers.pipeline import IngestOptions, ingest
+from indexers.shots import ShotOptions, ShotResult
+from indexers.visual import VisualJob, VisualWorker, run_visual
+from memory import Segment, Store, TranscriptCue
+from tests import media
+from tests.conftest import shared
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def job_for(path: Path) -> VisualJob:
+    return VisualJob(probe(path), DecodeOptions(), ShotOptions())
+
+
+def test_worker_finds_the_same_shots_as_this_process(cut_clip: media.CutClip) -> None:
+    job = job_for(cut_clip.path)
+    seen: list[float] = []
+    committed: list[ShotResult] = []
+    with VisualWorker(job, seen.append, committed.append) as worker:
+        remote = worker.result()
+    local = run_visual(job)
+    assert [(s.start, s.end, s.transition) for s in remote.shots] == [
+        (s.start, s.end, s.transition) for s in local.shots
+    ]
+    assert len(remote.shots) == len(cut_clip.cut_times) + 1
+    assert committed == [remote]  # on_result got the result before result() returned it
+    assert all(0.0 <= f <= 1.0 for f in seen)
+
+
+def wait_for_progress(path: Path) -> tuple[VisualWorker, threading.Event]:
+    started = threading.Event()
+    worker = VisualWorker(job_for(path), lambda f: started.set())
+    assert started.wait(60), "the worker reported no progress"
+    return worker, started
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_video_is_a_media_error() -> None:
+    worker, _ = wait_for_progress(shared("bbb_10min.mp4"))
+    with worker:
+        os.kill(worker.pid, signal.SIGKILL)
+        with pytest.raises(MediaError, match="killed by signal 9"):
+            worker.result()
+
+
+def test_worker_refusal_comes_back_with_its_reason() -> None:
+    with (
+        VisualWorker(job_for(shared("megamind_damaged.avi"))) as worker,
+        pytest.raises(MediaError, match="damaged video: .* frames show corrupt blocks"),
+    ):
+        worker.result()
+
+
+@pytest.mark.slow
+def test_a_worker_dies_with_its_parent(tmp_path: Path) -> None:
+    """SIGKILL the process that started the worker (not its group): the kernel takes the worker too."""
+    script = textwrap.dedent(
+        f"""
+        import time
+        from pathlib import Path
+        from indexers.decode import DecodeOptions, probe
+        from indexers.shots import ShotOptions, ShotResult
+        from indexers.visual import VisualJob, VisualWorker
+        info = probe(Path({str(shared("bbb_10min.mp4"))!r}))
+        worker = VisualWorker(VisualJob(info, DecodeOptions(), ShotOptions()))
+        print(worker.pid, flush=True)
+        time.sleep(120)
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert parent.stdout is not None
+        worker_pid = int(parent.stdout.readline())
+        assert psutil.Process(worker_pid).ppid() == parent.pid
+        time.sleep(1.0)  # let the worker get into decoding
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if psutil.Process(worker_pid).status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(worker_pid, signal.SIGKILL)
+            pytest.fail("the worker outlived the process that started it")
+    finally:
+        parent.kill()
+
+
+def rows(store: Store, video_id: str) -> tuple[list[tuple[float, float]], list[str]]:
+    with store.session() as s:
+        shots = s.scalars(
+            select(Segment)
+            .where(Segment.video_id == video_id, Segment.level == "shot")
+            .order_by(Segment.ordinal)
+        ).all()
+        cues = s.scalars(
+            select(TranscriptCue).where(TranscriptCue.video_id == video_id).order_by(TranscriptCue.start)
+        ).all()
+        return [(x.start, x.end) for x in shots], [c.text for c in cues]
+
+
+def test_ingesting_with_and_without_the_worker_gives_the_same_rows(
+    tmp_path: Path, narrated_clip: media.NarratedClip, model_cache: Path
+) -> None:
+    got = {}
+    for workers in (True, False):
+        store = Store(tmp_path / f"workers-{workers}")
+        try:
+            res = ingest(store, narrated_clip.path, IngestOptions(workers=workers), cache_dir=model_cache)
+            got[workers] = rows(store, res.video_id)
+        finally:
+            store.close()
+    assert got[True] == got[False]
+    assert len(got[True][0]) == len(narrated_clip.cut_times) + 1
+    assert got[True][1], "no transcript"
