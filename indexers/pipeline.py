@@ -23,6 +23,7 @@ from indexers.decode import DecodeOptions, MediaError, MediaInfo, probe
 from indexers.embed import shot_units, transcript_windows
 from indexers.heap import release_heap, steady_heap
 from indexers.shots import ShotOptions, ShotResult
+from indexers.structure import StructureOptions, atoms_from, build
 from indexers.transcript import (
     SUBTITLE_SUFFIXES,
     Cue,
@@ -58,6 +59,8 @@ class IngestOptions:
     """Sentence-transformers model for text embeddings (packaged name or local folder)."""
     window_seconds: float = 20.0
     """Length of the transcript windows that are embedded and searched."""
+    structure: StructureOptions = field(default_factory=StructureOptions)
+    """Scene and chapter granularity (indexers.structure)."""
     workers: bool = True
     """Decode video in a worker process, alongside speech recognition (False: one after the other,
     in this process)."""
@@ -213,6 +216,9 @@ def _run_stages(
         if visual is not None:
             visual.close()
     release_heap()
+    if "structure" in pending:
+        _stage_structure(store, video_id, item, opts)
+        progress.finished("structure")
     if "embeddings" in pending:
         _stage_embeddings(store, video_id, library_id, opts, progress.callback("embeddings"))
         progress.finished("embeddings")
@@ -283,7 +289,7 @@ def _finish(s, video_id: str, stage: str) -> None:  # type: ignore[no-untyped-de
 
 
 def _stage_shots(store, video_id, item: _Item, opts: IngestOptions, result: ShotResult | None) -> None:  # type: ignore[no-untyped-def]
-    shots: list[tuple[float, float, str]] = []
+    shots: list[tuple[float, float, np.ndarray | None]] = []
     if result is not None and item.info is not None:
         expected = item.info.video_duration or item.duration
         if expected - result.last_frame > max(1.0, 0.02 * expected) and not opts.shots.allow_damaged:
@@ -291,13 +297,13 @@ def _stage_shots(store, video_id, item: _Item, opts: IngestOptions, result: Shot
                 f"truncated video: frames stop at {hms(result.last_frame, millis=True)} of "
                 f"{hms(expected, millis=True)}; pass --allow-damaged to ingest what is there"
             )
-        shots = [(sh.start, sh.end, sh.transition) for sh in result.shots]
+        shots = [(sh.start, sh.end, sh.signature) for sh in result.shots]
     with store.session() as s:
         s.execute(delete(Segment).where(Segment.video_id == video_id))
         root = Segment(video_id=video_id, level="video", ordinal=0, start=0.0, end=item.duration)
         s.add(root)
         s.flush()
-        for i, (start, end, _kind) in enumerate(shots):
+        for i, (start, end, signature) in enumerate(shots):
             s.add(
                 Segment(
                     video_id=video_id,
@@ -307,6 +313,7 @@ def _stage_shots(store, video_id, item: _Item, opts: IngestOptions, result: Shot
                     end=end,
                     parent_id=root.id,
                     keyframe_time=(start + end) / 2,
+                    signature=vector_bytes(signature) if signature is not None else None,
                 )
             )
         _finish(s, video_id, "shots")
@@ -334,6 +341,66 @@ def _stage_transcript(store, video_id, item: _Item, opts: IngestOptions, cache, 
             )
         store.get_video(s, video_id).language = transcript.language
         _finish(s, video_id, "transcript")
+
+
+def _stage_structure(store, video_id, item: _Item, opts: IngestOptions) -> None:  # type: ignore[no-untyped-def]
+    """Scenes and chapters over the shots (or the cues), each tiling its parent."""
+    with store.session() as s:
+        root = s.scalar(select(Segment).where(Segment.video_id == video_id, Segment.level == "video"))
+        shot_rows = s.scalars(
+            select(Segment)
+            .where(Segment.video_id == video_id, Segment.level == "shot")
+            .order_by(Segment.ordinal)
+        ).all()
+        cues = [
+            (c.start, c.end, c.text)
+            for c in s.scalars(
+                select(TranscriptCue).where(TranscriptCue.video_id == video_id).order_by(TranscriptCue.start)
+            )
+        ]
+        shots = [(sh.start, sh.end) for sh in shot_rows]
+        visuals = [np.frombuffer(sh.signature, np.float32) if sh.signature else None for sh in shot_rows]
+    embedder = SentenceEmbedder(opts.text_model)
+    atoms = atoms_from(shots, cues, visuals)
+    structure = build(atoms, item.duration, embedder.embed, opts.structure, cues)
+    with store.session() as s:
+        s.execute(
+            delete(Segment).where(Segment.video_id == video_id, Segment.level.in_(("scene", "chapter")))
+        )
+        if root is None:
+            root = Segment(video_id=video_id, level="video", ordinal=0, start=0.0, end=item.duration)
+            s.add(root)
+            s.flush()
+        chapters = []
+        for i, (start, end) in enumerate(structure.chapters):
+            chapters.append(
+                Segment(
+                    video_id=video_id, level="chapter", ordinal=i, start=start, end=end, parent_id=root.id
+                )
+            )
+        s.add_all(chapters)
+        s.flush()
+        scenes = []
+        for i, (start, end) in enumerate(structure.scenes):
+            parent = _containing(chapters, start)
+            scenes.append(
+                Segment(
+                    video_id=video_id, level="scene", ordinal=i, start=start, end=end, parent_id=parent.id
+                )
+            )
+        s.add_all(scenes)
+        s.flush()
+        for sh in s.scalars(select(Segment).where(Segment.video_id == video_id, Segment.level == "shot")):
+            sh.parent_id = _containing(scenes, sh.start).id
+        _finish(s, video_id, "structure")
+
+
+def _containing(parents: list[Segment], t: float) -> Segment:
+    """The parent whose span holds time t (parents tile the timeline in order)."""
+    for p in parents:
+        if p.start <= t + 1e-6 < p.end or p is parents[-1]:
+            return p
+    return parents[-1]
 
 
 def _stage_embeddings(store, video_id, library_id, opts: IngestOptions, report) -> None:  # type: ignore[no-untyped-def]

@@ -29,6 +29,8 @@ class Shot:
     start: float  # seconds
     end: float  # seconds
     transition: str  # how it began: 'start' | 'cut' | 'gradual'
+    signature: np.ndarray | None = None
+    """Mean colour signature of the shot (HSV histogram 256 + luma grid 144, float32)."""
 
 
 @dataclass
@@ -97,6 +99,7 @@ class ContentShotDetector(ShotDetector):
         next_center = 0  # first frame whose lagged change is not computed yet
         lag = 0
         total = 0
+        seconds: dict[int, tuple[np.ndarray, int]] = {}  # per second: sum of signatures, frames
         prev_blocks = torch.zeros(0, 3, 9, 16)  # block means of the last two frames
         prev_times = np.zeros(0)
         with torch.inference_mode():
@@ -106,6 +109,7 @@ class ContentShotDetector(ShotDetector):
                     lag = round(opts.lag * fps)
                 frames = torch.from_numpy(batch.rgb)
                 sig = signatures(frames)
+                _add_seconds(seconds, batch.times, torch.cat([sig.hist, sig.luma], 1).numpy())
                 blocks = torch.cat([prev_blocks, block_means(frames)])
                 bad = (transient_blocks(blocks) >= opts.damaged_area).numpy()
                 if bad.any() and first_damage is None:
@@ -160,8 +164,32 @@ class ContentShotDetector(ShotDetector):
         starts = [0.0] + [float(t[i]) for i, _, _ in picked]
         kinds = ["start"] + [k for _, _, k in picked]
         ends = starts[1:] + [max(duration, float(t[-1]))]
-        shots = [Shot(s, e, k) for s, e, k in zip(starts, ends, kinds, strict=True) if e > s]
+        shots = [
+            Shot(s, e, k, _mean_of(seconds, s, e))
+            for s, e, k in zip(starts, ends, kinds, strict=True)
+            if e > s
+        ]
         return ShotResult(shots, total, damaged, float(t[-1]))
+
+
+def _add_seconds(acc: dict[int, tuple[np.ndarray, int]], times: np.ndarray, feats: np.ndarray) -> None:
+    """Sum the frames' signatures per second of video: 1.6 KB a second, whatever the frame rate."""
+    secs, inverse = np.unique(np.floor(times).astype(np.int64), return_inverse=True)
+    sums = np.zeros((len(secs), feats.shape[1]), np.float64)
+    np.add.at(sums, inverse, feats)
+    counts = np.bincount(inverse, minlength=len(secs))
+    for i, sec in enumerate(secs.tolist()):
+        old, n = acc.get(sec, (0.0, 0))
+        acc[sec] = (old + sums[i], n + int(counts[i]))
+
+
+def _mean_of(acc: dict[int, tuple[np.ndarray, int]], start: float, end: float) -> np.ndarray | None:
+    """Mean signature of the seconds a shot covers (its first and last partly)."""
+    parts = [acc[k] for k in range(int(start), int(np.ceil(end))) if k in acc]
+    if not parts:
+        return None
+    total = np.sum([p[0] for p in parts], axis=0)
+    return (total / sum(p[1] for p in parts)).astype(np.float32)
 
 
 def _rate(times: np.ndarray) -> float:

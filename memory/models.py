@@ -26,7 +26,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 LEVELS = ("shot", "scene", "chapter", "video")
 """Segment levels, finest first. Every level tiles its parent."""
 
-STAGES = ("shots", "transcript", "embeddings")
+STAGES = ("shots", "transcript", "structure", "embeddings")
 """Ingestion stages in order; a job records which are done and resumes at the first that is not."""
 
 
@@ -98,6 +98,8 @@ class Segment(Base):
     salience: Mapped[float | None] = mapped_column(Float)
     retained: Mapped[bool | None] = mapped_column()
     keyframe_time: Mapped[float | None] = mapped_column(Float)
+    signature: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """Shots: the mean colour signature (float32 bytes) the scene grouping compares."""
 
 
 class TranscriptCue(Base):

@@ -157,22 +157,25 @@ def ingest(
 
 
 def print_timeline(store, video_id: str, as_json: bool = False) -> None:  # type: ignore[no-untyped-def]
-    """Shots with their times and the transcript under them (or the same as JSON)."""
+    """Chapters, scenes and shots with their times and the transcript under them (or the same as JSON)."""
     from sqlalchemy import select
 
     from memory import Segment, TranscriptCue
 
     with store.session() as s:
         video = store.get_video(s, video_id)
-        shots = s.scalars(
-            select(Segment)
-            .where(Segment.video_id == video_id, Segment.level == "shot")
-            .order_by(Segment.start)
+        segments = s.scalars(
+            select(Segment).where(Segment.video_id == video_id).order_by(Segment.start)
         ).all()
+        level = {
+            name: [g for g in segments if g.level == name] for name in ("video", "chapter", "scene", "shot")
+        }
+        shots, scenes, chapters = level["shot"], level["scene"], level["chapter"]
         cues = s.scalars(
             select(TranscriptCue).where(TranscriptCue.video_id == video_id).order_by(TranscriptCue.start)
         ).all()
         library = video.library.name
+    root = level["video"][0] if level["video"] else None
     if as_json:
         print(
             json.dumps(
@@ -190,6 +193,9 @@ def print_timeline(store, video_id: str, as_json: bool = False) -> None:  # type
                         "language": video.language,
                         "status": video.status,
                     },
+                    "summary": root.caption if root else None,
+                    "chapters": [{"start": c.start, "end": c.end, "caption": c.caption} for c in chapters],
+                    "scenes": [{"start": c.start, "end": c.end, "caption": c.caption} for c in scenes],
                     "shots": [{"start": sh.start, "end": sh.end} for sh in shots],
                     "transcript": [{"start": c.start, "end": c.end, "text": c.text} for c in cues],
                 }
@@ -198,17 +204,37 @@ def print_timeline(store, video_id: str, as_json: bool = False) -> None:  # type
         return
     out.print(
         f"[bold]{escape(video.title)}[/bold]  id {video.id}  library {escape(repr(library))}  {hms(video.duration, True)}  "
-        f"{len(shots)} shots  {len(cues)} cues  language {video.language or '-'}  [{video.status}]",
+        f"{len(chapters)} chapters  {len(scenes)} scenes  {len(shots)} shots  {len(cues)} cues  "
+        f"language {video.language or '-'}  [{video.status}]",
         highlight=False,
     )
-    spans = [(sh.start, sh.end, f"shot {i + 1}") for i, sh in enumerate(shots)] or [(0.0, video.duration, "")]
+    atoms = shots or scenes
+    spans = [(g.start, g.end, f"{g.level} {i + 1}") for i, g in enumerate(atoms)] or [
+        (0.0, video.duration, "")
+    ]
+    chapter_at = {round(c.start, 6): i for i, c in enumerate(chapters)}
+    scene_at = {round(c.start, 6): i for i, c in enumerate(scenes)} if shots else {}
     ci = 0
     for n, (start, end, label) in enumerate(spans):
+        if (i := chapter_at.get(round(start, 6))) is not None:
+            c = chapters[i]
+            out.print(
+                f"[bold magenta]chapter {i + 1}  {hms(c.start, True)} - {hms(c.end, True)}[/bold magenta]"
+                + (f"  {escape(c.caption)}" if c.caption else ""),
+                highlight=False,
+            )
+        if (i := scene_at.get(round(start, 6))) is not None:
+            c = scenes[i]
+            out.print(
+                f"  [bold green]scene {i + 1}  {hms(c.start, True)} - {hms(c.end, True)}[/bold green]"
+                + (f"  {escape(c.caption)}" if c.caption else ""),
+                highlight=False,
+            )
         out.print(
-            f"[cyan]{hms(start, True)} - {hms(end, True)}[/cyan]  [bold]{label}[/bold]", highlight=False
+            f"    [cyan]{hms(start, True)} - {hms(end, True)}[/cyan]  [bold]{label}[/bold]", highlight=False
         )
         while ci < len(cues) and (cues[ci].start < end or n == len(spans) - 1):
-            out.print(f"    {hms(cues[ci].start, True)}  {escape(cues[ci].text)}", highlight=False)
+            out.print(f"        {hms(cues[ci].start, True)}  {escape(cues[ci].text)}", highlight=False)
             ci += 1
 
 
@@ -219,7 +245,7 @@ def show(
     home: HomeOpt = None,
     database_url: DbOpt = None,
 ) -> None:
-    """Print a video's timeline: shots with their times and the transcript under them."""
+    """Print a video's timeline: chapters, scenes and shots with their times, the transcript under them."""
     with _errors():
         print_timeline(_store(_settings(home, database_url)), video_id, as_json)
 

@@ -68,7 +68,8 @@ _SHOT_SOURCES: tuple[str, ...] = (
     "drawbox=x='mod(t*160,iw)':y=ih/4:w=iw/5:h=ih/3:color=orange:t=fill,"
     "noise=alls=25:allf=t:all_seed=7",
     "life=size={w}x{h}:rate={r}:seed=5:ratio=0.2:mold=10:life_color=#ffcc00:death_color=#400040",
-    "gradients=size={w}x{h}:rate={r}:seed=3:speed=0.02",
+    # not `gradients`: its output differs from run to run whatever the seed (jumps appear mid-shot)
+    "rgbtestsrc=size={w}x{h}:rate={r},drawbox=x='mod(t*90,iw)':y=ih/2:w=iw/6:h=ih/4:color=white:t=fill",
     "cellauto=size={w}x{h}:rate={r}:rule=110:seed=1",
     "sierpinski=size={w}x{h}:rate={r}:seed=2",
 )

@@ -248,7 +248,12 @@ def test_several_paths_one_bad_the_good_ones_land(home: Path, workdir: Path, cut
     assert all(listed[t]["status"] == "ready" for t in ("good one.mp4", "good two.mp4"))
     counts_after, _ = snapshot(home)
     assert counts_after["videos"] == counts_before["videos"] + 2
-    assert counts_after["segments"] == counts_before["segments"] + 2 * (len(cut_clip.cut_frames) + 2)
+    added = 0
+    for item in landed:  # the root, its chapters, scenes and shots: nothing else, nothing from bad.mp4
+        shown = json.loads(ok(cli(home, "show", item["video_id"], "--json")).stdout)
+        assert len(shown["shots"]) == len(cut_clip.cut_frames) + 1
+        added += 1 + len(shown["chapters"]) + len(shown["scenes"]) + len(shown["shots"])
+    assert counts_after["segments"] == counts_before["segments"] + added
 
 
 # --------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from memory import STAGES
 from tests.conftest import shared
 from tests.media import NarratedClip, write_srt, write_vtt
 
@@ -323,6 +324,34 @@ def test_show_text_prints_hh_mm_ss_mmm(
     assert not re.search(r"(?<![\d:.])\d+\.\d+\s+-\s", text), text
 
 
+def test_show_lists_chapters_and_scenes_made_of_whole_shots(
+    home: Path, narrated: dict[str, Any], narrated_show: dict[str, Any]
+) -> None:
+    shown = narrated_show
+    duration = shown["video"]["duration"]
+    shot_starts = {sh["start"] for sh in shown["shots"]}
+    for level in ("chapters", "scenes"):
+        spans = shown[level]
+        assert spans and spans[0]["start"] == 0.0 and spans[-1]["end"] == pytest.approx(duration), spans
+        assert all(a["end"] == b["start"] for a, b in pairwise(spans)), spans
+        assert {x["start"] for x in spans} <= shot_starts, (level, spans, shot_starts)
+        assert all(set(x) == {"start", "end", "caption"} for x in spans)
+    assert {c["start"] for c in shown["chapters"]} <= {c["start"] for c in shown["scenes"]}
+    assert "summary" in shown
+    text = cli(home, "show", narrated["video_id"]).stdout
+    assert re.search(r"^chapter 1  00:00:00\.000 - ", text, re.M), text
+    assert len(re.findall(r"^  scene \d+  \d\d:\d\d:\d\d\.\d{3} - ", text, re.M)) == len(shown["scenes"])
+
+
+def test_show_of_a_transcript_only_item_lists_its_scenes(home: Path, decoy: dict[str, Any]) -> None:
+    shown = cli_json(home, "show", decoy["video_id"])
+    assert shown["shots"] == [] and shown["scenes"] and shown["chapters"]
+    cue_starts = {c["start"] for c in shown["transcript"]}
+    assert {x["start"] for x in shown["scenes"][1:]} <= cue_starts  # scenes begin where a cue does
+    text = cli(home, "show", decoy["video_id"]).stdout
+    assert re.search(r"^    00:00:00\.000 - \d\d:\d\d:\d\d\.\d{3}  scene 1$", text, re.M), text
+
+
 # --------------------------------------------------------------------------------------------------
 # search
 # --------------------------------------------------------------------------------------------------
@@ -540,6 +569,4 @@ def test_ingest_and_search_on_postgresql(
     finally:
         engine.dispose()
     assert n_vectors > 0 and sum(faiss_counts(pg_home).values()) == n_vectors
-    assert [json.loads(s) if isinstance(s, str) else s for s in stages] == [
-        ["shots", "transcript", "embeddings"]
-    ]
+    assert [json.loads(s) if isinstance(s, str) else s for s in stages] == [list(STAGES)]
