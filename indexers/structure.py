@@ -25,7 +25,7 @@ Embed = Callable[[list[str]], np.ndarray]
 class StructureOptions:
     scene_seconds: float = 7.0
     """Scene granularity: the per-scene penalty, in seconds of the item's mean variability."""
-    chapter_seconds: float = 240.0
+    chapter_seconds: float = 15.0
     """Chapter granularity, the same way; chapters are made of whole scenes."""
     min_scene: float = 6.0
     """Shortest scene (seconds) unless nothing else is possible."""
