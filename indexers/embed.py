@@ -1,4 +1,5 @@
-"""The units that are embedded and searched: transcript windows and shots with speech.
+"""The units that are embedded and searched: transcript windows, shots with speech, scenes and
+chapters (the words spoken in them).
 
 The encoders themselves live in memory.encoders, shared with the query side."""
 
@@ -12,13 +13,15 @@ from indexers.transcript import Cue
 
 @dataclass
 class Unit:
-    """A searchable span: what it is (`shot` | `window`), where, and the text that describes it."""
+    """A searchable span: what it is (`window` | `shot` | `scene` | `chapter`), where, and the text
+    that describes it."""
 
     kind: str
     start: float
     end: float
     text: str
     segment_ordinal: int | None = None  # the shot it belongs to, for kind == "shot"
+    segment_id: int | None = None  # the scene or chapter it is, for those kinds
 
 
 def transcript_windows(cues: Sequence[Cue], seconds: float = 20.0, max_words: int = 80) -> list[Unit]:
@@ -58,3 +61,21 @@ def shot_units(shots: Sequence[tuple[float, float]], cues: Sequence[Cue]) -> lis
         if text:
             units.append(Unit("shot", start, end, text, i))
     return units
+
+
+def span_units(kind: str, spans: Sequence[tuple[int, float, float]], cues: Sequence[Cue]) -> list[Unit]:
+    """One unit per (segment id, start, end) with speech: the cues mostly inside it, in order."""
+    units = []
+    for seg_id, start, end in spans:
+        text = " ".join(
+            c.text for c in cues if min(c.end, end) - max(c.start, start) > 0.5 * max(c.end - c.start, 1e-6)
+        ).strip()
+        if text:
+            units.append(Unit(kind, start, end, text, segment_id=seg_id))
+    return units
+
+
+def chunks(text: str, max_words: int = 100) -> list[str]:
+    """A long text cut into pieces the text encoder reads whole (MiniLM stops at 256 tokens)."""
+    words = text.split()
+    return [" ".join(words[i : i + max_words]) for i in range(0, len(words), max_words)] or [""]

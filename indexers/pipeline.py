@@ -20,7 +20,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from indexers.decode import DecodeOptions, MediaError, MediaInfo, probe
-from indexers.embed import shot_units, transcript_windows
+from indexers.embed import chunks, shot_units, span_units, transcript_windows
 from indexers.heap import release_heap, steady_heap
 from indexers.shots import ShotOptions, ShotResult
 from indexers.structure import StructureOptions, atoms_from, build
@@ -403,6 +403,26 @@ def _containing(parents: list[Segment], t: float) -> Segment:
     return parents[-1]
 
 
+def _embed_units(embedder: SentenceEmbedder, texts: list[str], report) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """One unit vector per text; a long text (a chapter) is the normalised mean of its pieces."""
+    if not texts:
+        return np.zeros((0, 0), dtype=np.float32)
+    pieces = [chunks(t) for t in texts]
+    flat = [p for ps in pieces for p in ps]
+    parts = []
+    for i in range(0, len(flat), 256):
+        parts.append(embedder.embed(flat[i : i + 256]))
+        report(min(1.0, (i + 256) / len(flat)))
+    vecs = np.concatenate(parts)
+    out = np.zeros((len(texts), vecs.shape[1]), np.float32)
+    at = 0
+    for k, ps in enumerate(pieces):
+        mean = vecs[at : at + len(ps)].mean(0)
+        out[k] = mean / max(float(np.linalg.norm(mean)), 1e-12)
+        at += len(ps)
+    return out
+
+
 def _stage_embeddings(store, video_id, library_id, opts: IngestOptions, report) -> None:  # type: ignore[no-untyped-def]
     with store.session() as s:
         rows = s.scalars(
@@ -416,15 +436,21 @@ def _stage_embeddings(store, video_id, library_id, opts: IngestOptions, report) 
         ).all()
         shots = [(sh.start, sh.end) for sh in shot_rows]
         shot_ids = [sh.id for sh in shot_rows]
+        spans = {
+            level: [
+                (g.id, g.start, g.end)
+                for g in s.scalars(
+                    select(Segment)
+                    .where(Segment.video_id == video_id, Segment.level == level)
+                    .order_by(Segment.ordinal)
+                )
+            ]
+            for level in ("scene", "chapter")
+        }
     units = transcript_windows(cues, opts.window_seconds) + shot_units(shots, cues)
+    units += span_units("scene", spans["scene"], cues) + span_units("chapter", spans["chapter"], cues)
     embedder = SentenceEmbedder(opts.text_model)
-    vectors = np.zeros((0, 0), dtype=np.float32)
-    if units:
-        parts = []
-        for i in range(0, len(units), 256):
-            parts.append(embedder.embed([u.text for u in units[i : i + 256]]))
-            report(min(1.0, (i + 256) / len(units)))
-        vectors = np.concatenate(parts)
+    vectors = _embed_units(embedder, [u.text for u in units], report)
     with store.session() as s:
         s.execute(delete(EmbeddingRow).where(EmbeddingRow.video_id == video_id))
         added = []
@@ -440,7 +466,9 @@ def _stage_embeddings(store, video_id, library_id, opts: IngestOptions, report) 
                 model=embedder.name,
                 space=embedder.space,
                 vector=vector_bytes(vec),
-                segment_id=shot_ids[unit.segment_ordinal] if unit.segment_ordinal is not None else None,
+                segment_id=shot_ids[unit.segment_ordinal]
+                if unit.segment_ordinal is not None
+                else unit.segment_id,
             )
             s.add(row)
             added.append(row)

@@ -85,7 +85,7 @@ class Moment:
     end: float
     score: float
     text: str
-    kind: str  # window | shot
+    kind: str  # window | shot | scene | chapter
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -94,7 +94,18 @@ class Moment:
             "end": round(self.end, 3),
             "score": round(self.score, 6),
             "text": self.text,
+            "level": self.kind,
         }
+
+
+LEVELS = {
+    "moment": ("window", "shot"),
+    "shot": ("shot",),
+    "scene": ("scene",),
+    "chapter": ("chapter",),
+    "all": ("window", "shot", "scene", "chapter"),
+}
+"""What `--level` searches: moments (transcript windows and shots, the default), one level, or all."""
 
 
 @dataclass
@@ -109,10 +120,14 @@ class SearchOptions:
     """BM25 term-frequency saturation."""
     b: float = 0.75
     """BM25 length normalisation."""
+    level: str = "moment"
+    """Which units compete: a key of LEVELS."""
 
     def __post_init__(self) -> None:
         if self.top < 1 or self.candidates < 1:
             raise ValueError(f"top and candidates must be >= 1, got {self.top}, {self.candidates}")
+        if self.level not in LEVELS:
+            raise ValueError(f"unknown level {self.level!r}; choose one of {', '.join(LEVELS)}")
 
 
 def bm25(query: Sequence[str], docs: Sequence[Sequence[str]], k1: float, b: float) -> list[float]:
@@ -168,6 +183,7 @@ def search(
         )
         if video_id is not None:
             scope = scope.where(EmbeddingRow.video_id == video_id)
+        scope = scope.where(EmbeddingRow.kind.in_(LEVELS[opts.level]))
         rows = {r.id: r for r in s.execute(scope)}
     if not rows:
         return []
@@ -188,7 +204,8 @@ def search(
                 enc.space,
                 qvec,
                 opts.candidates,
-                allowed=allowed if video_id is not None else None,  # others: filtered below
+                # restricted in FAISS when the scope is narrower than the library's index
+                allowed=allowed if video_id is not None or opts.level != "all" else None,
             )
     dense = [(i, sc) for i, sc in dense if i in rows]
     dense.sort(key=lambda p: -p[1])

@@ -256,11 +256,18 @@ def search_cmd(
     library: LibOpt = None,
     video: Annotated[str | None, typer.Option("--video", help="Search inside one video.")] = None,
     top: Annotated[int, typer.Option("--top", "-k", min=1, max=1000, help="Moments to return.")] = 10,
+    level: Annotated[
+        str,
+        typer.Option(
+            "--level",
+            help="What to return: moment (transcript windows and shots), shot, scene, chapter or all.",
+        ),
+    ] = "moment",
     as_json: JsonOpt = False,
     home: HomeOpt = None,
     database_url: DbOpt = None,
 ) -> None:
-    """Find moments: hybrid lexical + dense search over transcript windows and shots."""
+    """Find moments: hybrid lexical + dense search over transcript windows and shots (or scenes, chapters)."""
     from reasoning import SearchOptions, search
 
     with _errors():
@@ -269,7 +276,12 @@ def search_cmd(
         from memory.encoders import SentenceEmbedder
 
         moments = search(
-            store, query, cfg.library, video, SearchOptions(top=top), SentenceEmbedder(cfg.text_model)
+            store,
+            query,
+            cfg.library,
+            video,
+            SearchOptions(top=top, level=level),
+            SentenceEmbedder(cfg.text_model),
         )
         if as_json:
             print(json.dumps([m.to_json() for m in moments]))
@@ -277,10 +289,10 @@ def search_cmd(
         if not moments:
             out.print("no moments found")
             return
-        table = Table("when", "video", "score", "text", show_lines=False)
+        table = Table("when", "video", "level", "score", "text", show_lines=False)
         for m in moments:
             table.add_row(
-                f"{hms(m.start)} - {hms(m.end)}", m.video_id, f"{m.score:.4f}", escape(m.text[:160])
+                f"{hms(m.start)} - {hms(m.end)}", m.video_id, m.kind, f"{m.score:.4f}", escape(m.text[:160])
             )
         out.print(table)
 

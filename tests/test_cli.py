@@ -369,7 +369,8 @@ def test_search_finds_each_phrase(
     phrase = narrated_clip.phrases[index]
     moments = searches[f"phrase{index}"]
     assert moments, phrase
-    assert set(moments[0]) == {"video_id", "start", "end", "score", "text"}
+    assert set(moments[0]) == {"video_id", "start", "end", "score", "text", "level"}
+    assert {m["level"] for m in moments} <= {"window", "shot"}  # the default: moments
     assert 1 <= len(moments) <= 5
     top = moments[0]
     assert top["video_id"] == narrated["video_id"], moments
@@ -383,6 +384,30 @@ def test_search_finds_each_phrase(
     inside = searches[f"phrase{index}-video"]
     assert inside and all(m["video_id"] == narrated["video_id"] for m in inside), inside
     assert contains(inside[0], phrase.start), (phrase, inside)
+
+
+@pytest.mark.parametrize("level", ["scene", "chapter"])
+def test_search_by_level_returns_that_level_s_spans(
+    home: Path,
+    narrated: dict[str, Any],
+    narrated_show: dict[str, Any],
+    narrated_clip: NarratedClip,
+    level: str,
+) -> None:
+    phrase = narrated_clip.phrases[1]
+    hits = cli_json(
+        home, "search", _phrase_query(narrated_clip, 1), "--video", narrated["video_id"], "--level", level
+    )
+    assert hits and all(h["level"] == level for h in hits), hits
+    stored = {(round(x["start"], 3), round(x["end"], 3)) for x in narrated_show[f"{level}s"]}
+    assert {(h["start"], h["end"]) for h in hits} <= stored, (hits, stored)
+    assert contains(hits[0], phrase.start), (phrase, hits)
+
+
+def test_search_with_an_unknown_level_is_one_clear_error(home: Path, narrated: dict[str, Any]) -> None:
+    proc = cli(home, "search", "anything", "--level", "paragraph", ok=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error:") and "paragraph" in proc.stderr and "scene" in proc.stderr
 
 
 def test_transcript_only_item_is_searchable(searches: dict[str, Any], decoy: dict[str, Any]) -> None:
