@@ -187,6 +187,10 @@ def _run_stages(
         done = set(_job(s, video_id).stages_done)
     pending = [stage for stage in STAGES if stage not in done]
     progress = _JobProgress(store, video_id, report)
+    if "structure" in pending or "embeddings" in pending:
+        # the text model takes seconds to import and load: do it while the audio is transcribed
+        warm = SentenceEmbedder(opts.text_model)
+        threading.Thread(target=_quietly, args=(warm.load,), name="vidmem-warm-text", daemon=True).start()
     visual: VisualWorker | None = None
     if "shots" in pending and item.kind == "video" and item.info is not None and opts.workers:
 
@@ -222,6 +226,14 @@ def _run_stages(
     if "embeddings" in pending:
         _stage_embeddings(store, video_id, library_id, opts, progress.callback("embeddings"))
         progress.finished("embeddings")
+
+
+def _quietly(fn: Callable[[], None]) -> None:
+    """Run fn, ignoring failure: the stage that needs the model loads it again and reports why."""
+    import contextlib
+
+    with contextlib.suppress(Exception):
+        fn()
 
 
 def _visual_here(item: _Item, opts: IngestOptions, progress: _JobProgress) -> ShotResult | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -56,6 +57,7 @@ class Embedder:
 
 
 _LOADED: dict[str, object] = {}
+_LOADING = threading.Lock()
 
 
 class SentenceEmbedder(Embedder):
@@ -66,11 +68,16 @@ class SentenceEmbedder(Embedder):
         self.batch_size = batch_size
 
     def _model(self):  # type: ignore[no-untyped-def]
-        if self.name not in _LOADED:
-            from sentence_transformers import SentenceTransformer
+        with _LOADING:  # one load, even when a warm-up thread and a stage ask at once
+            if self.name not in _LOADED:
+                from sentence_transformers import SentenceTransformer
 
-            _LOADED[self.name] = SentenceTransformer(str(text_model_path(self.name)), device="cpu")
-        return _LOADED[self.name]
+                _LOADED[self.name] = SentenceTransformer(str(text_model_path(self.name)), device="cpu")
+            return _LOADED[self.name]
+
+    def load(self) -> None:
+        """Load the model now (e.g. on a thread, while something else runs)."""
+        self._model()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
