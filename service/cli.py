@@ -158,83 +158,46 @@ def ingest(
 
 def print_timeline(store, video_id: str, as_json: bool = False) -> None:  # type: ignore[no-untyped-def]
     """Chapters, scenes and shots with their times and the transcript under them (or the same as JSON)."""
-    from sqlalchemy import select
+    from service.export import timeline
 
-    from memory import Segment, TranscriptCue
-
-    with store.session() as s:
-        video = store.get_video(s, video_id)
-        segments = s.scalars(
-            select(Segment).where(Segment.video_id == video_id).order_by(Segment.start)
-        ).all()
-        level = {
-            name: [g for g in segments if g.level == name] for name in ("video", "chapter", "scene", "shot")
-        }
-        shots, scenes, chapters = level["shot"], level["scene"], level["chapter"]
-        cues = s.scalars(
-            select(TranscriptCue).where(TranscriptCue.video_id == video_id).order_by(TranscriptCue.start)
-        ).all()
-        library = video.library.name
-    root = level["video"][0] if level["video"] else None
+    t = timeline(store, video_id)
     if as_json:
-        print(
-            json.dumps(
-                {
-                    "video": {
-                        "id": video.id,
-                        "title": video.title,
-                        "library": library,
-                        "uri": video.uri,
-                        "duration": video.duration,
-                        "fps": video.fps,
-                        "width": video.width,
-                        "height": video.height,
-                        "kind": video.kind,
-                        "language": video.language,
-                        "status": video.status,
-                    },
-                    "summary": root.caption if root else None,
-                    "chapters": [{"start": c.start, "end": c.end, "caption": c.caption} for c in chapters],
-                    "scenes": [{"start": c.start, "end": c.end, "caption": c.caption} for c in scenes],
-                    "shots": [{"start": sh.start, "end": sh.end} for sh in shots],
-                    "transcript": [{"start": c.start, "end": c.end, "text": c.text} for c in cues],
-                }
-            )
-        )
+        print(json.dumps(t))
         return
+    video, chapters, scenes, shots, cues = t["video"], t["chapters"], t["scenes"], t["shots"], t["transcript"]
     out.print(
-        f"[bold]{escape(video.title)}[/bold]  id {video.id}  library {escape(repr(library))}  {hms(video.duration, True)}  "
-        f"{len(chapters)} chapters  {len(scenes)} scenes  {len(shots)} shots  {len(cues)} cues  "
-        f"language {video.language or '-'}  [{video.status}]",
+        f"[bold]{escape(video['title'])}[/bold]  id {video['id']}  library {escape(repr(video['library']))}  "
+        f"{hms(video['duration'], True)}  {len(chapters)} chapters  {len(scenes)} scenes  {len(shots)} shots  "
+        f"{len(cues)} cues  language {video['language'] or '-'}  [{video['status']}]",
         highlight=False,
     )
-    atoms = shots or scenes
-    spans = [(g.start, g.end, f"{g.level} {i + 1}") for i, g in enumerate(atoms)] or [
-        (0.0, video.duration, "")
+    atoms = [(g, f"shot {i + 1}") for i, g in enumerate(shots)] or [
+        (g, f"scene {i + 1}") for i, g in enumerate(scenes)
     ]
-    chapter_at = {round(c.start, 6): i for i, c in enumerate(chapters)}
-    scene_at = {round(c.start, 6): i for i, c in enumerate(scenes)} if shots else {}
+    spans = [(g["start"], g["end"], label) for g, label in atoms] or [(0.0, video["duration"], "")]
+    chapter_at = {round(c["start"], 6): i for i, c in enumerate(chapters)}
+    scene_at = {round(c["start"], 6): i for i, c in enumerate(scenes)} if shots else {}
     ci = 0
     for n, (start, end, label) in enumerate(spans):
         if (i := chapter_at.get(round(start, 6))) is not None:
             c = chapters[i]
             out.print(
-                f"[bold magenta]chapter {i + 1}  {hms(c.start, True)} - {hms(c.end, True)}[/bold magenta]"
-                + (f"  {escape(c.caption)}" if c.caption else ""),
+                f"[bold magenta]chapter {i + 1}  {hms(c['start'], True)} - {hms(c['end'], True)}[/bold magenta]"
+                + (f"  {escape(c['caption'])}" if c["caption"] else ""),
                 highlight=False,
             )
         if (i := scene_at.get(round(start, 6))) is not None:
             c = scenes[i]
             out.print(
-                f"  [bold green]scene {i + 1}  {hms(c.start, True)} - {hms(c.end, True)}[/bold green]"
-                + (f"  {escape(c.caption)}" if c.caption else ""),
+                f"  [bold green]scene {i + 1}  {hms(c['start'], True)} - {hms(c['end'], True)}[/bold green]"
+                + (f"  {escape(c['caption'])}" if c["caption"] else ""),
                 highlight=False,
             )
         out.print(
             f"    [cyan]{hms(start, True)} - {hms(end, True)}[/cyan]  [bold]{label}[/bold]", highlight=False
         )
-        while ci < len(cues) and (cues[ci].start < end or n == len(spans) - 1):
-            out.print(f"        {hms(cues[ci].start, True)}  {escape(cues[ci].text)}", highlight=False)
+        while ci < len(cues) and (cues[ci]["start"] < end or n == len(spans) - 1):
+            out.print(f"        {hms(cues[ci]['start'], True)}  {escape(cues[ci]['text'])}", highlight=False)
             ci += 1
 
 
@@ -248,6 +211,41 @@ def show(
     """Print a video's timeline: chapters, scenes and shots with their times, the transcript under them."""
     with _errors():
         print_timeline(_store(_settings(home, database_url)), video_id, as_json)
+
+
+@app.command()
+def export(
+    video_id: Annotated[str, typer.Argument(help="Video id (see `vidmem list`).")],
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="vtt: WebVTT chapter markers; json: the nested hierarchy.")
+    ] = "vtt",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
+    home: HomeOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Export a video's chapters (WebVTT) or its whole hierarchy (JSON) for players and editors."""
+    from service.export import nested, timeline, webvtt_chapters
+
+    with _errors():
+        if fmt not in ("vtt", "json"):
+            raise CliError(f"unknown format {fmt!r}; choose vtt or json")
+        t = timeline(_store(_settings(home, database_url)), video_id)
+        text = webvtt_chapters(t) if fmt == "vtt" else json.dumps(nested(t), indent=2) + "\n"
+        if output is None:
+            sys.stdout.write(text)
+            return
+        if output.is_dir():
+            raise CliError(f"{output}: is a directory; give a file name")
+        tmp = output.with_name(f".{output.name}.tmp")
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, output)  # whole or not at all
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise CliError(f"{output}: cannot write ({e.strerror})") from None
+        err.print(f"wrote {escape(str(output))}", highlight=False)
 
 
 @app.command("search")

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from kernels.timecode import parse_hms
 from memory import STAGES
 from tests.conftest import shared
 from tests.media import NarratedClip, write_srt, write_vtt
@@ -350,6 +351,68 @@ def test_show_of_a_transcript_only_item_lists_its_scenes(home: Path, decoy: dict
     assert {x["start"] for x in shown["scenes"][1:]} <= cue_starts  # scenes begin where a cue does
     text = cli(home, "show", decoy["video_id"]).stdout
     assert re.search(r"^    00:00:00\.000 - \d\d:\d\d:\d\d\.\d{3}  scene 1$", text, re.M), text
+
+
+def vtt_cues(text: str) -> list[tuple[float, float, str]]:
+    """(start, end, title) of each cue of a WebVTT file, parsed independently of our writer."""
+    assert text.startswith("WEBVTT\n"), text[:40]
+    cues = []
+    for block in text.strip().split("\n\n")[1:]:
+        lines = block.splitlines()
+        timing = next(i for i, line in enumerate(lines) if "-->" in line)
+        a, b = (parse_hms(x.strip()) for x in lines[timing].split("-->"))
+        cues.append((a, b, " ".join(lines[timing + 1 :])))
+    return cues
+
+
+def test_export_vtt_marks_every_chapter(
+    home: Path, narrated: dict[str, Any], narrated_show: dict[str, Any], tmp_path: Path
+) -> None:
+    out = tmp_path / "chapters.vtt"
+    cli(home, "export", narrated["video_id"], "--format", "vtt", "--output", out)
+    cues = vtt_cues(out.read_text())
+    chapters = narrated_show["chapters"]
+    assert [(a, b) for a, b, _ in cues] == [
+        (pytest.approx(c["start"], abs=5e-4), pytest.approx(c["end"], abs=5e-4)) for c in chapters
+    ]
+    assert all(title.startswith(f"Chapter {i}") for i, (_, _, title) in enumerate(cues, 1)), cues
+    first_words = narrated_show["transcript"][0]["text"].split()[:3]
+    assert " ".join(first_words) in cues[0][2], (cues, first_words)
+    assert cli(home, "export", narrated["video_id"]).stdout == out.read_text()  # stdout by default
+
+
+def test_export_json_nests_the_whole_hierarchy(
+    home: Path, narrated: dict[str, Any], narrated_show: dict[str, Any]
+) -> None:
+    tree = json.loads(cli(home, "export", narrated["video_id"], "-f", "json").stdout)
+    assert tree["format"] == "vidmem.timeline/1" and tree["video"]["id"] == narrated["video_id"]
+    chapters = tree["chapters"]
+    assert [(c["start"], c["end"]) for c in chapters] == [
+        (c["start"], c["end"]) for c in narrated_show["chapters"]
+    ]
+    scenes = [sc for c in chapters for sc in c["scenes"]]
+    assert [(x["start"], x["end"]) for x in scenes] == [
+        (x["start"], x["end"]) for x in narrated_show["scenes"]
+    ]
+    shots = [sh for sc in scenes for sh in sc["shots"]]
+    assert shots == narrated_show["shots"]  # every shot once, under the scene that holds it
+    cues = [c for sc in scenes for c in sc["transcript"]]
+    assert cues == narrated_show["transcript"]
+    for c in chapters:
+        for sc in c["scenes"]:
+            assert c["start"] <= sc["start"] and sc["end"] <= c["end"] + 1e-6
+
+
+def test_export_refuses_bad_formats_and_paths_cleanly(
+    home: Path, narrated: dict[str, Any], tmp_path: Path
+) -> None:
+    bad = cli(home, "export", narrated["video_id"], "--format", "xml", ok=False)
+    assert bad.returncode == 1 and bad.stderr.startswith("error:") and "vtt or json" in bad.stderr
+    into_dir = cli(home, "export", narrated["video_id"], "--output", tmp_path, ok=False)
+    assert into_dir.returncode == 1 and "directory" in into_dir.stderr and "Traceback" not in into_dir.stderr
+    missing = cli(home, "export", "nosuchvideo", ok=False)
+    assert missing.returncode == 1 and missing.stderr.startswith("error:")
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,92 @@
+"""A video's timeline as data: the flat form `vidmem show --json` prints, the nested hierarchy and
+WebVTT chapter markers that `vidmem export` writes for players and editing tools."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kernels.timecode import hms
+
+Timeline = dict[str, Any]
+
+
+def timeline(store, video_id: str) -> Timeline:  # type: ignore[no-untyped-def]
+    """Video facts, summary, chapters, scenes, shots and transcript (seconds as floats)."""
+    from sqlalchemy import select
+
+    from memory import Segment, TranscriptCue
+
+    with store.session() as s:
+        video = store.get_video(s, video_id)
+        segments = s.scalars(
+            select(Segment).where(Segment.video_id == video_id).order_by(Segment.start)
+        ).all()
+        level = {
+            name: [g for g in segments if g.level == name] for name in ("video", "chapter", "scene", "shot")
+        }
+        cues = s.scalars(
+            select(TranscriptCue).where(TranscriptCue.video_id == video_id).order_by(TranscriptCue.start)
+        ).all()
+        root = level["video"][0] if level["video"] else None
+        return {
+            "video": {
+                "id": video.id,
+                "title": video.title,
+                "library": video.library.name,
+                "uri": video.uri,
+                "duration": video.duration,
+                "fps": video.fps,
+                "width": video.width,
+                "height": video.height,
+                "kind": video.kind,
+                "language": video.language,
+                "status": video.status,
+            },
+            "summary": root.caption if root else None,
+            "chapters": [{"start": c.start, "end": c.end, "caption": c.caption} for c in level["chapter"]],
+            "scenes": [{"start": c.start, "end": c.end, "caption": c.caption} for c in level["scene"]],
+            "shots": [{"start": sh.start, "end": sh.end} for sh in level["shot"]],
+            "transcript": [{"start": c.start, "end": c.end, "text": c.text} for c in cues],
+        }
+
+
+def _inside(children: list[dict], start: float, end: float) -> list[dict]:
+    return [c for c in children if start - 1e-6 <= c["start"] < end - 1e-6]
+
+
+def nested(t: Timeline) -> Timeline:
+    """Chapters holding their scenes, scenes their shots and transcript cues."""
+    chapters = []
+    for ch in t["chapters"]:
+        scenes = []
+        for sc in _inside(t["scenes"], ch["start"], ch["end"]):
+            scenes.append(
+                {
+                    **sc,
+                    "shots": _inside(t["shots"], sc["start"], sc["end"]),
+                    "transcript": _inside(t["transcript"], sc["start"], sc["end"]),
+                }
+            )
+        chapters.append({**ch, "scenes": scenes})
+    return {"format": "vidmem.timeline/1", "video": t["video"], "summary": t["summary"], "chapters": chapters}
+
+
+def webvtt_chapters(t: Timeline) -> str:
+    """A WebVTT chapters track (`<track kind="chapters">`): one cue per chapter, titled by its caption,
+    or else by the first words spoken in it (quoted, cut at 60 characters)."""
+    lines = ["WEBVTT", ""]
+    for i, ch in enumerate(t["chapters"], 1):
+        said = _inside(t["transcript"], ch["start"], ch["end"])
+        first = said[0]["text"].strip() if said else ""
+        if len(first) > 60:
+            first = first[:59].rsplit(" ", 1)[0] + "…"
+        title = ch["caption"] or (f'Chapter {i}: "{first}"' if first else f"Chapter {i}")
+        title = " ".join(title.split())  # one line: a blank line would end the cue
+        title = title.replace("-->", "->")
+        lines += [
+            f"chapter-{i}",
+            f"{hms(ch['start'], millis=True)} --> {hms(ch['end'], millis=True)}",
+            title,
+            "",
+        ]
+    return "\n".join(lines)
