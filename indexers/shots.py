@@ -174,13 +174,15 @@ class ContentShotDetector(ShotDetector):
 
 def _add_seconds(acc: dict[int, tuple[np.ndarray, int]], times: np.ndarray, feats: np.ndarray) -> None:
     """Sum the frames' signatures per second of video: 1.6 KB a second, whatever the frame rate."""
-    secs, inverse = np.unique(np.floor(times).astype(np.int64), return_inverse=True)
-    sums = np.zeros((len(secs), feats.shape[1]), np.float64)
-    np.add.at(sums, inverse, feats)
-    counts = np.bincount(inverse, minlength=len(secs))
-    for i, sec in enumerate(secs.tolist()):
-        old, n = acc.get(sec, (0.0, 0))
-        acc[sec] = (old + sums[i], n + int(counts[i]))
+    if len(times) == 0:
+        return
+    secs = np.floor(times).astype(np.int64)  # sorted: frames come in display order
+    starts = np.flatnonzero(np.r_[True, secs[1:] != secs[:-1]])
+    sums = np.add.reduceat(feats.astype(np.float64), starts, axis=0)
+    counts = np.diff(np.r_[starts, len(secs)])
+    for sec, total, n in zip(secs[starts].tolist(), sums, counts.tolist(), strict=True):
+        old, m = acc.get(sec, (0.0, 0))
+        acc[sec] = (old + total, m + n)
 
 
 def _mean_of(acc: dict[int, tuple[np.ndarray, int]], start: float, end: float) -> np.ndarray | None:

@@ -262,3 +262,17 @@ def test_truncated_video_is_refused(cut_clip: media.CutClip, tmp_path: Path, sql
 def test_unknown_decoder_name() -> None:
     with pytest.raises(ValueError, match="unknown decoder"):
         get_decoder("no-such-decoder")
+
+
+def test_each_shot_carries_its_mean_colour_signature(cut_clip: media.CutClip) -> None:
+    """256 HSV-histogram bins (a distribution) + 144 luma cells; neighbouring shots differ."""
+    _, result = detect(cut_clip.path)
+    sigs = [s.signature for s in result.shots]
+    assert all(s is not None and s.shape == (400,) and s.dtype == np.float32 for s in sigs)
+    for s in sigs:
+        assert s is not None
+        assert float(s[:256].sum()) == pytest.approx(1.0, abs=1e-3)
+        assert (s >= 0).all() and (s[256:] <= 1.0 + 1e-6).all()
+    for a, b in zip(sigs, sigs[1:], strict=False):
+        assert a is not None and b is not None
+        assert 0.5 * float(np.abs(a[:256] - b[:256]).sum()) > 0.2, "two different sources look alike"
