@@ -177,7 +177,7 @@ class PyAVSource(VideoSource):
             base = stream.time_base
             start = float(stream.start_time * base) if stream.start_time is not None and base else 0.0
             times: list[float] = []
-            thumbs: list[np.ndarray] = []
+            grid = np.empty((opts.window, 2 * th, 2 * tw, 3), np.uint8)  # filled in place, frame by frame
             errors = n = packets = 0
             for packet in container.demux(stream):
                 packets += 1
@@ -196,18 +196,18 @@ class PyAVSource(VideoSource):
                     if (n - 1) % step:
                         continue
                     t = frame.time if frame.time is not None else (n - 1) / (info.fps or 25.0)
+                    _yuv_thumb(frame, grid[len(times)])
                     times.append(float(t) - start)
-                    thumbs.append(_yuv_thumb(frame, tw, th))
                     if len(times) == opts.window:
-                        yield _batch(times, thumbs)
-                        times, thumbs = [], []
+                        yield _batch(times, grid)
+                        times = []
             if times:
-                yield _batch(times, thumbs)
+                yield _batch(times, grid[: len(times)])
 
 
-def _batch(times: list[float], thumbs: list[np.ndarray]) -> FrameBatch:
+def _batch(times: list[float], thumbs: np.ndarray) -> FrameBatch:
     """Average each frame's 2x2-subsampled grid to the thumbnail (vectorised over the batch)."""
-    grid = np.stack(thumbs).astype(np.uint16)  # (T, 2H, 2W, 3) YUV
+    grid = thumbs.astype(np.uint16)  # (T, 2H, 2W, 3) YUV; a copy, so the caller may refill thumbs
     # four strided adds: ~20x faster than ndarray.mean over the reshaped 2x2 axes
     total = grid[:, 0::2, 0::2] + grid[:, 0::2, 1::2] + grid[:, 1::2, 0::2] + grid[:, 1::2, 1::2]
     yuv = total.astype(np.float32) * 0.25
@@ -216,22 +216,24 @@ def _batch(times: list[float], thumbs: list[np.ndarray]) -> FrameBatch:
     return FrameBatch(np.clip(np.sort(np.asarray(times)), 0.0, None), yuv_to_rgb(yuv))
 
 
-def _plane(frame, i: int, rows: int, cols: int) -> np.ndarray:  # type: ignore[no-untyped-def]
-    """Plane i of a frame subsampled by striding to a (rows, cols) grid of uint8."""
+def _plane(frame, i: int, out: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    """Plane i of a frame, subsampled by striding into `out` (rows, cols) uint8."""
+    rows, cols = out.shape
     plane = frame.planes[i]
     arr = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
     sy, sx = max(1, plane.height // rows), max(1, plane.width // cols)
     sub = arr[: sy * rows : sy, : sx * cols : sx]
     if sub.shape != (rows, cols):  # tiny planes: pad by edge replication
         sub = np.pad(sub, ((0, rows - sub.shape[0]), (0, cols - sub.shape[1])), mode="edge")
-    return sub
+    out[...] = sub
 
 
-def _yuv_thumb(frame, w: int, h: int) -> np.ndarray:  # type: ignore[no-untyped-def]
-    """A (2h, 2w, 3) uint8 YUV grid of the frame; _batch averages it down to (h, w)."""
+def _yuv_thumb(frame, out: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    """Fill `out` (2h, 2w, 3) uint8 with the frame's YUV grid; _batch averages it down to (h, w)."""
     if frame.format.name not in ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"):
         frame = frame.reformat(format="yuv420p")
-    return np.stack([_plane(frame, k, 2 * h, 2 * w) for k in range(3)], -1)
+    for k in range(3):
+        _plane(frame, k, out[..., k])
 
 
 def yuv_to_rgb(yuv: np.ndarray) -> np.ndarray:
