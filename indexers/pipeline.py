@@ -191,14 +191,16 @@ def _run_stages(
         # the text model takes seconds to import and load: do it while the audio is transcribed
         warm = SentenceEmbedder(opts.text_model)
         threading.Thread(target=_quietly, args=(warm.load,), name="vidmem-warm-text", daemon=True).start()
+    job = None
+    if "shots" in pending and item.kind == "video" and item.info is not None:
+        job = VisualJob(item.info, opts.decode, opts.shots, opts.decoder)
     visual: VisualWorker | None = None
-    if "shots" in pending and item.kind == "video" and item.info is not None and opts.workers:
+    if job is not None and opts.workers:
 
         def commit_shots(result: ShotResult) -> None:  # on the worker's reader thread, once done
             _stage_shots(store, video_id, item, opts, result)
             progress.finished("shots")
 
-        job = VisualJob(item.info, opts.decode, opts.shots, opts.decoder)
         visual = VisualWorker(job, progress.callback("shots"), commit_shots)
     try:
         if "transcript" in pending:
@@ -213,8 +215,9 @@ def _run_stages(
             progress.finished("transcript")
         if visual is not None:
             visual.result()
-        elif "shots" in pending:
-            _stage_shots(store, video_id, item, opts, _visual_here(item, opts, progress))
+        elif "shots" in pending:  # in this process, after the transcript (or no video at all)
+            result = run_visual(job, progress.callback("shots")) if job is not None else None
+            _stage_shots(store, video_id, item, opts, result)
             progress.finished("shots")
     finally:
         if visual is not None:
@@ -234,13 +237,6 @@ def _quietly(fn: Callable[[], None]) -> None:
 
     with contextlib.suppress(Exception):
         fn()
-
-
-def _visual_here(item: _Item, opts: IngestOptions, progress: _JobProgress) -> ShotResult | None:
-    if item.kind != "video" or item.info is None:
-        return None
-    job = VisualJob(item.info, opts.decode, opts.shots, opts.decoder)
-    return run_visual(job, progress.callback("shots"))
 
 
 class _JobProgress:

@@ -177,22 +177,20 @@ def print_timeline(store, video_id: str, as_json: bool = False) -> None:  # type
     spans = [(g["start"], g["end"], label) for g, label in atoms] or [(0.0, video["duration"], "")]
     chapter_at = {round(c["start"], 6): i for i, c in enumerate(chapters)}
     scene_at = {round(c["start"], 6): i for i, c in enumerate(scenes)} if shots else {}
+    headings = [
+        ("chapter", chapters, chapter_at, "", "bold magenta"),
+        ("scene", scenes, scene_at, "  ", "bold green"),
+    ]
     ci = 0
     for n, (start, end, label) in enumerate(spans):
-        if (i := chapter_at.get(round(start, 6))) is not None:
-            c = chapters[i]
-            out.print(
-                f"[bold magenta]chapter {i + 1}  {hms(c['start'], True)} - {hms(c['end'], True)}[/bold magenta]"
-                + (f"  {escape(c['caption'])}" if c["caption"] else ""),
-                highlight=False,
-            )
-        if (i := scene_at.get(round(start, 6))) is not None:
-            c = scenes[i]
-            out.print(
-                f"  [bold green]scene {i + 1}  {hms(c['start'], True)} - {hms(c['end'], True)}[/bold green]"
-                + (f"  {escape(c['caption'])}" if c["caption"] else ""),
-                highlight=False,
-            )
+        for name, items, at, indent, style in headings:  # the chapter and scene that begin here
+            if (i := at.get(round(start, 6))) is not None:
+                c = items[i]
+                out.print(
+                    f"{indent}[{style}]{name} {i + 1}  {hms(c['start'], True)} - {hms(c['end'], True)}[/{style}]"
+                    + (f"  {escape(c['caption'])}" if c["caption"] else ""),
+                    highlight=False,
+                )
         out.print(
             f"    [cyan]{hms(start, True)} - {hms(end, True)}[/cyan]  [bold]{label}[/bold]", highlight=False
         )
