@@ -370,7 +370,7 @@ def _stage_structure(store, video_id, item: _Item, opts: IngestOptions) -> None:
         visuals = [np.frombuffer(sh.signature, np.float32) if sh.signature else None for sh in shot_rows]
     embedder = SentenceEmbedder(opts.text_model)
     atoms = atoms_from(shots, cues, visuals)
-    structure = build(atoms, item.duration, embedder.embed, opts.structure, cues)
+    structure = build(atoms, item.duration, embedder.embed, opts.structure, cues if shots else ())
     with store.session() as s:
         s.execute(
             delete(Segment).where(Segment.video_id == video_id, Segment.level.in_(("scene", "chapter")))

@@ -122,7 +122,8 @@ def build(
     opts: StructureOptions | None = None,
     cues: Sequence[tuple[float, float, str]] = (),
 ) -> Structure:
-    """Scenes and chapters tiling [0, duration]; boundaries only where atoms begin."""
+    """Scenes and chapters tiling [0, duration]; boundaries only where atoms begin, and not where one
+    of `cues` runs across (pass the cues when the atoms are shots)."""
     from kernels.segment import partition, segment_costs, span_cost
 
     opts = opts or StructureOptions()
@@ -137,7 +138,7 @@ def build(
     rate = float(span_cost(W, S, Q, 0, len(atoms))) / float(W[-1])  # variability per second
     if rate <= 1e-9:  # nothing changes: one scene, one chapter
         return Structure(whole, whole)
-    ok = _continuity(atoms, cues) if cues and atoms[0].visual is not None else None
+    ok = _continuity(atoms, cues) if cues else None
     scene_idx = partition(
         x, w, opts.scene_seconds * rate, starts, ends, opts.min_scene, opts.max_scene, allowed=ok
     )
