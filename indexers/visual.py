@@ -1,5 +1,5 @@
-"""The visual pass in a worker process: decode the video once and find its shots, while the parent
-transcribes the audio.
+"""The visual pass in a worker process: find the shots, then look inside each one (on-screen text,
+labels, faces and people, token-reduced visual vectors), while the parent transcribes the audio.
 
 A process of its own, for three reasons:
 - decoding and speech recognition use the cores together instead of one after the other;
@@ -21,14 +21,53 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
-from indexers.decode import DecodeOptions, MediaError, MediaInfo, stream_frames
+import numpy as np
+
+from indexers.decode import DecodeOptions, MediaError, MediaInfo, sample_frames, stream_frames
 from indexers.shots import ContentShotDetector, ShotOptions, ShotResult
 
 _ROOT = str(Path(__file__).resolve().parents[1])  # where `indexers` is importable from
+
+
+@dataclass
+class LookOptions:
+    """How the frames inside each shot are sampled, encoded and reduced."""
+
+    fps: float = 1.0
+    """Frames sampled per second of shot (evenly spaced; at least one per shot)."""
+    max_frames: int = 16
+    """At most this many frames per shot, however long it is."""
+    max_side: int = 1280
+    """Sampled frames are scaled to at most this many pixels on the longer side (OCR reads 720p)."""
+    encoder: str = "efficientnet"
+    """Image encoder of the visual vectors (memory.images): `efficientnet` or `clip:<folder>`."""
+    keep: int = 4
+    """At most this many visual vectors per shot after token merging."""
+    merge_threshold: float = 0.82
+    """Frames whose vectors are at least this similar (cosine) merge into one: a static shot keeps one
+    vector, a shot that changes keeps one per look (docs/benchmarks/tokens.md)."""
+
+
+@dataclass
+class ShotLook:
+    """What the vision stage found in one shot."""
+
+    index: int  # the shot's ordinal
+    texts: list[Any]  # indexers.vision.ScreenText, de-duplicated
+    labels: list[tuple[str, float]]  # ImageNet class, score
+    faces: int
+    people: int
+    face_score: float
+    person_score: float
+    vectors: np.ndarray  # (k, D) float32, L2-normalised, k <= keep
+    spans: list[tuple[float, float]]  # the frames each vector stands for, first to last time
+    frames: int  # frames sampled
+    model: str = ""  # the image encoder that made the vectors
 
 
 @dataclass
@@ -37,30 +76,170 @@ class VisualJob:
     decode: DecodeOptions
     shots: ShotOptions
     decoder: str = "pyav"
+    look: LookOptions | None = field(default_factory=LookOptions)
+    """Look inside the shots too (the vision stage); None: shots only."""
+    known_shots: list[tuple[float, float]] | None = None
+    """Shots already found (a resumed ingestion): skip detection, look inside these."""
 
 
 def run_visual(job: VisualJob, progress: Callable[[float], None] | None = None) -> ShotResult:
-    """The visual pass itself, in this process."""
+    """Shot detection, in this process."""
     frames = stream_frames(job.info, job.decode, job.decoder)
     return ContentShotDetector(job.shots).detect(frames, job.info.duration, progress)
 
 
-class VisualWorker:
-    """Runs `run_visual` in a child process from construction on; `result()` waits for it.
+def sample_times(shots: list[tuple[float, float]], opts: LookOptions) -> tuple[list[float], list[int]]:
+    """Evenly spaced sample times inside each shot, and the shot each belongs to."""
+    times: list[float] = []
+    owner: list[int] = []
+    for i, (start, end) in enumerate(shots):
+        n = int(min(opts.max_frames, max(1, round((end - start) * opts.fps))))
+        times += [start + (end - start) * (k + 0.5) / n for k in range(n)]
+        owner += [i] * n
+    return times, owner
 
-    A reader thread passes progress to `progress(fraction)` and the result to `on_result(result)`
-    (which may commit it at once). `error` is set as soon as the worker or `on_result` fails, so the
-    caller can stop its own work early. Use as a context manager: leaving the block stops a worker
-    that is still running."""
+
+def run_look(
+    info: MediaInfo,
+    shots: list[tuple[float, float]],
+    opts: LookOptions,
+    progress: Callable[[float], None] | None = None,
+) -> list[ShotLook]:
+    """Look inside every shot: one pass over the video, each shot analysed as soon as its frames are in."""
+    import torch
+
+    from indexers.vision import VisionOptions, analyse_shot
+    from kernels.tokens import merge_tokens
+    from memory.images import image_encoder
+
+    encoder = image_encoder(opts.encoder)
+    own_vectors = opts.encoder != "efficientnet"  # EfficientNet features come with the labels
+    vision = VisionOptions()
+    times, owner = sample_times(shots, opts)
+    looks: list[ShotLook] = []
+    pending: list[tuple[float, np.ndarray]] = []
+    current = 0
+
+    def finish(i: int, got: list[tuple[float, np.ndarray]]) -> None:
+        start, end = shots[i]
+        if not got:  # no frame decoded inside it (damaged stretch): nothing seen
+            looks.append(
+                ShotLook(i, [], [], 0, 0, 0.0, 0.0, np.zeros((0, 0), np.float32), [], 0, encoder.name)
+            )
+            return
+        frames = [f for _, f in got]
+        ts = [t for t, _ in got]
+        seen = analyse_shot(frames, ts, vision, keyframe_index=len(frames) // 2)
+        seen.texts = [_widen(t, ts, seen.features, vision.distinct_below) for t in seen.texts]
+        feats = encoder.encode(np.stack(frames)) if own_vectors else seen.features
+        merged = merge_tokens(torch.from_numpy(feats), opts.keep, threshold=opts.merge_threshold)
+        vecs = merged.tokens.numpy()
+        vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        own = merged.owner.numpy()
+        spans = [
+            (min(ts[j] for j in np.flatnonzero(own == k)), max(ts[j] for j in np.flatnonzero(own == k)))
+            for k in range(len(vecs))
+        ]
+        looks.append(
+            ShotLook(
+                i,
+                seen.texts,
+                seen.labels,
+                seen.faces,
+                seen.people,
+                seen.face_score,
+                seen.person_score,
+                vecs.astype(np.float32),
+                spans,
+                len(frames),
+                encoder.name,
+            )
+        )
+
+    for at, t, frame in sample_frames(info, times, opts.max_side):
+        shot = owner[at]
+        while current < shot:
+            finish(current, pending)
+            pending, current = [], current + 1
+            if progress:
+                progress(current / len(shots))
+        pending.append((t, frame))
+    while current < len(shots):
+        finish(current, pending)
+        pending, current = [], current + 1
+    if progress:
+        progress(1.0)
+    return looks
+
+
+def _widen(text: Any, times: list[float], features: np.ndarray, similar: float) -> Any:
+    """A line read on some frames was on screen as long as the frames around them look the same
+    (EfficientNet cosine >= `similar` with the frame it was read on): OCR runs on few frames, and a
+    slide shown for a minute should not say it was seen for an instant."""
+    import dataclasses
+
+    first = min(range(len(times)), key=lambda i: abs(times[i] - text.start))
+    last = min(range(len(times)), key=lambda i: abs(times[i] - text.end))
+    lo, hi = first, last
+    while lo > 0 and float(features[lo - 1] @ features[first]) >= similar:
+        lo -= 1
+    while hi < len(times) - 1 and float(features[hi + 1] @ features[last]) >= similar:
+        hi += 1
+    return dataclasses.replace(text, start=min(text.start, times[lo]), end=max(text.end, times[hi]))
+
+
+@dataclass
+class VisualResult:
+    shots: ShotResult | None  # None when the shots were known already
+    looks: list[ShotLook] | None  # None when the job did not look inside the shots
+
+
+StageProgress = Callable[[str, float], None]
+"""Called with (stage, fraction done): stage is `shots` or `vision`."""
+
+
+def run_job(
+    job: VisualJob,
+    progress: StageProgress | None = None,
+    on_shots: Callable[[ShotResult], None] | None = None,
+    on_looks: Callable[[list[ShotLook]], None] | None = None,
+) -> VisualResult:
+    """The whole visual pass in this process: shots (unless known), then what is inside them."""
+    report: StageProgress = progress or (lambda stage, fraction: None)
+    result = None
+    if job.known_shots is None:
+        result = run_visual(job, lambda f: report("shots", f))
+        if on_shots:
+            on_shots(result)
+        shots = [(sh.start, sh.end) for sh in result.shots]
+    else:
+        shots = job.known_shots
+    looks = None
+    if job.look is not None:
+        looks = run_look(job.info, shots, job.look, lambda f: report("vision", f))
+        if on_looks:
+            on_looks(looks)
+    return VisualResult(result, looks)
+
+
+class VisualWorker:
+    """Runs `run_job` in a child process from construction on; `result()` waits for it.
+
+    A reader thread passes progress to `progress(stage, fraction)`, the shots to `on_shots` and the
+    looks to `on_looks` as each arrives (they may commit at once). `error` is set as soon as the worker
+    or a callback fails, so the caller can stop its own work early. Use as a context manager: leaving
+    the block stops a worker that is still running."""
 
     def __init__(
         self,
         job: VisualJob,
-        progress: Callable[[float], None] | None = None,
-        on_result: Callable[[ShotResult], None] | None = None,
+        progress: StageProgress | None = None,
+        on_shots: Callable[[ShotResult], None] | None = None,
+        on_looks: Callable[[list[ShotLook]], None] | None = None,
     ) -> None:
-        self._progress, self._on_result = progress, on_result
-        self._result: ShotResult | None = None
+        self._progress, self._on_shots, self._on_looks = progress, on_shots, on_looks
+        self._result = VisualResult(None, None)
+        self._done = False
         self.error: BaseException | None = None
         # a fresh interpreter, not multiprocessing: the caller's __main__ is never re-imported
         read_fd, write_fd = os.pipe()
@@ -89,11 +268,17 @@ class VisualWorker:
                 kind, value = self._conn.recv()
                 if kind == "progress":
                     if self._progress:
-                        self._progress(value)
+                        self._progress(*value)
+                elif kind == "shots":
+                    if self._on_shots:
+                        self._on_shots(value)
+                    self._result.shots = value
+                elif kind == "looks":
+                    if self._on_looks:
+                        self._on_looks(value)
+                    self._result.looks = value
                 elif kind == "done":
-                    if self._on_result:
-                        self._on_result(value)
-                    self._result = value
+                    self._done = True
                     return
                 else:
                     self.error = value
@@ -115,12 +300,12 @@ class VisualWorker:
     def pid(self) -> int:
         return self._proc.pid
 
-    def result(self) -> ShotResult:
+    def result(self) -> VisualResult:
         self._reader.join()
         self._proc.wait()
         if self.error is not None:
             raise self.error
-        assert self._result is not None
+        assert self._done
         return self._result
 
     def close(self) -> None:
@@ -139,7 +324,8 @@ class VisualWorker:
 
 
 def _worker_main(fd: int) -> None:
-    """The child: a pickled VisualJob on stdin; progress, then the result or the error, on `fd`."""
+    """The child: a pickled VisualJob on stdin; progress, the shots, the looks, then `done` (or the
+    error) on `fd`."""
     _die_with_parent()
     from indexers.heap import steady_heap
 
@@ -147,15 +333,16 @@ def _worker_main(fd: int) -> None:
     conn = Connection(fd, readable=False)
     sent = 0.0
 
-    def progress(fraction: float) -> None:
+    def progress(stage: str, fraction: float) -> None:
         nonlocal sent
         if time.monotonic() - sent >= 0.2:
             sent = time.monotonic()
-            conn.send(("progress", fraction))
+            conn.send(("progress", (stage, fraction)))
 
     try:
         job = pickle.load(sys.stdin.buffer)
-        conn.send(("done", run_visual(job, progress)))
+        run_job(job, progress, lambda r: conn.send(("shots", r)), lambda looks: conn.send(("looks", looks)))
+        conn.send(("done", None))
     except MediaError as e:
         conn.send(("error", e))
     except BaseException as e:  # anything else, as text: it may not pickle
@@ -175,4 +362,7 @@ def _die_with_parent() -> None:
 
 
 if __name__ == "__main__":
-    _worker_main(int(sys.argv[1]))
+    # run the module's own copy, not __main__'s: what it pickles must name `indexers.visual` classes
+    from indexers.visual import _worker_main as worker_main
+
+    worker_main(int(sys.argv[1]))

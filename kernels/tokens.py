@@ -25,13 +25,18 @@ class Merged:
     owner: torch.Tensor  # (n,) index into tokens for every input frame
 
 
-def _round(x: torch.Tensor, size: torch.Tensor, owner: torch.Tensor, r: int) -> tuple[torch.Tensor, ...]:
+def _round(
+    x: torch.Tensor, size: torch.Tensor, owner: torch.Tensor, forced: int, threshold: float | None
+) -> tuple[torch.Tensor, ...]:
     a, b = x[0::2], x[1::2]
     sa, sb = size[0::2], size[1::2]
     scores = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T  # (|A|, |B|)
     best, dst_of = scores.max(dim=-1)  # first maximum on ties
     order = torch.argsort(-best, stable=True)  # strongest links first, ties by position
-    r = min(r, len(a))
+    similar = int((best >= threshold).sum()) if threshold is not None else 0
+    r = min(max(forced, similar), len(a))
+    if r == 0:
+        return x, size, owner  # nothing similar enough: order unchanged
     merged, kept = order[:r], torch.sort(order[r:]).values
     dst = dst_of[merged]
     b_sum = (b * sb[:, None]).index_add(0, dst, a[merged] * sa[merged, None])
@@ -48,26 +53,38 @@ def _round(x: torch.Tensor, size: torch.Tensor, owner: torch.Tensor, r: int) -> 
     return tokens, sizes, new_index[owner]
 
 
-def merge_tokens(x: torch.Tensor, keep: int, sizes: torch.Tensor | None = None) -> Merged:
-    """Merge the rows of x (n, d) down to at most `keep` tokens (keep >= 1)."""
+def merge_tokens(
+    x: torch.Tensor, keep: int, sizes: torch.Tensor | None = None, threshold: float | None = None
+) -> Merged:
+    """Merge the rows of x (n, d) down to at most `keep` tokens (keep >= 1).
+
+    With a `threshold` (cosine), merging goes on below `keep` while links at least that similar
+    remain: a static shot becomes one token, a shot that changes keeps one per look it has."""
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     x = x.float()
     size = torch.ones(len(x)) if sizes is None else sizes.float()
     owner = torch.arange(len(x))
-    while len(x) > keep:
-        r = min(len(x) - keep, len(x) // 2)  # |A| = ceil(n/2) >= r: every round makes progress
-        x, size, owner = _round(x, size, owner, r)
+    while len(x) > 1:
+        forced = min(max(0, len(x) - keep), len(x) // 2)  # |A| = ceil(n/2) >= r: progress each round
+        if forced == 0 and threshold is None:
+            break
+        n = len(x)
+        x, size, owner = _round(x, size, owner, forced, threshold)
+        if len(x) == n:
+            break  # no link left above the threshold
     return Merged(x, size, owner)
 
 
-def merge_tokens_reference(x: torch.Tensor, keep: int) -> Merged:
+def merge_tokens_reference(x: torch.Tensor, keep: int, threshold: float | None = None) -> Merged:
     """The same rule, one token at a time in plain Python (slow; for the tests)."""
     toks = [row.double() for row in x]
     size = [1.0] * len(toks)
     owner = list(range(len(toks)))
-    while len(toks) > keep:
-        r = min(len(toks) - keep, len(toks) // 2)
+    while len(toks) > 1:
+        forced = min(max(0, len(toks) - keep), len(toks) // 2)
+        if forced == 0 and threshold is None:
+            break
         a_idx, b_idx = list(range(0, len(toks), 2)), list(range(1, len(toks), 2))
         links = []  # (score, position in A, position in B)
         for i, ai in enumerate(a_idx):
@@ -78,6 +95,10 @@ def merge_tokens_reference(x: torch.Tensor, keep: int) -> Merged:
                     best, best_j = sim, j
             links.append((best, i, best_j))
         links.sort(key=lambda t: (-t[0], t[1]))
+        similar = sum(1 for sim, _, _ in links if threshold is not None and sim >= threshold)
+        r = min(max(forced, similar), len(links))
+        if r == 0:
+            break
         merged = {i: j for _, i, j in links[:r]}
         kept = sorted(i for _, i, _ in links[r:])
         b_tok = [toks[bj] * size[bj] for bj in b_idx]

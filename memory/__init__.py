@@ -3,7 +3,18 @@
 Nothing heavy is imported here; faiss loads when a vector index is first used.
 """
 
-from memory.models import LEVELS, STAGES, EmbeddingRow, IngestJob, Library, Segment, TranscriptCue, Video
+from memory.models import (
+    LEVELS,
+    STAGES,
+    EmbeddingRow,
+    IngestJob,
+    Library,
+    ScreenText,
+    Segment,
+    Tag,
+    TranscriptCue,
+    Video,
+)
 from memory.store import Store, StoreError
 
 __all__ = [
@@ -12,9 +23,11 @@ __all__ = [
     "EmbeddingRow",
     "IngestJob",
     "Library",
+    "ScreenText",
     "Segment",
     "Store",
     "StoreError",
+    "Tag",
     "TranscriptCue",
     "Video",
 ]

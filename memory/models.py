@@ -26,7 +26,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 LEVELS = ("shot", "scene", "chapter", "video")
 """Segment levels, finest first. Every level tiles its parent."""
 
-STAGES = ("shots", "transcript", "structure", "embeddings")
+STAGES = ("shots", "vision", "transcript", "structure", "captions", "embeddings")
 """Ingestion stages in order; a job records which are done and resumes at the first that is not."""
 
 
@@ -79,6 +79,8 @@ class Video(Base):
     cues: Mapped[list[TranscriptCue]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
     embeddings: Mapped[list[EmbeddingRow]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
     jobs: Mapped[list[IngestJob]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
+    screen_texts: Mapped[list[ScreenText]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
+    tags: Mapped[list[Tag]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
 
 
 class Segment(Base):
@@ -116,6 +118,43 @@ class TranscriptCue(Base):
     words: Mapped[list | None] = mapped_column(JSON)
     source: Mapped[str] = mapped_column(String(16))  # asr | subtitles
     speaker: Mapped[str | None] = mapped_column(String(64))
+
+
+class ScreenText(Base):
+    """A line of on-screen text read in a shot: first and last time seen (seconds), its box as
+    `[x0, y0, x1, y1]` in fractions of the frame, and the reader's confidence."""
+
+    __tablename__ = "screen_texts"
+    __table_args__ = (Index("ix_screen_texts_video_start", "video_id", "start"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    video_id: Mapped[str] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"))
+    segment_id: Mapped[int | None] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"))
+    start: Mapped[float] = mapped_column(Float)
+    end: Mapped[float] = mapped_column(Float)
+    text: Mapped[str] = mapped_column(Text)
+    box: Mapped[list | None] = mapped_column(JSON)
+    score: Mapped[float] = mapped_column(Float)
+
+
+class Tag(Base):
+    """What a shot shows, as a searchable tag: `kind` is `label` (an ImageNet class), `face` or
+    `person`. `score` is the model's own confidence: a label's mean softmax probability (0-1), a
+    face's Haar level weight or a person's HOG margin (unbounded; thresholds in indexers.vision).
+    `count` is the most seen on one frame."""
+
+    __tablename__ = "tags"
+    __table_args__ = (Index("ix_tags_video_kind_name", "video_id", "kind", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    video_id: Mapped[str] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"))
+    segment_id: Mapped[int | None] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"))
+    start: Mapped[float] = mapped_column(Float)
+    end: Mapped[float] = mapped_column(Float)
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(128))
+    score: Mapped[float] = mapped_column(Float)
+    count: Mapped[int] = mapped_column(Integer, default=1)
 
 
 class EmbeddingRow(Base):

@@ -1,7 +1,10 @@
 """Hybrid search: BM25 over the stored text and dense search in FAISS, fused by reciprocal rank.
 
-Searches the units written at ingestion (transcript windows, shots with speech) across a library
-or inside one video. Overlapping hits from the same video are merged into one moment.
+Searches the units written at ingestion (transcript windows; shots with their speech, on-screen
+text and tags; scenes and chapters with their captions) across a library or inside one video.
+With an image encoder that has a text tower (CLIP/SigLIP), the query also searches the shots'
+visual vectors (text-to-frame). `search_frame` finds the shots that look like a given frame.
+Overlapping hits from the same video are merged into one moment.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from sqlalchemy import select
 
 from memory import EmbeddingRow, Library, Store, StoreError, Video
 from memory.encoders import Embedder, SentenceEmbedder
+from memory.images import ImageEncoder
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 _STOP = frozenset(
@@ -155,12 +160,47 @@ def search(
     video_id: str | None = None,
     options: SearchOptions | None = None,
     embedder: Embedder | None = None,
+    image_encoder: ImageEncoder | None = None,
 ) -> list[Moment]:
     """Moments for `query` in a library (or all libraries when None) or in one video, best first."""
     opts = options or SearchOptions()
     query = query.strip()
     if not query:
         raise ValueError("empty query: say what to look for")
+    rows, lib_ids = _scope(store, library, video_id, opts.level)
+    if not rows:
+        return []
+
+    ids = [i for i in rows if rows[i].modality == "text"]
+    lexical = bm25(tokens(query), [tokens(rows[i].text) for i in ids], opts.k1, opts.b)
+    lex_rank = [i for _, i in sorted(((-sc, i) for sc, i in zip(lexical, ids, strict=True) if sc > 0))]
+    rankings = [lex_rank[: opts.candidates]]
+
+    enc = embedder or SentenceEmbedder()
+    rankings.append(_dense(store, rows, lib_ids, enc.space, enc.embed([query])[0], opts, video_id))
+    if image_encoder is not None and image_encoder.has_text:
+        qvec = image_encoder.encode_text([query])[0]
+        rankings.append(_dense(store, rows, lib_ids, image_encoder.space, qvec, opts, video_id))
+    return _fuse(rows, rankings, opts)
+
+
+def search_frame(
+    store: Store,
+    frame: np.ndarray,
+    encoder: ImageEncoder,
+    library: str | None = "default",
+    video_id: str | None = None,
+    options: SearchOptions | None = None,
+) -> list[Moment]:
+    """Shots that look like `frame` (an RGB uint8 array (H, W, 3)), best first."""
+    opts = options or SearchOptions(level="shot")
+    rows, lib_ids = _scope(store, library, video_id, opts.level)
+    qvec = encoder.encode(frame[None])[0]
+    return _fuse(rows, [_dense(store, rows, lib_ids, encoder.space, qvec, opts, video_id)], opts)
+
+
+def _scope(store: Store, library: str | None, video_id: str | None, level: str):  # type: ignore[no-untyped-def]
+    """The searchable rows (id -> row) in scope, and the libraries they come from."""
     with store.session() as s:
         if video_id is not None:
             lib_ids = [store.get_video(s, video_id).library_id]
@@ -177,31 +217,27 @@ def search(
             EmbeddingRow.kind,
             EmbeddingRow.space,
             EmbeddingRow.library_id,
+            EmbeddingRow.modality,
         )
         scope = scope.join(Video, Video.id == EmbeddingRow.video_id).where(
             EmbeddingRow.library_id.in_(lib_ids), Video.status == "ready"
         )
         if video_id is not None:
             scope = scope.where(EmbeddingRow.video_id == video_id)
-        scope = scope.where(EmbeddingRow.kind.in_(LEVELS[opts.level]))
+        scope = scope.where(EmbeddingRow.kind.in_(LEVELS[level]))
         rows = {r.id: r for r in s.execute(scope)}
-    if not rows:
-        return []
+    return rows, lib_ids
 
-    ids = list(rows)
-    lexical = bm25(tokens(query), [tokens(rows[i].text) for i in ids], opts.k1, opts.b)
-    lex_rank = [i for _, i in sorted(((-sc, i) for sc, i in zip(lexical, ids, strict=True) if sc > 0))]
-    lex_rank = lex_rank[: opts.candidates]
 
-    enc = embedder or SentenceEmbedder()
-    qvec = enc.embed([query])[0]
+def _dense(store, rows, lib_ids, space: str, qvec, opts: SearchOptions, video_id) -> list[int]:  # type: ignore[no-untyped-def]
+    """Ids of the rows in scope nearest to qvec in one vector space, best first."""
     dense: list[tuple[int, float]] = []
     for lib_id in lib_ids:
-        allowed = [i for i in ids if rows[i].library_id == lib_id and rows[i].space == enc.space]
+        allowed = [i for i in rows if rows[i].library_id == lib_id and rows[i].space == space]
         if allowed:
             dense += store.vectors.search(
                 lib_id,
-                enc.space,
+                space,
                 qvec,
                 opts.candidates,
                 # restricted in FAISS when the scope is narrower than the library's index
@@ -209,10 +245,13 @@ def search(
             )
     dense = [(i, sc) for i, sc in dense if i in rows]
     dense.sort(key=lambda p: -p[1])
-    dense_rank = [i for i, _ in dense[: opts.candidates]]
+    return [i for i, _ in dense[: opts.candidates]]
 
+
+def _fuse(rows, rankings: list[list[int]], opts: SearchOptions) -> list[Moment]:  # type: ignore[no-untyped-def]
+    """Reciprocal-rank fusion of the rankings; overlapping hits in one video become one moment."""
     fused: dict[int, float] = {}
-    for ranking in (lex_rank, dense_rank):
+    for ranking in rankings:
         for rank, i in enumerate(ranking):
             fused[i] = fused.get(i, 0.0) + 1.0 / (opts.rrf_k + rank + 1)
     order = sorted(fused, key=lambda i: -fused[i])
@@ -234,4 +273,4 @@ def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
     return inter / max(1e-6, min(a1 - a0, b1 - b0))
 
 
-__all__ = ["Moment", "SearchOptions", "StoreError", "bm25", "search", "tokens"]
+__all__ = ["Moment", "SearchOptions", "StoreError", "bm25", "search", "search_frame", "tokens"]

@@ -100,20 +100,37 @@ def ingest(
     ] = None,
     language: Annotated[str | None, typer.Option(help="Force the transcript language, e.g. en.")] = None,
     allow_damaged: Annotated[bool, typer.Option(help="Ingest video with corrupt frames anyway.")] = False,
+    captioner: Annotated[
+        str | None, typer.Option(help="composed or openai-vlm (env VIDMEM_CAPTIONER).")
+    ] = None,
+    llm: Annotated[
+        str | None, typer.Option(help="Caption LLM: smollm2, a local folder, or none (env VIDMEM_LLM).")
+    ] = None,
     as_json: JsonOpt = False,
     home: HomeOpt = None,
     database_url: DbOpt = None,
 ) -> None:
-    """Ingest media into a library: shots, transcript, embeddings (resumes unfinished work)."""
+    """Ingest media into a library: shots, what is on screen, transcript, scenes and chapters,
+    captions, embeddings (resumes unfinished work)."""
     from indexers import IngestOptions, MediaError
     from indexers import ingest as run_ingest
+    from indexers.captions import CaptionOptions
     from indexers.shots import ShotOptions
     from indexers.transcript import TranscribeOptions
+    from indexers.visual import LookOptions
 
     with _errors():
         if subtitles is not None and len(paths) != 1:
             raise CliError("--subtitles applies to exactly one PATH")
-        cfg = _settings(home, database_url, library=library, asr_model=asr_model, asr_language=language)
+        cfg = _settings(
+            home,
+            database_url,
+            library=library,
+            asr_model=asr_model,
+            asr_language=language,
+            captioner=captioner,
+            llm=llm,
+        )
         store = _store(cfg)
         opts = IngestOptions(
             library=cfg.library,
@@ -123,6 +140,14 @@ def ingest(
             window_seconds=cfg.window_seconds,
             shots=ShotOptions(allow_damaged=allow_damaged),
             transcribe=TranscribeOptions(model=cfg.asr_model, language=cfg.asr_language),
+            look=LookOptions(encoder=cfg.image_encoder) if cfg.vision else None,
+            captions=CaptionOptions(
+                captioner=cfg.captioner,
+                llm=cfg.llm,
+                url=cfg.llm_url,
+                model=cfg.llm_model,
+                api_key=cfg.llm_api_key,
+            ),
         )
         results, failed = [], 0
         for path in paths:
@@ -171,10 +196,13 @@ def print_timeline(store, video_id: str, as_json: bool = False) -> None:  # type
         f"{len(cues)} cues  language {video['language'] or '-'}  [{video['status']}]",
         highlight=False,
     )
+    if t["summary"]:
+        out.print(f"[italic]{escape(t['summary'])}[/italic]", highlight=False)
     atoms = [(g, f"shot {i + 1}") for i, g in enumerate(shots)] or [
         (g, f"scene {i + 1}") for i, g in enumerate(scenes)
     ]
     spans = [(g["start"], g["end"], label) for g, label in atoms] or [(0.0, video["duration"], "")]
+    shot_caption = {round(g["start"], 6): g.get("caption") for g in shots}
     chapter_at = {round(c["start"], 6): i for i, c in enumerate(chapters)}
     scene_at = {round(c["start"], 6): i for i, c in enumerate(scenes)} if shots else {}
     headings = [
@@ -191,8 +219,11 @@ def print_timeline(store, video_id: str, as_json: bool = False) -> None:  # type
                     + (f"  {escape(c['caption'])}" if c["caption"] else ""),
                     highlight=False,
                 )
+        caption = shot_caption.get(round(start, 6))
         out.print(
-            f"    [cyan]{hms(start, True)} - {hms(end, True)}[/cyan]  [bold]{label}[/bold]", highlight=False
+            f"    [cyan]{hms(start, True)} - {hms(end, True)}[/cyan]  [bold]{label}[/bold]"
+            + (f"  [dim]{escape(caption)}[/dim]" if caption else ""),
+            highlight=False,
         )
         while ci < len(cues) and (cues[ci]["start"] < end or n == len(spans) - 1):
             out.print(f"        {hms(cues[ci]['start'], True)}  {escape(cues[ci]['text'])}", highlight=False)
@@ -270,7 +301,9 @@ def search_cmd(
         cfg = _settings(home, database_url, library=library)
         store = _store(cfg)
         from memory.encoders import SentenceEmbedder
+        from memory.images import image_encoder
 
+        visual = image_encoder(cfg.image_encoder)
         moments = search(
             store,
             query,
@@ -278,6 +311,7 @@ def search_cmd(
             video,
             SearchOptions(top=top, level=level),
             SentenceEmbedder(cfg.text_model),
+            visual if visual.has_text else None,
         )
         if as_json:
             print(json.dumps([m.to_json() for m in moments]))

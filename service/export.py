@@ -11,10 +11,11 @@ Timeline = dict[str, Any]
 
 
 def timeline(store, video_id: str) -> Timeline:  # type: ignore[no-untyped-def]
-    """Video facts, summary, chapters, scenes, shots and transcript (seconds as floats)."""
+    """Video facts, summary, chapters, scenes, shots (with what was read and recognised in each),
+    on-screen text and transcript (seconds as floats)."""
     from sqlalchemy import select
 
-    from memory import Segment, TranscriptCue
+    from memory import ScreenText, Segment, Tag, TranscriptCue
 
     with store.session() as s:
         video = store.get_video(s, video_id)
@@ -27,6 +28,14 @@ def timeline(store, video_id: str) -> Timeline:  # type: ignore[no-untyped-def]
         cues = s.scalars(
             select(TranscriptCue).where(TranscriptCue.video_id == video_id).order_by(TranscriptCue.start)
         ).all()
+        texts = s.scalars(
+            select(ScreenText).where(ScreenText.video_id == video_id).order_by(ScreenText.start)
+        ).all()
+        tags: dict[int | None, list[dict]] = {}
+        for g in s.scalars(select(Tag).where(Tag.video_id == video_id).order_by(Tag.score.desc())):
+            tags.setdefault(g.segment_id, []).append(
+                {"kind": g.kind, "name": g.name, "score": round(g.score, 4), "count": g.count}
+            )
         root = level["video"][0] if level["video"] else None
         return {
             "video": {
@@ -45,7 +54,14 @@ def timeline(store, video_id: str) -> Timeline:  # type: ignore[no-untyped-def]
             "summary": root.caption if root else None,
             "chapters": [{"start": c.start, "end": c.end, "caption": c.caption} for c in level["chapter"]],
             "scenes": [{"start": c.start, "end": c.end, "caption": c.caption} for c in level["scene"]],
-            "shots": [{"start": sh.start, "end": sh.end} for sh in level["shot"]],
+            "shots": [
+                {"start": sh.start, "end": sh.end, "caption": sh.caption, "tags": tags.get(sh.id, [])}
+                for sh in level["shot"]
+            ],
+            "screen_text": [
+                {"start": t.start, "end": t.end, "text": t.text, "box": t.box, "score": round(t.score, 4)}
+                for t in texts
+            ],
             "transcript": [{"start": c.start, "end": c.end, "text": c.text} for c in cues],
         }
 
@@ -64,6 +80,7 @@ def nested(t: Timeline) -> Timeline:
                 {
                     **sc,
                     "shots": _inside(t["shots"], sc["start"], sc["end"]),
+                    "screen_text": _inside(t.get("screen_text", []), sc["start"], sc["end"]),
                     "transcript": _inside(t["transcript"], sc["start"], sc["end"]),
                 }
             )

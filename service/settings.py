@@ -41,6 +41,33 @@ class Settings(BaseSettings):
         20.0, gt=0, description="Length in seconds of the transcript windows that are embedded and searched."
     )
 
+    image_encoder: str = Field(
+        "efficientnet",
+        description="Image encoder of the shots' visual vectors: `efficientnet` (packaged) or `clip:<folder or hub id>` (CLIP/SigLIP, adds text-to-frame search).",
+    )
+    vision: bool = Field(
+        True,
+        description="Look inside shots at ingestion: on-screen text, labels, faces, people, visual vectors.",
+    )
+    captioner: str = Field(
+        "composed",
+        description="`composed` (captions from what the models saw and heard, condensed by the LLM) or `openai-vlm` (a vision-language model at `llm_url` looks at keyframes).",
+    )
+    llm: str | None = Field(
+        "smollm2",
+        description="Embedded LLM that condenses captions: `smollm2` (packaged), a local transformers folder, or `none` for extractive captions.",
+    )
+    llm_url: str | None = Field(
+        None,
+        description="Base URL of an OpenAI-compatible server (vLLM), e.g. `http://127.0.0.1:8000/v1`; replaces the embedded LLM.",
+    )
+    llm_model: str | None = Field(
+        None, description="Model name served at `llm_url` (what vLLM was started with)."
+    )
+    llm_api_key: str | None = Field(
+        None, description="API key of the server at `llm_url`, if it asks for one."
+    )
+
     @property
     def cache_dir(self) -> Path:
         return self.home / "models"

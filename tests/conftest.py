@@ -110,3 +110,10 @@ def narrated_clip(media_dir: Path) -> media.NarratedClip:
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One model cache for the session (the split whisper base is joined once)."""
     return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def slide_clip(media_dir: Path) -> media.SlideClip:
+    """Two rendered slides around four seconds of OpenCV's pedestrian sample (vtest.avi, from 52 s:
+    pedestrians near the camera)."""
+    return media.make_slide_clip(media_dir, shared("vtest.avi"))

@@ -651,3 +651,76 @@ def write_vtt(path: Path, cues: Iterable[tuple[float, float, str]]) -> Path:
     blocks = [f"{_timestamp(start, '.')} --> {_timestamp(end, '.')}\n{text}\n" for start, end, text in cues]
     Path(path).write_text("WEBVTT\n\n" + "\n".join(blocks), encoding="utf-8")
     return Path(path)
+
+
+@dataclass(frozen=True)
+class SlideClip:
+    """Shots of known content: rendered slides (text at known boxes) around a stretch of real
+    footage. `shots` lists (start, end, text or None for the footage), seconds."""
+
+    path: Path
+    shots: tuple[tuple[float, float, str | None], ...]
+
+
+def render_slide(path: Path, lines: Sequence[str], size: tuple[int, int] = (1280, 720)) -> Path:
+    """A slide: light lines of text on a dark background, PIL's scalable default font."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    img = Image.new("RGB", size, (16, 24, 48))
+    draw = ImageDraw.Draw(img)
+    for i, line in enumerate(lines):
+        font = ImageFont.load_default(size=56 if i == 0 else 36)
+        draw.text((90, 110 + 150 * i), line, font=font, fill=(250, 250, 250))
+    img.save(path)
+    return path
+
+
+def make_slide_clip(
+    out_dir: Path,
+    footage: Path,
+    slides: Sequence[Sequence[str]] = (
+        ("Quarterly results 2026", "Revenue grew by 14 percent"),
+        ("Questions and answers",),
+    ),
+    slide_seconds: float = 3.0,
+    footage_start: float = 52.0,
+    footage_seconds: float = 4.0,
+    name: str = "slides.mp4",
+) -> SlideClip:
+    """slide 1, footage (a stretch of a real recording), slide 2, ...: 1280x720, 24 fps, h264, silent."""
+    out = out_dir / name
+    inputs: list[str | Path] = []
+    filters = []
+    shots: list[tuple[float, float, str | None]] = []
+    t = 0.0
+    parts: list[tuple[str, str | None]] = []
+    for i, lines in enumerate(slides):
+        png = render_slide(out_dir / f"{out.stem}-slide{i}.png", lines)
+        inputs += ["-loop", "1", "-t", f"{slide_seconds}", "-i", png]
+        parts.append(("slide", " / ".join(lines)))
+        if i == 0:
+            inputs += ["-ss", f"{footage_start}", "-t", f"{footage_seconds}", "-i", footage]
+            parts.append(("footage", None))
+    for k, (kind, text) in enumerate(parts):
+        fit = "scale=1280:720:force_original_aspect_ratio=decrease,pad=1280:720:(ow-iw)/2:(oh-ih)/2"
+        filters.append(f"[{k}:v]{fit},fps=24,format=yuv420p,setsar=1[v{k}]")
+        length = slide_seconds if kind == "slide" else footage_seconds
+        shots.append((t, t + length, text))
+        t += length
+    graph = ";".join(filters) + ";" + "".join(f"[v{k}]" for k in range(len(parts)))
+    graph += f"concat=n={len(parts)}:v=1:a=0[out]"
+    _ffmpeg(
+        *inputs,
+        "-filter_complex",
+        graph,
+        "-map",
+        "[out]",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-crf",
+        "20",
+        out,
+    )
+    return SlideClip(out, tuple(shots))

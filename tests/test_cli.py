@@ -375,9 +375,10 @@ def test_export_vtt_marks_every_chapter(
     assert [(a, b) for a, b, _ in cues] == [
         (pytest.approx(c["start"], abs=5e-4), pytest.approx(c["end"], abs=5e-4)) for c in chapters
     ]
-    assert all(title.startswith(f"Chapter {i}") for i, (_, _, title) in enumerate(cues, 1)), cues
+    # each chapter is titled by its caption, on one line
+    assert [title for _, _, title in cues] == [" ".join(c["caption"].split()) for c in chapters], cues
     first_words = narrated_show["transcript"][0]["text"].split()[:3]
-    assert " ".join(first_words) in cues[0][2], (cues, first_words)
+    assert " ".join(first_words) in cues[0][2], (cues, first_words)  # the caption quotes the speech
     assert cli(home, "export", narrated["video_id"]).stdout == out.read_text()  # stdout by default
 
 

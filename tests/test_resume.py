@@ -117,6 +117,9 @@ def state(home: Path) -> dict[str, Any]:
         cues = q('SELECT start, "end", text FROM transcript_cues ORDER BY start')
         emb = q("SELECT kind, COUNT(*) FROM embeddings GROUP BY kind ORDER BY kind")
         n_emb = q("SELECT COUNT(*) FROM embeddings")[0][0]
+        n_text = q("SELECT COUNT(*) FROM embeddings WHERE modality = 'text'")[0][0]
+        n_visual = q("SELECT COUNT(*) FROM embeddings WHERE modality = 'visual'")[0][0]
+        spaces = q("SELECT COUNT(DISTINCT space) FROM embeddings")[0][0]
     finally:
         con.close()
     indexes = sorted((home / "vectors").glob("*.faiss")) if (home / "vectors").is_dir() else []
@@ -128,6 +131,9 @@ def state(home: Path) -> dict[str, Any]:
         "cues": cues,
         "embeddings_by_kind": emb,
         "embeddings": n_emb,
+        "text_embeddings": n_text,
+        "visual_embeddings": n_visual,
+        "spaces": spaces,
         "faiss": {p.name: faiss.read_index(str(p)).ntotal for p in indexes},
     }
 
@@ -219,7 +225,9 @@ def test_kill_while_transcribing_leaves_whole_stages(scenario: dict[str, Any], c
         assert len(s["cues"]) >= len(PHRASES), s["cues"]
     else:
         assert s["cues"] == [], s["cues"]
-    assert s["embeddings"] == 0 and s["faiss"] == {}, s
+    assert s["text_embeddings"] == 0 and s["faiss"] == {}, s
+    # the vision stage's visual vectors are in SQL exactly when it is checkpointed (FAISS comes later)
+    assert (s["visual_embeddings"] > 0) == ("vision" in stages), (stages, s["visual_embeddings"])
 
 
 def test_kill_while_embedding_leaves_whole_stages(scenario: dict[str, Any], clip: NarratedClip) -> None:
@@ -230,7 +238,9 @@ def test_kill_while_embedding_leaves_whole_stages(scenario: dict[str, Any], clip
     assert len(s["jobs"]) == 1, s["jobs"]
     assert len(s["shots"]) == len(clip.cut_times) + 1 and len(s["root"]) == 1
     assert len(s["cues"]) >= len(PHRASES), s["cues"]  # the whole transcript, checkpointed with its rows
-    assert s["embeddings"] == 0 and s["faiss"] == {}, s
+    assert s["text_embeddings"] == 0 and s["faiss"] == {}, s
+    # the vision stage's visual vectors are in SQL exactly when it is checkpointed (FAISS comes later)
+    assert (s["visual_embeddings"] > 0) == ("vision" in stages), (stages, s["visual_embeddings"])
     # the second run resumed: it did not redo (and so did not duplicate) the shots
     assert s["shots"] == scenario["after_first_kill"]["shots"]
 
@@ -266,5 +276,5 @@ def test_resumed_rows_equal_an_uninterrupted_ingestion(scenario: dict[str, Any],
 def test_faiss_holds_exactly_the_sql_vectors(scenario: dict[str, Any]) -> None:
     for name in ("resumed", "reference"):
         s = scenario[name]
-        assert len(s["faiss"]) == 1, (name, s["faiss"])
+        assert len(s["faiss"]) == s["spaces"] == 2, (name, s["faiss"])  # text and visual
         assert sum(s["faiss"].values()) == s["embeddings"], (name, s["faiss"], s["embeddings"])

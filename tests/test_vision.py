@@ -1,0 +1,257 @@
+"""What is on screen (indexers/vision.py), with the real models: RapidOCR reads rendered text exactly,
+also after an H.264 round trip; the same line over several frames is one ScreenText; labels stay off
+content-free frames; the face cascade and HOG find faces and pedestrians in real recordings.
+
+Frames from ../shared/media at fixed times: megamind.avi 7.0 s shows one frontal face (Roxanne,
+level weight ~5.8), vtest.avi 20 s several pedestrians, megamind.avi 6.5-8 s a restaurant with
+candles on the tables ("candle", 0.3-0.5 per frame). docs/benchmarks/labels.md has the thresholds and where they come from.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from indexers.vision import (
+    ScreenText,
+    TextBox,
+    VisionOptions,
+    analyse_shot,
+    box_iou,
+    class_names,
+    dedupe_text,
+    edit_similarity,
+    labels_from_logits,
+    nms,
+    shot_labels,
+    softmax,
+)
+from tests import media
+from tests.conftest import shared
+
+ROOT = Path(__file__).resolve().parents[1]
+W, H = 1280, 720
+LINES = [
+    ("Quarterly results 2024", 64),
+    ("Revenue grew by 12 percent", 40),
+    ("Source: internal report, page 7", 20),
+]
+
+
+def render(lines: list[tuple[str, int]] = LINES, size: tuple[int, int] = (W, H)) -> tuple[np.ndarray, list]:
+    """Text drawn with PIL's default font on a dark frame, and where each line went (fractions)."""
+    im = Image.new("RGB", size, (20, 32, 60))
+    draw, y, boxes = ImageDraw.Draw(im), 80, []
+    for text, px in lines:
+        font = ImageFont.load_default(size=px)
+        draw.text((100, y), text, font=font, fill=(255, 255, 255))
+        x0, y0, x1, y1 = draw.textbbox((100, y), text, font=font)
+        boxes.append((x0 / size[0], y0 / size[1], x1 / size[0], y1 / size[1]))
+        y += 2 * px
+    return np.asarray(im), boxes
+
+
+def frames_at(path: Path, times: list[float]) -> list[np.ndarray]:
+    """RGB frames, the first at or after each time (seconds), seeking to the keyframe before each."""
+    import av
+
+    out = []
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        assert stream.time_base is not None
+        for t in times:
+            c.seek(int(t / stream.time_base), stream=stream, backward=True)
+            out.append(next(f for f in c.decode(stream) if f.time >= t - 1e-3).to_ndarray(format="rgb24"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def slide() -> tuple[np.ndarray, list]:
+    return render()
+
+
+@pytest.fixture(scope="module")
+def reader():  # type: ignore[no-untyped-def]
+    from indexers.vision import RapidOCRReader
+
+    return RapidOCRReader()
+
+
+@pytest.fixture(scope="module")
+def detector():  # type: ignore[no-untyped-def]
+    from indexers.vision import OpenCVPeopleDetector
+
+    return OpenCVPeopleDetector()
+
+
+def content_free() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    ramp = np.broadcast_to(np.linspace(0, 255, W, dtype=np.uint8)[None, :, None], (H, W, 3))
+    return [
+        np.zeros((H, W, 3), np.uint8),
+        np.full((H, W, 3), (200, 40, 40), np.uint8),
+        rng.integers(0, 256, (H, W, 3), dtype=np.uint8),
+        np.ascontiguousarray(ramp),
+    ]
+
+
+def test_importing_vision_loads_no_model_library() -> None:
+    code = "import sys, indexers.vision; print(sorted({'torch', 'cv2', 'rapidocr', 'onnxruntime'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------------------------- OCR
+
+
+def test_ocr_reads_rendered_lines_exactly_where_they_were_drawn(reader, slide) -> None:  # type: ignore[no-untyped-def]
+    frame, drawn = slide
+    got = reader.read(frame)
+    assert [t.text for t in got] == [text for text, _ in LINES]
+    for t, box in zip(got, drawn, strict=True):
+        assert box_iou(t.box, box) > 0.5, (t, box)
+        assert 0.6 <= t.score <= 1.0
+
+
+def test_ocr_reads_the_same_after_an_h264_round_trip(reader, slide, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    png = tmp_path / "slide.png"
+    Image.fromarray(slide[0]).save(png)
+    clip = tmp_path / "slide.mp4"
+    media._ffmpeg(
+        "-loop", "1", "-i", png, "-t", "2", "-r", "25", "-c:v", "libx264", "-pix_fmt", "yuv420p", clip
+    )
+    (frame,) = frames_at(clip, [1.0])
+    assert frame.shape == (H, W, 3)
+    assert [t.text for t in reader.read(frame)] == [text for text, _ in LINES]
+
+
+def test_ocr_finds_nothing_on_frames_without_text(reader) -> None:  # type: ignore[no-untyped-def]
+    for frame in content_free():
+        assert reader.read(frame) == []
+
+
+# -------------------------------------------------------------------------------------- dedupe
+
+
+def tb(text: str, score: float = 0.95, y: float = 0.1, x: float = 0.1) -> TextBox:
+    return TextBox(text, score, (x, y, x + 0.5, y + 0.06))
+
+
+def test_dedupe_merges_one_line_over_frames_with_ocr_jitter() -> None:
+    readings = [
+        (2.0, [tb("Revenue grew by 12 percent", 0.91), tb("Source: internal report", 0.9, y=0.5)]),
+        (1.0, [tb("Revenue grew by 12 percant", 0.80)]),  # one character misread, earlier frame
+        (3.0, [tb("revenue grew  by 12 percent", 0.97)]),  # case and spaces differ
+    ]
+    assert dedupe_text(readings) == [
+        ScreenText("revenue grew  by 12 percent", 1.0, 3.0, tb("").box, 0.97),  # the best-scored spelling
+        ScreenText("Source: internal report", 2.0, 2.0, tb("", y=0.5).box, 0.9),
+    ]
+
+
+def test_dedupe_keeps_different_lines_apart() -> None:
+    readings = [
+        (0.0, [tb("Chapter 1"), tb("Chapter 1", x=0.45)]),  # twice on one frame: two lines
+        (1.0, [tb("Chapter 2")]),  # same place, another number: another line
+        (2.0, [tb("Revenue grew", y=0.7)]),
+        (3.0, [tb("Revenue fell", y=0.7)]),  # similarity 0.75: different words
+    ]
+    texts = [(t.text, t.start, t.end) for t in dedupe_text(readings)]
+    assert texts == [
+        ("Chapter 1", 0.0, 0.0),
+        ("Chapter 1", 0.0, 0.0),
+        ("Chapter 2", 1.0, 1.0),
+        ("Revenue grew", 2.0, 2.0),
+        ("Revenue fell", 3.0, 3.0),
+    ]
+    assert (
+        edit_similarity("Revenue grew", "Revenue fell") < 0.8 <= edit_similarity("abcdefghij", "abcdefghik")
+    )
+
+
+# ---------------------------------------------------------------------------------------- labels
+
+
+def test_labels_come_from_softmax_probabilities_above_the_threshold() -> None:
+    logits = np.zeros((3, 1000), np.float32)
+    logits[0, 207] = 12.0  # one clear class
+    logits[2, [1, 2]] = 8.0  # two classes share the mass: 0.43 each
+    labels = labels_from_logits(logits, threshold=0.3, top_k=3)
+    assert labels[0] == [(class_names()[207], pytest.approx(0.9939, abs=1e-3))]
+    assert labels[1] == []  # flat: 0.001 each
+    assert [n for n, _ in labels[2]] == [class_names()[1], class_names()[2]]
+    probs = softmax(logits)
+    assert np.allclose(probs.sum(axis=1), 1.0)
+    # a class on one frame of three averages to a third: dropped at 0.4, kept at 0.3
+    assert shot_labels(probs, threshold=0.4) == []
+    assert shot_labels(probs, threshold=0.3)[0][0] == class_names()[207]
+
+
+def test_a_real_frame_gets_a_sensible_label_and_content_free_frames_none() -> None:
+    from indexers.vision import _torch_threads
+    from memory.images import EfficientNetEncoder
+
+    enc = EfficientNetEncoder()
+    restaurant = frames_at(shared("megamind.avi"), [6.5, 7.0, 8.0])  # candles on the tables
+    with _torch_threads(1):  # as in the visual worker; two threads on busy cores are much slower
+        probs = softmax(enc.features_and_logits(np.stack(restaurant))[1])
+        _, logits = enc.features_and_logits(np.stack(content_free()))
+    assert "candle" in [name for name, _ in shot_labels(probs)]
+    assert labels_from_logits(logits) == [[], [], [], []]
+
+
+# ---------------------------------------------------------------------------------- faces, people
+
+
+def test_the_face_cascade_finds_a_face_where_there_is_one(detector) -> None:  # type: ignore[no-untyped-def]
+    (frame,) = frames_at(shared("megamind.avi"), [7.0])
+    found = detector.detect(frame)
+    assert len(found.faces) == 1
+    x0, y0, x1, y1 = found.faces[0].box  # her face, left of centre
+    assert 0.15 < x0 < x1 < 0.6 and 0.1 < y0 < y1 < 0.8
+    for empty in content_free():
+        assert detector.detect(empty).faces == []
+
+
+def test_hog_finds_pedestrians(detector) -> None:  # type: ignore[no-untyped-def]
+    (frame,) = frames_at(shared("vtest.avi"), [20.0])
+    found = detector.detect(frame)
+    assert found.people and found.count >= 1
+    assert all(d.score >= VisionOptions().people_threshold for d in found.people)
+    boxes = [d.box for d in found.people]
+    assert nms(boxes, [d.score for d in found.people], 0.2) == list(range(len(boxes)))  # already suppressed
+    for empty in content_free():
+        assert detector.detect(empty).people == []
+
+
+# -------------------------------------------------------------------------------------- one call
+
+
+def test_analyse_shot_returns_texts_labels_counts_and_features(slide) -> None:  # type: ignore[no-untyped-def]
+    frame, _ = slide
+    shifted = np.roll(frame, 2, axis=1)  # the same slide, a little jitter
+    black = np.zeros_like(frame)
+    seen = analyse_shot([frame, shifted, black], [10.0, 10.5, 11.0], VisionOptions(detect_frames=3), 0)
+    assert seen.features.shape == (3, 1280) and seen.features.dtype == np.float32
+    assert np.allclose(np.linalg.norm(seen.features, axis=1), 1.0, atol=1e-4)
+    assert seen.analysed[0] == 0 and len(seen.analysed) <= 3
+    assert [t.text for t in seen.texts] == [text for text, _ in LINES]
+    assert all(10.0 <= t.start <= t.end <= 11.0 for t in seen.texts)
+    assert seen.faces == 0 and seen.people == 0 and seen.face_score == 0.0
+    assert len(seen.detections) == len(seen.analysed)
+    assert all(isinstance(name, str) and 0.0 < p <= 1.0 for name, p in seen.labels)
+
+
+def test_analyse_shot_says_how_to_fix_a_bad_call(slide) -> None:  # type: ignore[no-untyped-def]
+    frame, _ = slide
+    with pytest.raises(ValueError, match="one time per frame"):
+        analyse_shot([frame], [0.0, 1.0])
+    with pytest.raises(ValueError, match="RGB uint8"):
+        analyse_shot([frame.astype(np.float32)], [0.0])
+    with pytest.raises(ValueError, match="detect_frames must be >= 1"):
+        VisionOptions(detect_frames=0)
