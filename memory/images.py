@@ -35,15 +35,18 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 def _to_tensor(frames: np.ndarray, size: int, mean: Sequence[float], std: Sequence[float]):  # type: ignore[no-untyped-def]
     """(N, H, W, 3) uint8 RGB -> (N, 3, size, size) float32, the whole frame squashed to a square
-    (a frame's corners matter for retrieval: nothing is cropped away)."""
+    (a frame's corners matter for retrieval: nothing is cropped away). Area-averaged in uint8 by
+    OpenCV first: resizing 720p frames as float tensors cost more than the network itself."""
+    import cv2
     import torch
-    import torch.nn.functional as F
 
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be a uint8 array (N, H, W, 3), got {frames.dtype} {frames.shape}")
+    if frames.shape[1:3] != (size, size):
+        shrink = min(frames.shape[1:3]) >= size
+        how = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR  # INTER_AREA enlarges like nearest
+        frames = np.stack([cv2.resize(f, (size, size), interpolation=how) for f in frames])
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
     return (x - m) / s
