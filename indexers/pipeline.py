@@ -327,14 +327,14 @@ class _StageCallbacks:
 
 def _shot_spans(store: Store, video_id: str) -> list[tuple[float, float]]:
     with store.session() as s:
-        return [
-            (sh.start, sh.end)
-            for sh in s.scalars(
-                select(Segment)
-                .where(Segment.video_id == video_id, Segment.level == "shot")
-                .order_by(Segment.ordinal)
-            )
-        ]
+        return [(sh.start, sh.end) for sh in _level(s, video_id, "shot")]
+
+
+def _level(s, video_id: str, level: str):  # type: ignore[no-untyped-def]
+    """The video's segments of one level, in order."""
+    return s.scalars(
+        select(Segment).where(Segment.video_id == video_id, Segment.level == level).order_by(Segment.ordinal)
+    )
 
 
 def _job(s, video_id: str) -> IngestJob:  # type: ignore[no-untyped-def]
@@ -391,11 +391,7 @@ def _stage_vision(store, video_id, looks: list[ShotLook]) -> None:  # type: igno
     FAISS in the embeddings stage, with the text ones (SQL first, FAISS derived)."""
     with store.session() as s:
         library_id = store.get_video(s, video_id).library_id
-        shot_rows = s.scalars(
-            select(Segment)
-            .where(Segment.video_id == video_id, Segment.level == "shot")
-            .order_by(Segment.ordinal)
-        ).all()
+        shot_rows = _level(s, video_id, "shot").all()
         s.execute(delete(ScreenText).where(ScreenText.video_id == video_id))
         s.execute(delete(Tag).where(Tag.video_id == video_id))
         s.execute(
@@ -482,11 +478,7 @@ def _stage_structure(store, video_id, item: _Item, opts: IngestOptions) -> None:
     """Scenes and chapters over the shots (or the cues), each tiling its parent."""
     with store.session() as s:
         root = s.scalar(select(Segment).where(Segment.video_id == video_id, Segment.level == "video"))
-        shot_rows = s.scalars(
-            select(Segment)
-            .where(Segment.video_id == video_id, Segment.level == "shot")
-            .order_by(Segment.ordinal)
-        ).all()
+        shot_rows = _level(s, video_id, "shot").all()
         cues = [
             (c.start, c.end, c.text)
             for c in s.scalars(
@@ -533,14 +525,7 @@ def _stage_structure(store, video_id, item: _Item, opts: IngestOptions) -> None:
 def _stage_captions(store, video_id, item: _Item, opts: IngestOptions, cache, report) -> None:  # type: ignore[no-untyped-def]
     """Captions of every level, bottom-up, from what the other stages found (indexers.captions)."""
     with store.session() as s:
-        segs = {
-            level: s.scalars(
-                select(Segment)
-                .where(Segment.video_id == video_id, Segment.level == level)
-                .order_by(Segment.ordinal)
-            ).all()
-            for level in ("shot", "scene", "chapter")
-        }
+        segs = {level: _level(s, video_id, level).all() for level in ("shot", "scene", "chapter")}
         cues = s.scalars(
             select(TranscriptCue).where(TranscriptCue.video_id == video_id).order_by(TranscriptCue.start)
         ).all()
@@ -578,11 +563,7 @@ def _stage_captions(store, video_id, item: _Item, opts: IngestOptions, cache, re
     done = captioner.caption(facts, scenes, chapters, item.duration, report)
     with store.session() as s:
         for level, caps in (("shot", done.shots), ("scene", done.scenes), ("chapter", done.chapters)):
-            rows = s.scalars(
-                select(Segment)
-                .where(Segment.video_id == video_id, Segment.level == level)
-                .order_by(Segment.ordinal)
-            ).all()
+            rows = _level(s, video_id, level).all()
             for row, cap in zip(rows, caps, strict=True):
                 row.caption = cap
         root = s.scalar(select(Segment).where(Segment.video_id == video_id, Segment.level == "video"))
@@ -647,11 +628,7 @@ def _stage_embeddings(store, video_id, library_id, opts: IngestOptions, report) 
             select(TranscriptCue).where(TranscriptCue.video_id == video_id).order_by(TranscriptCue.start)
         ).all()
         cues = [Cue(c.start, c.end, c.text, [Word(*w) for w in (c.words or [])]) for c in rows]
-        shot_rows = s.scalars(
-            select(Segment)
-            .where(Segment.video_id == video_id, Segment.level == "shot")
-            .order_by(Segment.ordinal)
-        ).all()
+        shot_rows = _level(s, video_id, "shot").all()
         shots = [(sh.start, sh.end) for sh in shot_rows]
         shot_ids = [sh.id for sh in shot_rows]
         seen = _seen_text(s, video_id, shot_rows)
@@ -662,14 +639,7 @@ def _stage_embeddings(store, video_id, library_id, opts: IngestOptions, report) 
             )
         }
         spans = {
-            level: [
-                (g.id, g.start, g.end)
-                for g in s.scalars(
-                    select(Segment)
-                    .where(Segment.video_id == video_id, Segment.level == level)
-                    .order_by(Segment.ordinal)
-                )
-            ]
+            level: [(g.id, g.start, g.end) for g in _level(s, video_id, level)]
             for level in ("scene", "chapter")
         }
     units = transcript_windows(cues, opts.window_seconds) + shot_units(shots, cues, seen)
