@@ -66,6 +66,9 @@ class VisionOptions:
     ocr_min_score: float = 0.6
     """Recognition confidence (0-1) under which a line is dropped: keeps out stray glyphs that the
     detector finds in textures."""
+    ocr_min_chars: int = 2
+    """Letters or digits a line needs: a lone glyph ("Q", "C") is nearly always a texture the detector
+    took for text; a real one-character line (a slide number) says little on its own."""
     ocr_min_contrast: float = 4.0
     """Standard deviation of the luminance (0-255) under which a frame is taken to hold no text and
     OCR is skipped: black frames, fades, flat colours (~1 ms to check instead of ~0.15 s)."""
@@ -212,7 +215,9 @@ class RapidOCRReader(TextReader):
         out = []
         for quad, text, score in zip(result.boxes, result.txts, result.scores, strict=True):
             text = str(text).strip()
-            if not text or float(score) < self.options.ocr_min_score:
+            if float(score) < self.options.ocr_min_score:
+                continue
+            if sum(c.isalnum() for c in text) < self.options.ocr_min_chars:
                 continue
             q = np.asarray(quad, dtype=np.float64)  # (4, 2) corners, pixels
             box = (

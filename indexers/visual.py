@@ -48,9 +48,10 @@ class LookOptions:
     """Image encoder of the visual vectors (memory.images): `efficientnet` or `clip:<folder>`."""
     keep: int = 4
     """At most this many visual vectors per shot after token merging."""
-    merge_threshold: float = 0.82
-    """Frames whose vectors are at least this similar (cosine) merge into one: a static shot keeps one
-    vector, a shot that changes keeps one per look (docs/benchmarks/tokens.md)."""
+    merge_penalty: float = 0.25
+    """What one more vector must buy to be kept: the fall in squared distance (unit vectors) of the
+    shot's frames to their run's mean, in seconds of shot. A static shot keeps one vector, a shot
+    that changes keeps one per stretch that looks alike (docs/benchmarks/tokens.md)."""
 
 
 @dataclass
@@ -109,7 +110,7 @@ def run_look(
     import torch
 
     from indexers.vision import VisionOptions, analyse_shot
-    from kernels.tokens import merge_tokens
+    from kernels.tokens import merge_temporal
     from memory.images import image_encoder
 
     encoder = image_encoder(opts.encoder)
@@ -132,7 +133,8 @@ def run_look(
         seen = analyse_shot(frames, ts, vision, keyframe_index=len(frames) // 2)
         seen.texts = [_widen(t, ts, seen.features, vision.distinct_below) for t in seen.texts]
         feats = encoder.encode(np.stack(frames)) if own_vectors else seen.features
-        merged = merge_tokens(torch.from_numpy(feats), opts.keep, threshold=opts.merge_threshold)
+        seconds = torch.full((len(feats),), max(end - start, 1e-3) / len(feats))
+        merged = merge_temporal(torch.from_numpy(feats), opts.keep, opts.merge_penalty, seconds)
         vecs = merged.tokens.numpy()
         vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
         own = merged.owner.numpy()

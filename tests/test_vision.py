@@ -135,6 +135,15 @@ def test_ocr_finds_nothing_on_frames_without_text(reader) -> None:  # type: igno
         assert reader.read(frame) == []
 
 
+def test_ocr_drops_a_lone_glyph_and_keeps_the_line_beside_it(reader) -> None:  # type: ignore[no-untyped-def]
+    frame, _ = render([("Q", 72), ("Lower third caption", 40)])
+    assert [t.text for t in reader.read(frame)] == ["Lower third caption"]
+    from indexers.vision import RapidOCRReader
+
+    keep_all = RapidOCRReader(VisionOptions(ocr_min_chars=1))
+    assert "Q" in [t.text for t in keep_all.read(frame)]  # the detector does read it: the rule drops it
+
+
 # -------------------------------------------------------------------------------------- dedupe
 
 

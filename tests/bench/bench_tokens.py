@@ -5,8 +5,11 @@ On bbb_10min.mp4: the shots come from the shot stage; frames are sampled inside 
 (as the vision stage does) and encoded by the default image encoder (EfficientNet-Lite0). Indexes
 compared side by side, each vector labelled with its shot:
 - `per-frame`: one vector per sampled frame (the peer: what a frame-level index stores);
-- `merged`: the vision stage's token merging (kernels/tokens.py) at its default threshold, and a
-  sweep of thresholds;
+- `temporal`: the vision stage's token merging (kernels/tokens.py `merge_temporal`: at most 4
+  contiguous runs per shot, the exact optimum for a penalty per run) at its default penalty, and a
+  sweep of penalties;
+- `ToMe`: bipartite soft matching (`merge_tokens`) while links of a cosine threshold remain, at most
+  4 per shot, and a sweep of thresholds;
 - `mean`: one vector per shot, the mean of its frames; `keyframe`: the middle frame's vector only.
 Queries are held-out frames (halfway between two sampled frames, never indexed); a query is right
 when its shot is the top-1 (recall@1) or among the top-10 distinct shots (recall@10), shots ranked
@@ -26,12 +29,13 @@ import torch
 from indexers.decode import DecodeOptions, probe, sample_frames
 from indexers.shots import ShotOptions
 from indexers.visual import LookOptions, VisualJob, run_visual, sample_times
-from kernels.tokens import merge_tokens
+from kernels.tokens import merge_temporal, merge_tokens
 from memory.images import EfficientNetEncoder
 from tests.bench.common import SHARED, WORK, machine, write_results
 
 VIDEO = SHARED / "media" / "bbb_10min.mp4"
-THRESHOLDS = (0.75, 0.8, 0.82, 0.85, 0.9, 0.95)
+THRESHOLDS = (0.75, 0.82, 0.9, 0.95)
+PENALTIES = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4)
 
 
 def encode(info, times: list[float], enc: EfficientNetEncoder) -> tuple[list[int], np.ndarray]:  # type: ignore[no-untyped-def]
@@ -63,9 +67,11 @@ def recall(
     return r1, r10
 
 
-def reduce(frames: np.ndarray, owner: np.ndarray, n_shots: int, how: str, threshold: float, keep: int):  # type: ignore[no-untyped-def]
+def reduce(  # type: ignore[no-untyped-def]
+    frames: np.ndarray, owner: np.ndarray, shots: list[tuple[float, float]], how: str, param: float, keep: int
+):
     vecs, labels = [], []
-    for i in range(n_shots):
+    for i, (start, end) in enumerate(shots):
         x = frames[owner == i]
         if not len(x):
             continue
@@ -73,8 +79,11 @@ def reduce(frames: np.ndarray, owner: np.ndarray, n_shots: int, how: str, thresh
             out = x.mean(0, keepdims=True)
         elif how == "keyframe":
             out = x[len(x) // 2 : len(x) // 2 + 1]
-        else:
-            out = merge_tokens(torch.from_numpy(x), keep, threshold=threshold).tokens.numpy()
+        elif how == "tome":
+            out = merge_tokens(torch.from_numpy(x), keep, threshold=param).tokens.numpy()
+        else:  # as the vision stage does: each frame weighs the seconds of shot it stands for
+            seconds = torch.full((len(x),), max(end - start, 1e-3) / len(x))
+            out = merge_temporal(torch.from_numpy(x), keep, param, seconds).tokens.numpy()
         vecs.append(out / np.linalg.norm(out, axis=1, keepdims=True))
         labels += [i] * len(out)
     return np.concatenate(vecs).astype(np.float32), np.array(labels)
@@ -107,15 +116,19 @@ def run(fps: float, shots: list[tuple[float, float]], info, enc) -> dict:  # typ
     full = recall(frames, owner, queries, truth)
     rows = [{"index": "per-frame", "vectors": len(frames), "r1": full[0], "r10": full[1]}]
     for how in ("mean", "keyframe"):
-        v, lab = reduce(frames, owner, len(shots), how, 0.0, 1)
+        v, lab = reduce(frames, owner, shots, how, 0.0, 1)
         r = recall(v, lab, queries, truth)
         rows.append({"index": how, "vectors": len(v), "r1": r[0], "r10": r[1]})
     default = LookOptions()
-    for th in THRESHOLDS:
-        v, lab = reduce(frames, owner, len(shots), "merged", th, default.keep)
+    for pen in PENALTIES:
+        v, lab = reduce(frames, owner, shots, "temporal", pen, default.keep)
         r = recall(v, lab, queries, truth)
-        name = f"merged, threshold {th}" + (" (default)" if th == default.merge_threshold else "")
+        name = f"temporal, penalty {pen}" + (" (default)" if pen == default.merge_penalty else "")
         rows.append({"index": name, "vectors": len(v), "r1": r[0], "r10": r[1]})
+    for th in THRESHOLDS:
+        v, lab = reduce(frames, owner, shots, "tome", th, default.keep)
+        r = recall(v, lab, queries, truth)
+        rows.append({"index": f"ToMe, threshold {th}", "vectors": len(v), "r1": r[0], "r10": r[1]})
     for row in rows:
         row["per_hour"] = row["vectors"] / hours
         row["share"] = row["vectors"] / len(frames)
