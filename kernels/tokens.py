@@ -134,9 +134,7 @@ def merge_tokens_reference(x: torch.Tensor, keep: int, threshold: float | None =
     )
 
 
-def merge_temporal(
-    x: torch.Tensor, keep: int, penalty: float, weights: torch.Tensor | None = None
-) -> Merged:
+def merge_temporal(x: torch.Tensor, keep: int, penalty: float, weights: torch.Tensor | None = None) -> Merged:
     """Cut the rows of x (n, d), in time order, into at most `keep` contiguous runs (keep >= 1), each
     replaced by its weighted mean, minimising the runs' weighted squared distances to their means
     plus `penalty` per run. weights: (n,) seconds each frame stands for (default 1). Fewer runs win

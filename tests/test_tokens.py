@@ -106,7 +106,9 @@ def test_temporal_runs_are_contiguous_weighted_means() -> None:
 def test_temporal_keeps_one_vector_per_look() -> None:
     """A static shot keeps one vector; a shot that cuts between three looks keeps three, each pure."""
     g = torch.Generator().manual_seed(5)
-    static = torch.nn.functional.normalize(torch.ones(20, 16) + 0.01 * torch.randn(20, 16, generator=g), dim=1)
+    static = torch.nn.functional.normalize(
+        torch.ones(20, 16) + 0.01 * torch.randn(20, 16, generator=g), dim=1
+    )
     assert len(merge_temporal(static, 4, 0.25, torch.full((20,), 0.5)).tokens) == 1
     centres = torch.eye(3, 16)
     labels = torch.tensor([0] * 8 + [1] * 5 + [2] * 7)
