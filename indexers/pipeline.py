@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from indexers.captions import CaptionOptions, SpanFacts, make_captioner
 from indexers.decode import DecodeOptions, MediaError, MediaInfo, probe, sample_frames
-from indexers.embed import chunks, shot_units, span_units, transcript_windows
+from indexers.embed import chunks, cue_units, shot_units, span_units, transcript_windows
 from indexers.heap import release_heap, steady_heap
 from indexers.shots import ShotOptions, ShotResult
 from indexers.structure import StructureOptions, atoms_from, build
@@ -642,7 +642,7 @@ def _stage_embeddings(store, video_id, library_id, opts: IngestOptions, report) 
             level: [(g.id, g.start, g.end) for g in _level(s, video_id, level)]
             for level in ("scene", "chapter")
         }
-    units = transcript_windows(cues, opts.window_seconds) + shot_units(shots, cues, seen)
+    units = cue_units(cues) + transcript_windows(cues, opts.window_seconds) + shot_units(shots, cues, seen)
     units += span_units("scene", spans["scene"], cues, captions)
     units += span_units("chapter", spans["chapter"], cues, captions)
     embedder = SentenceEmbedder(opts.text_model)
@@ -689,6 +689,7 @@ def _stage_embeddings(store, video_id, library_id, opts: IngestOptions, report) 
     store.vectors.add(library_id, embedder.space, ids, vectors)  # SQL committed first: FAISS is derived
     for space, (ids_, vecs_) in by_space.items():
         store.vectors.add(library_id, space, ids_, np.stack(vecs_))
+    store.lexical.add(library_id, ids)  # the BM25 postings and scoping metadata, in step with FAISS
 
 
 def _seen_text(s, video_id: str, shot_rows) -> dict[int, str]:  # type: ignore[no-untyped-def]

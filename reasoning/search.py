@@ -10,7 +10,6 @@ Overlapping hits from the same video are merged into one moment.
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,64 +20,7 @@ from sqlalchemy import select
 from memory import EmbeddingRow, Library, Store, StoreError, Video
 from memory.encoders import Embedder, SentenceEmbedder
 from memory.images import ImageEncoder
-
-_TOKEN = re.compile(r"\w+", re.UNICODE)
-_STOP = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "by",
-        "did",
-        "do",
-        "does",
-        "for",
-        "from",
-        "had",
-        "has",
-        "have",
-        "he",
-        "her",
-        "his",
-        "how",
-        "i",
-        "in",
-        "is",
-        "it",
-        "its",
-        "of",
-        "on",
-        "or",
-        "she",
-        "that",
-        "the",
-        "their",
-        "them",
-        "they",
-        "this",
-        "to",
-        "was",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "why",
-        "will",
-        "with",
-        "you",
-        "your",
-    ]
-)
-
-
-def tokens(text: str) -> list[str]:
-    return [t for t in _TOKEN.findall(text.lower()) if t not in _STOP]
+from memory.lexical import LexicalRows, bm25_top, tokens
 
 
 @dataclass
@@ -108,9 +50,11 @@ LEVELS = {
     "shot": ("shot",),
     "scene": ("scene",),
     "chapter": ("chapter",),
-    "all": ("window", "shot", "scene", "chapter"),
+    "cue": ("cue",),
+    "all": ("cue", "window", "shot", "scene", "chapter"),
 }
-"""What `--level` searches: moments (transcript windows and shots, the default), one level, or all."""
+"""What `--level` searches: moments (transcript windows and shots, the default), one level (`cue`: a
+single transcript line), or all."""
 
 
 @dataclass
@@ -161,27 +105,32 @@ def search(
     options: SearchOptions | None = None,
     embedder: Embedder | None = None,
     image_encoder: ImageEncoder | None = None,
+    *,
+    time_from: float | None = None,
+    time_to: float | None = None,
 ) -> list[Moment]:
-    """Moments for `query` in a library (or all libraries when None) or in one video, best first."""
+    """Moments for `query` in a library (or all libraries when None) or in one video, best first.
+
+    `time_from`/`time_to` (seconds on each video's own timeline; meant for one video) keep the
+    units that overlap that range.
+    """
     opts = options or SearchOptions()
     query = query.strip()
     if not query:
         raise ValueError("empty query: say what to look for")
-    rows, lib_ids = _scope(store, library, video_id, opts.level)
-    if not rows:
+    scope = _scope(store, library, video_id, opts.level, time_from, time_to)
+    if not scope:
         return []
-
-    ids = [i for i in rows if rows[i].modality == "text"]
-    lexical = bm25(tokens(query), [tokens(rows[i].text) for i in ids], opts.k1, opts.b)
-    lex_rank = [i for _, i in sorted(((-sc, i) for sc, i in zip(lexical, ids, strict=True) if sc > 0))]
-    rankings = [lex_rank[: opts.candidates]]
-
+    lexical = bm25_top(
+        [(rows, mask) for _, rows, mask in scope], tokens(query), opts.k1, opts.b, opts.candidates
+    )
+    rankings = [[i for i, _ in lexical]]
     enc = embedder or SentenceEmbedder()
-    rankings.append(_dense(store, rows, lib_ids, enc.space, enc.embed([query])[0], opts, video_id))
+    rankings.append(_dense(store, scope, enc.space, enc.embed([query])[0], opts))
     if image_encoder is not None and image_encoder.has_text:
         qvec = image_encoder.encode_text([query])[0]
-        rankings.append(_dense(store, rows, lib_ids, image_encoder.space, qvec, opts, video_id))
-    return _fuse(rows, rankings, opts)
+        rankings.append(_dense(store, scope, image_encoder.space, qvec, opts))
+    return _fuse(store, scope, rankings, opts)
 
 
 def search_frame(
@@ -191,16 +140,36 @@ def search_frame(
     library: str | None = "default",
     video_id: str | None = None,
     options: SearchOptions | None = None,
+    *,
+    time_from: float | None = None,
+    time_to: float | None = None,
 ) -> list[Moment]:
     """Shots that look like `frame` (an RGB uint8 array (H, W, 3)), best first."""
     opts = options or SearchOptions(level="shot")
-    rows, lib_ids = _scope(store, library, video_id, opts.level)
+    scope = _scope(store, library, video_id, opts.level, time_from, time_to)
+    if not scope:
+        return []
     qvec = encoder.encode(frame[None])[0]
-    return _fuse(rows, [_dense(store, rows, lib_ids, encoder.space, qvec, opts, video_id)], opts)
+    return _fuse(store, scope, [_dense(store, scope, encoder.space, qvec, opts)], opts)
 
 
-def _scope(store: Store, library: str | None, video_id: str | None, level: str):  # type: ignore[no-untyped-def]
-    """The searchable rows (id -> row) in scope, and the libraries they come from."""
+_Scope = list[tuple[int, LexicalRows, np.ndarray]]
+"""Per library in scope: its id, its rows (the lexical file) and the mask (N,) of the rows a query
+may return."""
+
+
+def _scope(
+    store: Store,
+    library: str | None,
+    video_id: str | None,
+    level: str,
+    time_from: float | None,
+    time_to: float | None,
+) -> _Scope:
+    """The rows in scope, from the derived per-library files: SQL answers only which libraries and
+    which ready videos (a few rows), never the embedding rows themselves."""
+    if time_from is not None and time_to is not None and time_from >= time_to:
+        raise ValueError(f"time_from ({time_from} s) must be before time_to ({time_to} s)")
     with store.session() as s:
         if video_id is not None:
             lib_ids = [store.get_video(s, video_id).library_id]
@@ -208,63 +177,80 @@ def _scope(store: Store, library: str | None, video_id: str | None, level: str):
             lib_ids = [store.library(s, library, create=False).id]
         else:
             lib_ids = list(s.scalars(select(Library.id)))
-        scope = select(
-            EmbeddingRow.id,
-            EmbeddingRow.video_id,
-            EmbeddingRow.start,
-            EmbeddingRow.end,
-            EmbeddingRow.text,
-            EmbeddingRow.kind,
-            EmbeddingRow.space,
-            EmbeddingRow.library_id,
-            EmbeddingRow.modality,
-        )
-        scope = scope.join(Video, Video.id == EmbeddingRow.video_id).where(
-            EmbeddingRow.library_id.in_(lib_ids), Video.status == "ready"
-        )
+        ready = select(Video.id).where(Video.library_id.in_(lib_ids), Video.status == "ready")
         if video_id is not None:
-            scope = scope.where(EmbeddingRow.video_id == video_id)
-        scope = scope.where(EmbeddingRow.kind.in_(LEVELS[level]))
-        rows = {r.id: r for r in s.execute(scope)}
-    return rows, lib_ids
+            ready = ready.where(Video.id == video_id)
+        videos = list(s.scalars(ready))
+    scope: _Scope = []
+    for lib_id in lib_ids:
+        rows = store.lexical.load(lib_id)
+        if rows is None:
+            continue
+        mask = rows.is_("kind", LEVELS[level]) & rows.is_("video", videos)
+        if time_from is not None:
+            mask &= rows.end > time_from
+        if time_to is not None:
+            mask &= rows.start < time_to
+        if mask.any():
+            scope.append((lib_id, rows, mask))
+    return scope
 
 
-def _dense(store, rows, lib_ids, space: str, qvec, opts: SearchOptions, video_id) -> list[int]:  # type: ignore[no-untyped-def]
+def _dense(store: Store, scope: _Scope, space: str, qvec: np.ndarray, opts: SearchOptions) -> list[int]:
     """Ids of the rows in scope nearest to qvec in one vector space, best first."""
     dense: list[tuple[int, float]] = []
-    for lib_id in lib_ids:
-        allowed = [i for i in rows if rows[i].library_id == lib_id and rows[i].space == space]
-        if allowed:
-            dense += store.vectors.search(
-                lib_id,
-                space,
-                qvec,
-                opts.candidates,
-                # restricted in FAISS when the scope is narrower than the library's index
-                allowed=allowed if video_id is not None or opts.level != "all" else None,
-            )
-    dense = [(i, sc) for i, sc in dense if i in rows]
+    for lib_id, rows, mask in scope:
+        in_space = rows.is_("space", [space])
+        allowed = mask & in_space
+        n = int(np.count_nonzero(allowed))
+        if n == 0:
+            continue
+        # restricted in FAISS only when the scope is narrower than the library's index
+        whole = n == int(np.count_nonzero(in_space))
+        found = store.vectors.search(
+            lib_id, space, qvec, opts.candidates, allowed=None if whole else rows.ids[allowed]
+        )
+        pos = rows.positions(np.array([i for i, _ in found], dtype=np.int64))
+        dense += [hit for hit, p in zip(found, pos, strict=True) if p >= 0 and allowed[p]]
     dense.sort(key=lambda p: -p[1])
     return [i for i, _ in dense[: opts.candidates]]
 
 
-def _fuse(rows, rankings: list[list[int]], opts: SearchOptions) -> list[Moment]:  # type: ignore[no-untyped-def]
-    """Reciprocal-rank fusion of the rankings; overlapping hits in one video become one moment."""
+def _fuse(store: Store, scope: _Scope, rankings: list[list[int]], opts: SearchOptions) -> list[Moment]:
+    """Reciprocal-rank fusion of the rankings; overlapping hits in one video become one moment.
+    Only the chosen moments' texts are read from SQL."""
     fused: dict[int, float] = {}
     for ranking in rankings:
         for rank, i in enumerate(ranking):
             fused[i] = fused.get(i, 0.0) + 1.0 / (opts.rrf_k + rank + 1)
     order = sorted(fused, key=lambda i: -fused[i])
+    where: dict[int, tuple[LexicalRows, int]] = {}
+    wanted = np.array(order, dtype=np.int64)
+    for _, rows, _ in scope:
+        for i, p in zip(order, rows.positions(wanted), strict=True):
+            if p >= 0:
+                where[i] = (rows, int(p))
 
     moments: list[Moment] = []
+    ids: list[int] = []
     for i in order:
-        r = rows[i]
-        if any(m.video_id == r.video_id and _overlap(m.start, m.end, r.start, r.end) > 0.5 for m in moments):
+        rows, p = where[i]
+        video, start, end = str(rows.videos[rows.video[p]]), float(rows.start[p]), float(rows.end[p])
+        if any(m.video_id == video and _overlap(m.start, m.end, start, end) > 0.5 for m in moments):
             continue
-        moments.append(Moment(r.video_id, r.start, r.end, fused[i], r.text, r.kind))
+        moments.append(Moment(video, start, end, fused[i], "", str(rows.kinds[rows.kind[p]])))
+        ids.append(i)
         if len(moments) == opts.top:
             break
-    return moments
+    with store.session() as s:
+        found = s.execute(select(EmbeddingRow.id, EmbeddingRow.text).where(EmbeddingRow.id.in_(ids)))
+        texts = {i: text for i, text in found}
+    if len(texts) < len(ids):  # rows deleted behind the derived files' back: compare them with SQL again
+        store.lexical.recheck()
+        store.vectors.recheck()
+    for m, i in zip(moments, ids, strict=True):
+        m.text = texts.get(i, "")
+    return [m for m, i in zip(moments, ids, strict=True) if i in texts]
 
 
 def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:

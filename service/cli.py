@@ -287,7 +287,7 @@ def search_cmd(
         str,
         typer.Option(
             "--level",
-            help="What to return: moment (transcript windows and shots), shot, scene, chapter or all.",
+            help="What to return: moment (transcript windows and shots), cue, shot, scene, chapter or all.",
         ),
     ] = "moment",
     as_json: JsonOpt = False,
@@ -325,6 +325,109 @@ def search_cmd(
                 f"{hms(m.start)} - {hms(m.end)}", m.video_id, m.kind, f"{m.score:.4f}", escape(m.text[:160])
             )
         out.print(table)
+
+
+def _answer_engine(cfg: Settings, name: str, embedder):  # type: ignore[no-untyped-def]
+    """The answer engine a name (or `auto`) stands for, with its LLM built from the settings."""
+    from memory.llm import make_llm
+    from reasoning.answer import make_engine
+
+    if name not in ("auto", "local", "openai", "extractive"):
+        raise CliError(f"unknown answer engine {name!r}; choose auto, local, openai or extractive")
+    if name == "auto":
+        name = "openai" if cfg.llm_url else "local"
+    if name == "extractive":
+        return make_engine("extractive", embedder=embedder)
+    if name == "openai":
+        if not cfg.llm_url or not cfg.llm_model:
+            raise CliError(
+                "the openai engine needs VIDMEM_LLM_URL and VIDMEM_LLM_MODEL (see `vidmem llm serve`)"
+            )
+        llm = make_llm(cfg.llm_model, url=cfg.llm_url, api_key=cfg.llm_api_key)
+    else:
+        llm = make_llm(cfg.answer_llm, cfg.cache_dir)
+    return make_engine("llm", llm, embedder)
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="A question about the videos, in plain language.")],
+    library: LibOpt = None,
+    video: Annotated[str | None, typer.Option("--video", help="Ask about one video.")] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(help="auto, local, openai or extractive (env VIDMEM_ANSWER_ENGINE)."),
+    ] = None,
+    evidence: Annotated[int, typer.Option(min=1, max=20, help="Moments given to the engine.")] = 5,
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Answer a question from the videos, citing the moments it rests on (HH:MM:SS)."""
+    from memory.encoders import SentenceEmbedder
+    from memory.llm import LLMError
+    from reasoning.answer import AskOptions
+    from reasoning.answer import ask as run_ask
+
+    with _errors():
+        cfg = _settings(home, database_url, library=library, answer_engine=engine)
+        store = _store(cfg)
+        embedder = SentenceEmbedder(cfg.text_model)
+        answer_engine = _answer_engine(cfg, cfg.answer_engine, embedder)
+        try:
+            answer = run_ask(
+                store, question, answer_engine, cfg.library, video, AskOptions(evidence=evidence), embedder
+            )
+        except LLMError as e:
+            raise CliError(str(e)) from None
+        if as_json:
+            print(json.dumps(answer.to_json()))
+            return
+        out.print(escape(answer.answer), highlight=False)
+        for c in answer.citations:
+            out.print(f"  [cyan]{hms(c.start)} - {hms(c.end)}[/cyan]  video {c.video_id}", highlight=False)
+        err.print(f"[dim]engine {escape(answer.engine)}[/dim]", highlight=False)
+
+
+eval_app = typer.Typer(no_args_is_help=True, help="Run a benchmark through the normal ingestion and search.")
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("tutorialvqa")
+def eval_tutorialvqa(
+    data: Annotated[Path, typer.Option("--data", help="Folder with the TutorialVQA json files.")],
+    split: Annotated[str, typer.Option(help="Reads SPLIT.json from --data.")] = "dev",
+    mode: Annotated[
+        str, typer.Option(help="single (inside the question's video) or library (all items).")
+    ] = "single",
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Moment retrieval on TutorialVQA: R1@0.3/0.5/0.7 and mean IoU, in percent."""
+    from indexers import IngestOptions
+    from indexers.captions import CaptionOptions
+    from service.evaluate import LIBRARY, evaluate, ingest_tracks, read_questions
+
+    with _errors():
+        if mode not in ("single", "library"):
+            raise CliError(f"unknown mode {mode!r}; choose single or library")
+        cfg = _settings(home, database_url)
+        store = _store(cfg)
+        questions = read_questions(data, split)
+        opts = IngestOptions(library=LIBRARY, text_model=cfg.text_model, captions=CaptionOptions(llm=None))
+        with stage_progress() as report:
+            ids = ingest_tracks(store, data, cfg.home / "eval" / "tutorialvqa", opts, cfg.cache_dir, report)
+            result = evaluate(store, questions, ids, mode, progress=report)
+        if as_json:
+            print(json.dumps({k: result[k] for k in ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU", "n")}))
+            return
+        out.print(
+            f"TutorialVQA {escape(split)}, {mode}: R1@0.3 {result['R1@0.3']:.1f}  R1@0.5 {result['R1@0.5']:.1f}  "
+            f"R1@0.7 {result['R1@0.7']:.1f}  mIoU {result['mIoU']:.1f}  (n={result['n']}, "
+            f"{1000 * result['seconds_per_question']:.0f} ms per question)",
+            highlight=False,
+        )
 
 
 @app.command("list")
@@ -422,6 +525,100 @@ def demo(
     with _errors():
         cfg = _settings(home, None)
         run_demo(cfg, workdir or cfg.home / "demo", out, err)
+
+
+llm_app = typer.Typer(
+    no_args_is_help=True, help="LLM engines: convert packaged models, run a local vLLM server."
+)
+app.add_typer(llm_app, name="llm")
+
+
+def _vllm_venv(cfg: Settings) -> Path:
+    from service.llm_server import default_venv
+
+    return cfg.vllm_venv or default_venv(cfg.home)
+
+
+@llm_app.command("install")
+def llm_install(home: HomeOpt = None) -> None:
+    """Build the vLLM server's own virtual environment (~2 min, ~3.5 GB; `make vllm` does the same)."""
+    from service.llm_server import LLMServerError, install_venv
+
+    with _errors():
+        try:
+            python = install_venv(_vllm_venv(_settings(home, None)), quiet=False)
+        except LLMServerError as e:
+            raise CliError(str(e)) from None
+        out.print(f"vLLM environment ready: {python}", highlight=False)
+
+
+@llm_app.command("prepare")
+def llm_prepare(
+    names: Annotated[list[str] | None, typer.Argument(help="Packaged LLMs (default: all installed).")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Convert packaged LLMs (GGUF) once into the model cache and print their folders."""
+    from memory.encoders import ModelMissing
+    from memory.llm import LLMS, prepare_llm
+
+    with _errors():
+        cache = _settings(home, None).cache_dir
+        for name in names or list(LLMS):
+            try:
+                out.print(f"{name}: {prepare_llm(cache, name)}", highlight=False)
+            except ModelMissing as e:
+                if names:
+                    raise CliError(str(e)) from None
+                err.print(f"{name}: skipped ({escape(str(e))})", highlight=False)
+
+
+@llm_app.command("serve")
+def llm_serve(
+    model: Annotated[
+        str, typer.Option(help="Packaged LLM (smollm2, qwen0.5b, qwen1.5b) or a transformers folder.")
+    ] = "qwen0.5b",
+    port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1.")] = 8000,
+    tool_parser: Annotated[
+        str | None,
+        typer.Option(help="vLLM --tool-call-parser (default: the packaged model's, hermes for Qwen)."),
+    ] = None,
+    max_model_len: Annotated[int, typer.Option(help="Tokens of prompt plus reply per request.")] = 2048,
+    log: Annotated[Path | None, typer.Option(help="Server log file (default: a temporary file).")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Start a local vLLM server (CPU build) for a packaged model and supervise it until Ctrl-C."""
+    import signal
+
+    from memory.encoders import ModelMissing
+    from service.llm_server import LLMServerError, require_venv, server_for
+
+    with _errors():
+        cfg = _settings(home, None)
+        try:
+            server = server_for(
+                model,
+                cfg.cache_dir,
+                port=port,
+                venv=_vllm_venv(cfg),
+                tool_parser=tool_parser,
+                max_model_len=max_model_len,
+                log_path=log,
+            )
+            require_venv(server.venv)
+            err.print(f"starting vLLM for {server.model_dir} (40-65 s on 2 cores) ...", highlight=False)
+            server.start()
+        except (LLMServerError, ModelMissing) as e:
+            raise CliError(str(e)) from None
+        signal.signal(signal.SIGTERM, lambda *_: server.stop())
+        out.print(f"serving {server.served_name} at {server.url} (log {server.log_path})", highlight=False)
+        out.print(f"export VIDMEM_LLM_URL={server.url}", highlight=False)
+        out.print(f"export VIDMEM_LLM_MODEL={server.served_name}", highlight=False)
+        try:
+            code = server.wait()
+        finally:
+            server.stop()
+        if code not in (0, -signal.SIGTERM):
+            raise CliError(f"vLLM exited with status {code}; its log: {server.log_path}")
 
 
 def main() -> None:

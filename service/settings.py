@@ -67,6 +67,18 @@ class Settings(BaseSettings):
     llm_api_key: str | None = Field(
         None, description="API key of the server at `llm_url`, if it asks for one."
     )
+    answer_engine: str = Field(
+        "auto",
+        description="Who writes `vidmem ask` answers: `auto` (the server at `llm_url` when set, else the packaged `answer_llm`), `local` (`answer_llm` in-process), `openai` (the server at `llm_url`) or `extractive` (no LLM: the best evidence quoted).",
+    )
+    answer_llm: str = Field(
+        "qwen0.5b",
+        description="Packaged LLM (`smollm2`, `qwen0.5b`, `qwen1.5b`) or local transformers folder that answers with the `local` engine.",
+    )
+    vllm_venv: Path | None = Field(
+        None,
+        description="Virtual environment of the local vLLM server that `vidmem llm serve` starts; `.venv-vllm` in a source checkout (built by `make vllm`), else `home/vllm-venv`, when unset.",
+    )
 
     @property
     def cache_dir(self) -> Path:

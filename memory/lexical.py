@@ -1,0 +1,478 @@
+"""The lexical index derived from the `embeddings` table: BM25 postings and the rows' scoping
+metadata, one file per library.
+
+A query must not read every row of a library from SQL: at a million rows that alone takes seconds.
+So, like the FAISS files, each library gets a derived file (`lib{id}.npz` in `home/lexical/`, numpy
+arrays only) holding, per embedding row in id order, what scoping needs (row id, video, kind,
+modality, space, start and end in seconds, token count), and an inverted index of the text rows
+(term -> rows and term frequencies, sorted by term then row). Only the texts of the hits a query
+returns are read from SQL.
+
+The file is written atomically (temp file + rename) beside a manifest (row count, largest id) and
+is rebuilt from SQL, the source of truth, whenever the two disagree; rows added with larger ids
+are appended instead (a merge of the postings, linear in their size).
+
+BM25 statistics (rows, mean length, document frequencies) are computed at query time over the rows
+in scope, so the scores are those of the plain reference (`reasoning.search.bm25`) over the same
+rows: a search inside one video ranks as if that video were the whole collection.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import re
+import zipfile
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from memory.models import EmbeddingRow
+from memory.vectors import file_stamp, table_top
+
+_TOKEN = re.compile(r"\w+", re.UNICODE)
+STOP = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "did",
+        "do",
+        "does",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "he",
+        "her",
+        "his",
+        "how",
+        "i",
+        "in",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "she",
+        "that",
+        "the",
+        "their",
+        "them",
+        "they",
+        "this",
+        "to",
+        "was",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "will",
+        "with",
+        "you",
+        "your",
+    ]
+)
+"""English function words left out of the lexical index and of queries."""
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-cased word tokens of `text` without stop words: what BM25 indexes and queries."""
+    return [t for t in _TOKEN.findall(text.lower()) if t not in STOP]
+
+
+_CATEGORIES = {"video": "videos", "kind": "kinds", "space": "spaces", "modality": "modalities"}
+"""Text columns stored as small integer codes into a names array (e.g. `kind` codes into `kinds`)."""
+
+_CHUNK = 50_000
+"""Rows read from SQL and tokenised at a time while building (bounds the Python lists' memory)."""
+
+
+@dataclass
+class LexicalRows:
+    """One library's rows (in id order) and the postings of its text rows, as loaded from the file.
+
+    Positions index every per-row array; `docs` holds positions, `indptr[t]:indptr[t + 1]` the
+    postings of term `t` (`vocab[t]`), with `tf` the term's count in each.
+    """
+
+    ids: np.ndarray  # (N,) int64, ascending
+    video: np.ndarray  # (N,) int32 codes into videos
+    videos: np.ndarray  # (V,) str
+    kind: np.ndarray  # (N,) int32 codes into kinds
+    kinds: np.ndarray
+    space: np.ndarray  # (N,) int32 codes into spaces
+    spaces: np.ndarray
+    modality: np.ndarray  # (N,) int32 codes into modalities
+    modalities: np.ndarray
+    start: np.ndarray  # (N,) float64 seconds
+    end: np.ndarray  # (N,) float64 seconds
+    length: np.ndarray  # (N,) int32 tokens of the row's text (0 unless a text row)
+    vocab: np.ndarray  # (T,) str
+    indptr: np.ndarray  # (T + 1,) int64
+    docs: np.ndarray  # (P,) int32 positions
+    tf: np.ndarray  # (P,) int32
+    _terms: dict[str, int] | None = field(default=None, init=False, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def terms(self) -> dict[str, int]:
+        """Term -> its index in `vocab` (built on first use, once per loaded file)."""
+        if self._terms is None:
+            self._terms = {t: i for i, t in enumerate(self.vocab.tolist())}
+        return self._terms
+
+    def postings(self, term: str) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of the text rows holding `term`, ascending, and its count in each."""
+        t = self.terms.get(term)
+        if t is None:
+            return np.zeros(0, np.int32), np.zeros(0, np.int32)
+        lo, hi = int(self.indptr[t]), int(self.indptr[t + 1])
+        return self.docs[lo:hi], self.tf[lo:hi]
+
+    def is_(self, column: str, names: Iterable[str]) -> np.ndarray:
+        """Mask (N,) of the rows whose `column` (video, kind, space or modality) is one of `names`."""
+        table = getattr(self, _CATEGORIES[column])
+        return np.isin(table, list(names))[getattr(self, column)]
+
+    def positions(self, ids: np.ndarray) -> np.ndarray:
+        """Positions of `ids` (-1 for an id this file does not hold)."""
+        pos = np.searchsorted(self.ids, ids)
+        known = pos < len(self.ids)
+        known[known] = self.ids[pos[known]] == ids[known]
+        return np.where(known, pos, -1)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in _FIELDS}
+
+
+_FIELDS = [f for f in LexicalRows.__dataclass_fields__ if not f.startswith("_")]
+
+
+def _empty() -> LexicalRows:
+    z_i = np.zeros(0, np.int32)
+    z_s = np.zeros(0, "U1")
+    z_f = np.zeros(0, np.float64)
+    return LexicalRows(
+        np.zeros(0, np.int64), z_i, z_s, z_i, z_s, z_i, z_s, z_i, z_s, z_f, z_f, z_i, z_s,
+        np.zeros(1, np.int64), z_i, z_i,
+    )  # fmt: skip
+
+
+_COLUMNS = (
+    EmbeddingRow.id,
+    EmbeddingRow.video_id,
+    EmbeddingRow.kind,
+    EmbeddingRow.space,
+    EmbeddingRow.modality,
+    EmbeddingRow.start,
+    EmbeddingRow.end,
+    EmbeddingRow.text,
+)
+
+
+def _append(base: LexicalRows, chunks: Iterable[Sequence[Any]]) -> LexicalRows:
+    """`base` with SQL rows (id, video_id, kind, space, modality, start, end, text) appended, read
+    chunk by chunk; their ids must be larger than base's and ascending. Each chunk is tokenised into
+    (term, row) pairs with counts; all pairs are merged with base's postings by one stable sort on
+    the term, which keeps each term's rows ascending because new positions come after the old."""
+    codes = {c: {n: i for i, n in enumerate(getattr(base, _CATEGORIES[c]).tolist())} for c in _CATEGORIES}
+    vocab = dict(base.terms)
+    cols: dict[str, list[np.ndarray]] = {c: [getattr(base, c)] for c in ("ids", "start", "end", "length")}
+    for c in _CATEGORIES:
+        cols[c] = [getattr(base, c)]
+    terms = [np.repeat(np.arange(len(base.vocab), dtype=np.int64), np.diff(base.indptr))]
+    docs, tfs = [base.docs.astype(np.int64)], [base.tf]
+    at = len(base)
+    for rows in chunks:
+        if not rows:
+            continue
+        m = len(rows)
+        cols["ids"].append(np.array([r[0] for r in rows], np.int64))
+        for i, c in enumerate(_CATEGORIES, start=1):
+            code = codes[c]
+            cols[c].append(np.fromiter((code.setdefault(r[i], len(code)) for r in rows), np.int32, m))
+        cols["start"].append(np.array([r[5] for r in rows], np.float64))
+        cols["end"].append(np.array([r[6] for r in rows], np.float64))
+        lengths = np.zeros(m, np.int32)
+        term_ids: list[int] = []
+        doc_ids: list[int] = []
+        for j, r in enumerate(rows):
+            if r[4] != "text":  # BM25 ranks the text rows only, as the reference does
+                continue
+            toks = tokens(r[7] or "")
+            lengths[j] = len(toks)
+            term_ids += [vocab.setdefault(t, len(vocab)) for t in toks]
+            doc_ids += [j] * len(toks)
+        cols["length"].append(lengths)
+        if term_ids:
+            # one (term, row) pair per token -> unique pairs with counts, sorted by term then row
+            pairs, counts = np.unique(
+                np.array(term_ids, np.int64) * m + np.array(doc_ids), return_counts=True
+            )
+            terms.append(pairs // m)
+            docs.append(pairs % m + at)
+            tfs.append(counts.astype(np.int32))
+        at += m
+    if at == len(base):
+        return base
+    all_terms = np.concatenate(terms)
+    order = np.argsort(all_terms, kind="stable")
+    out = {c: np.concatenate(v) for c, v in cols.items()}
+    for c in _CATEGORIES:
+        out[_CATEGORIES[c]] = np.array(list(codes[c]), dtype=str) if codes[c] else np.zeros(0, "U1")
+    out["vocab"] = np.array(list(vocab), dtype=str) if vocab else np.zeros(0, "U1")
+    out["docs"] = np.concatenate(docs)[order].astype(np.int32)
+    out["tf"] = np.concatenate(tfs)[order].astype(np.int32)
+    counts_per_term = np.bincount(all_terms, minlength=len(vocab))
+    out["indptr"] = np.concatenate([[0], np.cumsum(counts_per_term)]).astype(np.int64)
+    return LexicalRows(**out)
+
+
+def _without(base: LexicalRows, keep: np.ndarray) -> LexicalRows:
+    """`base` with only the rows where `keep` (N,) is set; postings filtered and renumbered (the
+    vocabulary and the names arrays stay, unused entries are harmless)."""
+    renumber = np.cumsum(keep) - 1
+    kept = keep[base.docs]
+    terms = np.repeat(np.arange(len(base.vocab), dtype=np.int64), np.diff(base.indptr))[kept]
+    out = {c: getattr(base, c)[keep] for c in ("ids", "start", "end", "length", *_CATEGORIES)}
+    out.update({names: getattr(base, names) for names in _CATEGORIES.values()})
+    out["vocab"] = base.vocab
+    out["docs"] = renumber[base.docs[kept]].astype(np.int32)
+    out["tf"] = base.tf[kept]
+    counts_per_term = np.bincount(terms, minlength=len(base.vocab))
+    out["indptr"] = np.concatenate([[0], np.cumsum(counts_per_term)]).astype(np.int64)
+    return LexicalRows(**out)
+
+
+@dataclass
+class _Cached:
+    rows: LexicalRows
+    manifest: dict
+    stamp: tuple[tuple[int, int, int], ...] | None
+    verified_top: int = -1
+    """`table_top` when this file last agreed with SQL; -1 until it has been checked."""
+
+
+class LexicalIndex:
+    """The per-library lexical files under `folder`, kept in step with SQL."""
+
+    def __init__(self, folder: Path, sessions: sessionmaker[Session]) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._sessions = sessions
+        self._cache: dict[Path, _Cached] = {}
+
+    def path(self, library_id: int) -> Path:
+        return self.folder / f"lib{library_id}.npz"
+
+    @staticmethod
+    def _manifest_path(path: Path) -> Path:
+        return path.with_name(path.name + ".json")
+
+    @contextmanager
+    def _locked(self, path: Path) -> Iterator[None]:
+        with open(path.with_suffix(".lock"), "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _sql_state(self, library_id: int) -> dict[str, int]:
+        with self._sessions() as s:
+            count, top = s.execute(
+                select(func.count(), func.coalesce(func.max(EmbeddingRow.id), 0)).where(
+                    EmbeddingRow.library_id == library_id
+                )
+            ).one()
+        return {"count": int(count), "max_id": int(top)}
+
+    def _rows_after(self, library_id: int, after: int) -> Iterator[Sequence[Any]]:
+        """The library's rows with id > `after`, in id order, in chunks."""
+        with self._sessions() as s:
+            result = s.execute(
+                select(*_COLUMNS)
+                .where(EmbeddingRow.library_id == library_id, EmbeddingRow.id > after)
+                .order_by(EmbeddingRow.id)
+                .execution_options(yield_per=_CHUNK)
+            )
+            yield from result.partitions(_CHUNK)
+
+    def _write(self, path: Path, rows: LexicalRows) -> None:
+        manifest = {"count": len(rows), "max_id": int(rows.ids[-1]) if len(rows) else 0}
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, allow_pickle=False, **rows.arrays())
+        mtmp = path.with_name(path.name + f".json.tmp{os.getpid()}")
+        mtmp.write_text(json.dumps(manifest))
+        os.replace(tmp, path)
+        os.replace(mtmp, self._manifest_path(path))
+        self._cache[path] = _Cached(rows, manifest, file_stamp(path, self._manifest_path(path)))
+
+    def _read(self, path: Path) -> _Cached | None:
+        """The file and its manifest as written, or None when either is missing or unreadable."""
+        stamp = file_stamp(path, self._manifest_path(path))
+        cached = self._cache.get(path)
+        if cached and stamp is not None and cached.stamp == stamp:
+            return cached
+        try:
+            manifest = json.loads(self._manifest_path(path).read_text())
+            with np.load(path, allow_pickle=False) as data:
+                rows = LexicalRows(**{name: data[name] for name in _FIELDS})
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):  # torn or foreign
+            return None
+        if manifest != {"count": len(rows), "max_id": int(rows.ids[-1]) if len(rows) else 0}:
+            return None  # the manifest does not describe this file
+        self._cache[path] = found = _Cached(rows, manifest, stamp)
+        return found
+
+    def rebuild(self, library_id: int) -> int:
+        """Write the library's file from SQL; returns the number of rows (0: the file is removed)."""
+        path = self.path(library_id)
+        rows = _append(_empty(), self._rows_after(library_id, 0))
+        if not len(rows):
+            for p in (path, self._manifest_path(path)):
+                p.unlink(missing_ok=True)
+            self._cache.pop(path, None)
+            return 0
+        self._write(path, rows)
+        return len(rows)
+
+    def add(self, library_id: int, ids: Sequence[int] = ()) -> None:
+        """Bring the file in step after rows were committed (`ids`: the ones just written, if known).
+
+        Appends the rows with larger ids than the file's when that accounts for every row SQL has
+        (and none of `ids` is at or below the file's largest id); otherwise rebuilds from SQL.
+        """
+        path = self.path(library_id)
+        with self._locked(path):
+            self._sync(library_id, path, self._sql_state(library_id), min(ids, default=None))
+
+    def remove_video(self, library_id: int, video_id: str) -> None:
+        """Drop a deleted video's rows from the file (its SQL rows must be gone already): a filter
+        of the arrays, not a rebuild; rebuilds when the result still disagrees with SQL."""
+        path = self.path(library_id)
+        with self._locked(path):
+            truth = self._sql_state(library_id)
+            found = self._read(path)
+            if found is None or truth["count"] == 0:
+                self.rebuild(library_id)
+                return
+            rows = _without(found.rows, ~found.rows.is_("video", [video_id]))
+            if {"count": len(rows), "max_id": int(rows.ids[-1]) if len(rows) else 0} == truth:
+                self._write(path, rows)
+            else:
+                self.rebuild(library_id)
+
+    def _sync(self, library_id: int, path: Path, truth: dict[str, int], lowest_new: int | None) -> None:
+        found = self._read(path)
+        if found is not None and found.manifest == truth and lowest_new is None:
+            return
+        if found is not None and (lowest_new is None or lowest_new > found.manifest["max_id"]):
+            grown = _append(found.rows, self._rows_after(library_id, found.manifest["max_id"]))
+            if len(grown) == truth["count"]:
+                self._write(path, grown)
+                return
+        self.rebuild(library_id)
+
+    def load(self, library_id: int) -> LexicalRows | None:
+        """The library's rows, brought in step with SQL first; None when it has none."""
+        path = self.path(library_id)
+        top_all = table_top(self._sessions)
+        cached = self._cache.get(path)
+        if (
+            cached
+            and cached.verified_top == top_all
+            and cached.stamp == file_stamp(path, self._manifest_path(path))
+        ):
+            return cached.rows
+        truth = self._sql_state(library_id)
+        if truth["count"] == 0:
+            return None
+        found = self._read(path)
+        if found is None or found.manifest != truth:
+            with self._locked(path):
+                self._sync(library_id, path, truth, None)
+            found = self._read(path)
+        if found is None:
+            return None
+        found.verified_top = top_all
+        return found.rows
+
+    def recheck(self) -> None:
+        """Compare every cached file with SQL again on its next use (a caller saw a row vanish)."""
+        for cached in self._cache.values():
+            cached.verified_top = -1
+
+    def clear(self) -> None:
+        for p in self.folder.glob("lib*.npz*"):
+            p.unlink()
+        self._cache.clear()
+
+
+def bm25_top(
+    parts: Sequence[tuple[LexicalRows, np.ndarray]], query: Sequence[str], k1: float, b: float, top: int
+) -> list[tuple[int, float]]:
+    """The `top` best (row id, BM25 score > 0) for the tokenised `query`, best first (ties: lower id).
+
+    `parts` pairs each library's rows with a mask (N,) of the rows in scope; the text rows in scope
+    are the collection, pooled over the parts. Each row's score is built term by term in query order
+    with the reference's arithmetic, so it equals `reasoning.search.bm25` over the same rows.
+    """
+    in_scope = [mask & rows.is_("modality", ["text"]) for rows, mask in parts]
+    n = sum(int(np.count_nonzero(m)) for m in in_scope)
+    if n == 0 or not query or top < 1:
+        return []
+    avg = sum(int(rows.length.sum(where=m)) for (rows, _), m in zip(parts, in_scope, strict=True)) / n or 1.0
+
+    hits: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}  # term -> per part (positions, tf)
+    idf: dict[str, float] = {}
+    for term in set(query):
+        hits[term] = []
+        for (rows, _), m in zip(parts, in_scope, strict=True):
+            docs, tf = rows.postings(term)
+            keep = m[docs]
+            hits[term].append((docs[keep], tf[keep]))
+        df = sum(len(d) for d, _ in hits[term])
+        idf[term] = math.log(1 + (n - df + 0.5) / (df + 0.5))
+
+    found_ids, found_scores = [], []
+    for p, (rows, _) in enumerate(parts):
+        scores = np.zeros(len(rows), np.float64)  # dense: long postings make sorting them dearer
+        for term in query:  # in query order, repeats included, as the reference sums
+            docs, tf = hits[term][p]
+            norm = k1 * (1 - b + b * rows.length[docs] / avg)
+            scores[docs] += idf[term] * tf * (k1 + 1) / (tf + norm)
+        pos = np.flatnonzero(scores > 0)
+        found_ids.append(rows.ids[pos])
+        found_scores.append(scores[pos])
+    if not found_ids:
+        return []
+    ids, scores = np.concatenate(found_ids), np.concatenate(found_scores)
+    if len(scores) > top:
+        floor = np.partition(scores, len(scores) - top)[len(scores) - top]
+        keep = scores >= floor  # ties at the floor stay, so the id tie-break below is exact
+        ids, scores = ids[keep], scores[keep]
+    order = np.lexsort((ids, -scores))[:top]
+    return [(int(ids[j]), float(scores[j])) for j in order]

@@ -1,0 +1,80 @@
+"""vidmem for LangChain: a retriever of moments and the same tools an answer loop calls.
+
+`VidmemRetriever` returns `Document`s whose `page_content` is what is said in the moment and whose
+`metadata` holds `video_id`, `start`, `end` (seconds), `timestamp` (`HH:MM:SS`), `level` and `score`,
+so a chain can cite and seek. `langchain_tools()` wraps `reasoning.tools` as LangChain tools with the
+same JSON-schema arguments. langchain-core is imported here only, when this module is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.tools import StructuredTool
+from pydantic import ConfigDict
+
+from kernels.timecode import hms
+from memory import Store
+from reasoning.search import Moment
+from reasoning.tools import TOOLS, read_context, search_moments
+
+
+def to_document(m: Moment) -> Document:
+    return Document(
+        page_content=m.text,
+        metadata={
+            "video_id": m.video_id,
+            "start": round(m.start, 3),
+            "end": round(m.end, 3),
+            "timestamp": hms(m.start),
+            "level": m.kind,
+            "score": round(m.score, 6),
+        },
+    )
+
+
+class VidmemRetriever(BaseRetriever):
+    """Moments of a library (or of one video) for a query, coarse to fine, as Documents."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    store: Store
+    library: str | None = "default"
+    video_id: str | None = None
+    k: int = 5
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        return [
+            to_document(m) for m in search_moments(self.store, query, self.library, self.video_id, self.k)
+        ]
+
+
+def langchain_tools(store: Store, library: str | None = "default") -> list[StructuredTool]:
+    """`search_moments` and `read_context` as LangChain tools, bound to one library."""
+    specs = {t["function"]["name"]: t["function"] for t in TOOLS}
+
+    def search(query: str, video_id: str | None = None, top: int = 5) -> list[dict[str, Any]]:
+        return [m.to_json() for m in search_moments(store, query, library, video_id, top)]
+
+    def context(video_id: str, start: float, end: float) -> dict[str, Any]:
+        return read_context(store, video_id, start, end, library).to_json()
+
+    return [
+        StructuredTool.from_function(
+            func=search,
+            name="search_moments",
+            description=specs["search_moments"]["description"],
+            args_schema=specs["search_moments"]["parameters"],
+        ),
+        StructuredTool.from_function(
+            func=context,
+            name="read_context",
+            description=specs["read_context"]["description"],
+            args_schema=specs["read_context"]["parameters"],
+        ),
+    ]

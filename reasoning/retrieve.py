@@ -1,0 +1,136 @@
+"""Coarse to fine: find the region with hybrid search over every level, then cut the answer span.
+
+1. **coarse** — `search()` over every level at once (chapters, scenes, shots, transcript windows and
+   cues, on-screen text and tags in the shots' text): BM25 and dense rankings fused by reciprocal rank.
+   Its hits name the videos and the regions worth reading.
+2. **fine** — in each of the best `videos` videos, the cues around its hits (the whole video when it
+   is short) go to `reasoning.refine`, which scores every contiguous run of cues and keeps the best
+   one: the answer's own start and end, on cue edges, rather than the edges of a stored unit.
+
+A video with no transcript cues (silent footage) keeps its coarse hits as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import select
+
+from memory import EmbeddingRow, Store
+from memory.encoders import Embedder, SentenceEmbedder
+from memory.images import ImageEncoder
+from reasoning.refine import CueRun, SpanScorer, best_spans
+from reasoning.search import Moment, SearchOptions, search
+
+
+@dataclass
+class RetrieveOptions:
+    top: int = 5
+    """Moments returned."""
+    videos: int = 3
+    """Videos whose regions are refined (1 inside one video)."""
+    coarse: int = 30
+    """Coarse hits read before refining."""
+    whole_video_cues: int = 160
+    """A video with at most this many cues is refined whole; a longer one around its hits only."""
+    margin: float = 60.0
+    """Seconds of context read on both sides of a coarse hit in a long video."""
+    refine: bool = True
+    """Cut the span to the answer (False: return the coarse hits)."""
+
+    def __post_init__(self) -> None:
+        if min(self.top, self.videos, self.coarse, self.whole_video_cues) < 1 or self.margin < 0:
+            raise ValueError("top, videos, coarse and whole_video_cues must be >= 1 and margin >= 0")
+
+
+def load_cues(store: Store, video_id: str, space: str) -> CueRun:
+    """A video's transcript cues with their text vectors, in time order."""
+    with store.session() as s:
+        rows = s.execute(
+            select(EmbeddingRow.start, EmbeddingRow.end, EmbeddingRow.text, EmbeddingRow.vector)
+            .where(EmbeddingRow.video_id == video_id, EmbeddingRow.kind == "cue", EmbeddingRow.space == space)
+            .order_by(EmbeddingRow.start, EmbeddingRow.id)
+        ).all()
+    dim = len(rows[0].vector) // 4 if rows else 0
+    return CueRun(
+        video_id,
+        np.array([r.start for r in rows], np.float64),
+        np.array([r.end for r in rows], np.float64),
+        [r.text for r in rows],
+        np.stack([np.frombuffer(r.vector, np.float32) for r in rows])
+        if rows
+        else np.zeros((0, dim), np.float32),
+    )
+
+
+def _neighbourhoods(run: CueRun, hits: list[Moment], opts: RetrieveOptions) -> list[CueRun]:
+    """The stretches of cues worth refining: the whole run when short, else merged windows around hits."""
+    if len(run) <= opts.whole_video_cues:
+        return [run]
+    spans = sorted((h.start - opts.margin, h.end + opts.margin) for h in hits)
+    merged: list[list[float]] = []
+    for lo, hi in spans:
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    out = []
+    for lo, hi in merged:
+        idx = np.flatnonzero((run.end > lo) & (run.start < hi))
+        if len(idx):
+            out.append(run.window(int(idx[0]), int(idx[-1]) + 1))
+    return out
+
+
+def retrieve(
+    store: Store,
+    query: str,
+    library: str | None = "default",
+    video_id: str | None = None,
+    options: RetrieveOptions | None = None,
+    embedder: Embedder | None = None,
+    image_encoder: ImageEncoder | None = None,
+    *,
+    time_from: float | None = None,
+    time_to: float | None = None,
+    scorer: SpanScorer | None = None,
+) -> list[Moment]:
+    """The best moments for `query`, their spans cut to the answer, best first."""
+    opts = options or RetrieveOptions()
+    enc = embedder or SentenceEmbedder()
+    coarse = search(
+        store,
+        query,
+        library,
+        video_id,
+        SearchOptions(top=opts.coarse, level="all"),
+        enc,
+        image_encoder,
+        time_from=time_from,
+        time_to=time_to,
+    )
+    if not opts.refine or not coarse:
+        return coarse[: opts.top]
+    qvec = enc.embed([query])[0]
+    order: list[str] = []
+    for m in coarse:
+        if m.video_id not in order:
+            order.append(m.video_id)
+    moments: list[Moment] = []
+    for vid in order[: 1 if video_id else opts.videos]:
+        hits = [m for m in coarse if m.video_id == vid]
+        run = load_cues(store, vid, enc.space)
+        if time_from is not None or time_to is not None:
+            inside = (run.end > (time_from or -np.inf)) & (run.start < (time_to or np.inf))
+            idx = np.flatnonzero(inside)
+            run = run.window(int(idx[0]), int(idx[-1]) + 1) if len(idx) else run.window(0, 0)
+        if not len(run):
+            moments += hits[:1]  # nothing said here: the coarse hit is the answer
+            continue
+        for part in _neighbourhoods(run, hits, opts):
+            for span in best_spans(part, qvec, query, scorer, top=2):
+                text = " ".join(part.text[span.first : span.last + 1])
+                moments.append(Moment(vid, span.start, span.end, span.score, text, "span"))
+    moments.sort(key=lambda m: -m.score)
+    return moments[: opts.top]
