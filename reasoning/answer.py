@@ -15,7 +15,8 @@ What leaves is checked, whatever the engine wrote: a citation is an evidence num
 evidence's own span, so it cannot point outside what the model read; an unknown number is dropped; a
 timestamp written in the answer's text that falls in no cited evidence is removed. An answer the
 model calls answerable but cites nothing valid for is asked once more, then replaced by the
-extractive answer. When the model says the evidence does not contain the answer, the answer says so
+extractive answer (so is a local model's reply that is not the JSON asked for; `note` says why).
+When the model says the evidence does not contain the answer, the answer says so
 and cites nothing.
 """
 
@@ -95,14 +96,19 @@ class Answer:
     evidence: list[Evidence] = field(default_factory=list)
     dropped: int = 0
     """Citations or timestamps the engine wrote that pointed outside the evidence (removed)."""
+    note: str = ""
+    """Why the answer is not the engine's own (its reply was unusable, so the extractive one stands)."""
 
     def to_json(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "answer": self.answer,
             "citations": [c.to_json() for c in self.citations],
             "engine": self.engine,
             "answerable": self.answerable,
         }
+        if self.note:
+            out["note"] = self.note
+        return out
 
 
 @dataclass
@@ -168,29 +174,39 @@ class LLMEngine(AnswerEngine):
         ]
 
     def answer(self, question: str, evidence: list[Evidence], context: ToolBox | None = None) -> Answer:
-        if context is not None and self.options.max_tool_rounds and getattr(self.llm, "url", None):
+        from memory.llm import LLMError
+
+        server = bool(getattr(self.llm, "url", None))
+        if context is not None and self.options.max_tool_rounds and server:
             evidence = self._gather(question, evidence, context)
         messages = self._messages(question, evidence)
-        reply = self.llm.chat_json(messages, ANSWER_SCHEMA, self.options.max_tokens)
-        checked = check(reply, evidence, self.name)
-        if checked.answerable and not checked.citations:  # answerable but nothing valid cited: once more
-            retry = messages + [
-                {"role": "assistant", "content": json.dumps(reply)},
-                {
-                    "role": "user",
-                    "content": f"Cite the evidence numbers (1 to {len(evidence)}) your answer rests on, "
-                    "or set answerable to false.",
-                },
-            ]
-            checked = check(
-                self.llm.chat_json(retry, ANSWER_SCHEMA, self.options.max_tokens), evidence, self.name
-            )
-            if checked.answerable and not checked.citations:
-                fallback = self.fallback.answer(question, evidence)
-                fallback.engine = f"{self.name}+{fallback.engine}"
-                fallback.dropped = checked.dropped
-                return fallback
+        try:
+            reply = self.llm.chat_json(messages, ANSWER_SCHEMA, self.options.max_tokens)
+            checked = check(reply, evidence, self.name)
+            if checked.answerable and not checked.citations:  # answerable, nothing valid cited: once more
+                retry = messages + [
+                    {"role": "assistant", "content": json.dumps(reply)},
+                    {
+                        "role": "user",
+                        "content": f"Cite the evidence numbers (1 to {len(evidence)}) your answer rests on, "
+                        "or set answerable to false.",
+                    },
+                ]
+                reply = self.llm.chat_json(retry, ANSWER_SCHEMA, self.options.max_tokens)
+                checked = check(reply, evidence, self.name)
+        except LLMError as e:
+            if server:  # a server that is down or refuses is the user's to fix, not to paper over
+                raise
+            return self._fall_back(question, evidence, f"the model's reply was unusable: {e}", 0)
+        if checked.answerable and not checked.citations:
+            return self._fall_back(question, evidence, "the model cited no evidence", checked.dropped)
         return checked
+
+    def _fall_back(self, question: str, evidence: list[Evidence], why: str, dropped: int) -> Answer:
+        answer = self.fallback.answer(question, evidence)
+        answer.engine = f"{self.name}+{answer.engine}"
+        answer.dropped, answer.note = dropped, why
+        return answer
 
     def _gather(self, question: str, evidence: list[Evidence], tools: ToolBox) -> list[Evidence]:
         """Let a server model search again or read around a moment before it answers."""

@@ -108,11 +108,13 @@ def search(
     *,
     time_from: float | None = None,
     time_to: float | None = None,
+    query_vector: np.ndarray | None = None,
 ) -> list[Moment]:
     """Moments for `query` in a library (or all libraries when None) or in one video, best first.
 
     `time_from`/`time_to` (seconds on each video's own timeline; meant for one video) keep the
-    units that overlap that range.
+    units that overlap that range. `query_vector`: the query already embedded by `embedder` (a
+    caller that needs the vector too embeds once: it is most of a query's time on a CPU).
     """
     opts = options or SearchOptions()
     query = query.strip()
@@ -126,7 +128,8 @@ def search(
     )
     rankings = [[i for i, _ in lexical]]
     enc = embedder or SentenceEmbedder()
-    rankings.append(_dense(store, scope, enc.space, enc.embed([query])[0], opts))
+    qvec = enc.embed([query])[0] if query_vector is None else query_vector
+    rankings.append(_dense(store, scope, enc.space, qvec, opts))
     if image_encoder is not None and image_encoder.has_text:
         qvec = image_encoder.encode_text([query])[0]
         rankings.append(_dense(store, scope, image_encoder.space, qvec, opts))
