@@ -19,14 +19,12 @@ rows: a search inside one video ranks as if that video were the whole collection
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
 import os
 import re
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +34,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from memory.models import EmbeddingRow
-from memory.vectors import file_stamp, table_top
+from memory.vectors import file_lock, file_stamp, table_top
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 STOP = frozenset(
@@ -290,15 +288,6 @@ class LexicalIndex:
     def _manifest_path(path: Path) -> Path:
         return path.with_name(path.name + ".json")
 
-    @contextmanager
-    def _locked(self, path: Path) -> Iterator[None]:
-        with open(path.with_suffix(".lock"), "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-
     def _sql_state(self, library_id: int) -> dict[str, int]:
         with self._sessions() as s:
             count, top = s.execute(
@@ -366,14 +355,14 @@ class LexicalIndex:
         (and none of `ids` is at or below the file's largest id); otherwise rebuilds from SQL.
         """
         path = self.path(library_id)
-        with self._locked(path):
+        with file_lock(path):
             self._sync(library_id, path, self._sql_state(library_id), min(ids, default=None))
 
     def remove_video(self, library_id: int, video_id: str) -> None:
         """Drop a deleted video's rows from the file (its SQL rows must be gone already): a filter
         of the arrays, not a rebuild; rebuilds when the result still disagrees with SQL."""
         path = self.path(library_id)
-        with self._locked(path):
+        with file_lock(path):
             truth = self._sql_state(library_id)
             found = self._read(path)
             if found is None or truth["count"] == 0:
@@ -412,7 +401,7 @@ class LexicalIndex:
             return None
         found = self._read(path)
         if found is None or found.manifest != truth:
-            with self._locked(path):
+            with file_lock(path):
                 self._sync(library_id, path, truth, None)
             found = self._read(path)
         if found is None:

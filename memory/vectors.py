@@ -29,6 +29,18 @@ from sqlalchemy.orm import Session, sessionmaker
 from memory.models import EmbeddingRow
 
 
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path`'s `.lock` sibling, across processes: one writer of a derived
+    index file at a time (the FAISS and lexical files alike)."""
+    with open(path.with_suffix(".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def vector_bytes(vector: np.ndarray) -> bytes:
     return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
 
@@ -168,15 +180,6 @@ class VectorIndex:
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", space)
         return self.folder / f"lib{library_id}-{slug}.faiss"
 
-    @contextmanager
-    def _locked(self, path: Path) -> Iterator[None]:
-        with open(path.with_suffix(".lock"), "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-
     def _sql_state(self, library_id: int, space: str) -> tuple[int, int]:
         with self._sessions() as s:
             count, top = s.execute(
@@ -247,7 +250,7 @@ class VectorIndex:
             return None
         found = self._read(path)
         if found is None or found.manifest != {"count": count, "max_id": top} or not self._wanted(found):
-            with self._locked(path):
+            with file_lock(path):
                 self.rebuild(library_id, space)
             found = self._read(path)
         if found is not None:
@@ -263,7 +266,7 @@ class VectorIndex:
         if not len(ids):
             return
         path = self.path(library_id, space)
-        with self._locked(path):
+        with file_lock(path):
             count, top = self._sql_state(library_id, space)
             found = self._read(path)
             if found is None and count == len(ids):
