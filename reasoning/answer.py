@@ -15,7 +15,7 @@ What leaves is checked, whatever the engine wrote: a citation is an evidence num
 evidence's own span, so it cannot point outside what the model read; an unknown number is dropped; a
 timestamp written in the answer's text that falls in no cited evidence is removed. An answer the
 model calls answerable but cites nothing valid for is asked once more, then replaced by the
-extractive answer (so is a local model's reply that is not the JSON asked for; `note` says why).
+extractive answer (so is a reply that is not the JSON asked for, or cut short, or a failed server; `note` says why).
 When the model says the evidence does not contain the answer, the answer says so
 and cites nothing.
 """
@@ -194,9 +194,7 @@ class LLMEngine(AnswerEngine):
                 ]
                 reply = self.llm.chat_json(retry, ANSWER_SCHEMA, self.options.max_tokens)
                 checked = check(reply, evidence, self.name)
-        except LLMError as e:
-            if server:  # a server that is down or refuses is the user's to fix, not to paper over
-                raise
+        except LLMError as e:  # an unusable reply (cut short, not JSON) or a server that failed: say so
             return self._fall_back(question, evidence, f"the model's reply was unusable: {e}", 0)
         if checked.answerable and not checked.citations:
             return self._fall_back(question, evidence, "the model cited no evidence", checked.dropped)

@@ -387,6 +387,8 @@ def ask(
         for c in answer.citations:
             out.print(f"  [cyan]{hms(c.start)} - {hms(c.end)}[/cyan]  video {c.video_id}", highlight=False)
         err.print(f"[dim]engine {escape(answer.engine)}[/dim]", highlight=False)
+        if answer.note:
+            err.print(f"[yellow]note:[/yellow] {escape(answer.note)}", highlight=False, soft_wrap=True)
 
 
 eval_app = typer.Typer(no_args_is_help=True, help="Run a benchmark through the normal ingestion and search.")
