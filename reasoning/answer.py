@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -320,8 +319,3 @@ def make_engine(
     if llm is None:
         raise ValueError(f"answer engine {name!r} needs an LLM (memory.llm.make_llm)")
     return LLMEngine(llm, opts, extractive)
-
-
-def times_in(text: str) -> Sequence[str]:
-    """The timestamps written in a text (for tests and checks)."""
-    return _TIME.findall(text)

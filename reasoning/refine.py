@@ -137,6 +137,16 @@ def _persistence(x: np.ndarray, seconds: np.ndarray) -> np.ndarray:
     return out
 
 
+def _run_max(values: np.ndarray, max_cues: int) -> np.ndarray:
+    """(n, max_cues): [i, L - 1] is the largest of values[i .. i + L - 1] (-inf past the end)."""
+    n = len(values)
+    out = np.full((n, max_cues), -np.inf)
+    out[:, 0] = values
+    for k in range(1, min(max_cues, n)):
+        out[: n - k, k] = np.maximum(out[: n - k, k - 1], values[k:])
+    return out
+
+
 def span_features(run: CueRun, qvec: np.ndarray, query: str, max_cues: int = 20) -> tuple[np.ndarray, ...]:
     """(a, b, F): every candidate run [a, b] of `run` and its features (m, len(FEATURES))."""
     n = len(run)
@@ -151,11 +161,7 @@ def span_features(run: CueRun, qvec: np.ndarray, query: str, max_cues: int = 20)
     s = x @ q  # (n,) cue similarities
     cs = np.concatenate([[0.0], np.cumsum(s)])
     meansim = (cs[b + 1] - cs[a]) / length
-    best = np.full((n, max_cues), -np.inf)  # best[i, L-1]: max of s over cues i..i+L-1
-    best[:, 0] = s
-    for k in range(1, min(max_cues, n)):
-        best[: n - k, k] = np.maximum(best[: n - k, k - 1], s[k:])
-    mx = best[a, b - a]
+    mx = _run_max(s, max_cues)[a, b - a]
 
     def context(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         lo, hi = np.clip(lo, 0, n), np.clip(hi, 0, n)
@@ -173,10 +179,6 @@ def span_features(run: CueRun, qvec: np.ndarray, query: str, max_cues: int = 20)
     cb = np.concatenate([[0.0], np.cumsum(bm)])
     span_bm = cb[b + 1] - cb[a]
     top_bm = max(float(bm.max()), 1e-6) if n else 1e-6
-    bm_best = np.full((n, max_cues), 0.0)
-    bm_best[:, 0] = bm
-    for k in range(1, min(max_cues, n)):
-        bm_best[: n - k, k] = np.maximum(bm_best[: n - k, k - 1], bm[k:])
     F = np.stack(
         [
             spansim,
@@ -201,7 +203,7 @@ def span_features(run: CueRun, qvec: np.ndarray, query: str, max_cues: int = 20)
             pers[b + 1],
             span_bm / top_bm / length,
             np.log1p(span_bm),
-            bm_best[a, b - a] / top_bm,
+            _run_max(bm, max_cues)[a, b - a] / top_bm,
         ],
         axis=1,
     )
