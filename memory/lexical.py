@@ -24,7 +24,7 @@ import math
 import os
 import re
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,6 +129,10 @@ class LexicalRows:
     docs: np.ndarray  # (P,) int32 positions
     tf: np.ndarray  # (P,) int32
     _terms: dict[str, int] | None = field(default=None, init=False, repr=False)
+    _memo: dict[Hashable, Any] = field(default_factory=dict, init=False, repr=False)
+
+    MEMO_SIZE = 64
+    """Derived values (scope masks, their statistics) kept per loaded file; the oldest goes first."""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -148,10 +152,43 @@ class LexicalRows:
         lo, hi = int(self.indptr[t]), int(self.indptr[t + 1])
         return self.docs[lo:hi], self.tf[lo:hi]
 
+    def memo(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        """`make()`, computed once per `key` for these rows. A loaded file never changes (a change is
+        a new file, loaded as new rows), so what is derived from it stays true: a query reuses the
+        masks of the previous one instead of scanning a million rows again. Arrays in the value are
+        made read-only, so a caller cannot change what the next one gets."""
+        try:
+            return self._memo[key]
+        except KeyError:
+            pass
+        value = make()
+        for a in value if isinstance(value, tuple) else (value,):
+            if isinstance(a, np.ndarray):
+                a.setflags(write=False)
+        if len(self._memo) >= self.MEMO_SIZE:
+            self._memo.pop(next(iter(self._memo)), None)
+        self._memo[key] = value
+        return value
+
     def is_(self, column: str, names: Iterable[str]) -> np.ndarray:
-        """Mask (N,) of the rows whose `column` (video, kind, space or modality) is one of `names`."""
-        table = getattr(self, _CATEGORIES[column])
-        return np.isin(table, list(names))[getattr(self, column)]
+        """Mask (N,) of the rows whose `column` (video, kind, space or modality) is one of `names`
+        (read-only, memoised)."""
+        wanted = frozenset(names)
+
+        def make() -> np.ndarray:
+            table = getattr(self, _CATEGORIES[column])
+            return np.isin(table, list(wanted))[getattr(self, column)]
+
+        return self.memo(("is", column, wanted), make)
+
+    def derived(self, name: str, mask: np.ndarray, make: Callable[[], Any]) -> Any:
+        """`make()` memoised for one memoised `mask` (e.g. a scope's statistics): keyed by the mask's
+        identity, which is safe because the memo holds the mask; a writable mask, which a caller
+        may change, gets no memo."""
+        if mask.flags.writeable:
+            return make()
+        held, value = self.memo((name, id(mask)), lambda: (mask, make()))
+        return value if held is mask else make()
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """Positions of `ids` (-1 for an id this file does not hold)."""
@@ -429,11 +466,19 @@ def bm25_top(
     are the collection, pooled over the parts. Each row's score is built term by term in query order
     with the reference's arithmetic, so it equals `reasoning.search.bm25` over the same rows.
     """
-    in_scope = [mask & rows.is_("modality", ["text"]) for rows, mask in parts]
-    n = sum(int(np.count_nonzero(m)) for m in in_scope)
-    if n == 0 or not query or top < 1:
+    if not query or top < 1:
         return []
-    avg = sum(int(rows.length.sum(where=m)) for (rows, _), m in zip(parts, in_scope, strict=True)) / n or 1.0
+
+    def text_scope(rows: LexicalRows, mask: np.ndarray) -> tuple[np.ndarray, int, int]:
+        m = mask & rows.is_("modality", ["text"])
+        return m, int(np.count_nonzero(m)), int(rows.length.sum(where=m))
+
+    stats = [rows.derived("bm25", mask, lambda: text_scope(rows, mask)) for rows, mask in parts]  # noqa: B023
+    in_scope = [m for m, _, _ in stats]
+    n = sum(c for _, c, _ in stats)
+    if n == 0:
+        return []
+    avg = sum(length for _, _, length in stats) / n or 1.0
 
     hits: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}  # term -> per part (positions, tf)
     idf: dict[str, float] = {}
@@ -448,12 +493,18 @@ def bm25_top(
 
     found_ids, found_scores = [], []
     for p, (rows, _) in enumerate(parts):
-        scores = np.zeros(len(rows), np.float64)  # dense: long postings make sorting them dearer
+        # dense accumulators, as long postings make sorting them dearer; only the pages a posting
+        # touches are ever written (np.zeros maps zero pages lazily), and the byte mask of the rows
+        # hit is what is scanned, not the 8-byte scores
+        scores = np.zeros(len(rows), np.float64)
+        hit = np.zeros(len(rows), bool)
         for term in query:  # in query order, repeats included, as the reference sums
             docs, tf = hits[term][p]
             norm = k1 * (1 - b + b * rows.length[docs] / avg)
             scores[docs] += idf[term] * tf * (k1 + 1) / (tf + norm)
-        pos = np.flatnonzero(scores > 0)
+            hit[docs] = True
+        pos = np.flatnonzero(hit)
+        pos = pos[scores[pos] > 0]
         found_ids.append(rows.ids[pos])
         found_scores.append(scores[pos])
     if not found_ids:

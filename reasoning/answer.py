@@ -39,18 +39,20 @@ ANSWER_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "answerable": {"type": "boolean"},
-        "answer": {"type": "string"},
-        "citations": {"type": "array", "items": {"type": "integer"}},
+        "answer": {"type": "string", "maxLength": 600},
+        "citations": {"type": "array", "items": {"type": "integer"}, "maxItems": 8},
     },
     "required": ["answerable", "answer", "citations"],
 }
 """What an LLM must reply: whether the evidence answers the question, the answer, and the numbers of
-the evidence it rests on."""
+the evidence it rests on. The bounds keep the whole object inside `max_tokens`: measured with Qwen 0.5B
+on vLLM, an unbounded answer string ran on until the reply was cut short and was not JSON."""
 
 SYSTEM = (
     "You answer questions about videos using only the numbered evidence: transcript excerpts with "
     "their time spans. Cite the numbers of the evidence your answer rests on. If the evidence does "
-    "not contain the answer, set answerable to false and say so; never guess."
+    "not contain the answer, set answerable to false and say so; never guess. Answer in one to three "
+    "sentences."
 )
 
 _TIME = re.compile(r"\b(?:\d{1,2}:)?\d{1,2}:\d{2}(?:[.,]\d{1,3})?\b")

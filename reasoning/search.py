@@ -189,11 +189,14 @@ def _scope(
         rows = store.lexical.load(lib_id)
         if rows is None:
             continue
-        mask = rows.is_("kind", LEVELS[level]) & rows.is_("video", videos)
-        if time_from is not None:
-            mask &= rows.end > time_from
-        if time_to is not None:
-            mask &= rows.start < time_to
+        key = ("scope", frozenset(LEVELS[level]), frozenset(videos))
+        mask = rows.memo(key, lambda: rows.is_("kind", LEVELS[level]) & rows.is_("video", videos))  # noqa: B023
+        if time_from is not None or time_to is not None:
+            mask = mask.copy()
+            if time_from is not None:
+                mask &= rows.end > time_from
+            if time_to is not None:
+                mask &= rows.start < time_to
         if mask.any():
             scope.append((lib_id, rows, mask))
     return scope
@@ -204,15 +207,18 @@ def _dense(store: Store, scope: _Scope, space: str, qvec: np.ndarray, opts: Sear
     dense: list[tuple[int, float]] = []
     for lib_id, rows, mask in scope:
         in_space = rows.is_("space", [space])
-        allowed = mask & in_space
-        n = int(np.count_nonzero(allowed))
+
+        def narrowed() -> tuple[np.ndarray, int, np.ndarray | None]:
+            allowed = mask & in_space  # noqa: B023
+            n = int(np.count_nonzero(allowed))
+            # restricted in FAISS only when the scope is narrower than the library's index
+            whole = n == int(np.count_nonzero(in_space))  # noqa: B023
+            return allowed, n, None if whole else rows.ids[allowed]  # noqa: B023
+
+        allowed, n, ids = rows.derived(f"dense:{space}", mask, narrowed)
         if n == 0:
             continue
-        # restricted in FAISS only when the scope is narrower than the library's index
-        whole = n == int(np.count_nonzero(in_space))
-        found = store.vectors.search(
-            lib_id, space, qvec, opts.candidates, allowed=None if whole else rows.ids[allowed]
-        )
+        found = store.vectors.search(lib_id, space, qvec, opts.candidates, allowed=ids)
         pos = rows.positions(np.array([i for i, _ in found], dtype=np.int64))
         dense += [hit for hit, p in zip(found, pos, strict=True) if p >= 0 and allowed[p]]
     dense.sort(key=lambda p: -p[1])

@@ -250,6 +250,15 @@ def test_hnsw_path_finds_the_exact_top_hit_and_respects_a_video_filter(sqlite_st
         few = ids_a[:5]
         got = store.vectors.search(lib, SPACE, q, k=10, allowed=few)
         assert [i for i, _ in got] == [few[j] for j in np.argsort(-(x[:5] @ q), kind="stable")]
+    # read-only id arrays (memoised scopes) get their bitmap kept: each query still keeps to its own
+    frozen_a, frozen_b = np.array(ids_a), np.array(ids_b)
+    frozen_a.setflags(write=False)
+    frozen_b.setflags(write=False)
+    for q in queries[:6]:
+        for frozen in (frozen_a, frozen_b):
+            got = store.vectors.search(lib, SPACE, q, k=10, allowed=frozen)
+            assert {i for i, _ in got} <= set(frozen.tolist()) and len(got) == 10
+    assert len(loaded.bitmaps) == 2
 
     # appends keep the graph; the new vectors are found
     extra = clustered(20, 12, seed=3)
@@ -302,6 +311,8 @@ def test_time_range_keeps_only_overlapping_units(store: Store) -> None:
     assert sorted(m.start for m in shots) == [10.0] and shots[0].kind == "shot"
     with pytest.raises(ValueError, match="time_from"):
         search(store, "rocket", video_id=a, embedder=embedder, time_from=30.0, time_to=10.0)
+    # the scope masks are memoised per loaded file: a time range narrows a copy, never the memo
+    assert len(search(store, "rocket", video_id=a, options=opts, embedder=embedder)) == 12
 
 
 def test_search_ranks_as_the_reference_fusion(store: Store, corpus) -> None:  # type: ignore[no-untyped-def]
