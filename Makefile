@@ -8,7 +8,7 @@ VLLM_VENV := .venv-vllm
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export VIDMEM_TEST_POSTGRES_URL ?= postgresql+psycopg://vidmem:vidmem@127.0.0.1:5432/postgres
 
-.PHONY: setup system python models models-large vllm demo test lint postgres bench clean
+.PHONY: setup system python models models-large vllm browser demo test lint postgres bench clean
 
 setup: system python models
 
@@ -50,7 +50,11 @@ postgres:  ## PostgreSQL 15 for the store tests (installed on the image, not run
 	@command -v pg_ctlcluster >/dev/null || ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql >/dev/null )
 	@bash .ci/postgres
 
-test: setup postgres vllm
+browser:  ## Debian's chromium for the page tests (Playwright drives it; its own download cannot work here)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null )
+
+test: setup postgres vllm browser
 	$(BIN)/python -m pytest -q tests
 
 lint: python

@@ -131,6 +131,12 @@ def _inspect(path: Path, subtitles: Path | None) -> _Item:
     return _Item(path, "video" if info.has_video else "audio", info.duration, info, media_subs)
 
 
+def inspect_media(path: Path) -> str:
+    """What `path` would be ingested as (`video`, `audio` or `transcript`); `MediaError` when it
+    cannot be (not media, no stream, a container cut short, unreadable subtitles). Writes nothing."""
+    return _inspect(Path(path), None).kind
+
+
 def ingest(
     store: Store,
     path: Path,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 
 def hms(seconds: float, millis: bool = False) -> str:
     """Seconds -> `HH:MM:SS` (or `HH:MM:SS.mmm`); negative input clamps to zero."""
@@ -23,3 +25,10 @@ def parse_hms(text: str) -> float:
     if seconds < 0:
         raise ValueError(f"negative timestamp: {text!r}")
     return seconds
+
+
+def iso(moment: datetime) -> str:
+    """ISO 8601 in UTC with a `Z` (SQLite hands back naive datetimes; they were written in UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

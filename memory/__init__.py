@@ -6,8 +6,10 @@ Nothing heavy is imported here; faiss loads when a vector index is first used.
 from memory.models import (
     LEVELS,
     STAGES,
+    ApiKey,
     EmbeddingRow,
     IngestJob,
+    Job,
     Library,
     ScreenText,
     Segment,
@@ -20,8 +22,10 @@ from memory.store import Store, StoreError
 __all__ = [
     "LEVELS",
     "STAGES",
+    "ApiKey",
     "EmbeddingRow",
     "IngestJob",
+    "Job",
     "Library",
     "ScreenText",
     "Segment",

@@ -193,3 +193,52 @@ class IngestJob(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=_now)
     updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
+
+
+class Job(Base):
+    """A queued ingestion of the service (`service.jobs`): it outlives its video's failure (the
+    error stays readable) and a crashed server, whose running jobs the next one takes over.
+
+    `source` is the file to ingest (an upload kept under `home/uploads/`, or a server-side path);
+    `stage`/`progress` mirror the pipeline's; `owner` is the worker running it and `heartbeat` when
+    it last said so, which is how a job left behind by a killed worker is recognised.
+    """
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    library_id: Mapped[int] = mapped_column(ForeignKey("libraries.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16), default="ingest")
+    source: Mapped[str] = mapped_column(Text)
+    title: Mapped[str] = mapped_column(String(512))
+    upload: Mapped[bool] = mapped_column(default=False)
+    """Whether `source` is the service's own copy (removed with the video or when the job fails)."""
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued|running|done|failed
+    stage: Mapped[str | None] = mapped_column(String(32))
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    video_id: Mapped[str | None] = mapped_column(ForeignKey("videos.id", ondelete="SET NULL"))
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    owner: Mapped[str | None] = mapped_column(String(128))
+    heartbeat: Mapped[float | None] = mapped_column(Float)
+    """Unix time of the worker's last report."""
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
+
+    __table_args__ = (Index("ix_jobs_status_created", "status", "created_at"),)
+
+
+class ApiKey(Base):
+    """An API key of the service, stored as the SHA-256 of its secret (a random 32-byte token, so a
+    plain hash is enough: nothing to guess). `library_id` None: an admin key (every library)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    prefix: Mapped[str] = mapped_column(String(16))
+    """The key's first characters, shown in listings so a user can tell keys apart."""
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    library_id: Mapped[int | None] = mapped_column(ForeignKey("libraries.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    revoked: Mapped[bool] = mapped_column(default=False)

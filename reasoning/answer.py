@@ -22,6 +22,7 @@ and cites nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -179,7 +180,9 @@ class LLMEngine(AnswerEngine):
 
         server = bool(getattr(self.llm, "url", None))
         if context is not None and self.options.max_tool_rounds and server:
-            evidence = self._gather(question, evidence, context)
+            # a server without tool calling (no parser for this model): answer from the evidence as is
+            with contextlib.suppress(LLMError):
+                evidence = self._gather(question, list(evidence), context)
         messages = self._messages(question, evidence)
         try:
             reply = self.llm.chat_json(messages, ANSWER_SCHEMA, self.options.max_tokens)

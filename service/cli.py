@@ -112,12 +112,8 @@ def ingest(
 ) -> None:
     """Ingest media into a library: shots, what is on screen, transcript, scenes and chapters,
     captions, embeddings (resumes unfinished work)."""
-    from indexers import IngestOptions, MediaError
+    from indexers import MediaError
     from indexers import ingest as run_ingest
-    from indexers.captions import CaptionOptions
-    from indexers.shots import ShotOptions
-    from indexers.transcript import TranscribeOptions
-    from indexers.visual import LookOptions
 
     with _errors():
         if subtitles is not None and len(paths) != 1:
@@ -132,23 +128,7 @@ def ingest(
             llm=llm,
         )
         store = _store(cfg)
-        opts = IngestOptions(
-            library=cfg.library,
-            subtitles=subtitles,
-            decoder=cfg.decoder,
-            text_model=cfg.text_model,
-            window_seconds=cfg.window_seconds,
-            shots=ShotOptions(allow_damaged=allow_damaged),
-            transcribe=TranscribeOptions(model=cfg.asr_model, language=cfg.asr_language),
-            look=LookOptions(encoder=cfg.image_encoder) if cfg.vision else None,
-            captions=CaptionOptions(
-                captioner=cfg.captioner,
-                llm=cfg.llm,
-                url=cfg.llm_url,
-                model=cfg.llm_model,
-                api_key=cfg.llm_api_key,
-            ),
-        )
+        opts = cfg.ingest_options(subtitles=subtitles, allow_damaged=allow_damaged)
         results, failed = [], 0
         for path in paths:
             try:
@@ -327,28 +307,6 @@ def search_cmd(
         out.print(table)
 
 
-def _answer_engine(cfg: Settings, name: str, embedder):  # type: ignore[no-untyped-def]
-    """The answer engine a name (or `auto`) stands for, with its LLM built from the settings."""
-    from memory.llm import make_llm
-    from reasoning.answer import make_engine
-
-    if name not in ("auto", "local", "openai", "extractive"):
-        raise CliError(f"unknown answer engine {name!r}; choose auto, local, openai or extractive")
-    if name == "auto":
-        name = "openai" if cfg.llm_url else "local"
-    if name == "extractive":
-        return make_engine("extractive", embedder=embedder)
-    if name == "openai":
-        if not cfg.llm_url or not cfg.llm_model:
-            raise CliError(
-                "the openai engine needs VIDMEM_LLM_URL and VIDMEM_LLM_MODEL (see `vidmem llm serve`)"
-            )
-        llm = make_llm(cfg.llm_model, url=cfg.llm_url, api_key=cfg.llm_api_key)
-    else:
-        llm = make_llm(cfg.answer_llm, cfg.cache_dir)
-    return make_engine("llm", llm, embedder)
-
-
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help="A question about the videos, in plain language.")],
@@ -368,12 +326,13 @@ def ask(
     from memory.llm import LLMError
     from reasoning.answer import AskOptions
     from reasoning.answer import ask as run_ask
+    from service.settings import make_answer_engine
 
     with _errors():
         cfg = _settings(home, database_url, library=library, answer_engine=engine)
         store = _store(cfg)
         embedder = SentenceEmbedder(cfg.text_model)
-        answer_engine = _answer_engine(cfg, cfg.answer_engine, embedder)
+        answer_engine = make_answer_engine(cfg, embedder)
         try:
             answer = run_ask(
                 store, question, answer_engine, cfg.library, video, AskOptions(evidence=evidence), embedder
@@ -621,6 +580,90 @@ def llm_serve(
             server.stop()
         if code not in (0, -signal.SIGTERM):
             raise CliError(f"vLLM exited with status {code}; its log: {server.log_path}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on (env VIDMEM_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (env VIDMEM_PORT).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Ingestion worker processes (env VIDMEM_WORKERS).")
+    ] = None,
+    media_root: Annotated[
+        list[Path] | None,
+        typer.Option("--media-root", help="A folder the API may ingest from by path (repeatable)."),
+    ] = None,
+    home: HomeOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Run the HTTP service: the REST API under /v1 (OpenAPI at /docs) and the editor's page at /."""
+    import uvicorn
+
+    from service.app import create_app
+
+    with _errors():
+        cfg = _settings(
+            home,
+            database_url,
+            host=host,
+            port=port,
+            workers=workers,
+            media_roots=[p.resolve() for p in media_root] if media_root else None,
+        )
+        application = create_app(cfg)
+        err.print(
+            f"vidmem serving {cfg.home} at http://{cfg.host}:{cfg.port}/ (API docs /docs)", highlight=False
+        )
+    uvicorn.run(application, host=cfg.host, port=cfg.port, log_level="info", access_log=False)
+
+
+keys_app = typer.Typer(no_args_is_help=True, help="API keys of the service (shown once when made).")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="What the key is for (shown in listings).")],
+    library: Annotated[
+        str | None, typer.Option("--library", "-l", help="The one library it may read; none: admin.")
+    ] = None,
+    home: HomeOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Make an API key and print it (only now: the catalog keeps its hash)."""
+    from service.auth import create_key
+
+    with _errors():
+        store = _store(_settings(home, database_url))
+        print(create_key(store, name, library))
+
+
+@keys_app.command("list")
+def keys_list(as_json: JsonOpt = False, home: HomeOpt = None, database_url: DbOpt = None) -> None:
+    """The keys (their first characters, never the secret)."""
+    from service.auth import list_keys
+
+    with _errors():
+        rows = list_keys(_store(_settings(home, database_url)))
+        if as_json:
+            print(json.dumps(rows))
+            return
+        table = Table("id", "name", "prefix", "library", "revoked", "created")
+        for r in rows:
+            table.add_row(
+                str(r["id"]), str(r["name"]), f"{r['prefix']}…", str(r["library"] or "(admin)"),
+                "yes" if r["revoked"] else "", str(r["created_at"])[:19],
+            )  # fmt: skip
+        out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: int, home: HomeOpt = None, database_url: DbOpt = None) -> None:
+    """Revoke a key by its id (`vidmem keys list`)."""
+    from service.auth import revoke_key
+
+    with _errors():
+        revoke_key(_store(_settings(home, database_url)), key_id)
 
 
 def main() -> None:

@@ -1,12 +1,32 @@
-"""All settings in one place: environment `VIDMEM_*`, then CLI flags on top. docs/configuration.md
-lists every field (a test fails when one is missing there)."""
+"""All settings in one place. Sources, strongest first: CLI flags, environment `VIDMEM_*`, a TOML
+config file (`VIDMEM_CONFIG`, else `~/.config/vidmem/config.toml` when it exists), the defaults.
+docs/configuration.md lists every field (a test fails when one is missing there)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def config_file() -> Path | None:
+    """The TOML config file in force: `VIDMEM_CONFIG` (which must exist), else the user's one if any."""
+    named = os.environ.get("VIDMEM_CONFIG")
+    if named:
+        path = Path(named).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"VIDMEM_CONFIG={named}: no such config file")
+        return path
+    default = Path.home() / ".config" / "vidmem" / "config.toml"
+    return default if default.is_file() else None
 
 
 def _default_home() -> Path:
@@ -80,6 +100,105 @@ class Settings(BaseSettings):
         description="Virtual environment of the local vLLM server that `vidmem llm serve` starts; `.venv-vllm` in a source checkout (built by `make vllm`), else `home/vllm-venv`, when unset.",
     )
 
+    # the service (`vidmem serve`)
+    host: str = Field("127.0.0.1", description="Address `vidmem serve` listens on.")
+    port: int = Field(8765, ge=0, le=65535, description="Port `vidmem serve` listens on.")
+    api_key: str | None = Field(
+        None,
+        description="An admin API key the service accepts (stored hashed at start). When unset and the catalog holds no key, `vidmem serve` makes one and prints it once.",
+    )
+    workers: int = Field(
+        1,
+        ge=0,
+        le=16,
+        description="Ingestion worker processes the service runs (0: none, e.g. a read-only replica).",
+    )
+    media_roots: list[Path] = Field(
+        default_factory=list,
+        description="Folders the API may ingest server-side paths from (JSON list in the environment); empty: only uploads.",
+    )
+    upload_max_bytes: int = Field(
+        8 * 1024**3, gt=0, description="Largest upload the API accepts, in bytes (larger ones get 413)."
+    )
+    query_max_chars: int = Field(1000, gt=0, description="Longest search query or question, in characters.")
+    max_results: int = Field(100, gt=0, description="Most results one search request may ask for.")
+    job_stale_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A running job whose worker has not reported for this long is taken over by another worker (its own process gone).",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = config_file()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
     @property
     def cache_dir(self) -> Path:
         return self.home / "models"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.home / "uploads"
+
+    def ingest_options(self, library: str | None = None, **given: Any):  # type: ignore[no-untyped-def]
+        """The pipeline's options from these settings (`given`: IngestOptions fields, e.g. subtitles)."""
+        from indexers import IngestOptions
+        from indexers.captions import CaptionOptions
+        from indexers.shots import ShotOptions
+        from indexers.transcript import TranscribeOptions
+        from indexers.visual import LookOptions
+
+        allow_damaged = bool(given.pop("allow_damaged", False))
+        return IngestOptions(
+            library=library or self.library,
+            decoder=self.decoder,
+            text_model=self.text_model,
+            window_seconds=self.window_seconds,
+            shots=ShotOptions(allow_damaged=allow_damaged),
+            transcribe=TranscribeOptions(model=self.asr_model, language=self.asr_language),
+            look=LookOptions(encoder=self.image_encoder) if self.vision else None,
+            captions=CaptionOptions(
+                captioner=self.captioner,
+                llm=self.llm,
+                url=self.llm_url,
+                model=self.llm_model,
+                api_key=self.llm_api_key,
+            ),
+            **given,
+        )
+
+
+def make_answer_engine(cfg: Settings, embedder, name: str | None = None):  # type: ignore[no-untyped-def]
+    """The answer engine `name` (default: the `answer_engine` setting; `auto` picks the server at
+    `llm_url` when set, else the packaged `answer_llm`), with its LLM built from the settings.
+    ValueError when it cannot be built as configured."""
+    from memory.llm import make_llm
+    from reasoning.answer import make_engine
+
+    name = name or cfg.answer_engine
+    if name not in ("auto", "local", "openai", "extractive"):
+        raise ValueError(f"unknown answer engine {name!r}; choose auto, local, openai or extractive")
+    if name == "auto":
+        name = "openai" if cfg.llm_url else "local"
+    if name == "extractive":
+        return make_engine("extractive", embedder=embedder)
+    if name == "openai":
+        if not cfg.llm_url or not cfg.llm_model:
+            raise ValueError(
+                "the openai engine needs VIDMEM_LLM_URL and VIDMEM_LLM_MODEL (see `vidmem llm serve`)"
+            )
+        llm = make_llm(cfg.llm_model, url=cfg.llm_url, api_key=cfg.llm_api_key)
+    else:
+        llm = make_llm(cfg.answer_llm, cfg.cache_dir)
+    return make_engine("llm", llm, embedder)

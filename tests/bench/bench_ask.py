@@ -30,7 +30,7 @@ def _overlaps(c, q, video: str) -> bool:  # type: ignore[no-untyped-def]
 def run_engine(name: str, engine, llm, store, ids, questions, embedder) -> dict:  # type: ignore[no-untyped-def]
     from reasoning.answer import ask
 
-    seconds, hits, answerable, cited, good = [], 0, 0, 0, 0
+    seconds, hits, answerable, cited, good, fell_back = [], 0, 0, 0, 0, 0
     tokens0 = llm.completion_tokens if llm is not None else 0
     for n, q in enumerate(questions, 1):
         t0 = time.perf_counter()
@@ -38,6 +38,7 @@ def run_engine(name: str, engine, llm, store, ids, questions, embedder) -> dict:
         seconds.append(time.perf_counter() - t0)
         video = ids[q.video]
         answerable += answer.answerable
+        fell_back += bool(answer.note)
         cited += len(answer.citations)
         ok = [c for c in answer.citations if _overlaps(c, q, video)]
         good += len(ok)
@@ -54,6 +55,7 @@ def run_engine(name: str, engine, llm, store, ids, questions, embedder) -> dict:
         "tokens_per_s": round(tokens / total, 2) if tokens else None,
         "answerable": round(answerable / len(questions), 3),
         "faithful": round(hits / len(questions), 3),
+        "fell_back": round(fell_back / len(questions), 3),
         "cited_on_gold": round(good / cited, 3) if cited else None,
     }
 
@@ -108,21 +110,23 @@ def main() -> None:
         "",
         f"{len(questions)} TutorialVQA dev questions (every {len(read_questions(DATA, 'dev')) // len(questions)}th), "
         "asked library-wide over the 76 transcripts with 5 pieces of evidence. *faithful*: the answer cites a "
-        "span overlapping the gold answer (right video); *cited on gold*: share of all citations that do.",
+        "span overlapping the gold answer (right video); *cited on gold*: share of all citations that do; "
+        "*fell back*: the model's reply was unusable (not the JSON asked for, cut short, nothing valid cited) "
+        "and the extractive answer stands, with a note saying so.",
         "",
         "Reproduce: `.venv/bin/python -m tests.bench.bench_ask --questions "
         f"{args.questions} --models {' '.join(args.models)}`" + (" --no-vllm" if args.no_vllm else ""),
         f"Machine: {machine()}.",
         "",
-        "| engine | p50 s | p95 s | tokens/s | answerable | faithful | cited on gold |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| engine | p50 s | p95 s | tokens/s | answerable | faithful | cited on gold | fell back |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         md.append(
             f"| {r['engine']} | {r['p50_s']:.2f} | {r['p95_s']:.2f} | {r['tokens_per_s'] or '-'} | "
             f"{100 * r['answerable']:.0f}% | {100 * r['faithful']:.0f}% | "
             + (f"{100 * r['cited_on_gold']:.0f}%" if r["cited_on_gold"] is not None else "-")
-            + " |"
+            + f" | {100 * r['fell_back']:.0f}% |"
         )
     write_results("ask", {"questions": len(questions), "rows": rows}, "\n".join(md) + "\n")
     print("\n".join(md))

@@ -1,0 +1,314 @@
+"""The service's ingestion queue: jobs in the catalog, run by worker processes, taken over after a crash.
+
+A job is a row (`memory.Job`): queued → running → done | failed. A worker claims the oldest queued
+job with one conditional UPDATE (two workers cannot both win it), runs the normal pipeline
+(`indexers.ingest`, which checkpoints every stage), and reports the stage, progress and a heartbeat
+as it goes. A running job is taken over when its worker is gone: at once when the owner was a
+process on this host that no longer exists (a server killed with SIGKILL and started again), else
+when its heartbeat is older than `job_stale_seconds`. The pipeline then finds the video by its
+content hash and resumes at the first unfinished stage; what a killed stage half-wrote was never
+committed. A job that took its worker down `MAX_ATTEMPTS` times is failed instead of retried.
+
+Workers are separate processes (`python -m service.jobs`), started and restarted by `WorkerPool`
+inside `vidmem serve`, so ingestion never holds the API's interpreter; each dies with the server
+(PR_SET_PDEATHSIG), as a crash would leave it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+
+from kernels.timecode import iso
+from memory import Job, Library, Store, StoreError, Video
+
+log = logging.getLogger("vidmem.jobs")
+
+MAX_ATTEMPTS = 3
+"""Claims of one job before it is failed: a job that kills its worker must not kill every worker."""
+
+HOST = socket.gethostname()
+
+
+def owner_name() -> str:
+    return f"{HOST}:{os.getpid()}"
+
+
+def _alive(owner: str | None) -> bool:
+    """Whether the worker `owner` may still run: unknown hosts count as alive (their heartbeat decides)."""
+    if not owner or ":" not in owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != HOST:
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return _not_zombie(int(pid))
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
+def job_json(job: Job, library: str) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "library": library,
+        "title": job.title,
+        "status": job.status,
+        "stage": job.stage,
+        "progress": round(job.progress, 4),
+        "video_id": job.video_id,
+        "error": job.error,
+        "attempts": job.attempts,
+        "created_at": iso(job.created_at),
+        "updated_at": iso(job.updated_at),
+    }
+
+
+def enqueue(store: Store, library: str, source: Path, title: str, upload: bool) -> Job:
+    """A queued job for `source` in an existing library."""
+    with store.session() as s:
+        lib = store.library(s, library, create=False)
+        job = Job(library_id=lib.id, source=str(source), title=title, upload=upload, status="queued")
+        s.add(job)
+        s.flush()
+        return job
+
+
+def get_job(store: Store, job_id: str) -> tuple[Job, str]:
+    with store.session() as s:
+        row = s.execute(
+            select(Job, Library.name).join(Library, Library.id == Job.library_id).where(Job.id == job_id)
+        ).first()
+    if row is None:
+        raise StoreError(f"no job with id {job_id!r}")
+    return row[0], row[1]
+
+
+def requeue_orphans(store: Store) -> int:
+    """Put back in the queue the running jobs whose worker process on this host is gone."""
+    with store.session() as s:
+        running = s.execute(select(Job.id, Job.owner).where(Job.status == "running")).all()
+    dead = [job_id for job_id, owner in running if not _alive(owner)]
+    for job_id in dead:
+        with store.session() as s:
+            s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == "running")
+                .values(status="queued", owner=None, heartbeat=None)
+            )
+    return len(dead)
+
+
+def claim(store: Store, owner: str, stale_after: float) -> str | None:
+    """The id of the job this worker now owns (the oldest claimable), or None."""
+    requeue_orphans(store)
+    cutoff = time.time() - stale_after
+    claimable = or_(
+        Job.status == "queued",
+        and_(Job.status == "running", or_(Job.heartbeat.is_(None), Job.heartbeat < cutoff)),
+    )
+    with store.session() as s:
+        candidates = list(s.scalars(select(Job.id).where(claimable).order_by(Job.created_at).limit(8)))
+    for job_id in candidates:
+        with store.session() as s:
+            won = s.execute(  # type: ignore[attr-defined]
+                update(Job)
+                .where(Job.id == job_id, claimable)
+                .values(status="running", owner=owner, heartbeat=time.time(), attempts=Job.attempts + 1)
+            ).rowcount
+        if won == 1:
+            return job_id
+    return None
+
+
+def _remove_upload(job: Job, uploads: Path) -> None:
+    """Delete the service's copy of an upload (only ever a path inside `uploads`)."""
+    if not job.upload:
+        return
+    folder = Path(job.source).parent
+    if folder.resolve().parent == uploads.resolve():
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class _Reporter:
+    """The pipeline's progress callback: the job's stage and progress, at most every half second,
+    and the video id once the pipeline has made the video row."""
+
+    def __init__(self, store: Store, job: Job) -> None:
+        self.store, self.job_id, self.library_id = store, job.id, job.library_id
+        self.uri = str(Path(job.source).resolve())
+        self.video_id: str | None = None
+        self.last = 0.0
+        self.lock = threading.Lock()
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.5 and fraction < 1.0:
+            return
+        self.last = now
+        values: dict[str, Any] = {"stage": stage, "progress": float(min(max(fraction, 0.0), 1.0))}
+        with self.lock, self.store.session() as s:
+            if self.video_id is None and stage != "hash":
+                self.video_id = s.scalar(
+                    select(Video.id).where(Video.library_id == self.library_id, Video.uri == self.uri)
+                )
+            if self.video_id is not None:
+                values["video_id"] = self.video_id
+            s.execute(update(Job).where(Job.id == self.job_id).values(heartbeat=time.time(), **values))
+
+    def beat(self) -> None:
+        with self.lock, self.store.session() as s:
+            s.execute(update(Job).where(Job.id == self.job_id).values(heartbeat=time.time()))
+
+
+def run_job(store: Store, settings: Any, job_id: str) -> None:
+    """Run one claimed job to done or failed (never raises for a bad input)."""
+    from indexers import MediaError, ingest
+
+    job, library = get_job(store, job_id)
+    uploads = settings.uploads_dir
+    if job.attempts > MAX_ATTEMPTS:
+        _finish(store, job_id, "failed", error=f"gave up after {MAX_ATTEMPTS} attempts that ended the worker")
+        _remove_upload(job, uploads)
+        return
+    reporter = _Reporter(store, job)
+    stop = threading.Event()
+
+    def heartbeat() -> None:  # a stage may be quiet for long (a big model load): still alive
+        while not stop.wait(max(1.0, settings.job_stale_seconds / 4)):
+            try:
+                reporter.beat()
+            except Exception:  # a busy database: the next beat will do
+                log.debug("heartbeat failed", exc_info=True)
+
+    beat = threading.Thread(target=heartbeat, daemon=True)
+    beat.start()
+    try:
+        result = ingest(
+            store, Path(job.source), settings.ingest_options(library), settings.cache_dir, reporter
+        )
+    except MediaError as e:
+        message = str(e).replace(str(Path(job.source)), job.title)  # no server path to clients
+        _finish(store, job_id, "failed", error=message)
+        _remove_upload(job, uploads)
+    except Exception as e:  # a bug, not the input: keep the message short, the log has the rest
+        log.exception("job %s failed", job_id)
+        _finish(store, job_id, "failed", error=f"ingestion failed ({type(e).__name__})")
+        _remove_upload(job, uploads)
+    else:
+        _finish(store, job_id, "done", video_id=result.video_id)
+        if result.existed:
+            _remove_upload(job, uploads)  # the same bytes were ingested before: that copy stays
+    finally:
+        stop.set()
+        beat.join()
+
+
+def _finish(store: Store, job_id: str, status: str, **values: Any) -> None:
+    with store.session() as s:
+        extra = {"progress": 1.0, "stage": None} if status == "done" else {}
+        s.execute(update(Job).where(Job.id == job_id).values(status=status, owner=None, **extra, **values))
+
+
+def work(settings: Any, stop: threading.Event | None = None, poll: float = 0.5, once: bool = False) -> None:
+    """Claim and run jobs until `stop` is set (or, with `once`, until the queue is empty)."""
+    store = Store(settings.home, settings.database_url)
+    owner = owner_name()
+    stop = stop or threading.Event()
+    while not stop.is_set():
+        job_id = claim(store, owner, settings.job_stale_seconds)
+        if job_id is None:
+            if once:
+                break
+            stop.wait(poll)
+            continue
+        run_job(store, settings, job_id)
+    store.close()
+
+
+class WorkerPool:
+    """`count` worker processes, restarted when one dies, killed by the kernel when the server dies."""
+
+    def __init__(self, settings: Any, count: int) -> None:
+        self.settings, self.count = settings, count
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self._stop = threading.Event()
+        self._monitor: threading.Thread | None = None
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        env = dict(os.environ, VIDMEM_WORKER_SETTINGS=self.settings.model_dump_json())
+        return subprocess.Popen([sys.executable, "-m", "service.jobs"], env=env)
+
+    def start(self) -> None:
+        if self.count < 1:
+            return
+        self.procs = [self._spawn() for _ in range(self.count)]
+        # the monitor spawns replacements, so it is the parent thread PR_SET_PDEATHSIG watches: it
+        # lives as long as the server
+        self._monitor = threading.Thread(target=self._watch, name="vidmem-workers", daemon=True)
+        self._monitor.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(1.0):
+            for i, p in enumerate(self.procs):
+                if p.poll() is not None and not self._stop.is_set():
+                    log.warning("ingestion worker %d exited with %s; starting another", p.pid, p.returncode)
+                    self.procs[i] = self._spawn()
+
+    def alive(self) -> int:
+        return sum(p.poll() is None for p in self.procs)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if self._monitor is not None:
+            self._monitor.join(timeout)
+
+
+def _worker_main() -> None:
+    """A worker process. SIGTERM ends it where it stands, as a crash would: its job is taken over
+    and resumed at the first unfinished stage by the next worker."""
+    import json
+
+    from indexers.visual import _die_with_parent
+    from service.settings import Settings
+
+    _die_with_parent()
+    parser = argparse.ArgumentParser(description="A vidmem ingestion worker (started by `vidmem serve`).")
+    parser.parse_args()
+    raw = os.environ.get("VIDMEM_WORKER_SETTINGS")
+    settings = Settings(**json.loads(raw)) if raw else Settings()  # type: ignore[call-arg]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(process)d %(levelname)s %(message)s")
+    work(settings)
+
+
+if __name__ == "__main__":
+    _worker_main()

@@ -1,0 +1,290 @@
+// vidmem's editor page: libraries, the player with its timeline and transcript, search that jumps
+// the player to the moment. Plain DOM, no build step; every text from the API goes in as text.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { library: null, video: null, timeline: null, cues: [], activeCue: -1 };
+
+function hms(seconds) {
+  const s = Math.max(0, Math.floor(seconds + 1e-6));
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${pad(Math.floor(s / 3600))}:${pad(Math.floor((s % 3600) / 60))}:${pad(s % 60)}`;
+}
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === "class") node.className = v;
+    else if (k === "dataset") Object.assign(node.dataset, v);
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+}
+
+function toast(text) {
+  const t = $("toast");
+  t.textContent = text;
+  t.classList.add("show");
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => t.classList.remove("show"), 1500);
+}
+
+async function copy(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch {
+    const area = el("textarea", {}, text);
+    document.body.append(area);
+    area.select();
+    document.execCommand("copy");
+    area.remove();
+  }
+  toast(`copied ${text}`);
+}
+
+// A timestamp the user can click (seek) and copy: HH:MM:SS, with the deep link as its title.
+function stamp(videoId, seconds, onSeek) {
+  const b = el("button", { class: "ts", title: `copy ${hms(seconds)} · ${location.origin}/videos/${videoId}?t=${seconds.toFixed(2)}` }, hms(seconds));
+  b.addEventListener("click", (e) => {
+    e.stopPropagation();
+    copy(hms(seconds));
+    if (onSeek) onSeek();
+  });
+  return b;
+}
+
+async function api(path, options = {}) {
+  const res = await fetch(path, { credentials: "same-origin", ...options });
+  if (res.status === 401) {
+    showLogin();
+    throw new Error("unauthorized");
+  }
+  if (!res.ok) {
+    let message = res.statusText;
+    try { message = (await res.json()).error.message; } catch { /* not JSON */ }
+    throw new Error(message);
+  }
+  return res.status === 204 ? null : res.json();
+}
+
+function show(view) {
+  for (const id of ["login", "library-view", "video-view"]) $(id).hidden = id !== view;
+}
+
+function showLogin() {
+  show("login");
+  $("login-key").focus();
+}
+
+$("login-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const res = await fetch("/v1/session", {
+    method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ key: $("login-key").value.trim() }),
+  });
+  if (!res.ok) { $("login-error").textContent = "That key was not accepted."; return; }
+  $("login-key").value = "";
+  route();
+});
+
+// --- library view ---------------------------------------------------------------------------------
+
+async function openLibrary(name) {
+  show("library-view");
+  $("search-scope").value = "library";
+  const libs = await api("/v1/libraries");
+  state.library = name || (libs[0] && libs[0].name) || null;
+  $("libraries").replaceChildren(...libs.map((l) => el("li", {},
+    el("a", { href: `/?library=${encodeURIComponent(l.name)}`, class: l.name === state.library ? "current" : "" }, `${l.name} (${l.videos})`))));
+  $("library-title").textContent = state.library || "No library yet";
+  if (!state.library) return;
+  const videos = await api(`/v1/libraries/${encodeURIComponent(state.library)}/videos`);
+  $("videos").replaceChildren(...videos.map((v) => el("li", {},
+    el("a", { href: v.page },
+      v.kind === "video" && v.status === "ready" ? el("img", { src: `/v1/videos/${v.id}/thumbnail?t=${Math.min(10, v.duration / 3).toFixed(1)}`, alt: "", loading: "lazy" }) : "",
+      el("div", { class: "meta" }, el("div", {}, v.title), el("div", { class: "status" }, `${hms(v.duration)} · ${v.status}`))))));
+  pollJobs();
+}
+
+async function pollJobs() {
+  if (!state.library || $("library-view").hidden) return;
+  const jobs = await api(`/v1/jobs?library=${encodeURIComponent(state.library)}&limit=10`);
+  const open = jobs.filter((j) => j.status === "queued" || j.status === "running" || j.status === "failed");
+  $("jobs").replaceChildren(...open.map((j) => el("li", { class: "status" },
+    `${j.title}: ${j.status}${j.stage ? ` · ${j.stage} ${(100 * j.progress).toFixed(0)}%` : ""}${j.error ? ` · ${j.error}` : ""}`)));
+  if (jobs.some((j) => j.status === "queued" || j.status === "running")) {
+    clearTimeout(pollJobs.timer);
+    pollJobs.timer = setTimeout(async () => { await pollJobs(); }, 2000);
+  }
+}
+
+$("upload-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const file = $("upload-file").files[0];
+  if (!file || !state.library) return;
+  $("upload-status").textContent = `uploading ${file.name}…`;
+  try {
+    await api(`/v1/libraries/${encodeURIComponent(state.library)}/videos?filename=${encodeURIComponent(file.name)}`, {
+      method: "POST", headers: { "Content-Type": file.type || "application/octet-stream" }, body: file,
+    });
+    $("upload-status").textContent = `${file.name} queued`;
+    pollJobs();
+  } catch (err) {
+    $("upload-status").textContent = err.message;
+  }
+});
+
+// --- video view -----------------------------------------------------------------------------------
+
+async function openVideo(id, t) {
+  show("video-view");
+  $("search-scope").value = "video";
+  const tl = await api(`/v1/videos/${id}/timeline`);
+  state.video = tl.video;
+  state.timeline = tl;
+  state.library = tl.video.library;
+  document.title = `${tl.video.title} · vidmem`;
+  $("video-title").textContent = tl.video.title;
+  $("export-vtt").href = `/v1/videos/${id}/export?format=vtt`;
+  $("export-json").href = `/v1/videos/${id}/export?format=json`;
+  const player = $("player");
+  player.src = `/v1/videos/${id}/media`;
+  if (tl.video.kind === "transcript") player.hidden = true;
+  if (t > 0) {
+    player.addEventListener("loadedmetadata", () => { player.currentTime = t; }, { once: true });
+  }
+  drawTimeline(tl);
+  state.cues = tl.transcript;
+  $("transcript").replaceChildren(...tl.transcript.map((c, i) => el("li", { dataset: { i }, onclick: () => seek(c.start) },
+    stamp(id, c.start, () => seek(c.start)), " ", c.text)));
+  $("chapters").replaceChildren(...tl.chapters.map((c, i) => el("li", { onclick: () => seek(c.start) },
+    stamp(id, c.start, () => seek(c.start)), " ", c.caption || `Chapter ${i + 1}`)));
+}
+
+function drawTimeline(tl) {
+  const total = tl.video.duration || 1;
+  for (const lane of document.querySelectorAll("#timeline .lane")) {
+    const items = tl[lane.dataset.level] || [];
+    const name = lane.querySelector(".lane-name");
+    lane.replaceChildren(name, ...items.map((g, i) => el("div", {
+      class: "seg",
+      style: `left:${(100 * g.start / total).toFixed(4)}%;width:${(100 * (g.end - g.start) / total).toFixed(4)}%`,
+      title: `${hms(g.start)} – ${hms(g.end)}${g.caption ? ` · ${g.caption}` : ""}`,
+      dataset: { start: g.start },
+      onclick: () => seek(g.start),
+    }, lane.dataset.level === "chapters" ? (g.caption || `${i + 1}`) : "")));
+  }
+}
+
+function seek(seconds) {
+  const player = $("player");
+  player.currentTime = seconds;
+  player.play().catch(() => { /* autoplay may be refused; the position is set */ });
+  history.replaceState(null, "", `/videos/${state.video.id}?t=${seconds.toFixed(2)}`);
+}
+
+$("player").addEventListener("timeupdate", () => {
+  const player = $("player");
+  const t = player.currentTime;
+  $("now-copy").textContent = hms(t);
+  const total = (state.video && state.video.duration) || player.duration || 1;
+  const lane = document.querySelector("#timeline .lane");
+  $("playhead").style.left = `${(lane.offsetWidth * Math.min(1, t / total)).toFixed(1)}px`;
+  let i = state.cues.findIndex((c) => c.start <= t && t < c.end);
+  if (i < 0) i = state.cues.findLastIndex((c) => c.start <= t);
+  if (i !== state.activeCue) {
+    const items = $("transcript").children;
+    if (items[state.activeCue]) items[state.activeCue].classList.remove("active");
+    if (items[i]) {
+      items[i].classList.add("active");
+      items[i].scrollIntoView({ block: "nearest" });
+    }
+    state.activeCue = i;
+  }
+});
+
+$("now-copy").addEventListener("click", () => copy(hms($("player").currentTime)));
+$("link-copy").addEventListener("click", () => {
+  if (state.video) copy(`${location.origin}/videos/${state.video.id}?t=${$("player").currentTime.toFixed(2)}`);
+});
+
+// --- search and ask -------------------------------------------------------------------------------
+
+function hitList(moments, target) {
+  const inVideo = state.video && !$("video-view").hidden;
+  target.replaceChildren(...moments.map((m) => el("div", {
+    class: "hit",
+    dataset: { start: m.start, video: m.video_id },
+    onclick: () => {
+      if (inVideo && m.video_id === state.video.id) seek(m.start);
+      else location.href = m.link;
+    },
+  }, stamp(m.video_id, m.start), "–", stamp(m.video_id, m.end), el("span", { class: "kind" }, m.kind), el("div", {}, m.text))));
+  if (!moments.length) target.replaceChildren(el("p", { class: "status" }, "Nothing found."));
+}
+
+function scopeParams() {
+  const p = new URLSearchParams();
+  if ($("search-scope").value === "video" && state.video && !$("video-view").hidden) p.set("video", state.video.id);
+  else if (state.library) p.set("library", state.library);
+  return p;
+}
+
+$("search-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const q = $("search-input").value.trim();
+  if (!q) return;
+  const p = scopeParams();
+  p.set("q", q);
+  p.set("top", "10");
+  p.set("refine", "true");
+  const target = $("video-view").hidden ? $("library-hits") : $("hits");
+  try {
+    const res = await api(`/v1/search?${p}`);
+    hitList(res.moments, target);
+  } catch (err) {
+    target.replaceChildren(el("p", { class: "error" }, err.message));
+  }
+});
+
+$("ask-button").addEventListener("click", async () => {
+  const q = $("search-input").value.trim();
+  if (!q) return;
+  const p = scopeParams();
+  const body = { question: q, video: p.get("video") || null, library: p.get("video") ? null : p.get("library") };
+  const box = $("video-view").hidden ? $("library-hits") : $("answer");
+  box.hidden = false;
+  box.replaceChildren(el("p", { class: "status" }, "Thinking…"));
+  try {
+    const a = await api("/v1/ask", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    box.replaceChildren(el("p", {}, a.answer), ...a.citations.map((c) => el("div", { class: "hit", onclick: () => {
+      if (state.video && c.video_id === state.video.id && !$("video-view").hidden) seek(c.start); else location.href = c.link;
+    } }, stamp(c.video_id, c.start), "–", stamp(c.video_id, c.end))), el("p", { class: "status" }, `engine ${a.engine}${a.note ? ` · ${a.note}` : ""}`));
+  } catch (err) {
+    box.replaceChildren(el("p", { class: "error" }, err.message));
+  }
+});
+
+// --- routing --------------------------------------------------------------------------------------
+
+async function route() {
+  try {
+    const me = await api("/v1/me");
+    $("who").textContent = me.admin ? `${me.name} (admin)` : `${me.name} · ${me.library}`;
+  } catch {
+    return;
+  }
+  const url = new URL(location.href);
+  const m = url.pathname.match(/^\/videos\/([A-Za-z0-9]+)$/);
+  try {
+    if (m) await openVideo(m[1], parseFloat(url.searchParams.get("t") || "0") || 0);
+    else await openLibrary(url.searchParams.get("library"));
+  } catch (err) {
+    if (err.message !== "unauthorized") toast(err.message);
+  }
+}
+
+route();
