@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
@@ -402,7 +403,7 @@ def _routes(app: FastAPI, svc: Service) -> None:  # noqa: C901 - one place that 
         return auth.list_keys(svc.store)
 
     @app.delete(f"{v1}/keys/{{key_id}}", tags=["auth"], status_code=204)
-    def revoke(key_id: int, who: Caller) -> Response:
+    def revoke(key_id: Annotated[int, PathParam(ge=1, le=2**31 - 1)], who: Caller) -> Response:
         _admin(who)
         auth.revoke_key(svc.store, key_id)
         return Response(status_code=204)

@@ -1,0 +1,322 @@
+"""The service as it runs for users: `vidmem serve` in its own process with a worker process, killed
+with SIGKILL mid-ingestion and started again; clients searching while it ingests; the editor's page
+driven in a real headless Chromium (Debian's `chromium`, through Playwright).
+
+The scenario runs once for the module: a 60 s narrated clip is imported by path; while the worker
+transcribes, 16 clients search; once `shots` is checkpointed and before `embeddings` is, the server
+process (not its group: the kernel must take the worker down with it) gets SIGKILL. A second server
+on the same home takes the job over and finishes it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from memory import STAGES
+from tests.media import make_narrated_clip
+from tests.test_resume import PHRASES, STARTS, stages_done
+
+VIDMEM = Path(sys.executable).parent / "vidmem"
+KEY = "live-test-admin-key-0123456789"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """`vidmem serve` on a free port, with its log; `kill()` is SIGKILL to the server process only."""
+
+    def __init__(self, home: Path, media: Path, log: Path, env: dict[str, str] | None = None) -> None:
+        self.home, self.media, self.log, self.extra_env = home, media, log, env or {}
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 90) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VIDMEM_")}
+        env.update(
+            VIDMEM_HOME=str(self.home),
+            VIDMEM_API_KEY=KEY,
+            VIDMEM_VISION="false",
+            VIDMEM_LLM="none",
+            VIDMEM_ASR_MODEL="base",
+            VIDMEM_ANSWER_ENGINE="extractive",
+            VIDMEM_JOB_STALE_SECONDS="600",  # a takeover must come from the dead owner, not from staleness
+        )
+        env.update(self.extra_env)
+        cmd = [
+            str(VIDMEM),
+            "serve",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+            "--media-root",
+            str(self.media),
+        ]
+        with open(self.log, "ab") as fh:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(
+                    f"vidmem serve exited ({self.proc.returncode}):\n{self.log.read_text(errors='replace')}"
+                )
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        pytest.fail(f"vidmem serve was not ready within {timeout}s:\n{self.log.read_text(errors='replace')}")
+
+    def descendants(self) -> list[int]:
+        assert self.proc is not None
+        return [p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)]
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return httpx.get(f"{self.url}{path}", headers=AUTH, timeout=60, **kw)
+
+    def post(self, path: str, **kw: Any) -> httpx.Response:
+        return httpx.post(f"{self.url}{path}", headers=AUTH, timeout=60, **kw)
+
+
+@dataclass
+class Scenario:
+    server: Server
+    job: dict[str, Any]
+    video_id: str
+    stages_at_kill: list[str]
+    shot_ids_at_kill: list[int]
+    pids_at_kill: list[int]
+    survivors: list[int]
+    job_at_kill: tuple[str, str | None]
+    searches: list[int] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+
+
+def _shot_ids(db: Path) -> list[int]:
+    con = sqlite3.connect(db, timeout=10)
+    try:
+        return [r[0] for r in con.execute("SELECT id FROM segments WHERE level = 'shot' ORDER BY id")]
+    finally:
+        con.close()
+
+
+def _search_while(server: Server, running: threading.Event, codes: list[int], seconds: list[float]) -> None:
+    with httpx.Client(base_url=server.url, headers=AUTH, timeout=60) as client:
+        while running.is_set():
+            t0 = time.perf_counter()
+            try:
+                codes.append(client.get("/v1/search", params={"q": "golden lanterns market"}).status_code)
+            except httpx.HTTPError:
+                codes.append(-1)
+            seconds.append(time.perf_counter() - t0)
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
+    tmp = tmp_path_factory.mktemp("live")
+    media = tmp / "media"
+    clip = make_narrated_clip(media, phrases=PHRASES, starts=STARTS, total_seconds=60.0, name="talk.mp4")
+    server = Server(tmp / "home", media, tmp / "serve.log")
+    db = server.home / "vidmem.db"
+    server.start()
+    try:
+        assert server.post("/v1/libraries", json={"name": "main"}).status_code == 201
+        r = server.post("/v1/libraries/main/imports", json={"path": clip.path.name})
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+
+        running, codes, seconds = threading.Event(), [], []  # type: ignore[var-annotated]
+        running.set()
+        clients = [
+            threading.Thread(target=_search_while, args=(server, running, codes, seconds)) for _ in range(16)
+        ]
+        for c in clients:
+            c.start()
+        deadline = time.monotonic() + 400
+        try:
+            while True:
+                stages = stages_done(db)
+                if stages is not None and "shots" in stages and "embeddings" not in stages:
+                    break
+                if time.monotonic() > deadline or server.get(f"/v1/jobs/{job_id}").json()["status"] == "done":
+                    pytest.fail(f"no moment to kill the server (stages {stages}):\n{server.log.read_text()}")
+                time.sleep(0.1)
+        finally:
+            running.clear()
+            for c in clients:
+                c.join()
+        pids = server.descendants()
+        shot_ids = _shot_ids(db)
+        server.kill()
+        gone_by = time.monotonic() + 15
+        while time.monotonic() < gone_by and any(
+            psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids
+        ):
+            time.sleep(0.1)
+        survivors = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+        con = sqlite3.connect(db, timeout=10)
+        job_at_kill = con.execute("SELECT status, owner FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        con.close()
+
+        server.start()  # the same home: the new server's worker takes the job over
+        deadline = time.monotonic() + 400
+        while (job := server.get(f"/v1/jobs/{job_id}").json())["status"] in ("queued", "running"):
+            if time.monotonic() > deadline:
+                pytest.fail(f"the job did not finish after the restart:\n{server.log.read_text()}")
+            time.sleep(0.3)
+        yield Scenario(
+            server,
+            job,
+            job["video_id"],
+            stages,
+            shot_ids,
+            pids,
+            survivors,
+            tuple(job_at_kill),
+            codes,
+            seconds,
+        )
+    finally:
+        server.stop()
+
+
+def test_a_killed_server_resumes_the_job_at_its_first_unfinished_stage(scenario: Scenario) -> None:
+    s = scenario
+    assert s.job_at_kill[0] == "running" and s.job_at_kill[1]  # left running by its dead owner
+    assert s.job["status"] == "done", s.job
+    assert s.job["attempts"] == 2 and s.job["error"] is None
+    db = s.server.home / "vidmem.db"
+    con = sqlite3.connect(db)
+    try:
+        videos = con.execute("SELECT id, status FROM videos").fetchall()
+        checkpoints = con.execute("SELECT status, stages_done FROM ingest_jobs").fetchall()
+    finally:
+        con.close()
+    assert videos == [(s.video_id, "ready")]  # one whole video, no half one
+    assert len(checkpoints) == 1 and checkpoints[0][0] == "done"
+    assert all(stage in checkpoints[0][1] for stage in STAGES)
+    # the shots written before the kill are the ones kept: that stage was resumed past, not redone
+    assert "shots" in s.stages_at_kill and _shot_ids(db) == s.shot_ids_at_kill
+
+
+def test_nothing_is_orphaned_and_the_speech_is_found(scenario: Scenario) -> None:
+    import faiss
+
+    home = scenario.server.home
+    con = sqlite3.connect(home / "vidmem.db")
+    try:
+        per_space = dict(con.execute("SELECT space, COUNT(*) FROM embeddings GROUP BY space").fetchall())
+        owners = {r[0] for r in con.execute("SELECT DISTINCT video_id FROM embeddings")}
+    finally:
+        con.close()
+    assert owners == {scenario.video_id}
+    files = sorted((home / "vectors").glob("*.faiss"))
+    assert sum(faiss.read_index(str(p)).ntotal for p in files) == sum(per_space.values())
+    hits = scenario.server.get(
+        "/v1/search", params={"q": "purple giraffe oranges", "level": "cue", "video": scenario.video_id}
+    ).json()["moments"]
+    assert hits and abs(hits[0]["start"] - STARTS[0]) < 2.0, hits[:2]
+
+
+def test_the_workers_die_with_the_server(scenario: Scenario) -> None:
+    assert scenario.pids_at_kill, "the server ran no worker process"
+    assert scenario.survivors == []
+
+
+def test_queries_kept_working_while_it_ingested(scenario: Scenario) -> None:
+    assert len(scenario.searches) >= 16
+    assert set(scenario.searches) == {200}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.is_file(), "Debian's chromium is missing: `make browser` installs it"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def test_the_editors_page_searches_and_jumps_the_player(
+    scenario: Scenario, browser: Any, tmp_path: Path
+) -> None:
+    server, vid = scenario.server, scenario.video_id
+    page = browser.new_page(viewport={"width": 1360, "height": 860})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{server.url}/")
+    page.fill("#login-key", KEY)
+    page.click("#login-form button")
+    page.wait_for_selector("#videos li a")
+    assert "talk.mp4" in page.inner_text("#videos")
+
+    page.click("#videos li a")
+    page.wait_for_url(f"**/videos/{vid}")
+    page.wait_for_function("document.querySelector('#player').readyState >= 1")
+    timeline = server.get(f"/v1/videos/{vid}/timeline").json()
+    assert page.locator('.lane[data-level="shots"] .seg').count() == len(timeline["shots"])
+    assert page.locator("#transcript li").count() == len(timeline["transcript"])
+
+    page.fill("#search-input", "seven silver submarines")
+    page.click("#search-form button[type=submit]")
+    page.wait_for_selector("#hits .hit")
+    first = page.locator("#hits .hit").first
+    start = float(first.get_attribute("data-start"))
+    assert abs(start - STARTS[1]) < 3.0, start
+    assert first.locator("button.ts").first.inner_text() == time.strftime("%H:%M:%S", time.gmtime(int(start)))
+    first.locator("div").click()
+    page.wait_for_function(f"Math.abs(document.querySelector('#player').currentTime - {start}) < 0.5")
+    assert f"/videos/{vid}?t=" in page.url
+    page.wait_for_selector("#transcript li.active")
+
+    # a deep link opens the player at its moment
+    page.goto(f"{server.url}/videos/{vid}?t=40")
+    page.wait_for_function("Math.abs(document.querySelector('#player').currentTime - 40) < 0.5")
+    page.fill("#search-input", "brave pilot frozen lake")
+    page.click("#search-form button[type=submit]")
+    page.wait_for_selector("#hits .hit")
+    page.screenshot(path=str(tmp_path / "editor.png"), full_page=True)
+    if os.environ.get("VIDMEM_KEEP_SCREENSHOT"):
+        shutil.copy(tmp_path / "editor.png", ROOT / "docs" / "editor.png")
+    assert errors == []
+    page.close()
