@@ -33,6 +33,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTex
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select, text
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from kernels.timecode import hms, iso
@@ -462,9 +463,9 @@ def _routes(app: FastAPI, svc: Service) -> None:  # noqa: C901 - one place that 
         filename: Annotated[str, Query(min_length=1, max_length=255)],
     ) -> dict[str, Any]:
         """Upload a media (or .srt/.vtt) file as the request body; ingestion is queued (202 + job)."""
-        lib = _library(svc, who, library)
+        lib = await run_in_threadpool(_library, svc, who, library)  # the catalog and the probe block:
         kind = request.headers.get("content-type", "application/octet-stream").split(";")[0].strip().lower()
-        if not kind.startswith(UPLOAD_TYPES):
+        if not kind.startswith(UPLOAD_TYPES):  # off the event loop, so other requests go on meanwhile
             raise ApiError(
                 415, "unsupported_media_type", f"{kind} is not a media type; send the file's bytes"
             )
@@ -487,9 +488,9 @@ def _routes(app: FastAPI, svc: Service) -> None:  # noqa: C901 - one place that 
                     fh.write(chunk)
             if size == 0:
                 raise ApiError(422, "bad_media", "the upload is empty")
-            _probe(target, name)
-            job = jobs.enqueue(svc.store, lib.name, target, name, upload=True)
-        except BaseException:
+            await run_in_threadpool(_probe, target, name)
+            job = await run_in_threadpool(jobs.enqueue, svc.store, lib.name, target, name, True)
+        except BaseException:  # refused, cut off, or the client went away: nothing stays
             shutil.rmtree(folder, ignore_errors=True)
             raise
         return jobs.job_json(job, lib.name)

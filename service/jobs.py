@@ -54,7 +54,7 @@ def _alive(owner: str | None) -> bool:
         return True
     try:
         os.kill(int(pid), 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except (PermissionError, ValueError):
         return True

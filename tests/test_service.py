@@ -417,3 +417,44 @@ def test_settings_come_from_flags_then_env_then_the_config_file(
     monkeypatch.setenv("VIDMEM_CONFIG", str(tmp_path / "missing.toml"))
     with pytest.raises(FileNotFoundError, match="VIDMEM_CONFIG"):
         Settings()  # type: ignore[call-arg]
+
+
+def test_the_job_queue_hands_each_job_to_one_worker_and_takes_over_dead_ones(store, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import update
+
+    from memory import Job
+
+    with store.session() as s:
+        store.library(s, "main")
+    first = jobs.enqueue(store, "main", tmp_path / "a.srt", "a.srt", upload=False).id
+    second = jobs.enqueue(store, "main", tmp_path / "b.srt", "b.srt", upload=False).id
+    me = jobs.owner_name()
+    assert jobs.claim(store, me, stale_after=30) == first  # oldest first
+    assert jobs.claim(store, "other-host:1", stale_after=30) == second
+    assert jobs.claim(store, "third-host:1", stale_after=30) is None  # nothing left to claim
+
+    # a worker process of this host that is gone: its job goes back to the queue at once
+    with store.session() as s:
+        s.execute(update(Job).where(Job.id == first).values(owner=f"{jobs.HOST}:999999999"))
+    assert jobs.claim(store, "third-host:1", stale_after=30) == first
+    # another host's worker is judged by its heartbeat only
+    assert jobs.claim(store, me, stale_after=30) is None
+    with store.session() as s:
+        s.execute(update(Job).where(Job.id == second).values(heartbeat=0.0))
+    assert jobs.claim(store, me, stale_after=30) == second
+    job, _ = jobs.get_job(store, second)
+    assert (job.status, job.owner, job.attempts) == ("running", me, 2)
+
+
+def test_the_api_on_a_postgresql_catalog(tmp_path: Path, postgres_url: str) -> None:
+    cfg = settings_for(tmp_path, database_url=postgres_url)
+    with TestClient(create_app(cfg)) as client:
+        client.post("/v1/libraries", json={"name": "main"}, headers=H)
+        r = upload(client, "main", write_srt(tmp_path / "talk.srt", TALK))
+        assert r.status_code == 202
+        run_jobs(cfg)
+        assert client.get(f"/v1/jobs/{r.json()['id']}", headers=H).json()["status"] == "done"
+        hits = client.get("/v1/search", params={"q": "giraffe oranges", "level": "cue"}, headers=H).json()
+        assert hits["moments"][0]["start"] == 12.0
+        key = client.post("/v1/keys", json={"name": "ed", "library": "main"}, headers=H).json()["key"]
+        assert client.get("/v1/libraries", headers={"Authorization": f"Bearer {key}"}).status_code == 200
