@@ -13,6 +13,9 @@ scored by a small MLP (`SpanScorer`):
   (kernels.segment, several penalties) cuts there;
 - shape: the run's length in cues and seconds, and its cohesion.
 
+The run returned is the one with the highest expected IoU under the softmax of the scores (minimum-
+Bayes-risk decoding), not the argmax: many good candidates agreeing beat one sharp peak.
+
 The weights (`span_model.json`, ~800 numbers) were fitted on the TutorialVQA *train* questions
 (tests/bench/train_span.py): they rank candidate runs by their overlap with the answer, and hold
 no text or video of that data. Features are per run and per query; nothing is cached between calls.
@@ -250,24 +253,65 @@ def _load(path: str) -> SpanScorer:
     return SpanScorer(mu, sd, w1, b1, w2, max_cues=int(raw["max_cues"]))
 
 
+MBR_TEMPERATURE = 0.8
+"""Softmax temperature over the scores for the expected-IoU choice (picked on train: R1@0.5 42.6 by
+the argmax, 48.4 at 0.8, 48.7 at 1.0 with a worse R1@0.7, 47.2 at 1.1; 930 train questions)."""
+
+MBR_POOL = 400
+"""Best-scoring candidates the expected-IoU choice looks at."""
+
+
 def best_spans(
-    run: CueRun, qvec: np.ndarray, query: str, scorer: SpanScorer | None = None, top: int = 1
+    run: CueRun,
+    qvec: np.ndarray,
+    query: str,
+    scorer: SpanScorer | None = None,
+    top: int = 1,
+    temperature: float | None = MBR_TEMPERATURE,
 ) -> list[Span]:
-    """The `top` best-scoring runs of cues in `run` (not overlapping one another), best first."""
+    """The `top` best runs of cues in `run` (not overlapping one another), best first.
+
+    Not the single best-scoring run: the scorer's softmax over candidates (at `temperature`) is
+    read as a distribution over where the answer is, and the run with the highest expected IoU
+    under it is chosen — minimum-Bayes-risk decoding, which prefers a run many good candidates
+    agree with over a lone sharp peak. `temperature=None` takes the argmax. A span's score is the
+    best candidate score in its region (what ranks regions and videos against each other).
+    """
     if not len(run):
         return []
     scorer = scorer or SpanScorer.load()
     a, b, F = span_features(run, qvec, query, scorer.max_cues)
     z = scorer(F)
+    alive = np.ones(len(z), bool)
     out: list[Span] = []
-    for k in np.argsort(-z):
-        if any(not (b[k] < s.first or a[k] > s.last) for s in out):
-            continue
+    while len(out) < top and alive.any():
+        pool = np.flatnonzero(alive)
+        pool = pool[np.argsort(-z[pool])[:MBR_POOL]]
+        k = (
+            int(pool[0])
+            if temperature is None
+            else int(pool[_expected_iou(run, a, b, z, pool, temperature).argmax()])
+        )
         out.append(
             Span(
-                run.video_id, int(a[k]), int(b[k]), float(run.start[a[k]]), float(run.end[b[k]]), float(z[k])
+                run.video_id,
+                int(a[k]),
+                int(b[k]),
+                float(run.start[a[k]]),
+                float(run.end[b[k]]),
+                float(z[pool[0]]),
             )
         )
-        if len(out) == top:
-            break
+        alive &= (b < a[k]) | (a > b[k])  # the next span lies elsewhere
     return out
+
+
+def _expected_iou(
+    run: CueRun, a: np.ndarray, b: np.ndarray, z: np.ndarray, pool: np.ndarray, temperature: float
+) -> np.ndarray:
+    """For each candidate in `pool`, its IoU in seconds with every other, weighted by softmax(z / T)."""
+    s0, s1 = run.start[a[pool]], run.end[b[pool]]
+    inter = np.maximum(0.0, np.minimum(s1[:, None], s1[None]) - np.maximum(s0[:, None], s0[None]))
+    union = np.maximum(s1[:, None], s1[None]) - np.minimum(s0[:, None], s0[None])
+    p = np.exp((z[pool] - z[pool].max()) / temperature)
+    return (inter / np.maximum(union, 1e-9)) @ (p / p.sum())
