@@ -40,21 +40,54 @@ ANSWER_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "answerable": {"type": "boolean"},
-        "answer": {"type": "string", "maxLength": 600},
         "citations": {"type": "array", "items": {"type": "integer"}, "maxItems": 8},
+        "answer": {"type": "string", "maxLength": 600},
     },
-    "required": ["answerable", "answer", "citations"],
+    "required": ["answerable", "citations", "answer"],
 }
 """What an LLM must reply: whether the evidence answers the question, the answer, and the numbers of
 the evidence it rests on. The bounds keep the whole object inside `max_tokens`: measured with Qwen 0.5B
-on vLLM, an unbounded answer string ran on until the reply was cut short and was not JSON."""
+on vLLM, an unbounded answer string ran on until the reply was cut short and was not JSON. The
+citations come before the answer: the model names its evidence first, and an answer cut short by
+`max_tokens` still holds them (the local engine closes such a reply).
+`answer_schema(k)` narrows the citations to the evidence numbers of one request."""
+
+
+def answer_schema(evidence: int) -> dict[str, Any]:
+    """ANSWER_SCHEMA with citations bounded to 1..`evidence`: a server cannot decode another number,
+    and the local engine's check shows the model its mistake (small models cite `0` otherwise)."""
+    items = {"type": "integer", "minimum": 1, "maximum": max(1, evidence)}
+    citations = {**ANSWER_SCHEMA["properties"]["citations"], "items": items}
+    return {**ANSWER_SCHEMA, "properties": {**ANSWER_SCHEMA["properties"], "citations": citations}}
+
 
 SYSTEM = (
     "You answer questions about videos using only the numbered evidence: transcript excerpts with "
     "their time spans. Cite the numbers of the evidence your answer rests on. If the evidence does "
     "not contain the answer, set answerable to false and say so; never guess. Answer in one to three "
-    "sentences."
+    "sentences of your own; do not copy the evidence."
 )
+
+EXAMPLE: list[dict[str, Any]] = [
+    {
+        "role": "user",
+        "content": "Evidence:\n[1] video a1b2c3, 00:00:05 - 00:00:12: We preheat the oven to 200 degrees.\n"
+        "[2] video a1b2c3, 00:00:12 - 00:00:20: Then the dough rests for an hour under a towel.\n\n"
+        "Question: How long does the dough rest?",
+    },
+    {
+        "role": "assistant",
+        "content": '{"answerable": true, "citations": [2], "answer": "The dough rests for an hour, under a towel."}',
+    },
+    {"role": "user", "content": "Question: What colour is the oven?"},
+    {
+        "role": "assistant",
+        "content": '{"answerable": false, "citations": [], "answer": "The evidence does not say what colour the oven is."}',
+    },
+]
+"""One worked exchange before the real question. Measured with Qwen 0.5B: shown only the reply's
+shape, it copied the placeholders back (`"citations": [0], "answer": "..."`); shown an example, it
+fills the object in."""
 
 _TIME = re.compile(r"\b(?:\d{1,2}:)?\d{1,2}:\d{2}(?:[.,]\d{1,3})?\b")
 
@@ -172,6 +205,7 @@ class LLMEngine(AnswerEngine):
         pack = "\n".join(e.line() for e in evidence) or "(no evidence found)"
         return [
             {"role": "system", "content": SYSTEM},
+            *EXAMPLE,
             {"role": "user", "content": f"Evidence:\n{pack}\n\nQuestion: {question}"},
         ]
 
@@ -185,7 +219,8 @@ class LLMEngine(AnswerEngine):
                 evidence = self._gather(question, list(evidence), context)
         messages = self._messages(question, evidence)
         try:
-            reply = self.llm.chat_json(messages, ANSWER_SCHEMA, self.options.max_tokens)
+            schema = answer_schema(len(evidence))
+            reply = self.llm.chat_json(messages, schema, self.options.max_tokens)
             checked = check(reply, evidence, self.name)
             if checked.answerable and not checked.citations:  # answerable, nothing valid cited: once more
                 retry = messages + [
@@ -196,7 +231,7 @@ class LLMEngine(AnswerEngine):
                         "or set answerable to false.",
                     },
                 ]
-                reply = self.llm.chat_json(retry, ANSWER_SCHEMA, self.options.max_tokens)
+                reply = self.llm.chat_json(retry, schema, self.options.max_tokens)
                 checked = check(reply, evidence, self.name)
         except LLMError as e:  # an unusable reply (cut short, not JSON) or a server that failed: say so
             return self._fall_back(question, evidence, f"the model's reply was unusable: {e}", 0)
@@ -262,8 +297,8 @@ def check(reply: dict[str, Any], evidence: list[Evidence], engine: str) -> Answe
             cited.append(by_number[n])
         elif n not in by_number:
             dropped += 1
-    if not answerable:
-        return Answer(text or NOT_FOUND, [], engine, False, evidence, dropped)
+    if not answerable:  # the model's own words here may be copied evidence: say it plainly
+        return Answer(NOT_FOUND, [], engine, False, evidence, dropped)
 
     def keep(match: re.Match[str]) -> str:
         nonlocal dropped
