@@ -458,3 +458,48 @@ def test_the_api_on_a_postgresql_catalog(tmp_path: Path, postgres_url: str) -> N
         assert hits["moments"][0]["start"] == 12.0
         key = client.post("/v1/keys", json={"name": "ed", "library": "main"}, headers=H).json()["key"]
         assert client.get("/v1/libraries", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+
+
+def test_an_internal_failure_is_a_500_with_a_reference_and_no_traceback(
+    cfg: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from service import app as app_module
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk on fire at /srv/secret/path")
+
+    with TestClient(create_app(cfg), raise_server_exceptions=False) as client:
+        monkeypatch.setattr(app_module.auth, "authenticate", broken)
+        r = client.get("/v1/libraries", headers=H)
+        body = error(r)
+        assert r.status_code == 500 and body["code"] == "internal"
+        assert "secret" not in r.text and "RuntimeError" not in r.text and "ref " in body["message"]
+        ref = body["message"].split("ref ")[1].split(")")[0]
+        logged = [rec for rec in caplog.records if rec.levelname == "ERROR"]
+        assert any(ref in rec.getMessage() for rec in logged)  # the server log has it, under that ref
+        assert client.get("/health").status_code == 200  # and the service is still up
+    caplog.clear()
+
+
+def test_keys_from_the_command_line(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from service.cli import app as cli
+
+    run = CliRunner()
+    home = ["--home", str(tmp_path / "home")]
+    made = run.invoke(cli, ["keys", "create", "ops", *home])
+    assert made.exit_code == 0, made.output
+    secret = made.output.strip()
+    assert secret.startswith("vm_") and len(secret) > 40
+    unknown = run.invoke(cli, ["keys", "create", "ed", "--library", "nowhere", *home])
+    assert unknown.exit_code == 1 and "no library named 'nowhere'" in unknown.output
+    listed = json.loads(run.invoke(cli, ["keys", "list", "--json", *home]).output)
+    assert [(k["name"], k["prefix"], k["library"]) for k in listed] == [("ops", secret[:8], None)]
+    assert secret not in json.dumps(listed)
+    assert run.invoke(cli, ["keys", "revoke", str(listed[0]["id"]), *home]).exit_code == 0
+    cfg = settings_for(tmp_path, api_key=None)
+    with TestClient(create_app(cfg)) as client:
+        assert client.get("/v1/me", headers={"Authorization": f"Bearer {secret}"}).status_code == 401
