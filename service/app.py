@@ -21,7 +21,7 @@ import shutil
 import sys
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -379,7 +379,8 @@ def _routes(app: FastAPI, svc: Service) -> None:  # noqa: C901 - one place that 
         return {"name": who.name, "library": who.library, "admin": who.admin}
 
     @app.delete(f"{v1}/session", tags=["auth"], status_code=204)
-    def logout(response: Response) -> Response:
+    def logout() -> Response:
+        """Forget the page's key (the cookie)."""
         response = Response(status_code=204)
         response.delete_cookie(COOKIE)
         return response
@@ -770,6 +771,3 @@ def _thumbnail(cfg: Settings, video: Video, t: float, width: int) -> bytes:
         tmp.write_bytes(data)
         tmp.replace(cache)
     return data
-
-
-Factory = Callable[[], FastAPI]

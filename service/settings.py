@@ -89,10 +89,10 @@ class Settings(BaseSettings):
     )
     answer_engine: str = Field(
         "auto",
-        description="Who writes `vidmem ask` answers: `auto` (the server at `llm_url` when set, else the packaged `answer_llm`), `local` (`answer_llm` in-process), `openai` (the server at `llm_url`) or `extractive` (no LLM: the best evidence quoted).",
+        description="Who writes `vidmem ask` answers: `auto` (the server at `llm_url` when set, else `extractive`), `local` (`answer_llm` in-process), `openai` (the server at `llm_url`) or `extractive` (no LLM: the best evidence quoted).",
     )
     answer_llm: str = Field(
-        "qwen0.5b",
+        "smollm2",
         description="Packaged LLM (`smollm2`, `qwen0.5b`, `qwen1.5b`) or local transformers folder that answers with the `local` engine.",
     )
     vllm_venv: Path | None = Field(
@@ -181,7 +181,9 @@ class Settings(BaseSettings):
 
 def make_answer_engine(cfg: Settings, embedder, name: str | None = None):  # type: ignore[no-untyped-def]
     """The answer engine `name` (default: the `answer_engine` setting; `auto` picks the server at
-    `llm_url` when set, else the packaged `answer_llm`), with its LLM built from the settings.
+    `llm_url` when set, else `extractive`: measured on TutorialVQA dev (docs/benchmarks/ask.md), the
+    packaged models in-process were no more faithful than the quoted evidence and 20-70× slower),
+    with its LLM built from the settings.
     ValueError when it cannot be built as configured."""
     from memory.llm import make_llm
     from reasoning.answer import make_engine
@@ -190,7 +192,7 @@ def make_answer_engine(cfg: Settings, embedder, name: str | None = None):  # typ
     if name not in ("auto", "local", "openai", "extractive"):
         raise ValueError(f"unknown answer engine {name!r}; choose auto, local, openai or extractive")
     if name == "auto":
-        name = "openai" if cfg.llm_url else "local"
+        name = "openai" if cfg.llm_url else "extractive"
     if name == "extractive":
         return make_engine("extractive", embedder=embedder)
     if name == "openai":

@@ -503,3 +503,15 @@ def test_keys_from_the_command_line(tmp_path: Path) -> None:
     cfg = settings_for(tmp_path, api_key=None)
     with TestClient(create_app(cfg)) as client:
         assert client.get("/v1/me", headers={"Authorization": f"Bearer {secret}"}).status_code == 401
+
+
+def test_vidmem_ask_answers_with_nothing_running(tmp_path: Path) -> None:
+    """The embedded default (`auto` with no server configured) is the extractive engine: it needs
+    no model server and cites the moment."""
+    from tests.test_cli import cli, cli_json
+
+    home = tmp_path / "home"
+    cli(home, "ingest", write_srt(tmp_path / "talk.srt", TALK), "--library", "talks")
+    answer = cli_json(home, "ask", "What does the purple giraffe eat?", "--library", "talks")
+    assert set(answer) >= {"answer", "citations", "engine"} and answer["engine"] == "extractive"
+    assert [(c["start"], c["end"], c["timestamp"]) for c in answer["citations"]] == [(12.0, 18.0, "00:00:12")]
