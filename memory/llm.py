@@ -421,10 +421,11 @@ def _parse_json_reply(reply: str, schema: dict[str, Any]) -> dict[str, Any]:
     raise LLMError("the reply holds no JSON object")
 
 
-def close_json(text: str) -> str | None:
-    """`text`, a JSON object cut short, closed: an open string ended, open arrays and objects shut
-    (a dangling key or comma dropped). None when it is not the start of one."""
-    stack: list[str] = []
+def _scan_json(text: str) -> tuple[list[str], bool, bool, bool]:
+    """Walk `text` as the start of a JSON object: the closers still owed (`}`/`]`, innermost last),
+    whether it ends inside a string, and right after a backslash there, and whether the first
+    object already closed (or a closer came with nothing open: not JSON to finish either way)."""
+    owed: list[str] = []
     in_string, escaped = False, False
     for ch in text:
         if in_string:
@@ -437,14 +438,25 @@ def close_json(text: str) -> str | None:
         elif ch == '"':
             in_string = True
         elif ch in "{[":
-            stack.append("}" if ch == "{" else "]")
+            owed.append("}" if ch == "{" else "]")
         elif ch in "}]":
-            if not stack:
-                return None
-            stack.pop()
-            if not stack:
-                return None  # already whole: nothing to close
-    if not stack:
+            if owed:
+                owed.pop()
+            if not owed:
+                return owed, False, False, True
+    return owed, in_string, escaped, False
+
+
+def json_closed(text: str) -> bool:
+    """Whether `text` holds a whole JSON object from its first `{`."""
+    return _scan_json(text)[3]
+
+
+def close_json(text: str) -> str | None:
+    """`text`, a JSON object cut short, closed: an open string ended, open arrays and objects shut
+    (a dangling comma dropped). None when it is not the start of one, or is already whole."""
+    owed, in_string, escaped, whole = _scan_json(text)
+    if whole or not owed:
         return None
     out = text[:-1] if escaped else text
     if in_string:
@@ -454,7 +466,7 @@ def close_json(text: str) -> str | None:
         out = out[:-1].rstrip()
     if out.endswith(":"):
         return None
-    return out + "".join(reversed(stack))
+    return out + "".join(reversed(owed))
 
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
@@ -697,28 +709,6 @@ class LocalLLM(LLM):
                 for i, text in zip(chunk, tokenizer.batch_decode(new, skip_special_tokens=True), strict=True):
                     replies[i] = text.strip()
         return replies
-
-
-def json_closed(text: str) -> bool:
-    """Whether `text` holds a whole JSON object from its first `{` (braces outside strings balance)."""
-    depth, in_string, escaped = 0, False, False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return True
-    return False
 
 
 class _JsonClosed:

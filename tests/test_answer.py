@@ -126,6 +126,33 @@ def test_span_features_are_finite_and_the_scorer_loads() -> None:
     assert all(s.last < t.first or t.last < s.first for s in spans for t in spans if s is not t)
 
 
+def test_the_span_kept_has_the_highest_expected_iou_not_the_top_score() -> None:
+    """best_spans against a brute-force reading of its rule over the same candidates and scores."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(30, 384)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    run = CueRun("v", np.arange(30) * 4.0, np.arange(30) * 4.0 + 3.5, [f"line {i}" for i in range(30)], x)
+    scorer = SpanScorer.load()
+    a, b, F = span_features(run, x[7], "line 7", scorer.max_cues)
+    z = scorer(F)
+    pool = np.argsort(-z)[:400]
+    p = np.exp((z[pool] - z[pool].max()) / 0.8)
+    p /= p.sum()
+
+    def iou(i: int, j: int) -> float:
+        s0, s1, t0, t1 = run.start[a[i]], run.end[b[i]], run.start[a[j]], run.end[b[j]]
+        return max(0.0, min(s1, t1) - max(s0, t0)) / (max(s1, t1) - min(s0, t0))
+
+    expected = [sum(pj * iou(i, j) for j, pj in zip(pool, p, strict=True)) for i in pool]
+    want = pool[int(np.argmax(expected))]
+    [got] = best_spans(run, x[7], "line 7", scorer, temperature=0.8)
+    assert (got.first, got.last) == (a[want], b[want])
+    assert got.score == pytest.approx(float(z.max()))  # the region's strength: its best score
+    [top] = best_spans(run, x[7], "line 7", scorer, temperature=None)
+    assert (top.first, top.last) == (a[np.argmax(z)], b[np.argmax(z)])
+    assert (got.first, got.last) != (top.first, top.last)  # here the two rules disagree
+
+
 def test_refined_span_is_the_topic_block_not_a_stored_unit(library) -> None:  # type: ignore[no-untyped-def]
     store, ids = library
     got = retrieve(store, "how do I hide part of a photo with a layer mask", "howto", ids["photo"])

@@ -212,3 +212,20 @@ def test_bad_server_settings_say_how_to_fix() -> None:
         OpenAIChatLLM("localhost:8000", "m")
     with pytest.raises(ValueError, match="max_concurrency"):
         OpenAIChatLLM("http://127.0.0.1:1/v1", "m", max_concurrency=0)
+
+
+def test_a_cut_short_json_reply_is_closed_and_a_whole_one_is_recognised() -> None:
+    from memory.llm import _parse_json_reply, close_json, json_closed
+
+    cut = '{"answerable": true, "citations": [2, 3], "answer": "The mask hides the \\"sky'
+    assert json.loads(close_json(cut)) == {
+        "answerable": True,
+        "citations": [2, 3],
+        "answer": 'The mask hides the "sky',
+    }
+    assert json.loads(close_json('{"a": [1, 2,')) == {"a": [1, 2]}
+    assert close_json('{"a": 1}') is None and close_json('{"a":') is None and close_json("no json") is None
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+    assert _parse_json_reply('{"answer": "half a sente', schema) == {"answer": "half a sente"}
+    assert json_closed('{"a": "}", "b": {"c": [1]}} and more') and json_closed('prose {"a": 1}')
+    assert not json_closed('{"a": "x\\"}"') and not json_closed('{"a": {"b": 1}')
