@@ -8,7 +8,7 @@ modality, space, start and end in seconds, token count), and an inverted index o
 (term -> rows and term frequencies, sorted by term then row). Only the texts of the hits a query
 returns are read from SQL.
 
-The file is written atomically (temp file + rename) beside a manifest (row count, largest id) and
+The file is written atomically beside a manifest (row count, largest id) by `memory.derived`, and
 is rebuilt from SQL, the source of truth, whenever the two disagree; rows added with larger ids
 are appended instead (a merge of the postings, linear in their size).
 
@@ -19,9 +19,7 @@ rows: a search inside one video ranks as if that video were the whole collection
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
 import zipfile
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
@@ -33,8 +31,8 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from memory.derived import Derived, DerivedFiles, file_lock, table_top
 from memory.models import EmbeddingRow
-from memory.vectors import file_lock, file_stamp, table_top
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 STOP = frozenset(
@@ -300,13 +298,23 @@ def _without(base: LexicalRows, keep: np.ndarray) -> LexicalRows:
     return LexicalRows(**out)
 
 
-@dataclass
-class _Cached:
-    rows: LexicalRows
-    manifest: dict
-    stamp: tuple[tuple[int, int, int], ...] | None
-    verified_top: int = -1
-    """`table_top` when this file last agreed with SQL; -1 until it has been checked."""
+def _manifest(rows: LexicalRows) -> dict[str, int]:
+    return {"count": len(rows), "max_id": int(rows.ids[-1]) if len(rows) else 0}
+
+
+def _load_rows(path: Path, manifest: dict[str, Any]) -> LexicalRows | None:
+    """A lexical file as written, or None when it is torn, foreign or not what `manifest` says."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            rows = LexicalRows(**{name: data[name] for name in _FIELDS})
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):  # torn or foreign
+        return None
+    return rows if manifest == _manifest(rows) else None
+
+
+def _save_rows(rows: LexicalRows, tmp: Path) -> None:
+    with open(tmp, "wb") as fh:
+        np.savez(fh, allow_pickle=False, **rows.arrays())
 
 
 class LexicalIndex:
@@ -316,14 +324,10 @@ class LexicalIndex:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._sessions = sessions
-        self._cache: dict[Path, _Cached] = {}
+        self._files: DerivedFiles[LexicalRows] = DerivedFiles(_load_rows, _save_rows)
 
     def path(self, library_id: int) -> Path:
         return self.folder / f"lib{library_id}.npz"
-
-    @staticmethod
-    def _manifest_path(path: Path) -> Path:
-        return path.with_name(path.name + ".json")
 
     def _sql_state(self, library_id: int) -> dict[str, int]:
         with self._sessions() as s:
@@ -346,41 +350,14 @@ class LexicalIndex:
             yield from result.partitions(_CHUNK)
 
     def _write(self, path: Path, rows: LexicalRows) -> None:
-        manifest = {"count": len(rows), "max_id": int(rows.ids[-1]) if len(rows) else 0}
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, allow_pickle=False, **rows.arrays())
-        mtmp = path.with_name(path.name + f".json.tmp{os.getpid()}")
-        mtmp.write_text(json.dumps(manifest))
-        os.replace(tmp, path)
-        os.replace(mtmp, self._manifest_path(path))
-        self._cache[path] = _Cached(rows, manifest, file_stamp(path, self._manifest_path(path)))
-
-    def _read(self, path: Path) -> _Cached | None:
-        """The file and its manifest as written, or None when either is missing or unreadable."""
-        stamp = file_stamp(path, self._manifest_path(path))
-        cached = self._cache.get(path)
-        if cached and stamp is not None and cached.stamp == stamp:
-            return cached
-        try:
-            manifest = json.loads(self._manifest_path(path).read_text())
-            with np.load(path, allow_pickle=False) as data:
-                rows = LexicalRows(**{name: data[name] for name in _FIELDS})
-        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):  # torn or foreign
-            return None
-        if manifest != {"count": len(rows), "max_id": int(rows.ids[-1]) if len(rows) else 0}:
-            return None  # the manifest does not describe this file
-        self._cache[path] = found = _Cached(rows, manifest, stamp)
-        return found
+        self._files.write(path, rows, _manifest(rows))
 
     def rebuild(self, library_id: int) -> int:
         """Write the library's file from SQL; returns the number of rows (0: the file is removed)."""
         path = self.path(library_id)
         rows = _append(_empty(), self._rows_after(library_id, 0))
         if not len(rows):
-            for p in (path, self._manifest_path(path)):
-                p.unlink(missing_ok=True)
-            self._cache.pop(path, None)
+            self._files.remove(path)
             return 0
         self._write(path, rows)
         return len(rows)
@@ -401,22 +378,22 @@ class LexicalIndex:
         path = self.path(library_id)
         with file_lock(path):
             truth = self._sql_state(library_id)
-            found = self._read(path)
+            found = self._files.read(path)
             if found is None or truth["count"] == 0:
                 self.rebuild(library_id)
                 return
-            rows = _without(found.rows, ~found.rows.is_("video", [video_id]))
-            if {"count": len(rows), "max_id": int(rows.ids[-1]) if len(rows) else 0} == truth:
+            rows = _without(found.value, ~found.value.is_("video", [video_id]))
+            if _manifest(rows) == truth:
                 self._write(path, rows)
             else:
                 self.rebuild(library_id)
 
     def _sync(self, library_id: int, path: Path, truth: dict[str, int], lowest_new: int | None) -> None:
-        found = self._read(path)
+        found = self._files.read(path)
         if found is not None and found.manifest == truth and lowest_new is None:
             return
         if found is not None and (lowest_new is None or lowest_new > found.manifest["max_id"]):
-            grown = _append(found.rows, self._rows_after(library_id, found.manifest["max_id"]))
+            grown = _append(found.value, self._rows_after(library_id, found.manifest["max_id"]))
             if len(grown) == truth["count"]:
                 self._write(path, grown)
                 return
@@ -426,35 +403,30 @@ class LexicalIndex:
         """The library's rows, brought in step with SQL first; None when it has none."""
         path = self.path(library_id)
         top_all = table_top(self._sessions)
-        cached = self._cache.get(path)
-        if (
-            cached
-            and cached.verified_top == top_all
-            and cached.stamp == file_stamp(path, self._manifest_path(path))
-        ):
-            return cached.rows
+        cached = self._files.verified(path, top_all)
+        if cached:
+            return cached.value
         truth = self._sql_state(library_id)
         if truth["count"] == 0:
             return None
-        found = self._read(path)
+        found: Derived[LexicalRows] | None = self._files.read(path)
         if found is None or found.manifest != truth:
             with file_lock(path):
                 self._sync(library_id, path, truth, None)
-            found = self._read(path)
+            found = self._files.read(path)
         if found is None:
             return None
         found.verified_top = top_all
-        return found.rows
+        return found.value
 
     def recheck(self) -> None:
         """Compare every cached file with SQL again on its next use (a caller saw a row vanish)."""
-        for cached in self._cache.values():
-            cached.verified_top = -1
+        self._files.recheck()
 
     def clear(self) -> None:
         for p in self.folder.glob("lib*.npz*"):
             p.unlink()
-        self._cache.clear()
+        self._files.loaded.clear()
 
 
 def bm25_top(

@@ -44,6 +44,12 @@ class LLMError(RuntimeError):
     URL or model and says what to check."""
 
 
+class LLMUnavailable(LLMError):
+    """The LLM's server could not be reached or refused service: connection refused, a time-out, an
+    HTTP 5xx, or 401/403/404 (wrong key, wrong URL or model name). Unlike an unusable reply, this is
+    no answer at all; callers say so (the API's 503) unless their user asked for a fallback."""
+
+
 @dataclass(frozen=True)
 class GGUFPart:
     """One piece of a GGUF file split over several PyPI packages (PyPI caps a file's size)."""
@@ -244,10 +250,17 @@ def _convert_gguf(source: Path, gguf_file: str, out: Path, dtype: str = "float32
 @dataclass(frozen=True)
 class ToolCall:
     """One function call the model asked for: the tool's name and its arguments, already parsed from
-    the JSON the model wrote and checked against the tool's parameter schema."""
+    the JSON the model wrote and checked against the tool's parameter schema.
+
+    With `chat_tools(..., lenient=True)` a call the model got wrong (an unknown tool, arguments that
+    are not JSON or break the schema) comes back with `error` saying what is wrong instead of raising,
+    so that a tool loop can hand the error to the model as the tool's result."""
 
     name: str
     arguments: dict[str, Any]
+    id: str = ""
+    """The server's id for the call (`tool_call_id` of the reply), or one made up by a local engine."""
+    error: str | None = None
 
 
 ToolChoice = str | dict[str, Any]
@@ -330,6 +343,7 @@ class LLM:
         tools: Sequence[dict[str, Any]],
         tool_choice: ToolChoice = "required",
         max_tokens: int = 256,
+        lenient: bool = False,
     ) -> list[ToolCall]:
         """The tool call(s) the model makes for this conversation, given OpenAI-format `tools`
         (`{"type": "function", "function": {"name", "description", "parameters"}}`).
@@ -348,7 +362,7 @@ class LLM:
             system = f"You call the tool {named!r}.\nTools:\n{listing}\nWrite its arguments."
             schema = functions[named].get("parameters") or {"type": "object", "properties": {}}
             arguments = self.chat_json([{"role": "system", "content": system}, *messages], schema, max_tokens)
-            return [ToolCall(named, arguments)]
+            return [ToolCall(named, arguments, "call_0")]
         system = f"You call exactly one of these tools.\nTools:\n{listing}"
         schema = {
             "type": "object",
@@ -359,7 +373,7 @@ class LLM:
             "required": ["name", "arguments"],
         }
         call = self.chat_json([{"role": "system", "content": system}, *messages], schema, max_tokens)
-        return [_checked_call(call["name"], call["arguments"], functions, self.name)]
+        return [_checked_call(call["name"], call["arguments"], functions, self.name, "call_0", lenient)]
 
 
 def _json_instruction(schema: dict[str, Any]) -> str:
@@ -555,23 +569,35 @@ def _named_tool(tool_choice: ToolChoice, functions: dict[str, dict[str, Any]]) -
     )
 
 
-def _checked_call(name: Any, arguments: Any, functions: dict[str, dict[str, Any]], model: str) -> ToolCall:
-    """A `ToolCall` after checking that the tool exists and the arguments match its parameters."""
+def _checked_call(
+    name: Any,
+    arguments: Any,
+    functions: dict[str, dict[str, Any]],
+    model: str,
+    id: str = "",
+    lenient: bool = False,
+) -> ToolCall:
+    """A `ToolCall` after checking that the tool exists and the arguments match its parameters; a
+    call that fails the check raises `LLMError`, or with `lenient` comes back with `error` set."""
+    problem = None
     if name not in functions:
-        raise LLMError(f"{model} called {name!r}, which is not among the tools {sorted(functions)}")
-    if isinstance(arguments, str):
+        problem = f"{model} called {name!r}, which is not among the tools {sorted(functions)}"
+    elif isinstance(arguments, str):
         try:
             arguments = json.loads(arguments) if arguments.strip() else {}
-        except json.JSONDecodeError as e:
-            raise LLMError(
-                f"{model} called {name!r} with arguments that are not JSON: {arguments[:200]!r}"
-            ) from e
-    if not isinstance(arguments, dict):
-        raise LLMError(f"{model} called {name!r} with arguments that are not an object: {arguments!r}")
-    problem = schema_error(arguments, functions[name].get("parameters") or {})
-    if problem:
-        raise LLMError(f"{model} called {name!r} with arguments that break its schema: {problem}")
-    return ToolCall(str(name), arguments)
+        except json.JSONDecodeError:
+            problem = f"{model} called {name!r} with arguments that are not JSON: {arguments[:200]!r}"
+    if problem is None and not isinstance(arguments, dict):
+        problem = f"{model} called {name!r} with arguments that are not an object: {arguments!r}"
+    if problem is None:
+        broken = schema_error(arguments, functions[str(name)].get("parameters") or {})
+        if broken:
+            problem = f"{model} called {name!r} with arguments that break its schema: {broken}"
+    if problem is None:
+        return ToolCall(str(name), arguments, id)
+    if not lenient:
+        raise LLMError(problem)
+    return ToolCall(str(name), arguments if isinstance(arguments, dict) else {}, id, problem)
 
 
 def _text_only(messages: Sequence[Message], model: str) -> list[dict[str, str]]:
@@ -788,12 +814,14 @@ class OpenAIChatLLM(LLM):
                 model=self.name, messages=list(messages), max_tokens=max_tokens, temperature=0.0, **extra
             )
         except openai.APITimeoutError as e:
-            raise LLMError(f"{where} did not answer within {self.timeout:g} s") from e
+            raise LLMUnavailable(f"{where} did not answer within {self.timeout:g} s") from e
         except openai.APIConnectionError as e:
-            raise LLMError(f"cannot reach {where}: is the server running? ({e})") from e
+            raise LLMUnavailable(f"cannot reach {where}: is the server running? ({e})") from e
         except openai.APIStatusError as e:
             body = (e.response.text or "")[:300] if e.response is not None else ""
-            raise LLMError(f"{where} answered HTTP {e.status_code}: {body}") from e
+            refused = e.status_code >= 500 or e.status_code in (401, 403, 404)
+            error = LLMUnavailable if refused else LLMError  # 400/422: this request, not the server
+            raise error(f"{where} answered HTTP {e.status_code}: {body}") from e
         except (openai.OpenAIError, ValueError) as e:  # unparseable or mis-shaped bodies
             raise LLMError(f"{where} answered something that is not a chat completion: {e}") from e
         choices = getattr(response, "choices", None)
@@ -841,6 +869,7 @@ class OpenAIChatLLM(LLM):
         tools: Sequence[dict[str, Any]],
         tool_choice: ToolChoice = "required",
         max_tokens: int = 256,
+        lenient: bool = False,
     ) -> list[ToolCall]:
         """OpenAI tool calling. With `tool_choice` required or named, vLLM constrains the output to the
         tools' schemas, which works even for models without a tool parser; each call's arguments are
@@ -851,7 +880,12 @@ class OpenAIChatLLM(LLM):
         calls = getattr(message, "tool_calls", None) or []
         if not calls:
             raise LLMError(f"{self._where()} answered without a tool call: {str(message.content)[:200]!r}")
-        return [_checked_call(c.function.name, c.function.arguments, functions, self.name) for c in calls]
+        return [
+            _checked_call(
+                c.function.name, c.function.arguments, functions, self.name, c.id or f"call_{i}", lenient
+            )
+            for i, c in enumerate(calls)
+        ]
 
     def chat_batch(self, conversations: Sequence[Sequence[Message]], max_tokens: int) -> list[str]:
         if not conversations:

@@ -1,7 +1,7 @@
 """FAISS indexes derived from the `embeddings` table: one file per (library, vector space).
 
-Each file is written atomically (temp file + rename) with a small manifest (vector count and
-largest id). On load, a manifest that disagrees with SQL means a write was interrupted, and the
+Each file is written atomically with a small manifest (vector count and largest id) by
+`memory.derived`. On load, a manifest that disagrees with SQL means a write was interrupted, and the
 index is rebuilt from SQL, which is always the source of truth. faiss is imported on first use.
 
 The index type follows the size of the space (`IndexOptions`): exact inner-product search (flat)
@@ -12,9 +12,6 @@ exactly: a graph search with a selective filter can miss the true best match.
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -26,19 +23,10 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from memory.derived import Derived, DerivedFiles, file_lock, table_top
 from memory.models import EmbeddingRow
 
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on `path`'s `.lock` sibling, across processes: one writer of a derived
-    index file at a time (the FAISS and lexical files alike)."""
-    with open(path.with_suffix(".lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+__all__ = ["IndexOptions", "VectorIndex", "file_lock", "table_top", "vector_bytes"]
 
 
 def vector_bytes(vector: np.ndarray) -> bytes:
@@ -111,27 +99,6 @@ def _stored_vectors(index: Any) -> np.ndarray:
     return view
 
 
-def file_stamp(*paths: Path) -> tuple[tuple[int, int, int], ...] | None:
-    """Identity of files as written (inode, mtime in ns, size of each), None if one is missing:
-    every atomic write (temp file + rename) changes it, so a cached copy knows when it is stale."""
-    try:
-        return tuple((st.st_ino, st.st_mtime_ns, st.st_size) for st in (p.stat() for p in paths))
-    except OSError:
-        return None
-
-
-def table_top(sessions: sessionmaker[Session]) -> int:
-    """The largest embedding id in the whole table: one primary-key lookup, whatever its size.
-
-    Derived indexes are compared with SQL (a count over their rows, ~75 ms at 10^6 rows in SQLite)
-    only when this has moved since they last agreed: rows are only ever added with new ids, and
-    the paths that delete rows (`Store.delete_video`, re-embedding a video) rewrite the indexes
-    themselves, which changes their file stamp.
-    """
-    with sessions() as s:
-        return int(s.scalar(select(func.coalesce(func.max(EmbeddingRow.id), 0))) or 0)
-
-
 @contextmanager
 def _one_thread() -> Iterator[None]:
     """Run FAISS on the calling thread only. One query gains nothing from a thread team (FAISS
@@ -147,18 +114,35 @@ def _one_thread() -> Iterator[None]:
 
 
 @dataclass
-class _Loaded:
+class _Faiss:
     """A loaded index with its ids in storage order (ascending: rows are added in id order)."""
 
     index: Any
     ids: np.ndarray
-    manifest: dict
-    stamp: tuple[tuple[int, int, int], ...] | None
-    verified_top: int = -1
-    """`table_top` when this index last agreed with SQL; -1 until it has been checked."""
     bitmaps: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     """Id bitmaps of read-only `allowed` arrays (a memoised scope), by the array's identity (the
     entry holds the array, so the identity cannot be reused while it is kept)."""
+
+    @classmethod
+    def of(cls, index: Any) -> _Faiss:
+        ids = _faiss().vector_to_array(index.id_map) if index.ntotal else np.zeros(0, np.int64)
+        return cls(index, ids.astype(np.int64))
+
+    def manifest(self) -> dict[str, int]:
+        return {"count": int(self.index.ntotal), "max_id": int(self.ids.max()) if len(self.ids) else 0}
+
+
+def _load_faiss(path: Path, manifest: dict[str, Any]) -> _Faiss | None:
+    """An index file as written, or None when it is torn or not ours (ids not ascending)."""
+    try:
+        loaded = _Faiss.of(_faiss().read_index(str(path)))
+    except (OSError, ValueError, RuntimeError):  # missing, torn or foreign: rebuilt from SQL
+        return None
+    return loaded if not np.any(np.diff(loaded.ids) <= 0) else None
+
+
+def _save_faiss(loaded: _Faiss, tmp: Path) -> None:
+    _faiss().write_index(loaded.index, str(tmp))
 
 
 class VectorIndex:
@@ -171,7 +155,7 @@ class VectorIndex:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._sessions = sessions
         self.options = options or IndexOptions()
-        self._cache: dict[Path, _Loaded] = {}
+        self._files: DerivedFiles[_Faiss] = DerivedFiles(_load_faiss, _save_faiss)
 
     def _new_index(self, dim: int, count: int) -> Any:
         """An empty index of the type a space of `count` vectors gets."""
@@ -193,72 +177,40 @@ class VectorIndex:
         return int(count), int(top)
 
     def _write(self, path: Path, index: Any) -> None:
-        faiss = _faiss()
-
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        faiss.write_index(index, str(tmp))
-        ids = faiss.vector_to_array(index.id_map) if index.ntotal else np.zeros(0, np.int64)
-        manifest = {"count": int(index.ntotal), "max_id": int(ids.max()) if len(ids) else 0}
-        mtmp = path.with_name(path.name + f".json.tmp{os.getpid()}")
-        mtmp.write_text(json.dumps(manifest))
-        os.replace(tmp, path)
-        os.replace(mtmp, path.with_name(path.name + ".json"))
-        # the written index stays loaded: reading back a million vectors would cost seconds
-        stamp = file_stamp(path, path.with_name(path.name + ".json"))
-        self._cache[path] = _Loaded(index, ids.astype(np.int64), manifest, stamp)
-
-    def _read(self, path: Path) -> _Loaded | None:
-        """The index file and its manifest as written, or None when either is missing or unreadable."""
-        faiss = _faiss()
-
-        manifest_path = path.with_name(path.name + ".json")
-        stamp = file_stamp(path, manifest_path)
-        cached = self._cache.get(path)
-        if cached and stamp is not None and cached.stamp == stamp:
-            return cached
-        try:
-            manifest = json.loads(manifest_path.read_text())
-            index = faiss.read_index(str(path))
-        except (OSError, ValueError, RuntimeError):  # missing, torn or foreign: rebuilt from SQL
-            return None
-        loaded = _Loaded(index, faiss.vector_to_array(index.id_map).astype(np.int64), manifest, stamp)
-        if np.any(np.diff(loaded.ids) <= 0):  # not written by us (ids are added in ascending order)
-            return None
-        self._cache[path] = loaded
-        return loaded
+        loaded = _Faiss.of(index)
+        self._files.write(path, loaded, loaded.manifest())
 
     def recheck(self) -> None:
         """Compare every cached index with SQL again on its next use (a caller saw a row vanish)."""
-        for loaded in self._cache.values():
-            loaded.verified_top = -1
+        self._files.recheck()
 
-    def _wanted(self, loaded: _Loaded) -> bool:
+    def _wanted(self, loaded: _Faiss) -> bool:
         """Whether a loaded index has the type its size calls for (the threshold may have changed)."""
         return _is_hnsw(loaded.index) == (loaded.index.ntotal >= self.options.hnsw_threshold)
 
-    def _load(self, library_id: int, space: str) -> _Loaded | None:
+    def _load(self, library_id: int, space: str) -> _Faiss | None:
         """The index for a space, rebuilt first if it disagrees with SQL; None when it has no rows."""
         path = self.path(library_id, space)
         top_all = table_top(self._sessions)
-        cached = self._cache.get(path)
-        if (
-            cached
-            and cached.verified_top == top_all
-            and cached.stamp == file_stamp(path, path.with_name(path.name + ".json"))
-            and self._wanted(cached)
-        ):
-            return cached
+        cached = self._files.verified(path, top_all)
+        if cached and self._wanted(cached.value):
+            return cached.value
         count, top = self._sql_state(library_id, space)
         if count == 0:
             return None
-        found = self._read(path)
-        if found is None or found.manifest != {"count": count, "max_id": top} or not self._wanted(found):
+        found: Derived[_Faiss] | None = self._files.read(path)
+        if (
+            found is None
+            or found.manifest != {"count": count, "max_id": top}
+            or not self._wanted(found.value)
+        ):
             with file_lock(path):
                 self.rebuild(library_id, space)
-            found = self._read(path)
-        if found is not None:
-            found.verified_top = top_all
-        return found
+            found = self._files.read(path)
+        if found is None:
+            return None
+        found.verified_top = top_all
+        return found.value
 
     def add(self, library_id: int, space: str, ids: Sequence[int], vectors: np.ndarray) -> None:
         """Append vectors (N, D) under their SQL ids; the rows must already be committed.
@@ -271,16 +223,16 @@ class VectorIndex:
         path = self.path(library_id, space)
         with file_lock(path):
             count, top = self._sql_state(library_id, space)
-            found = self._read(path)
+            found = self._files.read(path)
             if found is None and count == len(ids):
                 index = self._new_index(vectors.shape[1], count)
             elif (
                 found
                 and found.manifest["count"] + len(ids) == count
                 and found.manifest["max_id"] < min(ids)
-                and _is_hnsw(found.index) == (count >= self.options.hnsw_threshold)
+                and _is_hnsw(found.value.index) == (count >= self.options.hnsw_threshold)
             ):
-                index = found.index
+                index = found.value.index
             else:
                 self.rebuild(library_id, space)
                 return
@@ -306,9 +258,7 @@ class VectorIndex:
                     index = self._new_index(vecs.shape[1], count)
                 index.add_with_ids(vecs, ids)
         if index is None:
-            for p in (path, path.with_name(path.name + ".json")):
-                p.unlink(missing_ok=True)
-            self._cache.pop(path, None)
+            self._files.remove(path)
             return 0
         self._write(path, index)
         return int(index.ntotal)
@@ -316,7 +266,7 @@ class VectorIndex:
     def clear(self) -> None:
         for p in self.folder.glob("*.faiss*"):
             p.unlink()
-        self._cache.clear()
+        self._files.loaded.clear()
 
     def search(
         self,
@@ -338,7 +288,7 @@ class VectorIndex:
             return self._search(loaded, np.ascontiguousarray(query, dtype=np.float32), k, allowed)
 
     def _search(
-        self, loaded: _Loaded, query: np.ndarray, k: int, allowed: Sequence[int] | np.ndarray | None
+        self, loaded: _Faiss, query: np.ndarray, k: int, allowed: Sequence[int] | np.ndarray | None
     ) -> list[tuple[int, float]]:
         faiss = _faiss()
         index = loaded.index
@@ -368,7 +318,7 @@ class VectorIndex:
         return self._exact(loaded, pos, q[0], k) if len(pos) else []
 
     @staticmethod
-    def _bitmap(loaded: _Loaded, allowed: object, wanted: np.ndarray) -> np.ndarray:
+    def _bitmap(loaded: _Faiss, allowed: object, wanted: np.ndarray) -> np.ndarray:
         """A bitmap over ids, filled straight from them: no sort, no lookup (~1 ms at 10^6); kept
         for a read-only `allowed` (the same scope, query after query)."""
         reuse = isinstance(allowed, np.ndarray) and not allowed.flags.writeable
@@ -387,7 +337,7 @@ class VectorIndex:
         return bitmap
 
     @staticmethod
-    def _exact(loaded: _Loaded, pos: np.ndarray, q: np.ndarray, k: int) -> list[tuple[int, float]]:
+    def _exact(loaded: _Faiss, pos: np.ndarray, q: np.ndarray, k: int) -> list[tuple[int, float]]:
         """Exact top-k over the stored vectors at positions `pos`, best first (ties: lower id)."""
         scores = _stored_vectors(loaded.index)[pos] @ q  # (len(pos),)
         if len(pos) > k:

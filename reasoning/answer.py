@@ -9,20 +9,27 @@ citation points inside that pack.
 - `llm` (any `memory.llm.LLM`: the packaged model in-process, or vLLM through the OpenAI API): the model
   must reply with a JSON object `{"answerable", "answer", "citations": [evidence numbers]}` (structured
   output: vLLM enforces the schema while decoding). With a server engine it can first call tools —
-  search again, read more context around a moment — up to `max_tool_rounds` times.
+  search again, read more context around a moment — for up to `max_tool_rounds` rounds. A call the
+  model gets wrong (an invented video id, a reversed span, an unknown tool, arguments that break the
+  schema) goes back to it as that tool's error result, and the loop goes on; every call is reported
+  in the answer (`tools`).
 
 What leaves is checked, whatever the engine wrote: a citation is an evidence number and becomes that
 evidence's own span, so it cannot point outside what the model read; an unknown number is dropped; a
 timestamp written in the answer's text that falls in no cited evidence is removed. An answer the
-model calls answerable but cites nothing valid for is asked once more, then replaced by the
-extractive answer (so is a reply that is not the JSON asked for, or cut short, or a failed server; `note` says why).
-When the model says the evidence does not contain the answer, the answer says so
-and cites nothing.
+model calls answerable but cites nothing valid for is asked once more.
+
+Failures are said, never hidden:
+- a server that cannot be reached (`memory.llm.LLMUnavailable`) is an error: `ask` raises, the API
+  answers 503, the CLI exits non-zero — unless the caller asked for a fallback (`AskOptions.fallback`);
+- a reply that is unusable (not the JSON asked for, cut short, citing nothing valid), or a fallback
+  the caller asked for, gives the extractive answer, and the answer's `fallback` says from which
+  engine and why.
+When the model says the evidence does not contain the answer, the answer says so and cites nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -31,6 +38,7 @@ from typing import Any
 from kernels.timecode import hms, parse_hms
 from memory import Store
 from memory.encoders import Embedder, SentenceEmbedder
+from memory.llm import LLMError, LLMUnavailable, ToolCall
 from reasoning.retrieve import RetrieveOptions, retrieve
 from reasoning.search import Moment
 
@@ -123,16 +131,51 @@ class Citation:
 
 
 @dataclass
+class Fallback:
+    """Why the answer is not the asked engine's own: which engine failed and how."""
+
+    source: str
+    """The engine that was asked (e.g. `llm:qwen0.5b`); the answer's `engine` is the one that answered."""
+    reason: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"from": self.source, "reason": self.reason}
+
+
+@dataclass
+class ToolUse:
+    """One tool call the model made while gathering evidence, and what came of it."""
+
+    name: str
+    arguments: dict[str, Any]
+    error: str | None = None
+    """What went back to the model instead of a result (the call could not run)."""
+    added: int = 0
+    """Moments it added to the evidence (those already there are not added twice)."""
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {"name": self.name, "arguments": self.arguments, "added": self.added}
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+@dataclass
 class Answer:
     answer: str
     citations: list[Citation]
     engine: str
+    """The engine that wrote this answer (after a fallback, the fallback's)."""
     answerable: bool
     evidence: list[Evidence] = field(default_factory=list)
     dropped: int = 0
     """Citations or timestamps the engine wrote that pointed outside the evidence (removed)."""
+    fallback: Fallback | None = None
+    """Set when the engine asked for could not answer and another did."""
+    tools: list[ToolUse] = field(default_factory=list)
+    """The tool calls made before answering, in order."""
     note: str = ""
-    """Why the answer is not the engine's own (its reply was unusable, so the extractive one stands)."""
+    """Anything else the reader should know about how the answer was made (tools unavailable)."""
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -140,7 +183,10 @@ class Answer:
             "citations": [c.to_json() for c in self.citations],
             "engine": self.engine,
             "answerable": self.answerable,
+            "fallback": self.fallback.to_json() if self.fallback else None,
         }
+        if self.tools:
+            out["tools"] = [t.to_json() for t in self.tools]
         if self.note:
             out["note"] = self.note
         return out
@@ -155,7 +201,10 @@ class AskOptions:
     max_tokens: int = 256
     """Longest answer an LLM may write, in tokens."""
     max_tool_rounds: int = 2
-    """Tool calls (search again, read context) a server engine may make before it must answer."""
+    """Rounds of tool calls (search again, read context) a server engine may make before it must answer."""
+    fallback: bool = False
+    """When the engine's LLM server cannot be reached, `ask` answers with the extractive engine (the
+    answer's `fallback` says so) instead of raising `memory.llm.LLMUnavailable`."""
 
     def __post_init__(self) -> None:
         if self.evidence < 1 or self.max_tokens < 16 or self.max_tool_rounds < 0:
@@ -192,6 +241,12 @@ class ExtractiveEngine(AnswerEngine):
         return Answer(NOT_FOUND, [], self.name, False, evidence)
 
 
+MAX_CALLS_PER_ROUND = 3
+"""Tool calls of one reply that are run; the rest are answered with an error saying so."""
+MAX_TOOL_TEXT = 1500
+"""Characters of one tool result given to the model (ten minutes of transcript would not fit)."""
+
+
 class LLMEngine(AnswerEngine):
     """An LLM answers from the evidence in a JSON object; its citations are checked before they leave."""
 
@@ -210,13 +265,14 @@ class LLMEngine(AnswerEngine):
         ]
 
     def answer(self, question: str, evidence: list[Evidence], context: ToolBox | None = None) -> Answer:
-        from memory.llm import LLMError
-
-        server = bool(getattr(self.llm, "url", None))
-        if context is not None and self.options.max_tool_rounds and server:
-            # a server without tool calling (no parser for this model): answer from the evidence as is
-            with contextlib.suppress(LLMError):
-                evidence = self._gather(question, list(evidence), context)
+        """The model's checked answer; `memory.llm.LLMUnavailable` when its server cannot be reached
+        (`ask` decides whether that falls back), the extractive answer marked as a fallback when the
+        model's reply is unusable."""
+        evidence = list(evidence)
+        used: list[ToolUse] = []
+        note = ""
+        if context is not None and self.options.max_tool_rounds and getattr(self.llm, "url", None):
+            evidence, used, note = self._gather(question, evidence, context)
         messages = self._messages(question, evidence)
         try:
             schema = answer_schema(len(evidence))
@@ -233,20 +289,31 @@ class LLMEngine(AnswerEngine):
                 ]
                 reply = self.llm.chat_json(retry, schema, self.options.max_tokens)
                 checked = check(reply, evidence, self.name)
-        except LLMError as e:  # an unusable reply (cut short, not JSON) or a server that failed: say so
-            return self._fall_back(question, evidence, f"the model's reply was unusable: {e}", 0)
-        if checked.answerable and not checked.citations:
-            return self._fall_back(question, evidence, "the model cited no evidence", checked.dropped)
-        return checked
+        except LLMUnavailable:
+            raise
+        except LLMError as e:  # an unusable reply (cut short, not JSON): say so
+            answer = self._fall_back(question, evidence, f"the model's reply was unusable: {e}", 0)
+        else:
+            if checked.answerable and not checked.citations:
+                answer = self._fall_back(question, evidence, "the model cited no evidence", checked.dropped)
+            else:
+                answer = checked
+        answer.tools, answer.note = used, note
+        return answer
 
     def _fall_back(self, question: str, evidence: list[Evidence], why: str, dropped: int) -> Answer:
         answer = self.fallback.answer(question, evidence)
-        answer.engine = f"{self.name}+{answer.engine}"
-        answer.dropped, answer.note = dropped, why
+        answer.fallback = Fallback(self.name, why)
+        answer.dropped = dropped
         return answer
 
-    def _gather(self, question: str, evidence: list[Evidence], tools: ToolBox) -> list[Evidence]:
-        """Let a server model search again or read around a moment before it answers."""
+    def _gather(
+        self, question: str, evidence: list[Evidence], tools: ToolBox
+    ) -> tuple[list[Evidence], list[ToolUse], str]:
+        """Let a server model search again or read around a moment before it answers: OpenAI tool
+        calling, each result (or error) sent back as the tool's message, for at most
+        `max_tool_rounds` rounds. Returns the evidence grown by what the tools found, the calls
+        made, and a note when the server could not do tool calls at all."""
         from reasoning.tools import TOOLS
 
         messages = self._messages(question, evidence) + [
@@ -257,16 +324,69 @@ class LLMEngine(AnswerEngine):
             }
         ]
         offered = [*TOOLS, _DONE]
-        for _ in range(self.options.max_tool_rounds):
-            calls = self.llm.chat_tools(messages, offered, "required", 128)
-            if not calls or calls[0].name == "done":
+        used: list[ToolUse] = []
+        for round_ in range(self.options.max_tool_rounds):
+            try:
+                calls = self.llm.chat_tools(messages, offered, "required", 128, lenient=True)
+            except LLMUnavailable:
+                raise
+            except LLMError as e:  # e.g. a server without tool calling for this model
+                why = f"tool calls were not possible, the answer rests on the first evidence only: {e}"
+                return evidence, used, why
+            if not calls or all(c.name == "done" for c in calls):
                 break
-            found = tools.run(calls[0].name, calls[0].arguments)
-            for m in found:
-                if not any(e.video_id == m.video_id and abs(e.start - m.start) < 1 for e in evidence):
-                    evidence.append(Evidence(len(evidence) + 1, m.video_id, m.start, m.end, m.text, m.score))
-            messages = self._messages(question, evidence) + messages[-1:]
-        return evidence
+            ids = [c.id or f"call_{round_}_{i}" for i, c in enumerate(calls)]
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [
+                        {
+                            "id": i,
+                            "type": "function",
+                            "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
+                        }
+                        for i, c in zip(ids, calls, strict=True)
+                    ],
+                }
+            )
+            for n, (call_id, call) in enumerate(zip(ids, calls, strict=True)):
+                use, result = self._run(call, n, evidence, tools)
+                used.append(use)
+                messages.append({"role": "tool", "tool_call_id": call_id, "content": result[:MAX_TOOL_TEXT]})
+        return evidence, used, ""
+
+    @staticmethod
+    def _run(call: ToolCall, n: int, evidence: list[Evidence], tools: ToolBox) -> tuple[ToolUse, str]:
+        """Run the `n`-th call of a reply; new moments join `evidence` (numbered on). Returns what
+        was done and the text sent back to the model: the moments with their numbers, or the error."""
+        from reasoning.tools import ToolError
+
+        use = ToolUse(call.name, call.arguments, call.error)
+        if use.error is None and n >= MAX_CALLS_PER_ROUND:
+            use.error = f"at most {MAX_CALLS_PER_ROUND} tool calls are run per turn; this one was not"
+        if use.error is not None:
+            return use, f"error: {use.error}"
+        if call.name == "done":
+            return use, "ok"
+        try:
+            found = tools.run(call.name, call.arguments)
+        except ToolError as e:
+            use.error = str(e)
+            return use, f"error: {use.error}"
+        lines = []
+        for m in found:
+            same = next(
+                (e for e in evidence if e.video_id == m.video_id and abs(e.start - m.start) < 1), None
+            )
+            if same is None:
+                same = Evidence(
+                    len(evidence) + 1, m.video_id, m.start, m.end, m.text[:MAX_TOOL_TEXT], m.score
+                )
+                evidence.append(same)
+                use.added += 1
+            lines.append(same.line())
+        return use, "\n".join(lines) or "nothing found"
 
 
 _DONE = {
@@ -323,6 +443,7 @@ class ToolBox:
         self.store, self.library, self.video_id, self.embedder = store, library, video_id, embedder
 
     def run(self, name: str, arguments: dict[str, Any]) -> list[Moment]:
+        """The moments a tool returns; `reasoning.tools.ToolError` for a call that cannot run."""
         from reasoning.tools import call_tool
 
         return call_tool(self.store, name, arguments, self.library, self.video_id, self.embedder)
@@ -337,7 +458,8 @@ def ask(
     options: AskOptions | None = None,
     embedder: Embedder | None = None,
 ) -> Answer:
-    """Retrieve evidence for `question` and answer it with `engine`, citations checked."""
+    """Retrieve evidence for `question` and answer it with `engine`, citations checked.
+    `memory.llm.LLMUnavailable` when the engine's server cannot be reached, unless `options.fallback`."""
     opts = options or AskOptions()
     question = question.strip()
     if not question:
@@ -345,7 +467,14 @@ def ask(
     enc = embedder or SentenceEmbedder()
     moments = retrieve(store, question, library, video_id, RetrieveOptions(top=opts.evidence), enc)
     evidence = [Evidence(i, m.video_id, m.start, m.end, m.text, m.score) for i, m in enumerate(moments, 1)]
-    return engine.answer(question, evidence, ToolBox(store, library, video_id, enc))
+    try:
+        return engine.answer(question, evidence, ToolBox(store, library, video_id, enc))
+    except LLMUnavailable as e:
+        if not opts.fallback:
+            raise
+        answer = ExtractiveEngine(enc, opts.min_similarity).answer(question, evidence)
+        answer.fallback = Fallback(engine.name, f"the LLM server could not be reached: {e}")
+        return answer
 
 
 def make_engine(

@@ -3,10 +3,16 @@
 `TOOLS` holds their OpenAI-format definitions (JSON Schema parameters) — what an LLM is offered and
 what the REST API and LangChain expose; `call_tool` runs one by name on validated arguments. The
 same two functions back all of them, so an agent sees one behaviour everywhere.
+
+A call that cannot run (an unknown tool, missing or mistyped arguments, a video that does not exist
+or is outside the caller's scope, a span that is reversed or past the video's end) raises `ToolError`,
+whose message is written for the caller to correct its call: the answer loop hands it back to the
+model as the tool's result instead of failing the question.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from sqlalchemy import select
@@ -19,6 +25,11 @@ from reasoning.search import Moment
 
 MAX_TOP = 20
 MAX_CONTEXT_SECONDS = 600.0
+
+
+class ToolError(ValueError):
+    """A tool call that cannot run, said so that the caller (often a model) can correct it."""
+
 
 TOOLS: list[dict[str, Any]] = [
     {
@@ -71,15 +82,27 @@ def search_moments(
 
 def read_context(store: Store, video_id: str, start: float, end: float, library: str | None = None) -> Moment:
     """The transcript of one video between `start` and `end` (at most 10 minutes), one moment whose
-    text carries each cue's `HH:MM:SS`. With `library`, a video of another library is refused."""
+    text carries each cue's `HH:MM:SS`. With `library`, a video of another library is refused as if it
+    did not exist. `ToolError` for an unknown video, a reversed span or one that starts past the end."""
     start, end = max(0.0, float(start)), float(end)
     if end <= start:
-        raise ValueError(f"end ({end} s) must be after start ({start} s)")
+        raise ToolError(f"end ({end:g} s) must be after start ({start:g} s)")
     end = min(end, start + MAX_CONTEXT_SECONDS)
     with store.session() as s:
-        video = store.get_video(s, video_id)
-        if library is not None and video.library.name != library:
-            raise StoreError(f"no video with id {video_id!r} in library {library!r}")
+        try:
+            video = store.get_video(s, video_id)
+        except StoreError:
+            video = None
+        if video is None or (library is not None and video.library.name != library):
+            where = f" in library {library!r}" if library is not None else ""
+            raise ToolError(
+                f"no video with id {video_id!r}{where}; use a video_id from the evidence or from search_moments"
+            )
+        if video.duration and start >= video.duration:
+            raise ToolError(
+                f"video {video_id} is {hms(video.duration)} ({video.duration:g} s) long; "
+                f"start ({start:g} s) is past its end"
+            )
         cues = s.scalars(
             select(TranscriptCue)
             .where(TranscriptCue.video_id == video_id, TranscriptCue.end > start, TranscriptCue.start < end)
@@ -100,19 +123,43 @@ def call_tool(
     embedder: Embedder | None = None,
 ) -> list[Moment]:
     """Run a tool of `TOOLS` by name. `library`/`video_id` bound the scope: a tool call cannot read
-    outside what the caller may read."""
+    outside what the caller may read. `ToolError` for a call that cannot run."""
+    if not isinstance(arguments, dict):
+        raise ToolError(f"{name}: arguments must be a JSON object, got {arguments!r}")
     if name == "search_moments":
-        return search_moments(
-            store,
-            str(arguments["query"]),
-            library,
-            video_id or arguments.get("video_id"),
-            int(arguments.get("top", 5)),
-            embedder,
-        )
+        query = _argument(name, arguments, "query", str)
+        if not query.strip():
+            raise ToolError("search_moments: query is empty; say what to look for")
+        within = arguments.get("video_id")
+        if within is not None and not isinstance(within, str):
+            raise ToolError(f"search_moments: video_id must be a string, got {within!r}")
+        if video_id is not None and within not in (None, video_id):
+            raise ToolError(f"search_moments: video {within!r} is outside the scope of this question")
+        top = arguments.get("top", 5)
+        if isinstance(top, bool) or not isinstance(top, int | float):
+            raise ToolError(f"search_moments: top must be an integer from 1 to {MAX_TOP}, got {top!r}")
+        if within is not None:
+            read_context(store, within, 0.0, 1.0, library)  # the same "no such video" as read_context
+        return search_moments(store, query, library, video_id or within, int(top), embedder)
     if name == "read_context":
-        vid = str(arguments["video_id"])
+        vid = _argument(name, arguments, "video_id", str)
+        start = _argument(name, arguments, "start", float)
+        end = _argument(name, arguments, "end", float)
         if video_id is not None and vid != video_id:
-            raise ValueError(f"read_context: video {vid!r} is outside the scope of this question")
-        return [read_context(store, vid, float(arguments["start"]), float(arguments["end"]), library)]
-    raise ValueError(f"unknown tool {name!r}; tools: {', '.join(t['function']['name'] for t in TOOLS)}")
+            raise ToolError(f"read_context: video {vid!r} is outside the scope of this question")
+        return [read_context(store, vid, start, end, library)]
+    raise ToolError(f"unknown tool {name!r}; tools: {', '.join(t['function']['name'] for t in TOOLS)}")
+
+
+def _argument(tool: str, arguments: dict[str, Any], key: str, kind: type) -> Any:
+    """`arguments[key]` as `kind` (a number for float), or a `ToolError` naming the tool and key."""
+    if key not in arguments:
+        raise ToolError(f"{tool}: the argument {key!r} is missing")
+    value = arguments[key]
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ToolError(f"{tool}: {key} must be a number of seconds, got {value!r}")
+        return float(value)
+    if not isinstance(value, kind):
+        raise ToolError(f"{tool}: {key} must be a {kind.__name__}, got {value!r}")
+    return value

@@ -20,11 +20,13 @@ from indexers.captions import CaptionOptions
 from kernels.timecode import parse_hms
 from memory import Store
 from memory.encoders import SentenceEmbedder
-from reasoning.answer import NOT_FOUND, Evidence, ExtractiveEngine, LLMEngine, ask, check
+from memory.llm import LLMUnavailable, OpenAIChatLLM, ToolCall
+from reasoning.answer import NOT_FOUND, AskOptions, Evidence, ExtractiveEngine, LLMEngine, ask, check
 from reasoning.refine import FEATURES, CueRun, SpanScorer, best_spans, candidates, span_features
 from reasoning.retrieve import RetrieveOptions, load_cues, retrieve
-from reasoning.tools import TOOLS, call_tool, read_context
-from tests.conftest import SHARED_EVAL
+from reasoning.tools import TOOLS, ToolError, call_tool, read_context
+from tests.conftest import SHARED_EVAL, packaged_model_cache
+from tests.helpers import cli
 from tests.media import write_srt
 
 FILLER = [
@@ -219,18 +221,18 @@ def test_ask_with_the_packaged_llm_cites_only_its_evidence(library) -> None:  # 
     """The default answer model (Qwen 0.5B in-process, converted by `make models`): whatever it
     writes, what leaves cites only the evidence it was given."""
     from memory.llm import make_llm
-    from tests.test_llm_engines import _model_cache
 
     store, ids = library
-    engine = LLMEngine(make_llm("qwen0.5b", _model_cache()))
+    engine = LLMEngine(make_llm("qwen0.5b", packaged_model_cache()))
     answer = ask(store, "how do I add a layer mask?", engine, "howto")
     spans = {(e.video_id, e.start, e.end) for e in answer.evidence}
     assert answer.evidence, "evidence was retrieved"
     assert all((c.video_id, c.start, c.end) in spans for c in answer.citations)
     for t in re.findall(r"\b\d{2}:\d{2}:\d{2}\b", answer.answer):
         assert any(c.start - 1 <= parse_hms(t) <= c.end + 1 for c in answer.citations), t
-    assert {"answer", "citations", "engine", "answerable"} <= set(answer.to_json())
-    assert answer.engine.startswith("llm:qwen0.5b")
+    assert {"answer", "citations", "engine", "answerable", "fallback"} <= set(answer.to_json())
+    assert answer.fallback is None, answer.fallback  # the model answered: a fallback would not count
+    assert answer.engine == "llm:qwen0.5b"
 
 
 def test_an_unusable_local_reply_falls_back_to_the_extractive_answer() -> None:
@@ -245,7 +247,9 @@ def test_an_unusable_local_reply_falls_back_to_the_extractive_answer() -> None:
             return ["Sure! The answer is at 09:99 in the video." for _ in conversations]
 
     answer = LLMEngine(Garbled()).answer("how do I export the design as a PNG", _evidence())
-    assert answer.engine == "llm:garbled+extractive" and "unusable" in answer.note
+    assert answer.engine == "extractive" and answer.fallback is not None
+    assert answer.fallback.source == "llm:garbled" and "unusable" in answer.fallback.reason
+    assert answer.to_json()["fallback"] == {"from": "llm:garbled", "reason": answer.fallback.reason}
     assert answer.citations and answer.citations[0].start == 100.0 and "09:99" not in answer.answer
 
 
@@ -271,6 +275,45 @@ def test_tool_definitions_are_json_schema_and_run(library) -> None:  # type: ign
         call_tool(store, "rm_rf", {}, "howto")
 
 
+def test_a_tool_call_that_cannot_run_is_a_tool_error_saying_how_to_fix_it(library) -> None:  # type: ignore[no-untyped-def]
+    """What a model gets wrong raises ToolError (never StoreError, which the API maps to 404), with a
+    message aimed at correcting the call."""
+    store, ids = library
+    bad = {
+        "invented id": (
+            "read_context",
+            {"video_id": "ffffffffffff", "start": 0, "end": 30},
+            "no video with id",
+        ),
+        "reversed": ("read_context", {"video_id": ids["car"], "start": 40, "end": 20}, "must be after start"),
+        "past the end": (
+            "read_context",
+            {"video_id": ids["car"], "start": 5000, "end": 5030},
+            "past its end",
+        ),
+        "missing": ("read_context", {"video_id": ids["car"], "start": 0}, "'end' is missing"),
+        "mistyped": (
+            "read_context",
+            {"video_id": ids["car"], "start": "soon", "end": 3},
+            "number of seconds",
+        ),
+        "not finite": ("read_context", {"video_id": ids["car"], "start": float("nan"), "end": 3}, "number"),
+        "unknown tool": ("rm_rf", {"path": "/"}, "unknown tool 'rm_rf'; tools: search_moments, read_context"),
+        "empty query": ("search_moments", {"query": "  "}, "query is empty"),
+        "invented scope": (
+            "search_moments",
+            {"query": "car", "video_id": "ffffffffffff"},
+            "no video with id",
+        ),
+    }
+    for name, arguments, message in bad.values():
+        with pytest.raises(ToolError, match=re.escape(message)):
+            call_tool(store, name, arguments, "howto")
+    # a video that exists in another library is refused exactly as an unknown one: nothing leaks
+    with pytest.raises(ToolError, match="no video with id .* in library 'elsewhere'"):
+        call_tool(store, "read_context", {"video_id": ids["car"], "start": 0, "end": 10}, "elsewhere")
+
+
 def test_langchain_retriever_returns_documents_with_times(library) -> None:  # type: ignore[no-untyped-def]
     from langchain_core.documents import Document
 
@@ -294,7 +337,6 @@ def test_langchain_retriever_returns_documents_with_times(library) -> None:  # t
 def test_eval_tutorialvqa_on_a_few_videos(tmp_path: Path) -> None:
     """The CLI on three of the real videos and their dev questions; what it writes for ingestion
     holds each sentence's text and times and nothing else (no segment grouping, no titles)."""
-    from tests.test_cli import cli
 
     src = SHARED_EVAL / "tutorialvqa"
     events = json.loads((src / "helpx_photoshop_tutorials.events.json").read_text())[:3]
@@ -330,3 +372,131 @@ def test_eval_tutorialvqa_on_a_few_videos(tmp_path: Path) -> None:
         )
     missing = cli(home, "eval", "tutorialvqa", "--data", data, "--split", "nope", ok=False)
     assert missing.returncode == 1 and "no such split" in missing.stderr
+
+
+# ------------------------------------------------------------------ answers with tools, on the real server
+
+
+class Steered(OpenAIChatLLM):
+    """The real vLLM server with its tool rounds steered, so that each test's path is certain.
+    `script` holds one step per round: a `ToolCall` used as if the model had written it (a bad call,
+    made certain), a tool name the server must call (a named `tool_choice`: the model still writes
+    the arguments), or None (the model chooses). Every conversation sent for a tool decision is kept
+    in `sent`. The answer itself is always the server's."""
+
+    def __init__(self, served: OpenAIChatLLM, script: list[ToolCall | str | None]) -> None:
+        super().__init__(served.url, served.name, max_retries=0)
+        self.script, self.sent = list(script), []  # type: ignore[var-annotated]
+
+    def chat_tools(self, messages, tools, tool_choice="required", max_tokens=256, lenient=False):  # type: ignore[no-untyped-def]
+        self.sent.append(list(messages))
+        step = self.script.pop(0) if self.script else None
+        if isinstance(step, ToolCall):
+            return [step]
+        if isinstance(step, str):
+            tool_choice = {"type": "function", "function": {"name": step}}
+        return super().chat_tools(messages, tools, tool_choice, max_tokens, lenient)
+
+
+def _answered_by_the_model(answer, llm: OpenAIChatLLM) -> None:  # type: ignore[no-untyped-def]
+    """The LLM wrote this answer (a fallback does not count), and it cites only its evidence."""
+    assert answer.fallback is None, answer.fallback
+    assert answer.engine == f"llm:{llm.name}"
+    spans = {(e.video_id, e.start, e.end) for e in answer.evidence}
+    assert all((c.video_id, c.start, c.end) in spans for c in answer.citations)
+
+
+def _tool_results(conversation: list[dict]) -> list[str]:  # type: ignore[type-arg]
+    return [m["content"] for m in conversation if m["role"] == "tool"]
+
+
+def test_a_tool_round_on_the_server_adds_evidence_and_the_model_answers(library, served) -> None:  # type: ignore[no-untyped-def]
+    store, ids = library
+    llm = Steered(served, ["search_moments", None])
+    answer = ask(store, "how do I add a layer mask?", LLMEngine(llm, AskOptions(max_tool_rounds=2)), "howto")
+    _answered_by_the_model(answer, llm)
+    first = answer.tools[0]
+    assert first.name == "search_moments" and first.error is None and first.arguments["query"]
+    assert len(llm.sent) == 2, "the second round was asked with the first round's result"
+    [result] = _tool_results(llm.sent[1])  # the server took the tool message (OpenAI tool protocol)
+    assert re.match(r"\[\d+\] video [0-9a-f]+, \d\d:\d\d:\d\d - ", result), result
+    assert len(answer.evidence) == 5 + sum(t.added for t in answer.tools)
+    assert answer.to_json()["tools"][0]["name"] == "search_moments"
+
+
+def test_a_tool_call_with_an_invented_id_goes_back_to_the_model(library, served) -> None:  # type: ignore[no-untyped-def]
+    """Today's crash: a model reading an invented video. The error is the tool's result, the loop
+    goes on, and the model answers; no StoreError reaches the caller."""
+    store, ids = library
+    invented = ToolCall("read_context", {"video_id": "ffffffffffff", "start": 0, "end": 30}, "call_bad")
+    llm = Steered(served, [invented, None])
+    answer = ask(store, "what did the witness see?", LLMEngine(llm, AskOptions(max_tool_rounds=2)), "howto")
+    _answered_by_the_model(answer, llm)
+    assert answer.tools[0].error is not None and "no video with id 'ffffffffffff'" in answer.tools[0].error
+    assert answer.tools[0].added == 0
+    [result] = _tool_results(llm.sent[1])
+    assert result.startswith("error: no video with id 'ffffffffffff'")
+
+
+def test_the_tool_rounds_stop_at_the_cap_and_the_model_answers(library, served) -> None:  # type: ignore[no-untyped-def]
+    store, ids = library
+    llm = Steered(served, ["search_moments", "search_moments", "search_moments"])
+    answer = ask(store, "how is the bread made?", LLMEngine(llm, AskOptions(max_tool_rounds=2)), "howto")
+    _answered_by_the_model(answer, llm)
+    assert len(llm.sent) == 2 and len(llm.script) == 1, "a third round was asked for"
+    assert [t.name for t in answer.tools] == ["search_moments", "search_moments"]
+
+
+# ------------------------------------------------------------------ a server that cannot be reached
+
+
+def test_an_unreachable_server_is_an_error_unless_a_fallback_is_asked(library) -> None:  # type: ignore[no-untyped-def]
+    from service.llm_server import free_port
+
+    store, ids = library
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    engine = LLMEngine(OpenAIChatLLM(url, "qwen0.5b", max_retries=0, timeout=5))
+    with pytest.raises(LLMUnavailable, match=f"cannot reach {re.escape(url)}"):
+        ask(store, "how do I add a layer mask?", engine, "howto")
+    answer = ask(store, "how do I add a layer mask?", engine, "howto", options=AskOptions(fallback=True))
+    assert answer.engine == "extractive" and answer.citations
+    assert answer.fallback is not None and answer.fallback.source == "llm:qwen0.5b"
+    assert "could not be reached" in answer.fallback.reason and url in answer.fallback.reason
+
+
+def test_the_api_and_the_cli_say_an_unreachable_server(library, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """503 naming the URL, or the marked extractive answer when the request asks for a fallback; the
+    CLI exits 1 unless --fallback."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.llm_server import free_port
+    from service.settings import Settings
+
+    store, ids = library
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    key = "test-admin-key-for-answers-0123"
+    given: dict[str, object] = dict(
+        home=store.home, workers=0, api_key=key, llm="none", llm_url=url, llm_model="qwen0.5b"
+    )
+    auth = {"Authorization": f"Bearer {key}"}
+    question = {"question": "how do I add a layer mask?", "library": "howto"}
+    with TestClient(create_app(Settings(**given))) as client:  # type: ignore[arg-type]
+        down = client.post("/v1/ask", json=question, headers=auth)
+        assert down.status_code == 503, down.text
+        assert down.json()["error"]["code"] == "unavailable" and url in down.json()["error"]["message"]
+        marked = client.post("/v1/ask", json={**question, "fallback": True}, headers=auth)
+        assert marked.status_code == 200, marked.text
+        body = marked.json()
+        assert body["engine"] == "extractive" and body["citations"]
+        assert body["fallback"]["from"] == "llm:qwen0.5b" and url in body["fallback"]["reason"]
+        fine = client.post("/v1/ask", json={**question, "engine": "extractive"}, headers=auth).json()
+        assert fine["fallback"] is None and fine["engine"] == "extractive"
+    env = {"VIDMEM_LLM_URL": url, "VIDMEM_LLM_MODEL": "qwen0.5b", "VIDMEM_LLM": "none"}
+    failed = cli(store.home, "ask", "how do I add a layer mask?", "--library", "howto", ok=False, env=env)
+    assert failed.returncode == 1 and f"cannot reach {url}" in failed.stderr and "--fallback" in failed.stderr
+    proc = cli(
+        store.home, "ask", "how do I add a layer mask?", "--library", "howto", "--fallback", "--json", env=env
+    )
+    said = json.loads(proc.stdout)
+    assert said["fallback"]["from"] == "llm:qwen0.5b" and "fallback:" in proc.stderr

@@ -9,12 +9,10 @@ Each clip is ingested once per module (module-scoped fixtures, one VIDMEM_HOME f
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import sqlite3
 import subprocess
-import sys
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -24,9 +22,8 @@ import pytest
 from kernels.timecode import parse_hms
 from memory import STAGES
 from tests.conftest import shared
+from tests.helpers import cli, cli_json
 from tests.media import NarratedClip, write_srt, write_vtt
-
-VIDMEM = Path(sys.executable).parent / "vidmem"
 
 # A paraphrase per default narrated phrase (tests/media.py DEFAULT_PHRASES).
 PARAPHRASES = {
@@ -58,30 +55,6 @@ HMS = re.compile(r"\b(\d{2}):(\d{2}):(\d{2})\.(\d{3})\b")
 # --------------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------------
-
-
-def _env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VIDMEM_")}
-    env["VIDMEM_HOME"] = str(home)
-    env.update(extra or {})
-    return env
-
-
-def cli(
-    home: Path, *args: str | Path, ok: bool = True, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run the console script; with ok=True, fail the test unless it exits 0 without a traceback."""
-    proc = subprocess.run(
-        [str(VIDMEM), *map(str, args)], env=_env(home, env), capture_output=True, text=True, timeout=600
-    )
-    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
-    if ok:
-        assert proc.returncode == 0, f"vidmem {' '.join(map(str, args))} -> {proc.returncode}\n{proc.stderr}"
-    return proc
-
-
-def cli_json(home: Path, *args: str | Path, env: dict[str, str] | None = None) -> Any:
-    return json.loads(cli(home, *args, "--json", env=env).stdout)
 
 
 def cli_parallel(

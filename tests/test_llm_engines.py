@@ -1,11 +1,7 @@
 """The `openai` engine against a REAL vLLM server (the CPU build, in its own virtual environment),
 plus structured output and the tool-calling fallback of the in-process engine.
 
-One server per session: vLLM serving the packaged Qwen2.5-Coder-0.5B, converted into the model cache
-that `make models` fills (`VIDMEM_HOME/models`, so the ~100 s conversion is paid once per machine, not
-per run). Qwen rather than SmolLM2 although SmolLM2 starts faster (~36 s against ~55 s): measured
-here, SmolLM2's tool calls under vLLM come back with arguments that are a JSON string, not the object
-the schema asks for, so the tool-call test needs Qwen, and two servers would cost more than one.
+One server per session (the `vllm_server` fixture of conftest.py, shared with the answer tests).
 
 Nothing here is skipped: without the vLLM environment the tests fail and say to run `make vllm`.
 """
@@ -13,14 +9,11 @@ Nothing here is skipped: without the vLLM environment the tests fail and say to 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from memory.encoders import ModelMissing
 from memory.llm import (
     LLMS,
     LLMError,
@@ -34,15 +27,11 @@ from memory.llm import (
 from service.llm_server import (
     LLMServerError,
     VLLMServer,
-    default_venv,
     free_port,
     require_venv,
-    server_for,
     venv_ready,
 )
-from service.settings import Settings
-
-SERVED = "qwen0.5b"
+from tests.conftest import SERVED, packaged_model_cache
 
 TOOLS: list[dict[str, Any]] = [
     {
@@ -100,40 +89,6 @@ TRANSCRIPT = (
 
 def user(text: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": text}]
-
-
-@pytest.fixture(scope="session")
-def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
-    venv = default_venv()
-    if not venv_ready(venv):
-        pytest.fail(f"no vLLM environment at {venv}: run `make vllm` (make test does it)")
-    try:
-        server = server_for(
-            SERVED,
-            _model_cache(),
-            port=free_port(),
-            venv=venv,
-            log_path=tmp_path_factory.mktemp("vllm") / "server.log",
-        )
-    except ModelMissing as e:
-        pytest.fail(f"{e} (`make setup` installs it)")
-    with server:
-        group = server.process.pid if server.process else None
-        yield server
-    if group is not None:  # stop() reached the whole process group: no engine process left behind
-        with pytest.raises(ProcessLookupError):
-            os.killpg(group, 0)
-
-
-def _model_cache() -> Path:
-    """The machine's model cache (`VIDMEM_HOME/models`), where `make models` converted Qwen 0.5B."""
-    given: dict[str, object] = {}
-    return Settings(**given).cache_dir  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def served(vllm_server: VLLMServer) -> OpenAIChatLLM:
-    return OpenAIChatLLM(vllm_server.url, vllm_server.served_name, max_retries=0)
 
 
 # --- the openai engine against vLLM ---------------------------------------------------------------
@@ -259,7 +214,7 @@ def test_local_json_failure_after_one_retry_is_clear(model_cache: Path) -> None:
 
 
 def test_local_tool_call_fallback_with_qwen() -> None:
-    llm = LocalLLM(SERVED, _model_cache())
+    llm = LocalLLM(SERVED, packaged_model_cache())
     named = {"type": "function", "function": {"name": "search_moments"}}
     [call] = llm.chat_tools(user("Find where the cat jumps on the table."), TOOLS, named, max_tokens=40)
     assert call.name == "search_moments" and "cat" in call.arguments["query"].lower()

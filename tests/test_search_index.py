@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -342,3 +343,34 @@ def test_a_fresh_lexical_index_object_reads_the_written_file(sqlite_store: Store
     rows = other.load(lib)
     assert rows is not None and len(rows) == 10
     assert rows.is_("kind", ["window"]).all() and set(rows.spaces.tolist()) == {SPACE}
+
+
+def test_derived_files_are_atomic_and_a_rewrite_elsewhere_is_seen(tmp_path: Path) -> None:
+    """The one machinery behind the FAISS and lexical files (memory.derived): a second holder (as in
+    another process) sees a rewrite through the file stamp; a torn or mismatched manifest reads as
+    absent, so the owner rebuilds from SQL; no temp file is left behind."""
+    from memory.derived import DerivedFiles, manifest_path
+
+    def load(path: Path, manifest: dict) -> list[int] | None:  # type: ignore[type-arg]
+        value = json.loads(path.read_text())
+        return value if manifest == {"count": len(value)} else None
+
+    def save(value: list[int], tmp: Path) -> None:
+        tmp.write_text(json.dumps(value))
+
+    path = tmp_path / "lib1.test"
+    mine, theirs = DerivedFiles(load, save), DerivedFiles(load, save)
+    mine.write(path, [1, 2], {"count": 2})
+    first = theirs.read(path)
+    assert first is not None and first.value == [1, 2]
+    assert theirs.read(path) is first  # unchanged on disk: served from memory
+    mine.write(path, [1, 2, 3], {"count": 3})
+    again = theirs.read(path)
+    assert again is not None and again.value == [1, 2, 3]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lib1.test", "lib1.test.json"]
+    manifest_path(path).write_text('{"count": 9}')  # a manifest that does not describe the data
+    assert DerivedFiles(load, save).read(path) is None
+    manifest_path(path).write_text('{"cou')  # torn
+    assert DerivedFiles(load, save).read(path) is None
+    mine.remove(path)
+    assert not path.exists() and not manifest_path(path).exists() and mine.read(path) is None

@@ -38,7 +38,7 @@ def run_engine(name: str, engine, llm, store, ids, questions, embedder) -> dict:
         seconds.append(time.perf_counter() - t0)
         video = ids[q.video]
         answerable += answer.answerable
-        fell_back += bool(answer.note)
+        fell_back += answer.fallback is not None
         cited += len(answer.citations)
         ok = [c for c in answer.citations if _overlaps(c, q, video)]
         good += len(ok)
