@@ -2,36 +2,68 @@
 (TimeChat-Captioner style). A scene is captioned from its own shots, a chapter from its own scenes and
 the summary from the chapters, so a caption only ever speaks about its own span.
 
+What a caption may state as a fact: what was said (the transcript) and what was read (on-screen
+text). A visual finding -- an ImageNet label, a face or people count -- enters caption prose (and
+the LLM's prompt) only when the calibration measured its precision at `CaptionOptions.prose_precision`
+or more (`VISUAL_PRECISION`). Today none does: EfficientNet-Lite0's labels that pass the threshold
+were right 4 times in 21 on the judged real frames (docs/benchmarks/labels.md), and no precision of
+the face and people detectors was measured on frames held out from setting their thresholds. So
+they stay *tags*: stored, searchable, shown as tags beside the caption, never claimed in it.
+
 Two captioners, chosen by name (`CAPTIONERS`):
 
-- `composed` (embedded default): shot captions are written deterministically from what the embedded
-  models really saw and heard in the shot (transcript words, on-screen text, ImageNet labels, face and
-  people counts) -- no model call per shot, because a 2-hour video has ~1500 shots. Scenes, chapters and
-  the summary are condensed by the embedded LLM (`memory.llm`) in batches. SmolLM2-135M invents things,
-  so every generated caption passes a grounding guard: a sentence with a content word that is not in
-  the text the LLM was given is dropped, and when nothing survives an extractive caption (the most
-  informative facts, truncated) is used instead. With `llm=None` every level is extractive.
+- `composed` (embedded default): shot captions are written deterministically from the shot's facts
+  (on-screen text, then the words spoken) -- no model call per shot, because a 2-hour video has ~1500
+  shots. Scenes, chapters and the summary are condensed by the embedded LLM (`memory.runtime.llm`) in
+  batches. SmolLM2-135M invents things, so every generated caption passes a grounding guard: a
+  sentence with a content word that is not in the text the LLM was given is dropped, and when nothing
+  survives the extractive summary of the span is used instead. With `llm=None` every higher level is
+  that extractive summary.
 - `openai-vlm`: shot captions from the shot's keyframes, sent as images to a vision-language model
   behind an OpenAI-compatible endpoint (e.g. vLLM serving Qwen2.5-VL); the higher levels are condensed
   by the same endpoint as text, through the same grounding guard.
+
+The extractive summary of a scene, chapter or video (`central_summary`): its transcript sentences and
+on-screen lines, each embedded once per video with the project's text embedder (MiniLM), ranked by
+centrality -- the mean cosine similarity to the span's other sentences, so a remark off the span's
+topic ranks last -- taken greedily while they fit the word budget (skipping near-repeats), and
+quoted in time order. The video summary is computed the same way over the whole video's sentences,
+not by joining the chapter captions.
 """
 
 from __future__ import annotations
 
 import base64
-import importlib
+import bisect
+import dataclasses
 import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from memory.llm import LLM, Message, make_llm
+import numpy as np
+
+from indexers.vision import FACE_PRECISION, LABEL_PRECISION, PEOPLE_PRECISION
+from memory.runtime import Registry
+from memory.runtime.llm import LLM, Message, make_llm
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[float], None]
 """Called with the fraction of the captioning work done, 0.0 .. 1.0."""
+
+Embed = Callable[[Sequence[str]], np.ndarray]
+"""Texts -> unit vectors (n, d), e.g. `memory.runtime.text.SentenceEmbedder().embed`."""
+
+VISUAL_PRECISION: dict[str, float | None] = {
+    "label": LABEL_PRECISION,
+    "face": FACE_PRECISION,
+    "person": PEOPLE_PRECISION,
+}
+"""Measured precision of each kind of visual finding that passes its threshold (None: not measured),
+from tests/bench/calibrate_labels.py via indexers.vision. A kind is stated in caption prose only when
+its precision reaches `CaptionOptions.prose_precision`; otherwise it is a tag only."""
 
 
 @dataclass
@@ -108,7 +140,7 @@ class CaptionOptions:
     """API key for the server at `url`; None for a local vLLM started without `--api-key`."""
     batch_size: int = 16
     """Captions generated per LLM call by the embedded model (a CPU batch: 16 gives ~3x the captions
-    per second of one at a time on 2 cores, see `memory.llm.LocalLLM`), and requests per progress
+    per second of one at a time on 2 cores, see `memory.runtime.llm.LocalLLM`), and requests per progress
     step for a server."""
     max_concurrency: int = 4
     """Requests in flight at once to the server at `url` (vLLM batches them on the GPU)."""
@@ -119,8 +151,15 @@ class CaptionOptions:
     `LLMError`."""
     keyframes_per_shot: int = 3
     """Most keyframes sent to the VLM for one shot (evenly chosen); more cost tokens, not accuracy."""
+    prose_precision: float = 0.9
+    """Measured precision (share right, 0..1) a kind of visual finding -- ImageNet labels, faces,
+    people -- needs before a caption states it as a fact or the LLM is given it as one; below it, or
+    unmeasured, the finding stays a tag (stored, searchable, shown beside the caption). No kind
+    reaches 0.9 today (labels measured 0.19, faces and people unmeasured: `VISUAL_PRECISION`), so
+    captions state only speech and on-screen text."""
     min_label_score: float = 0.3
-    """ImageNet labels below this score (0..1) are not mentioned: low scores are mostly wrong."""
+    """ImageNet labels below this score (0..1) are not mentioned even when labels are stated in
+    prose (see `prose_precision`)."""
     shot_words: int = 25
     """Most words in a shot caption."""
     scene_words: int = 25
@@ -147,6 +186,8 @@ class CaptionOptions:
                 raise ValueError(f"{name} must be >= 5 words, got {getattr(self, name)}")
         if not 0.0 <= self.min_label_score <= 1.0:
             raise ValueError(f"min_label_score is a probability in [0, 1], got {self.min_label_score}")
+        if not 0.0 <= self.prose_precision <= 1.0:
+            raise ValueError(f"prose_precision is a share in [0, 1], got {self.prose_precision}")
         if self.max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
         if self.url and not self.model:
@@ -217,7 +258,26 @@ def _truncate(text: str, words: int) -> str:
     return " ".join(w[:words]).rstrip(",;:") + "…"
 
 
-NOTHING = "No speech, on-screen text or recognised objects."
+NOTHING = "No speech or on-screen text."
+"""The caption of a span with nothing a caption may state (its tags may still name what was seen)."""
+
+
+def stated_kinds(options: CaptionOptions) -> frozenset[str]:
+    """The kinds of visual finding (`label`, `face`, `person`) captions may state as facts: those whose
+    measured precision reaches `options.prose_precision` (see `VISUAL_PRECISION`)."""
+    return frozenset(
+        kind for kind, p in VISUAL_PRECISION.items() if p is not None and p >= options.prose_precision
+    )
+
+
+def for_prose(facts: SpanFacts, kinds: frozenset[str]) -> SpanFacts:
+    """The facts a caption may state: visual findings of the other kinds removed (they stay tags)."""
+    return dataclasses.replace(
+        facts,
+        labels=facts.labels if "label" in kinds else [],
+        faces=facts.faces if "face" in kinds else 0,
+        people=facts.people if "person" in kinds else 0,
+    )
 
 
 def extractive_caption(ev: Evidence, words: int, min_label_score: float = 0.3, per_part: bool = False) -> str:
@@ -271,6 +331,133 @@ def extractive_caption(ev: Evidence, words: int, min_label_score: float = 0.3, p
     if not parts:
         return NOTHING
     return _truncate(" ".join(parts), words)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Extractive summaries: the most central sentences
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """One unit an extractive summary may quote: a transcript sentence or a line read on screen."""
+
+    start: float
+    """Seconds from the start of the video."""
+    end: float
+    """Seconds from the start of the video."""
+    text: str
+    kind: str = "speech"
+    """`speech` (transcript) or `screen` (on-screen text)."""
+
+    @property
+    def mid(self) -> float:
+        return (self.start + self.end) / 2
+
+
+_SENTENCE_END = re.compile(r"[.!?…][\"”')\]]*$")
+
+
+def split_sentences(
+    words: Sequence[tuple[float, float, str]], max_words: int = 40, max_gap: float = 1.5
+) -> list[Sentence]:
+    """Transcript sentences from timed words `(start, end, text)` in seconds. An item may hold several
+    words (a subtitle cue without word times): its words then share its span evenly. A sentence ends
+    at closing punctuation, at a pause longer than `max_gap` seconds (unpunctuated transcripts), or
+    after `max_words` words (a run-on sentence is quoted in pieces, not truncated)."""
+    tokens: list[tuple[float, float, str]] = []
+    for a, b, text in words:
+        parts = text.split()
+        step = (b - a) / max(1, len(parts))
+        tokens += [(a + k * step, a + (k + 1) * step, w) for k, w in enumerate(parts)]
+    out: list[Sentence] = []
+    current: list[tuple[float, float, str]] = []
+
+    def close() -> None:
+        if current:
+            out.append(Sentence(current[0][0], current[-1][1], " ".join(w for _, _, w in current)))
+            current.clear()
+
+    for token in tokens:
+        if current and token[0] - current[-1][1] > max_gap:
+            close()
+        current.append(token)
+        if _SENTENCE_END.search(token[2]) or len(current) >= max_words:
+            close()
+    close()
+    return out
+
+
+def sentences_of(facts: Sequence[SpanFacts]) -> list[Sentence]:
+    """The sentences of spans that carry their own facts (shots; or scenes without shots): each span's
+    speech split into sentences spread over the span, and its on-screen lines, in time order."""
+    out: list[Sentence] = []
+    for f in facts:
+        if f.speech.strip():
+            out += split_sentences([(f.start, f.end, f.speech)])
+        out += [Sentence(f.start, f.end, " ".join(line.split()), "screen") for line in f.screen_text]
+    return sorted((s for s in out if s.text), key=lambda s: s.start)
+
+
+def centrality(vectors: np.ndarray) -> np.ndarray:
+    """Mean cosine similarity of each unit vector (n, d) to the n - 1 others (n,); 1 alone."""
+    n = len(vectors)
+    if n < 2:
+        return np.ones(n, np.float32)
+    sims = vectors @ vectors.T  # (n, n)
+    return (sims.sum(1) - np.diag(sims)) / (n - 1)
+
+
+def central_summary(
+    sentences: Sequence[Sentence], vectors: np.ndarray, words: int, redundancy: float = 0.9
+) -> str:
+    """An extractive summary in at most `words` words: the sentences most central to the others
+    (`centrality`; `vectors` are their unit embeddings, (n, d)), taken in that order while they fit,
+    a sentence `redundancy`-similar (cosine) to one already taken skipped, then quoted in time order:
+    `On screen: "…". Says: "…"`. The most central sentence is cut to fit when nothing else would; an
+    empty input gives ''."""
+    if not sentences:
+        return ""
+    first: dict[str, int] = {}
+    for i, s in enumerate(sentences):  # a line seen again (a title on every slide) counts once
+        first.setdefault(" ".join(s.text.lower().split()), i)
+    keep = sorted(first.values())
+    sents = [sentences[i] for i in keep]
+    vecs = vectors[keep]
+    score = centrality(vecs)
+    budget = words - 3  # the framing words "On screen:" and "Says:"
+    picked: list[int] = []
+    for i in sorted(range(len(sents)), key=lambda i: (-score[i], sents[i].start)):
+        size = len(_words(sents[i].text))
+        if picked and float(np.max(vecs[picked] @ vecs[i])) > redundancy:
+            continue
+        if size <= budget:
+            picked.append(i)
+            budget -= size
+        elif not picked:  # the most central sentence alone is too long: quote its start
+            picked.append(i)
+            budget = 0
+        if budget < 3:
+            break
+    chosen = sorted(picked, key=lambda i: sents[i].start)
+    screen = [sents[i].text for i in chosen if sents[i].kind == "screen"]
+    speech = [sents[i].text for i in chosen if sents[i].kind != "screen"]
+    parts = []
+    if screen:
+        parts.append("On screen: " + ", ".join(f'"{t}"' for t in screen) + ".")
+    if speech:
+        parts.append(f'Says: "{" ".join(speech)}"')
+    return _truncate(" ".join(parts), words)
+
+
+def first_words_caption(sentences: Sequence[Sentence], words: int) -> str:
+    """The baseline a central summary replaced: on-screen lines, then the speech from its start, cut
+    at `words` (what extractive captions were before). Kept for the benchmark's comparison."""
+    ev = Evidence()
+    for s in sentences:
+        if s.kind == "screen":
+            ev.screen_text[s.text] = ev.screen_text.get(s.text, 0) + 1
+    ev.speech = [s.text for s in sentences if s.kind != "screen"]
+    return extractive_caption(ev, words)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -432,6 +619,10 @@ class Captioner:
         """One caption per request, in order, and what the grounding guard did. The base is extractive."""
         return [r.fallback for r in requests], GuardStats()
 
+    def writes(self) -> bool:
+        """Whether `condense` has a model to write with (else the higher levels are extractive)."""
+        return False
+
     # -- the driver -------------------------------------------------------------------------------
 
     def caption(
@@ -441,14 +632,27 @@ class Captioner:
         chapters: Sequence[SpanFacts | tuple[float, float]],
         duration: float,
         progress: Progress | None = None,
+        sentences: Sequence[Sentence] | None = None,
+        embed: Embed | None = None,
     ) -> Captions:
         """Captions of every level, bottom-up. `scenes` tile the video and hold whole shots; `chapters`
         hold whole scenes. They may be bare (start, end) spans, or `SpanFacts` carrying their own facts
         -- needed when there are no shots (a transcript-only item or an audio file), where a scene's
-        speech is all there is. `duration` is in seconds."""
+        speech is all there is. `duration` is in seconds.
+
+        `sentences` are what the extractive summaries quote: the transcript's sentences and the
+        on-screen lines with their times (the pipeline passes them whole, so a sentence spoken across
+        a cut stays one); by default they are made from the facts (`sentences_of`). `embed` gives
+        their vectors, each embedded once (default: MiniLM, `memory.runtime.text.SentenceEmbedder`)."""
         opts = self.options
-        scene_spans = [_span(s) for s in scenes]
-        chapter_spans = [_span(c) for c in chapters]
+        kinds = stated_kinds(opts)
+        shots = [for_prose(s, kinds) for s in shots]
+        scene_spans = [for_prose(_span(s), kinds) for s in scenes]
+        chapter_spans = [for_prose(_span(c), kinds) for c in chapters]
+        if sentences is None:
+            with_facts = shots or [s for s in scene_spans if s.speech or s.screen_text] or chapter_spans
+            sentences = sentences_of(with_facts)
+        sentences = sorted(sentences, key=lambda s: s.mid)  # spans find theirs by midpoint
         bs = opts.batch_size
         total = max(1, len(shots) + len(scene_spans) + len(chapter_spans) + 1)
         done = 0
@@ -458,6 +662,8 @@ class Captioner:
             done += n
             if progress is not None:
                 progress(min(1.0, done / total))
+
+        summarise = _Summariser(sentences, embed or _default_embed)
 
         shot_caps: list[str] = []
         for i in range(0, len(shots), bs):
@@ -471,28 +677,28 @@ class Captioner:
                 for c, s in zip(caps, chunk, strict=True)
             ]
             step(len(chunk))
-        shot_ev = [Evidence.of(s) for s in shots]
 
         guard = GuardStats()
-        scene_caps, scene_ev, g = self._level(
-            "scene", scene_spans, list(shots), shot_caps, shot_ev, opts.scene_words, step
+        scene_caps, g = self._level(
+            "scene", scene_spans, list(shots), shot_caps, opts.scene_words, step, summarise
         )
         guard.add(g)
-        chapter_caps, chapter_ev, g = self._level(
-            "chapter", chapter_spans, scene_spans, scene_caps, scene_ev, opts.chapter_words, step
+        chapter_caps, g = self._level(
+            "chapter", chapter_spans, scene_spans, scene_caps, opts.chapter_words, step, summarise
         )
         guard.add(g)
 
-        # The summary is made from the highest level that exists.
+        # The summary is condensed from the highest level that exists (with an LLM), or is the most
+        # central sentences of the whole video (without one).
         if chapter_spans:
-            tops, top_caps, top_ev = chapter_spans, chapter_caps, chapter_ev
+            tops, top_caps = chapter_spans, chapter_caps
         elif scene_spans:
-            tops, top_caps, top_ev = scene_spans, scene_caps, scene_ev
+            tops, top_caps = scene_spans, scene_caps
         else:
-            tops, top_caps, top_ev = list(shots), shot_caps, shot_ev
+            tops, top_caps = list(shots), shot_caps
         ends = [t.end for t in tops]
         video = SpanFacts(min([0.0] + [t.start for t in tops]), max([float(duration)] + ends))
-        summaries, _, g = self._level("video", [video], tops, top_caps, top_ev, opts.summary_words, step)
+        summaries, g = self._level("video", [video], tops, top_caps, opts.summary_words, step, summarise)
         guard.add(g)
         summary = summaries[0] if tops else ""
         if progress is not None:
@@ -513,49 +719,53 @@ class Captioner:
         spans: list[SpanFacts],
         children: Sequence[SpanFacts],
         child_caps: list[str],
-        child_ev: list[Evidence],
         words: int,
         step: Callable[[int], None],
-    ) -> tuple[list[str], list[Evidence], GuardStats]:
-        """Captions and merged evidence of `spans`, each from its own children only."""
+        summarise: _Summariser,
+    ) -> tuple[list[str], GuardStats]:
+        """Captions of `spans`, each from its own children and sentences only. Without a model: the
+        span's extractive summary. With one: the children's captions when they fit (the extractive
+        summary for the video), else the model's condensation of them, with the extractive summary
+        as the guard's fallback."""
         opts = self.options
         caps: list[str] = [""] * len(spans)
-        evs: list[Evidence] = []
         pending: list[tuple[int, CondenseRequest]] = []
+        writes = self.writes()
         for k, span in enumerate(spans):
-            idx = _members(children, span, last=k == len(spans) - 1)
-            ev = Evidence()
-            for i in idx:
-                ev.merge(child_ev[i])
+            last = k == len(spans) - 1
+            extract = summarise(span.start, span.end, words, last) or NOTHING
+            if not writes:
+                caps[k] = extract
+                continue
+            idx = _members(children, span, last=last)
             own = Evidence.of(span)
-            if idx and ev.speech:
+            if idx and any(children[i].speech for i in idx):
                 own.speech = []  # the children already quote this speech
-            ev.merge(own)
-            evs.append(ev)
             parts = list(
                 dict.fromkeys(child_caps[i] for i in idx if child_caps[i] and child_caps[i] != NOTHING)
             )
             if own.speech or own.screen_text or own.labels or own.faces or own.people:
                 # Facts given for the span itself (its speech when there are no shots): one more part.
                 parts.append(extractive_caption(own, opts.max_input_words, opts.min_label_score))
-            fallback = extractive_caption(ev, words, opts.min_label_score, per_part=len(idx) > 1)
             joined = _join(parts)
             if not parts:
-                caps[k] = fallback
+                caps[k] = extract
             elif len(_words(joined)) <= words:
-                caps[k] = joined  # nothing to condense: the parts already fit
+                # nothing to condense: the parts already fit (the video's own central sentences for
+                # the summary, which is never the chapter captions joined)
+                caps[k] = extract if level == "video" else joined
             else:
                 pending.append(
                     (
                         k,
                         CondenseRequest(
-                            level, span.start, span.end, _fit(parts, opts.max_input_words), words, fallback
+                            level, span.start, span.end, _fit(parts, opts.max_input_words), words, extract
                         ),
                     )
                 )
         if not pending:
             step(len(spans))
-            return caps, evs, GuardStats()
+            return caps, GuardStats()
         step(len(spans) - len(pending))
         guard = GuardStats()
         for i in range(0, len(pending), opts.batch_size):
@@ -565,7 +775,43 @@ class Captioner:
             for (k, r), text in zip(chunk, texts, strict=True):
                 caps[k] = _truncate(text, r.words) if text.strip() else r.fallback
             step(len(chunk))
-        return caps, evs, guard
+        return caps, guard
+
+
+def _default_embed(texts: Sequence[str]) -> np.ndarray:
+    from memory.runtime.text import SentenceEmbedder
+
+    return SentenceEmbedder().embed(texts)
+
+
+class _Summariser:
+    """Extractive summaries of any span of one video: its sentences are embedded once (lazily, on
+    the first span that needs more than one), then each span ranks its own."""
+
+    def __init__(self, sentences: Sequence[Sentence], embed: Embed) -> None:
+        self.sentences = list(sentences)  # sorted by midpoint
+        self.mids = [s.mid for s in self.sentences]
+        self.embed = embed
+        self._vectors: np.ndarray | None = None
+
+    def vectors(self) -> np.ndarray:
+        if self._vectors is None:
+            texts = list(dict.fromkeys(s.text for s in self.sentences))
+            at = {t: i for i, t in enumerate(texts)}
+            unique = (
+                np.asarray(self.embed(texts), dtype=np.float32) if texts else np.zeros((0, 1), np.float32)
+            )
+            self._vectors = unique[[at[s.text] for s in self.sentences]]
+        return self._vectors
+
+    def __call__(self, start: float, end: float, words: int, last: bool = False) -> str:
+        """The summary of the sentences whose midpoint lies in [start, end) ([start, end] for the last
+        span of a level), in at most `words` words; '' when there are none."""
+        lo = bisect.bisect_left(self.mids, start)
+        hi = bisect.bisect_right(self.mids, end) if last else bisect.bisect_left(self.mids, end)
+        if hi <= lo:
+            return ""
+        return central_summary(self.sentences[lo:hi], self.vectors()[lo:hi], words)
 
 
 _SAYS = re.compile(r'^Says: "(.*)"$', re.DOTALL)
@@ -620,6 +866,9 @@ class _LLMCondenser(Captioner):
     def _llm(self) -> LLM | None:
         raise NotImplementedError
 
+    def writes(self) -> bool:
+        return True
+
     def condense(self, requests: Sequence[CondenseRequest]) -> tuple[list[str], GuardStats]:
         llm = self._llm()
         if llm is None:
@@ -663,9 +912,12 @@ class ComposedCaptioner(_LLMCondenser):
         super().__init__(options, cache_dir)
         self._engine: LLM | None = None
 
+    def writes(self) -> bool:
+        return self.options.llm is not None or bool(self.options.url)
+
     def _llm(self) -> LLM | None:
         o = self.options
-        if o.llm is None and not o.url:
+        if not self.writes():
             return None
         if self._engine is None:
             self._engine = make_llm(
@@ -760,18 +1012,14 @@ class OpenAIVLMCaptioner(_LLMCondenser):
         return caps
 
 
-CAPTIONERS = {
-    "composed": "indexers.captions:ComposedCaptioner",
-    "openai-vlm": "indexers.captions:OpenAIVLMCaptioner",
-}
+CAPTIONERS: Registry[type[Captioner]] = Registry(
+    "captioner",
+    {"composed": "indexers.captions:ComposedCaptioner", "openai-vlm": "indexers.captions:OpenAIVLMCaptioner"},
+)
 """Captioners by name; a backend's module is imported only when it is chosen."""
 
 
 def make_captioner(options: CaptionOptions | None = None, cache_dir: Path | None = None) -> Captioner:
     """The captioner `options.captioner` names. `cache_dir` holds converted embedded models."""
     options = options or CaptionOptions()
-    if options.captioner not in CAPTIONERS:
-        raise ValueError(f"unknown captioner {options.captioner!r}; choose one of {sorted(CAPTIONERS)}")
-    module, cls = CAPTIONERS[options.captioner].split(":")
-    captioner: Captioner = getattr(importlib.import_module(module), cls)(options, cache_dir)
-    return captioner
+    return CAPTIONERS.get(options.captioner)(options, cache_dir)

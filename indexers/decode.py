@@ -11,7 +11,6 @@ Audio is decoded by the ffmpeg CLI (see indexers/transcript.py), which tolerates
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import shutil
@@ -21,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from memory.runtime import Registry
 
 
 class MediaError(Exception):
@@ -267,16 +268,17 @@ class DecordSource(VideoSource):
             yield FrameBatch(stamps[i : i + len(chunk)], reader.get_batch(chunk).asnumpy())
 
 
-DECODERS = {"pyav": "indexers.decode:PyAVSource", "decord": "indexers.decode:DecordSource"}
+DECODERS: Registry[type[VideoSource]] = Registry(
+    "decoder", {"pyav": "indexers.decode:PyAVSource", "decord": "indexers.decode:DecordSource"}
+)
 
 
 def get_decoder(name: str) -> VideoSource:
     """A decoder by name; its backend is imported only now."""
     if name not in DECODERS:
-        raise ValueError(f"unknown decoder {name!r}; choose one of {sorted(DECODERS)}")
-    module, cls = DECODERS[name].split(":")
+        raise DECODERS.unknown(name)
     try:
-        return getattr(importlib.import_module(module), cls)()
+        return DECODERS.get(name)()
     except ImportError as e:
         raise MediaError(f"decoder {name!r} needs a package that is missing ({e}); run `make setup`") from e
 

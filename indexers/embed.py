@@ -1,7 +1,7 @@
 """The units that are embedded and searched: transcript cues and windows, shots with speech, scenes
 and chapters (the words spoken in them).
 
-The encoders themselves live in memory.encoders, shared with the query side."""
+The encoders themselves live in memory.runtime.text, shared with the query side."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from indexers.captions import CaptionOptions, SpanFacts, make_captioner
+from indexers.captions import CaptionOptions, Sentence, SpanFacts, make_captioner, split_sentences
 from indexers.decode import DecodeOptions, MediaError, MediaInfo, probe, sample_frames
 from indexers.embed import chunks, cue_units, shot_units, span_units, transcript_windows
 from indexers.heap import release_heap, steady_heap
@@ -30,6 +30,7 @@ from indexers.transcript import (
     Cue,
     TranscribeOptions,
     Transcript,
+    TranscriptInfo,
     WhisperTranscriber,
     Word,
     read_subtitles,
@@ -49,7 +50,7 @@ from memory import (
     TranscriptCue,
     Video,
 )
-from memory.encoders import SentenceEmbedder
+from memory.runtime.text import SentenceEmbedder
 from memory.vectors import vector_bytes
 
 Progress = Callable[[str, float], None]
@@ -201,6 +202,29 @@ def ingest(
     return IngestResult(video_id, library_name, item.duration, resumed=not created)
 
 
+class OncePerText:
+    """A text embedder that embeds each distinct text once per ingestion: the structure, captions and
+    embeddings stages all embed the transcript's sentences (as atoms, as summary candidates, as cue
+    units), so the later stages find most of their vectors already made. Holds the vectors of one
+    video (~1.5 KB a text: a few MB for 2 hours)."""
+
+    def __init__(self, embedder: SentenceEmbedder) -> None:
+        self.embedder = embedder
+        self.name, self.modality, self.space = embedder.name, embedder.modality, embedder.space
+        self._known: dict[str, np.ndarray] = {}
+
+    def load(self) -> None:
+        self.embedder.load()
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return self.embedder.embed([])
+        new = [t for t in dict.fromkeys(texts) if t not in self._known]
+        if new:
+            self._known.update(zip(new, self.embedder.embed(new), strict=True))
+        return np.stack([self._known[t] for t in texts])
+
+
 def _run_stages(
     store, video_id, library_id, item: _Item, opts: IngestOptions, cache, report: Progress
 ) -> None:  # type: ignore[no-untyped-def]
@@ -210,10 +234,10 @@ def _run_stages(
         done = set(_job(s, video_id).stages_done)
     pending = [stage for stage in STAGES if stage not in done]
     progress = _JobProgress(store, video_id, report)
+    text = OncePerText(SentenceEmbedder(opts.text_model))
     if "structure" in pending or "embeddings" in pending:
         # the text model takes seconds to import and load: do it while the audio is transcribed
-        warm = SentenceEmbedder(opts.text_model)
-        threading.Thread(target=_quietly, args=(warm.load,), name="vidmem-warm-text", daemon=True).start()
+        threading.Thread(target=_quietly, args=(text.load,), name="vidmem-warm-text", daemon=True).start()
     job = None
     if item.kind == "video" and item.info is not None and ("shots" in pending or "vision" in pending):
         job = VisualJob(
@@ -261,13 +285,13 @@ def _run_stages(
             visual.close()
     release_heap()
     if "structure" in pending:
-        _stage_structure(store, video_id, item, opts)
+        _stage_structure(store, video_id, item, opts, text)
         progress.finished("structure")
     if "captions" in pending:
-        _stage_captions(store, video_id, item, opts, cache, progress.callback("captions"))
+        _stage_captions(store, video_id, item, opts, cache, progress.callback("captions"), text)
         progress.finished("captions")
     if "embeddings" in pending:
-        _stage_embeddings(store, video_id, library_id, opts, progress.callback("embeddings"))
+        _stage_embeddings(store, video_id, library_id, opts, progress.callback("embeddings"), text)
         progress.finished("embeddings")
 
 
@@ -457,30 +481,34 @@ def _stage_vision(store, video_id, looks: list[ShotLook]) -> None:  # type: igno
 
 
 def _stage_transcript(store, video_id, item: _Item, opts: IngestOptions, cache, report) -> None:  # type: ignore[no-untyped-def]
+    heard: Iterable[Cue]
     if item.subtitles is not None:
-        transcript = item.subtitles
+        heard, info = item.subtitles.cues, TranscriptInfo("subtitles", item.subtitles.language)
     elif item.info is not None and item.info.has_audio:
-        transcript = WhisperTranscriber(opts.transcribe, cache).transcribe(item.path, item.duration, report)
+        heard, info = WhisperTranscriber(opts.transcribe, cache).transcribe(item.path, item.duration, report)
     else:
-        transcript = Transcript([], None, "asr")
-    with store.session() as s:
+        heard, info = [], TranscriptInfo("asr")
+    # heard before the transaction opens: a write transaction held through minutes of recognition
+    # would lock SQLite against the progress this stage reports meanwhile
+    cues = list(heard)
+    with store.session() as s:  # the stage commits once, whole
         s.execute(delete(TranscriptCue).where(TranscriptCue.video_id == video_id))
-        for cue in transcript.cues:
+        for cue in cues:
             s.add(
                 TranscriptCue(
                     video_id=video_id,
                     start=cue.start,
                     end=cue.end,
                     text=cue.text,
-                    source=transcript.source,
+                    source=info.source,
                     words=[[round(w.start, 3), round(w.end, 3), w.text] for w in cue.words] or None,
                 )
             )
-        store.get_video(s, video_id).language = transcript.language
+        store.get_video(s, video_id).language = info.language
         _finish(s, video_id, "transcript")
 
 
-def _stage_structure(store, video_id, item: _Item, opts: IngestOptions) -> None:  # type: ignore[no-untyped-def]
+def _stage_structure(store, video_id, item: _Item, opts: IngestOptions, embedder: OncePerText) -> None:  # type: ignore[no-untyped-def]
     """Scenes and chapters over the shots (or the cues), each tiling its parent."""
     with store.session() as s:
         root = s.scalar(select(Segment).where(Segment.video_id == video_id, Segment.level == "video"))
@@ -493,7 +521,6 @@ def _stage_structure(store, video_id, item: _Item, opts: IngestOptions) -> None:
         ]
         shots = [(sh.start, sh.end) for sh in shot_rows]
         visuals = [np.frombuffer(sh.signature, np.float32) if sh.signature else None for sh in shot_rows]
-    embedder = SentenceEmbedder(opts.text_model)
     atoms = atoms_from(shots, cues, visuals)
     structure = build(atoms, item.duration, embedder.embed, opts.structure, cues if shots else ())
     with store.session() as s:
@@ -528,8 +555,21 @@ def _stage_structure(store, video_id, item: _Item, opts: IngestOptions) -> None:
         _finish(s, video_id, "structure")
 
 
-def _stage_captions(store, video_id, item: _Item, opts: IngestOptions, cache, report) -> None:  # type: ignore[no-untyped-def]
-    """Captions of every level, bottom-up, from what the other stages found (indexers.captions)."""
+@dataclass
+class CaptionInputs:
+    """What the captions of one ingested video are written from (`Captioner.caption`'s arguments)."""
+
+    shots: list[SpanFacts]
+    scenes: list[SpanFacts | tuple[float, float]]
+    chapters: list[SpanFacts | tuple[float, float]]
+    sentences: list[Sentence]
+    """Transcript sentences (split on the word times, so one spoken across a cut stays whole) and
+    on-screen lines, with their times: what extractive summaries quote."""
+
+
+def caption_inputs(store: Store, video_id: str) -> CaptionInputs:
+    """The facts of every shot (speech, on-screen text, tags), the scene and chapter spans and the
+    sentences of a video whose structure stage is done, read from the catalog."""
     with store.session() as s:
         segs = {level: _level(s, video_id, level).all() for level in ("shot", "scene", "chapter")}
         cues = s.scalars(
@@ -538,11 +578,16 @@ def _stage_captions(store, video_id, item: _Item, opts: IngestOptions, cache, re
         words = [(w[0], w[1], w[2]) for c in cues for w in (c.words or [])] or [
             ((c.start + c.end) / 2, (c.start + c.end) / 2, c.text) for c in cues
         ]
+        timed = [(w[0], w[1], w[2]) for c in cues for w in (c.words or [])] or [
+            (c.start, c.end, c.text) for c in cues
+        ]
         ordinal = {sh.id: sh.ordinal for sh in segs["shot"]}
         facts = [SpanFacts(sh.start, sh.end) for sh in segs["shot"]]
+        sentences = split_sentences(timed)
         for t in s.scalars(
             select(ScreenText).where(ScreenText.video_id == video_id).order_by(ScreenText.start)
         ):
+            sentences.append(Sentence(t.start, t.end, t.text, "screen"))
             if t.segment_id in ordinal:
                 facts[ordinal[t.segment_id]].screen_text.append(t.text)
         for g in s.scalars(select(Tag).where(Tag.video_id == video_id).order_by(Tag.score.desc())):
@@ -558,15 +603,37 @@ def _stage_captions(store, video_id, item: _Item, opts: IngestOptions, cache, re
         spans = {lv: [(g.start, g.end) for g in segs[lv]] for lv in ("scene", "chapter")}
     for f in facts:
         f.speech = _spoken(words, f.start, f.end)
-    scenes: list = spans["scene"]
-    chapters: list = spans["chapter"]
+    scenes: list[SpanFacts | tuple[float, float]] = list(spans["scene"])
+    chapters: list[SpanFacts | tuple[float, float]] = list(spans["chapter"])
     if not facts:  # no shots (audio, transcript): scenes and chapters speak for themselves
-        scenes = [SpanFacts(a, b, _spoken(words, a, b)) for a, b in scenes]
-        chapters = [SpanFacts(a, b) for a, b in chapters]
+        scenes = [SpanFacts(a, b, _spoken(words, a, b)) for a, b in spans["scene"]]
+        chapters = [SpanFacts(a, b) for a, b in spans["chapter"]]
+    return CaptionInputs(facts, scenes, chapters, sentences)
+
+
+def _stage_captions(
+    store: Store,
+    video_id: str,
+    item: _Item,
+    opts: IngestOptions,
+    cache: Path,
+    report: Callable[[float], None],
+    embedder: OncePerText,
+) -> None:
+    """Captions of every level, bottom-up, from what the other stages found (indexers.captions)."""
+    inputs = caption_inputs(store, video_id)
     captioner = make_captioner(opts.captions, cache)
-    if captioner.wants_keyframes and facts and item.info is not None:
-        _add_keyframes(item.info, facts, opts.captions.keyframes_per_shot)
-    done = captioner.caption(facts, scenes, chapters, item.duration, report)
+    if captioner.wants_keyframes and inputs.shots and item.info is not None:
+        _add_keyframes(item.info, inputs.shots, opts.captions.keyframes_per_shot)
+    done = captioner.caption(
+        inputs.shots,
+        inputs.scenes,
+        inputs.chapters,
+        item.duration,
+        report,
+        sentences=inputs.sentences,
+        embed=embedder.embed,
+    )
     with store.session() as s:
         for level, caps in (("shot", done.shots), ("scene", done.scenes), ("chapter", done.chapters)):
             rows = _level(s, video_id, level).all()
@@ -608,7 +675,7 @@ def _containing(parents: list[Segment], t: float) -> Segment:
     return parents[-1]
 
 
-def _embed_units(embedder: SentenceEmbedder, texts: list[str], report) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _embed_units(embedder: OncePerText, texts: list[str], report) -> np.ndarray:  # type: ignore[no-untyped-def]
     """One unit vector per text; a long text (a chapter) is the normalised mean of its pieces."""
     if not texts:
         return np.zeros((0, 0), dtype=np.float32)
@@ -628,7 +695,14 @@ def _embed_units(embedder: SentenceEmbedder, texts: list[str], report) -> np.nda
     return out
 
 
-def _stage_embeddings(store, video_id, library_id, opts: IngestOptions, report) -> None:  # type: ignore[no-untyped-def]
+def _stage_embeddings(
+    store: Store,
+    video_id: str,
+    library_id: int,
+    opts: IngestOptions,
+    report: Callable[[float], None],
+    embedder: OncePerText,
+) -> None:
     with store.session() as s:
         rows = s.scalars(
             select(TranscriptCue).where(TranscriptCue.video_id == video_id).order_by(TranscriptCue.start)
@@ -651,7 +725,6 @@ def _stage_embeddings(store, video_id, library_id, opts: IngestOptions, report) 
     units = cue_units(cues) + transcript_windows(cues, opts.window_seconds) + shot_units(shots, cues, seen)
     units += span_units("scene", spans["scene"], cues, captions)
     units += span_units("chapter", spans["chapter"], cues, captions)
-    embedder = SentenceEmbedder(opts.text_model)
     vectors = _embed_units(embedder, [u.text for u in units], report)
     shot_text = {shot_ids[u.segment_ordinal]: u.text for u in units if u.segment_ordinal is not None}
     with store.session() as s:
@@ -699,7 +772,8 @@ def _stage_embeddings(store, video_id, library_id, opts: IngestOptions, report) 
 
 
 def _seen_text(s, video_id: str, shot_rows) -> dict[int, str]:  # type: ignore[no-untyped-def]
-    """Per shot ordinal: what the vision stage read and recognised, as searchable words."""
+    """Per shot ordinal: what the vision stage read (`on screen: …`) and its tags (`tags: …`: labels,
+    faces and people are candidates, not facts; see indexers.captions), as searchable words."""
     ordinal = {sh.id: sh.ordinal for sh in shot_rows}
     texts: dict[int, list[str]] = {}
     for t in s.scalars(select(ScreenText).where(ScreenText.video_id == video_id).order_by(ScreenText.start)):
@@ -714,6 +788,6 @@ def _seen_text(s, video_id: str, shot_rows) -> dict[int, str]:  # type: ignore[n
         if i in texts:
             parts.append("on screen: " + " / ".join(texts[i]))
         if i in tags:
-            parts.append("seen: " + ", ".join(tags[i]))
+            parts.append("tags: " + ", ".join(tags[i]))
         out[i] = "; ".join(parts)
     return out

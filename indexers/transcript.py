@@ -19,6 +19,7 @@ import numpy as np
 
 from indexers.decode import MediaError
 from kernels.timecode import parse_hms
+from memory.runtime.whisper import load_whisper
 
 SAMPLE_RATE = 16_000
 
@@ -42,9 +43,22 @@ class Cue:
 
 @dataclass
 class Transcript:
+    """A whole transcript: what `read_subtitles` returns and `Transcriber.transcript` collects."""
+
     cues: list[Cue]
     language: str | None
     source: str  # asr | subtitles
+
+
+@dataclass
+class TranscriptInfo:
+    """What `Transcriber.transcribe` knows besides the cues, filled in as they are read (as
+    faster-whisper's `TranscriptionInfo` beside its lazy segments)."""
+
+    source: str  # asr | subtitles
+    language: str | None = None
+    """The forced language, or the one detected from the first audio chunk with speech: None until
+    that chunk has been read (and after, when nothing was said)."""
 
 
 @dataclass
@@ -65,14 +79,25 @@ class TranscribeOptions:
 
 
 class Transcriber:
-    """Base of transcribers: one required method, `transcribe`."""
+    """Base of transcribers: one required method, `transcribe`, which yields cues as they are heard
+    (so that a caller can store or show them while the rest of the audio is decoded)."""
 
     name = "base"
 
     def transcribe(
         self, path: Path, duration: float, progress: Callable[[float], None] | None = None
-    ) -> Transcript:
+    ) -> tuple[Iterator[Cue], TranscriptInfo]:
+        """Cues in time order, lazily (nothing is decoded before the first `next`), and the info
+        that fills in as they come. `progress(fraction)` follows the audio read."""
         raise NotImplementedError
+
+    def transcript(
+        self, path: Path, duration: float, progress: Callable[[float], None] | None = None
+    ) -> Transcript:
+        """The whole transcript at once."""
+        cues, info = self.transcribe(path, duration, progress)
+        collected = list(cues)
+        return Transcript(collected, info.language, info.source)
 
 
 def audio_chunks(path: Path, chunk: float, search: float = 5.0) -> Iterator[tuple[float, np.ndarray]]:
@@ -135,23 +160,6 @@ def _quiet_cut(samples: np.ndarray, search: int) -> int:
     return len(samples) - len(tail) + int(np.argmin(energy)) * hop + hop // 2
 
 
-_MODEL_CACHE: dict[tuple[str, int], object] = {}
-
-
-def load_whisper(model: str, cache_dir: Path, threads: int = 0):  # type: ignore[no-untyped-def]
-    """A faster-whisper model from a packaged CTranslate2 folder (no hub) or a local path."""
-    from faster_whisper import WhisperModel
-
-    key = (model, threads)
-    if key not in _MODEL_CACHE:
-        from indexers.models import whisper_path
-
-        _MODEL_CACHE[key] = WhisperModel(
-            str(whisper_path(model, cache_dir)), device="cpu", compute_type="int8", cpu_threads=threads
-        )
-    return _MODEL_CACHE[key]
-
-
 class WhisperTranscriber(Transcriber):
     """faster-whisper (CTranslate2, int8 on CPU) with word timestamps and language detection."""
 
@@ -163,19 +171,24 @@ class WhisperTranscriber(Transcriber):
 
     def transcribe(
         self, path: Path, duration: float, progress: Callable[[float], None] | None = None
-    ) -> Transcript:
+    ) -> tuple[Iterator[Cue], TranscriptInfo]:
+        info = TranscriptInfo("asr", self.opts.language)
+        return self._cues(path, duration, info, progress), info
+
+    def _cues(
+        self, path: Path, duration: float, info: TranscriptInfo, progress: Callable[[float], None] | None
+    ) -> Iterator[Cue]:
         opts = self.opts
         model = load_whisper(opts.model, self.cache_dir, opts.threads)
-        language = opts.language
-        cues: list[Cue] = []
+        heard = False
         for offset, samples in audio_chunks(path, opts.chunk):
             if float(np.abs(samples).max(initial=0.0)) < 1e-3:  # digital silence: nothing to hear
                 if progress:
                     progress(min(1.0, (offset + len(samples) / SAMPLE_RATE) / duration))
                 continue
-            segments, info = model.transcribe(
+            segments, chunk_info = model.transcribe(
                 samples,
-                language=language,
+                language=info.language,
                 beam_size=opts.beam_size,
                 word_timestamps=True,
                 vad_filter=opts.vad,
@@ -189,14 +202,14 @@ class WhisperTranscriber(Transcriber):
                 # segment bounds can swallow silence that the VAD removed; word times are tighter
                 start = words[0].start if words else offset + seg.start
                 end = words[-1].end if words else offset + seg.end
-                cues.append(Cue(start, max(end, start + 0.01), text, words))
+                if not heard and info.language is None:
+                    info.language = chunk_info.language  # detected once, from the first chunk with speech
+                heard = True
+                yield Cue(start, max(end, start + 0.01), text, words)
                 if progress:
                     progress(min(1.0, (offset + seg.end) / duration))
-            if language is None and cues:
-                language = info.language  # detected once, from the first chunk with speech
             if progress:
                 progress(min(1.0, (offset + len(samples) / SAMPLE_RATE) / duration))
-        return Transcript(cues, language, "asr")
 
 
 # --- subtitles -------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from memory.encoders import ModelMissing, package_dir
+from memory.runtime import ModelMissing, package_dir
 
 Box = tuple[float, float, float, float]
 """(x0, y0, x1, y1) as fractions of the frame's width and height: independent of the resolution."""
@@ -43,6 +43,23 @@ no detection at all; real faces score 2.5-7."""
 PEOPLE_THRESHOLD = 0.8
 """HOG SVM margin a person needs: Big Buck Bunny's upright animals and the content-free frames reach
 0.64; vtest.avi's nearer pedestrians score 0.9-3.6."""
+
+# How often a finding that passes its threshold is right, as measured by the same calibration. This
+# is what decides whether captions may state a kind of finding as a fact (indexers.captions): a
+# threshold that keeps out empty frames says nothing about how often a name given to a real frame is
+# right.
+LABEL_PRECISION: float | None = 4 / 21
+"""Share of the labels passing LABEL_THRESHOLD that were right on the judged real frames (4 of 21;
+the 2 arguable ones, credits named `menu`/`website`, counted as not right; docs/benchmarks/labels.md).
+The probability does not separate right from wrong there (wrong labels reach 0.76, right ones sit at
+0.2-0.54), so no per-class or per-score precision can be defended either."""
+FACE_PRECISION: float | None = None
+"""Not measured. The face threshold sits above every face-free frame of the calibration, so precision
+on those frames is 1 by construction, not a measurement; and the cascade finds animals' faces in Big
+Buck Bunny, which a caption would then call faces of people."""
+PEOPLE_PRECISION: float | None = None
+"""Not measured, for the same reason as FACE_PRECISION: the threshold was set above the very frames
+(Big Buck Bunny's upright animals) that would measure it."""
 
 
 @dataclass
@@ -540,7 +557,7 @@ def analyse_shot(
         _check_frame(frame)
 
     if encoder is None:
-        from memory.images import EfficientNetEncoder
+        from memory.runtime.images import EfficientNetEncoder
 
         encoder = EfficientNetEncoder()
     if len({f.shape for f in frames}) > 1:

@@ -45,7 +45,7 @@ class LookOptions:
     max_side: int = 1280
     """Sampled frames are scaled to at most this many pixels on the longer side (OCR reads 720p)."""
     encoder: str = "efficientnet"
-    """Image encoder of the visual vectors (memory.images): `efficientnet` or `clip:<folder>`."""
+    """Image encoder of the visual vectors (memory.runtime.images): `efficientnet` or `clip:<folder>`."""
     keep: int = 4
     """At most this many visual vectors per shot after token merging."""
     merge_penalty: float = 0.25
@@ -111,7 +111,7 @@ def run_look(
 
     from indexers.vision import VisionOptions, analyse_shot
     from kernels.tokens import merge_temporal
-    from memory.images import image_encoder
+    from memory.runtime.images import image_encoder
 
     encoder = image_encoder(opts.encoder)
     own_vectors = opts.encoder != "efficientnet"  # EfficientNet features come with the labels

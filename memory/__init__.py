@@ -3,7 +3,7 @@
 Nothing heavy is imported here; faiss loads when a vector index is first used.
 """
 
-from memory.models import (
+from memory.catalog import (
     LEVELS,
     STAGES,
     ApiKey,
@@ -16,6 +16,7 @@ from memory.models import (
     Tag,
     TranscriptCue,
     Video,
+    WebSession,
 )
 from memory.store import Store, StoreError
 
@@ -34,4 +35,5 @@ __all__ = [
     "Tag",
     "TranscriptCue",
     "Video",
+    "WebSession",
 ]

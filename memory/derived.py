@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from memory.models import EmbeddingRow
+from memory.catalog import EmbeddingRow
 
 Stamp = tuple[tuple[int, int, int], ...] | None
 """(inode, mtime in ns, size) of each file, or None when one is missing."""

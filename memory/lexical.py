@@ -31,8 +31,8 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from memory.catalog import EmbeddingRow
 from memory.derived import Derived, DerivedFiles, file_lock, table_top
-from memory.models import EmbeddingRow
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 STOP = frozenset(

@@ -6,11 +6,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, create_engine, event, func, select, text
+from sqlalchemy.orm import Session, joinedload, sessionmaker
 
+from memory.catalog import EmbeddingRow, Library, Video
 from memory.lexical import LexicalIndex
-from memory.models import EmbeddingRow, Library, Video
 from memory.vectors import VectorIndex
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -82,6 +82,47 @@ class Store:
         if video is None:
             raise StoreError(f"no video with id {video_id!r}; `vidmem list` shows the ids")
         return video
+
+    # --- catalog queries the CLI and the API share (each its own unit of work; rows come back
+    # detached, a video with its `library` loaded so that `Video.to_json()` works on it)
+
+    def libraries(self) -> list[tuple[Library, int]]:
+        """Every library with the number of videos it holds, by name."""
+        with self.session() as s:
+            rows = s.execute(
+                select(Library, func.count(Video.id))
+                .outerjoin(Video, Video.library_id == Library.id)
+                .group_by(Library.id)
+                .order_by(Library.name)
+            ).all()
+        return [(lib, n) for lib, n in rows]
+
+    def find_library(self, name: str) -> Library | None:
+        with self.session() as s:
+            return s.scalar(select(Library).where(Library.name == name))
+
+    def create_library(self, name: str) -> Library:
+        """A new, empty library; `StoreError` when one of that name exists."""
+        with self.session() as s:
+            if s.scalar(select(Library.id).where(Library.name == name)) is not None:
+                raise StoreError(f"a library named {name!r} exists")
+            return self.library(s, name)
+
+    def videos(self, library: str) -> list[Video]:
+        """The videos of a library, oldest first; `StoreError` for an unknown library."""
+        with self.session() as s:
+            lib = self.library(s, library, create=False)
+            query = select(Video).options(joinedload(Video.library)).where(Video.library_id == lib.id)
+            return list(s.scalars(query.order_by(Video.created_at)))
+
+    def find_video(self, video_id: str) -> Video | None:
+        with self.session() as s:
+            return s.scalar(select(Video).options(joinedload(Video.library)).where(Video.id == video_id))
+
+    def ping(self) -> None:
+        """Raise unless the catalog answers (readiness)."""
+        with self.session() as s:
+            s.execute(text("SELECT 1"))
 
     def delete_video(self, video_id: str) -> None:
         """Remove a video, all rows it owns and its vectors; nothing else changes."""

@@ -23,8 +23,8 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from memory.catalog import EmbeddingRow
 from memory.derived import Derived, DerivedFiles, file_lock, table_top
-from memory.models import EmbeddingRow
 
 __all__ = ["IndexOptions", "VectorIndex", "file_lock", "table_top", "vector_bytes"]
 

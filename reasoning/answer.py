@@ -6,7 +6,7 @@ citation points inside that pack.
 
 - `extractive` (no LLM): the best evidence, quoted, with its timestamps. Says it found nothing when
   no moment is similar enough to the question.
-- `llm` (any `memory.llm.LLM`: the packaged model in-process, or vLLM through the OpenAI API): the model
+- `llm` (any `memory.runtime.llm.LLM`: the packaged model in-process, or vLLM through the OpenAI API): the model
   must reply with a JSON object `{"answerable", "answer", "citations": [evidence numbers]}` (structured
   output: vLLM enforces the schema while decoding). With a server engine it can first call tools —
   search again, read more context around a moment — for up to `max_tool_rounds` rounds. A call the
@@ -20,7 +20,7 @@ timestamp written in the answer's text that falls in no cited evidence is remove
 model calls answerable but cites nothing valid for is asked once more.
 
 Failures are said, never hidden:
-- a server that cannot be reached (`memory.llm.LLMUnavailable`) is an error: `ask` raises, the API
+- a server that cannot be reached (`memory.runtime.llm.LLMUnavailable`) is an error: `ask` raises, the API
   answers 503, the CLI exits non-zero — unless the caller asked for a fallback (`AskOptions.fallback`);
 - a reply that is unusable (not the JSON asked for, cut short, citing nothing valid), or a fallback
   the caller asked for, gives the extractive answer, and the answer's `fallback` says from which
@@ -37,8 +37,9 @@ from typing import Any
 
 from kernels.timecode import hms, parse_hms
 from memory import Store
-from memory.encoders import Embedder, SentenceEmbedder
-from memory.llm import LLMError, LLMUnavailable, ToolCall
+from memory.runtime import Registry
+from memory.runtime.llm import LLM, LLMError, LLMUnavailable, ToolCall
+from memory.runtime.text import Embedder, SentenceEmbedder
 from reasoning.retrieve import RetrieveOptions, retrieve
 from reasoning.search import Moment
 
@@ -204,7 +205,7 @@ class AskOptions:
     """Rounds of tool calls (search again, read context) a server engine may make before it must answer."""
     fallback: bool = False
     """When the engine's LLM server cannot be reached, `ask` answers with the extractive engine (the
-    answer's `fallback` says so) instead of raising `memory.llm.LLMUnavailable`."""
+    answer's `fallback` says so) instead of raising `memory.runtime.llm.LLMUnavailable`."""
 
     def __post_init__(self) -> None:
         if self.evidence < 1 or self.max_tokens < 16 or self.max_tool_rounds < 0:
@@ -250,7 +251,9 @@ MAX_TOOL_TEXT = 1500
 class LLMEngine(AnswerEngine):
     """An LLM answers from the evidence in a JSON object; its citations are checked before they leave."""
 
-    def __init__(self, llm, options: AskOptions | None = None, fallback: AnswerEngine | None = None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self, llm: LLM, options: AskOptions | None = None, fallback: AnswerEngine | None = None
+    ) -> None:
         self.llm = llm
         self.options = options or AskOptions()
         self.fallback = fallback or ExtractiveEngine()
@@ -265,7 +268,7 @@ class LLMEngine(AnswerEngine):
         ]
 
     def answer(self, question: str, evidence: list[Evidence], context: ToolBox | None = None) -> Answer:
-        """The model's checked answer; `memory.llm.LLMUnavailable` when its server cannot be reached
+        """The model's checked answer; `memory.runtime.llm.LLMUnavailable` when its server cannot be reached
         (`ask` decides whether that falls back), the extractive answer marked as a fallback when the
         model's reply is unusable."""
         evidence = list(evidence)
@@ -459,7 +462,7 @@ def ask(
     embedder: Embedder | None = None,
 ) -> Answer:
     """Retrieve evidence for `question` and answer it with `engine`, citations checked.
-    `memory.llm.LLMUnavailable` when the engine's server cannot be reached, unless `options.fallback`."""
+    `memory.runtime.llm.LLMUnavailable` when the engine's server cannot be reached, unless `options.fallback`."""
     opts = options or AskOptions()
     question = question.strip()
     if not question:
@@ -477,14 +480,30 @@ def ask(
         return answer
 
 
+ANSWER_ENGINES: Registry[str] = Registry(
+    "answer engine",
+    {
+        "auto": "the server at `llm_url` when one is configured, else extractive",
+        "local": "the packaged `answer_llm` in-process",
+        "openai": "the OpenAI-compatible server at `llm_url` (vLLM)",
+        "extractive": "no LLM: the best evidence, quoted",
+    },
+)
+"""What `vidmem ask --engine` and the API's `engine` accept (service.settings.make_answer_engine
+builds them); `make_engine` takes the resolved kind, `extractive` or `llm`."""
+
+
 def make_engine(
-    name: str, llm=None, embedder: Embedder | None = None, options: AskOptions | None = None
-) -> AnswerEngine:  # type: ignore[no-untyped-def]
-    """`extractive`, or an LLM engine around `llm` (local or server; see memory.llm.make_llm)."""
+    name: str, llm: LLM | None = None, embedder: Embedder | None = None, options: AskOptions | None = None
+) -> AnswerEngine:
+    """`extractive`, or an LLM engine (`llm`) around `llm` (local or server; see
+    memory.runtime.llm.make_llm)."""
     opts = options or AskOptions()
     extractive = ExtractiveEngine(embedder, opts.min_similarity)
     if name == "extractive":
         return extractive
+    if name != "llm":
+        raise Registry("answer engine kind", {"extractive": "", "llm": ""}).unknown(name)
     if llm is None:
-        raise ValueError(f"answer engine {name!r} needs an LLM (memory.llm.make_llm)")
+        raise ValueError(f"answer engine {name!r} needs an LLM (memory.runtime.llm.make_llm)")
     return LLMEngine(llm, opts, extractive)

@@ -1,7 +1,8 @@
 """vidmem for LangChain: a retriever of moments and the same tools an answer loop calls.
 
 `VidmemRetriever` returns `Document`s whose `page_content` is what is said in the moment and whose
-`metadata` holds `video_id`, `start`, `end` (seconds), `timestamp` (`HH:MM:SS`), `level` and `score`,
+`metadata` is the rest of the moment's one JSON shape (`Moment.to_json`): `video_id`, `start`, `end`
+(seconds), `timestamp` and `end_timestamp` (`HH:MM:SS`), `level` (and `kind`, the same) and `score`,
 so a chain can cite and seek. `langchain_tools()` wraps `reasoning.tools` as LangChain tools with the
 same JSON-schema arguments. langchain-core is imported here only, when this module is.
 """
@@ -16,24 +17,15 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.tools import StructuredTool
 from pydantic import ConfigDict
 
-from kernels.timecode import hms
 from memory import Store
 from reasoning.search import Moment
 from reasoning.tools import TOOLS, read_context, search_moments
 
 
 def to_document(m: Moment) -> Document:
-    return Document(
-        page_content=m.text,
-        metadata={
-            "video_id": m.video_id,
-            "start": round(m.start, 3),
-            "end": round(m.end, 3),
-            "timestamp": hms(m.start),
-            "level": m.kind,
-            "score": round(m.score, 6),
-        },
-    )
+    """The moment's text as the page, the rest of its one JSON shape (`Moment.to_json`) as metadata."""
+    metadata = m.to_json()
+    return Document(page_content=str(metadata.pop("text")), metadata=metadata)
 
 
 class VidmemRetriever(BaseRetriever):

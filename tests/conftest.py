@@ -143,7 +143,7 @@ def packaged_model_cache() -> Path:
 def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One real vLLM server for the session; nothing is skipped without it: the tests fail and say
     to run `make vllm`."""
-    from memory.encoders import ModelMissing
+    from memory.runtime import ModelMissing
     from service.llm_server import default_venv, free_port, server_for, venv_ready
 
     venv = default_venv()
@@ -170,6 +170,6 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 @pytest.fixture
 def served(vllm_server: Any) -> Any:
     """An `OpenAIChatLLM` talking to the session's vLLM server (no retries: a failure shows at once)."""
-    from memory.llm import OpenAIChatLLM
+    from memory.runtime.llm import OpenAIChatLLM
 
     return OpenAIChatLLM(vllm_server.url, vllm_server.served_name, max_retries=0)

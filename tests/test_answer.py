@@ -19,8 +19,8 @@ from indexers import IngestOptions, ingest
 from indexers.captions import CaptionOptions
 from kernels.timecode import parse_hms
 from memory import Store
-from memory.encoders import SentenceEmbedder
-from memory.llm import LLMUnavailable, OpenAIChatLLM, ToolCall
+from memory.runtime.llm import LLMUnavailable, OpenAIChatLLM, ToolCall
+from memory.runtime.text import SentenceEmbedder
 from reasoning.answer import NOT_FOUND, AskOptions, Evidence, ExtractiveEngine, LLMEngine, ask, check
 from reasoning.refine import FEATURES, CueRun, SpanScorer, best_spans, candidates, span_features
 from reasoning.retrieve import RetrieveOptions, load_cues, retrieve
@@ -220,7 +220,7 @@ def test_extractive_quotes_the_best_evidence_or_says_it_found_nothing() -> None:
 def test_ask_with_the_packaged_llm_cites_only_its_evidence(library) -> None:  # type: ignore[no-untyped-def]
     """The default answer model (Qwen 0.5B in-process, converted by `make models`): whatever it
     writes, what leaves cites only the evidence it was given."""
-    from memory.llm import make_llm
+    from memory.runtime.llm import make_llm
 
     store, ids = library
     engine = LLMEngine(make_llm("qwen0.5b", packaged_model_cache()))
@@ -238,7 +238,7 @@ def test_ask_with_the_packaged_llm_cites_only_its_evidence(library) -> None:  # 
 def test_an_unusable_local_reply_falls_back_to_the_extractive_answer() -> None:
     """A local model that never writes the JSON asked for (SmolLM2 often does not): the answer is the
     extractive one, and says why."""
-    from memory.llm import LLM
+    from memory.runtime.llm import LLM
 
     class Garbled(LLM):  # our LLM base with a reply that is never JSON: the real failure, made certain
         name = "garbled"
@@ -298,7 +298,11 @@ def test_a_tool_call_that_cannot_run_is_a_tool_error_saying_how_to_fix_it(librar
             "number of seconds",
         ),
         "not finite": ("read_context", {"video_id": ids["car"], "start": float("nan"), "end": 3}, "number"),
-        "unknown tool": ("rm_rf", {"path": "/"}, "unknown tool 'rm_rf'; tools: search_moments, read_context"),
+        "unknown tool": (
+            "rm_rf",
+            {"path": "/"},
+            "unknown tool 'rm_rf'; choose one of search_moments, read_context",
+        ),
         "empty query": ("search_moments", {"query": "  "}, "query is empty"),
         "invented scope": (
             "search_moments",

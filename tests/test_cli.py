@@ -406,7 +406,9 @@ def test_search_finds_each_phrase(
     phrase = narrated_clip.phrases[index]
     moments = searches[f"phrase{index}"]
     assert moments, phrase
-    assert set(moments[0]) == {"video_id", "start", "end", "score", "text", "level"}
+    assert set(moments[0]) == {
+        "video_id", "start", "end", "timestamp", "end_timestamp", "level", "kind", "score", "text"
+    }  # fmt: skip
     assert {m["level"] for m in moments} <= {"window", "shot"}  # the default: moments
     assert 1 <= len(moments) <= 5
     top = moments[0]

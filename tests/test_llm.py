@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from memory.encoders import ModelMissing
-from memory.llm import LLMS, LLMError, LocalLLM, OpenAIChatLLM, make_llm, prepare_llm
+from memory.runtime import ModelMissing
+from memory.runtime.llm import LLMS, LLMError, LocalLLM, OpenAIChatLLM, make_llm, prepare_llm
 
 FOLDER = LLMS["smollm2"].folder
 
@@ -215,7 +215,7 @@ def test_bad_server_settings_say_how_to_fix() -> None:
 
 
 def test_a_cut_short_json_reply_is_closed_and_a_whole_one_is_recognised() -> None:
-    from memory.llm import _parse_json_reply, close_json, json_closed
+    from memory.runtime.llm import _parse_json_reply, close_json, json_closed
 
     cut = '{"answerable": true, "citations": [2, 3], "answer": "The mask hides the \\"sky'
     assert json.loads(close_json(cut)) == {

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from memory.llm import (
+from memory.runtime.llm import (
     LLMS,
     LLMError,
     LocalLLM,

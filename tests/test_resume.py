@@ -166,7 +166,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> NarratedClip:
 def scenario(
     tmp_path_factory: pytest.TempPathFactory, model_cache: Path, clip: NarratedClip
 ) -> dict[str, Any]:
-    from indexers.models import whisper_path
+    from memory.runtime.whisper import whisper_path
 
     whisper_path("base", model_cache)  # join the split model once, before two processes want it
     root = tmp_path_factory.mktemp("resume")

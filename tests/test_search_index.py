@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import func, select
 
 from memory import EmbeddingRow, Store, Video
-from memory.encoders import Embedder
 from memory.lexical import LexicalIndex, bm25_top
+from memory.runtime.text import Embedder
 from memory.vectors import IndexOptions, _is_hnsw, vector_bytes
 from reasoning.search import SearchOptions, bm25, search, tokens
 

@@ -377,17 +377,24 @@ def test_deleting_a_video_removes_it_and_nothing_else(
     assert owners == {videos["b.srt"]}
 
 
-def test_admin_key_is_made_and_printed_once_when_none_is_configured(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_admin_key_is_made_into_a_file_only_its_owner_reads_and_never_printed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
+    import stat
+
     cfg = settings_for(tmp_path, api_key=None)
     with TestClient(create_app(cfg)) as client:
+        path = cfg.home / "admin.key"
+        key = path.read_text().strip()
+        assert key.startswith("vm_") and stat.S_IMODE(path.stat().st_mode) == 0o600
         printed = capsys.readouterr().err
-        key = next(w for w in printed.split() if w.startswith("vm_"))
+        assert str(path) in printed and key not in printed and key[3:12] not in printed
+        assert key not in caplog.text
         assert client.get("/v1/libraries").status_code == 401  # never open
         assert client.get("/v1/me", headers={"Authorization": f"Bearer {key}"}).json()["admin"] is True
     with TestClient(create_app(cfg)):
-        assert "vm_" not in capsys.readouterr().err  # the catalog has a key now: nothing printed
+        assert "admin.key" not in capsys.readouterr().err  # the catalog has an admin key: nothing new
+    assert path.read_text().strip() == key
 
 
 def test_session_cookie_lets_the_page_stream_media(client: TestClient) -> None:
@@ -395,8 +402,7 @@ def test_session_cookie_lets_the_page_stream_media(client: TestClient) -> None:
     r = client.post("/v1/session", json={"key": ADMIN})
     assert r.status_code == 200 and "httponly" in r.headers["set-cookie"].lower()
     assert client.get("/v1/libraries").status_code == 200  # the cookie authenticates
-    client.delete("/v1/session")
-    client.cookies.clear()
+    assert client.delete("/v1/session").status_code == 204
     assert client.get("/v1/libraries").status_code == 401
 
 
@@ -508,7 +514,7 @@ def test_keys_from_the_command_line(tmp_path: Path) -> None:
 def test_vidmem_ask_answers_with_nothing_running(tmp_path: Path) -> None:
     """The embedded default (`auto` with no server configured) is the extractive engine: it needs
     no model server and cites the moment."""
-    from tests.test_cli import cli, cli_json
+    from tests.helpers import cli, cli_json
 
     home = tmp_path / "home"
     cli(home, "ingest", write_srt(tmp_path / "talk.srt", TALK), "--library", "talks")

@@ -154,7 +154,13 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     tmp = tmp_path_factory.mktemp("live")
     media = tmp / "media"
     clip = make_narrated_clip(media, phrases=PHRASES, starts=STARTS, total_seconds=60.0, name="talk.mp4")
-    server = Server(tmp / "home", media, tmp / "serve.log")
+    # answers go to an LLM server that is down: the page must show the marked fallback
+    down = {
+        "VIDMEM_ANSWER_ENGINE": "openai",
+        "VIDMEM_LLM_URL": f"http://127.0.0.1:{free_port()}/v1",
+        "VIDMEM_LLM_MODEL": "qwen0.5b",
+    }
+    server = Server(tmp / "home", media, tmp / "serve.log", env=down)
     db = server.home / "vidmem.db"
     server.start()
     try:
@@ -308,6 +314,16 @@ def test_the_editors_page_searches_and_jumps_the_player(
     page.wait_for_function(f"Math.abs(document.querySelector('#player').currentTime - {start}) < 0.5")
     assert f"/videos/{vid}?t=" in page.url
     page.wait_for_selector("#transcript li.active")
+
+    # the LLM server is down: the page asks with a fallback and says so above the quoted answer
+    page.fill("#search-input", "what do the silver submarines do?")
+    page.click("#ask-button")
+    page.wait_for_selector("#answer .fallback")
+    warning = page.inner_text("#answer .fallback")
+    assert "llm:qwen0.5b did not answer" in warning and "could not be reached" in warning, warning
+    assert "extractive answer" in warning
+    assert page.locator("#answer .hit").count() >= 1
+    assert server.post("/v1/ask", json={"question": "what do the submarines do?"}).status_code == 503
 
     # a deep link opens the player at its moment
     page.goto(f"{server.url}/videos/{vid}?t=40")

@@ -1,5 +1,7 @@
 """Schemathesis against the app's own OpenAPI schema: every operation, generated requests (valid and
-not), with an admin key, over a catalog holding one ingested transcript. No request may get a 5xx,
+not), with an admin key, over a catalog holding one ingested transcript. No request may get a 5xx;
+every response must have a status, a content type and a body the schema documents for it (so the
+typed response models and the declared error responses cannot drift from what the routes send);
 and every error must have the service's one error shape."""
 
 from __future__ import annotations
@@ -13,6 +15,11 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from service import jobs
 from service.app import announce_admin_key, create_app
@@ -43,7 +50,13 @@ def _catalog() -> Iterator[None]:
 @settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_request_gets_a_server_error(case) -> None:  # type: ignore[no-untyped-def]
     response = case.call_and_validate(
-        headers={"Authorization": f"Bearer {ADMIN}"}, checks=[not_a_server_error]
+        headers={"Authorization": f"Bearer {ADMIN}"},
+        checks=[
+            not_a_server_error,
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+        ],
     )
     if response.status_code >= 400:  # one error shape, whatever went wrong
         body = response.json()

@@ -11,8 +11,8 @@ from sqlalchemy import func, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from memory import EmbeddingRow, IngestJob, Library, Segment, Store, TranscriptCue, Video
-from memory.encoders import SentenceEmbedder
-from memory.models import Base
+from memory.catalog import Base
+from memory.runtime.text import SentenceEmbedder
 from memory.vectors import vector_bytes
 
 SPACE = "text:all-MiniLM-L6-v2"

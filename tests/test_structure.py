@@ -14,7 +14,7 @@ from indexers.pipeline import ingest
 from indexers.structure import Atom, StructureOptions, atoms_from, build
 from kernels.segment import partition, segment_costs, span_cost
 from memory import Segment, Store
-from memory.encoders import SentenceEmbedder
+from memory.runtime.text import SentenceEmbedder
 from tests import media
 
 # --------------------------------------------------------------------------- the kernel

@@ -37,7 +37,7 @@ def words_of(text: str) -> list[str]:
 @pytest.fixture(scope="module")
 def narrated_transcript(narrated_clip: media.NarratedClip, model_cache: Path) -> Transcript:
     transcriber = WhisperTranscriber(TranscribeOptions(model="base"), model_cache)
-    return transcriber.transcribe(narrated_clip.path, narrated_clip.duration)
+    return transcriber.transcript(narrated_clip.path, narrated_clip.duration)
 
 
 def _cues_near(transcript: Transcript, phrase: media.Phrase, slack: float = 1.5) -> list:
@@ -111,7 +111,7 @@ def test_times_stay_right_across_chunks(narrated_clip: media.NarratedClip, model
     offset must be added back to its cue and word times, and progress must reach the end."""
     seen: list[float] = []
     transcriber = WhisperTranscriber(TranscribeOptions(model="tiny.en", chunk=13.0), model_cache)
-    transcript = transcriber.transcribe(narrated_clip.path, narrated_clip.duration, progress=seen.append)
+    transcript = transcriber.transcript(narrated_clip.path, narrated_clip.duration, progress=seen.append)
     for phrase in narrated_clip.phrases:
         words = [w for c in _cues_near(transcript, phrase) for w in c.words]
         assert words, (
@@ -122,12 +122,28 @@ def test_times_stay_right_across_chunks(narrated_clip: media.NarratedClip, model
     assert all(a <= b + 1e-9 for a, b in zip(seen, seen[1:], strict=False))
 
 
+def test_cues_come_as_they_are_heard(narrated_clip: media.NarratedClip, model_cache: Path) -> None:
+    """`transcribe` is lazy like faster-whisper's: nothing is read before the first `next`, the first
+    cue arrives while most of the audio is still unread, and the language is known from then on."""
+    seen: list[float] = []
+    transcriber = WhisperTranscriber(TranscribeOptions(model="tiny.en", chunk=13.0), model_cache)
+    cues, info = transcriber.transcribe(narrated_clip.path, narrated_clip.duration, progress=seen.append)
+    assert seen == [] and info.language is None and info.source == "asr"
+    first = next(cues)
+    assert first.start < 13.0 and first.words
+    assert info.language == "en"
+    assert max(seen, default=0.0) < 0.6, seen  # the rest of the audio is not read yet
+    rest = list(cues)
+    assert rest and all(a.start <= b.start for a, b in zip([first, *rest], rest, strict=False))
+    assert seen[-1] == pytest.approx(1.0, abs=0.01)
+
+
 @pytest.mark.slow
 def test_megamind_dialogue_despite_a_corrupt_audio_packet(model_cache: Path) -> None:
     path = shared("megamind.avi")
     info = probe(path)
     assert info.has_audio and info.audio_codec == "ac3"
-    transcript = WhisperTranscriber(TranscribeOptions(model="base"), model_cache).transcribe(
+    transcript = WhisperTranscriber(TranscribeOptions(model="base"), model_cache).transcript(
         path, info.duration
     )
     heard = set(words_of(" ".join(c.text for c in transcript.cues)))

@@ -16,7 +16,7 @@ from indexers.decode import probe, sample_frames
 from indexers.pipeline import IngestOptions, ingest
 from indexers.visual import LookOptions
 from memory import EmbeddingRow, ScreenText, Segment, Store, Tag
-from memory.images import image_encoder
+from memory.runtime.images import image_encoder
 from reasoning.search import SearchOptions, search, search_frame
 from service.export import timeline
 from tests import media
@@ -65,6 +65,14 @@ def test_people_are_tagged_where_they_walk(understood, slide_clip: media.SlideCl
     footage = next(i for i, (_, _, text) in enumerate(slide_clip.shots) if text is None)
     people = {shot_of(shots, t.start + 1e-3) for t in rows(store, Tag, vid) if t.kind == "person"}
     assert people == {footage}, "pedestrians on the footage, nobody on the slides"
+    # a tag, not a fact: shown as the shot's tag, found by search, stated in no caption (its
+    # precision was never measured: indexers.captions.VISUAL_PRECISION)
+    show = timeline(store, vid)
+    assert [t["kind"] for t in show["shots"][footage]["tags"]] == ["person"]
+    top = search(store, "a person", video_id=vid, options=SearchOptions(level="shot"))[0]
+    assert (top.start, top.end) == (shots[footage].start, shots[footage].end)
+    captions = [show["summary"]] + [g["caption"] for lv in ("chapters", "scenes", "shots") for g in show[lv]]
+    assert not any(w in c.lower() for c in captions for w in ("person", "people", "pedestrian")), captions
 
 
 def test_visual_vectors_are_few_per_shot_and_find_their_shot(understood, slide_clip: media.SlideClip) -> None:  # type: ignore[no-untyped-def]

@@ -203,7 +203,7 @@ def test_labels_come_from_softmax_probabilities_above_the_threshold() -> None:
 
 def test_a_real_frame_gets_a_sensible_label_and_content_free_frames_none() -> None:
     from indexers.vision import _torch_threads
-    from memory.images import EfficientNetEncoder
+    from memory.runtime.images import EfficientNetEncoder
 
     enc = EfficientNetEncoder()
     restaurant = frames_at(shared("megamind.avi"), [6.5, 7.0, 8.0])  # candles on the tables

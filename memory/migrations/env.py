@@ -3,7 +3,7 @@
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from memory.models import Base
+from memory.catalog import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -90,6 +90,14 @@ $("login-form").addEventListener("submit", async (e) => {
   route();
 });
 
+// Logging out revokes the session in the catalog (the cookie holds its token, never the key).
+$("logout").addEventListener("click", async () => {
+  await fetch("/v1/session", { method: "DELETE", credentials: "same-origin" });
+  $("who").textContent = "";
+  $("logout").hidden = true;
+  showLogin();
+});
+
 // --- library view ---------------------------------------------------------------------------------
 
 async function openLibrary(name) {
@@ -254,13 +262,16 @@ $("ask-button").addEventListener("click", async () => {
   const q = $("search-input").value.trim();
   if (!q) return;
   const p = scopeParams();
-  const body = { question: q, video: p.get("video") || null, library: p.get("video") ? null : p.get("library") };
+  // fallback: the page prefers an answer marked as the extractive one to none when the LLM is down
+  const body = { question: q, video: p.get("video") || null, library: p.get("video") ? null : p.get("library"), fallback: true };
   const box = $("video-view").hidden ? $("library-hits") : $("answer");
   box.hidden = false;
   box.replaceChildren(el("p", { class: "status" }, "Thinking…"));
   try {
     const a = await api("/v1/ask", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
-    box.replaceChildren(el("p", {}, a.answer), ...a.citations.map((c) => el("div", { class: "hit", onclick: () => {
+    const fellBack = a.fallback ? [el("p", { class: "fallback", role: "alert" },
+      `Fallback: ${a.fallback.from} did not answer (${a.fallback.reason}); this is the ${a.engine} answer.`)] : [];
+    box.replaceChildren(...fellBack, el("p", {}, a.answer), ...a.citations.map((c) => el("div", { class: "hit", onclick: () => {
       if (state.video && c.video_id === state.video.id && !$("video-view").hidden) seek(c.start); else location.href = c.link;
     } }, stamp(c.video_id, c.start), "–", stamp(c.video_id, c.end))), el("p", { class: "status" }, `engine ${a.engine}${a.note ? ` · ${a.note}` : ""}`));
   } catch (err) {
@@ -273,7 +284,8 @@ $("ask-button").addEventListener("click", async () => {
 async function route() {
   try {
     const me = await api("/v1/me");
-    $("who").textContent = me.admin ? `${me.name} (admin)` : `${me.name} · ${me.library}`;
+    $("who").textContent = me.admin ? `${me.name} (admin)` : `${me.name} · ${me.library} (${me.role})`;
+    $("logout").hidden = false;
   } catch {
     return;
   }

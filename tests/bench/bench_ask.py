@@ -61,8 +61,8 @@ def run_engine(name: str, engine, llm, store, ids, questions, embedder) -> dict:
 
 
 def main() -> None:
-    from memory.encoders import SentenceEmbedder
-    from memory.llm import make_llm
+    from memory.runtime.llm import make_llm
+    from memory.runtime.text import SentenceEmbedder
     from reasoning.answer import make_engine
     from service.evaluate import read_questions
 

@@ -33,8 +33,8 @@ import numpy as np
 from sqlalchemy import insert
 
 from memory import EmbeddingRow, Store, Video
-from memory.encoders import Embedder
 from memory.lexical import STOP
+from memory.runtime.text import Embedder
 from memory.vectors import _is_hnsw
 from reasoning.search import search
 from tests.bench.common import RESULTS, WORK, machine, write_results
@@ -245,7 +245,7 @@ def measure(n: int, home: Path) -> dict:
 
 def minilm_ms(repeat: int = 20) -> float:
     """Median time of one query's MiniLM encoding (the part the fixed embedder leaves out)."""
-    from memory.encoders import SentenceEmbedder
+    from memory.runtime.text import SentenceEmbedder
 
     enc = SentenceEmbedder()
     enc.embed(["warm up"])

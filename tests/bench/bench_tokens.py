@@ -30,7 +30,7 @@ from indexers.decode import DecodeOptions, probe, sample_frames
 from indexers.shots import ShotOptions
 from indexers.visual import LookOptions, VisualJob, run_visual, sample_times
 from kernels.tokens import merge_temporal, merge_tokens
-from memory.images import EfficientNetEncoder
+from memory.runtime.images import EfficientNetEncoder
 from tests.bench.common import SHARED, WORK, machine, write_results
 
 VIDEO = SHARED / "media" / "bbb_10min.mp4"

