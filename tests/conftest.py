@@ -173,3 +173,30 @@ def served(vllm_server: Any) -> Any:
     from memory.runtime.llm import OpenAIChatLLM
 
     return OpenAIChatLLM(vllm_server.url, vllm_server.served_name, max_retries=0)
+
+
+@pytest.fixture(scope="session")
+def smollm2_cache(model_cache: Path) -> Path:
+    """A model cache with SmolLM2 converted from the real packaged GGUF (~30 s, once per session).
+
+    Before converting, the cache gets the debris of killed conversions: a final-looking folder
+    without the completion marker (with a truncated weights file) and the temporary folder of a
+    process that no longer exists. The conversion must neither use nor keep them."""
+    import subprocess
+
+    from memory.runtime.llm import LLMS, prepare_llm
+
+    folder = LLMS["smollm2"].folder
+    cache = model_cache  # the session's model cache: ingestions in other tests use this conversion too
+    if not (cache / "llm" / folder / "vidmem-converted.json").is_file():  # shared by test modules
+        half = cache / "llm" / folder
+        half.mkdir(parents=True)
+        (half / "config.json").write_text('{"model_type": "llama"}')
+        (half / "model.safetensors").write_bytes(b"\0" * 1000)
+        gone = subprocess.Popen(["true"])  # a process id that has certainly ended
+        gone.wait()
+        dead = cache / "llm" / f".{folder}.tmp-{gone.pid}-deadbeef"
+        dead.mkdir()
+        (dead / "model.safetensors").write_bytes(b"\0" * 1000)
+        prepare_llm(cache)
+    return cache

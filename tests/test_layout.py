@@ -177,3 +177,22 @@ def test_readme_names_the_demo_and_test_commands() -> None:
     text = readme.read_text(encoding="utf-8")
     for command in ("make demo", "make test"):
         assert command in text, f"README.md does not mention `{command}`"
+
+
+def test_tests_mirror_the_packages_and_import_no_other_test_module() -> None:
+    """tests/<package>/ for each code package; shared helpers live in tests/helpers.py (fixtures in
+    conftest.py), never in a test module that another one imports."""
+    for package in ("kernels", "memory", "indexers", "reasoning", "service"):
+        assert list((ROOT / "tests" / package).glob("test_*.py")), f"tests/{package}/ has no tests"
+    assert not [p.name for p in (ROOT / "tests").glob("test_*.py") if p.name != "test_layout.py"]
+    offenders = []
+    for path in (ROOT / "tests").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            if any(n.split(".")[-1].startswith("test_") and n.startswith("tests.") for n in names):
+                offenders.append(f"{path.relative_to(ROOT)}: {names[0]}")
+    assert offenders == []

@@ -25,7 +25,7 @@ import httpx
 
 from tests.bench.common import SHARED, WORK, machine, write_results
 from tests.bench.train_span import DATA, open_library
-from tests.test_service_live import AUTH, Server
+from tests.helpers import AUTH, Server
 
 
 def _pct(xs: list[float], q: float) -> float:

@@ -10,11 +10,7 @@ can check what a real server would receive.
 from __future__ import annotations
 
 import json
-import subprocess
-import threading
 import time
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +18,7 @@ import pytest
 
 from memory.runtime import ModelMissing
 from memory.runtime.llm import LLMS, LLMError, LocalLLM, OpenAIChatLLM, make_llm, prepare_llm
+from tests.helpers import ChatServer, dead_url
 
 FOLDER = LLMS["smollm2"].folder
 
@@ -29,104 +26,11 @@ FOLDER = LLMS["smollm2"].folder
 # --- an OpenAI-compatible server -----------------------------------------------------------------
 
 
-class ChatServer:
-    """`POST /v1/chat/completions` on a random local port. `answer(body) -> str` writes the reply;
-    `mode` = "ok" | "500" | "garbage" (HTTP 200 with a body that is not JSON)."""
-
-    def __init__(self, answer: Callable[[dict[str, Any]], str] | None = None, mode: str = "ok") -> None:
-        self.answer = answer or (lambda body: "ok")
-        self.mode = mode
-        self.requests: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
-        self._lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server._lock:
-                    server.requests.append(body)
-                    server.headers.append({k.lower(): v for k, v in self.headers.items()})
-                if self.path != "/v1/chat/completions":
-                    return self._send(404, b'{"error": {"message": "not found"}}')
-                if server.mode == "500":
-                    return self._send(500, b'{"error": {"message": "CUDA out of memory"}}')
-                if server.mode == "garbage":
-                    return self._send(200, b"<html>proxy login</html>", "text/html")
-                text = server.answer(body)
-                reply = {
-                    "id": "chatcmpl-test",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": body["model"],
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": text},
-                            "finish_reason": "stop",
-                        }
-                    ],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-                }
-                self._send(200, json.dumps(reply).encode())
-
-            def _send(self, status: int, data: bytes, kind: str = "application/json") -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> ChatServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-def dead_url() -> str:
-    """The URL of a port nothing listens on (bound, then closed)."""
-    with ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler) as s:
-        port = s.server_address[1]
-    return f"http://127.0.0.1:{port}/v1"
-
-
 def user(text: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": text}]
 
 
 # --- the embedded model ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def smollm2_cache(model_cache: Path) -> Path:
-    """A model cache with SmolLM2 converted from the real packaged GGUF (~30 s, once per session).
-
-    Before converting, the cache gets the debris of killed conversions: a final-looking folder
-    without the completion marker (with a truncated weights file) and the temporary folder of a
-    process that no longer exists. The conversion must neither use nor keep them."""
-    cache = model_cache  # the session's model cache: ingestions in other tests use this conversion too
-    if not (cache / "llm" / FOLDER / "vidmem-converted.json").is_file():  # shared by test modules
-        half = cache / "llm" / FOLDER
-        half.mkdir(parents=True)
-        (half / "config.json").write_text('{"model_type": "llama"}')
-        (half / "model.safetensors").write_bytes(b"\0" * 1000)
-        gone = subprocess.Popen(["true"])  # a process id that has certainly ended
-        gone.wait()
-        dead = cache / "llm" / f".{FOLDER}.tmp-{gone.pid}-deadbeef"
-        dead.mkdir()
-        (dead / "model.safetensors").write_bytes(b"\0" * 1000)
-        prepare_llm(cache)
-    return cache
 
 
 def test_conversion_is_complete_and_ignores_debris(smollm2_cache: Path) -> None:

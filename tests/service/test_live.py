@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
@@ -29,91 +26,12 @@ import psutil
 import pytest
 
 from memory import STAGES
+from tests.helpers import AUTH, KEY, PHRASES, STARTS, Server, free_port, stages_done
 from tests.media import make_narrated_clip
-from tests.test_resume import PHRASES, STARTS, stages_done
 
 VIDMEM = Path(sys.executable).parent / "vidmem"
-KEY = "live-test-admin-key-0123456789"
-AUTH = {"Authorization": f"Bearer {KEY}"}
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """`vidmem serve` on a free port, with its log; `kill()` is SIGKILL to the server process only."""
-
-    def __init__(self, home: Path, media: Path, log: Path, env: dict[str, str] | None = None) -> None:
-        self.home, self.media, self.log, self.extra_env = home, media, log, env or {}
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 90) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VIDMEM_")}
-        env.update(
-            VIDMEM_HOME=str(self.home),
-            VIDMEM_API_KEY=KEY,
-            VIDMEM_VISION="false",
-            VIDMEM_LLM="none",
-            VIDMEM_ASR_MODEL="base",
-            VIDMEM_ANSWER_ENGINE="extractive",
-            VIDMEM_JOB_STALE_SECONDS="600",  # a takeover must come from the dead owner, not from staleness
-        )
-        env.update(self.extra_env)
-        cmd = [
-            str(VIDMEM),
-            "serve",
-            "--port",
-            str(self.port),
-            "--workers",
-            "1",
-            "--media-root",
-            str(self.media),
-        ]
-        with open(self.log, "ab") as fh:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(
-                    f"vidmem serve exited ({self.proc.returncode}):\n{self.log.read_text(errors='replace')}"
-                )
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        pytest.fail(f"vidmem serve was not ready within {timeout}s:\n{self.log.read_text(errors='replace')}")
-
-    def descendants(self) -> list[int]:
-        assert self.proc is not None
-        return [p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)]
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-    def get(self, path: str, **kw: Any) -> httpx.Response:
-        return httpx.get(f"{self.url}{path}", headers=AUTH, timeout=60, **kw)
-
-    def post(self, path: str, **kw: Any) -> httpx.Response:
-        return httpx.post(f"{self.url}{path}", headers=AUTH, timeout=60, **kw)
 
 
 @dataclass

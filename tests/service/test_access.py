@@ -18,8 +18,8 @@ from sqlalchemy import select, text, update
 
 from memory import ApiKey, Store, WebSession
 from service.app import COOKIE, create_app
+from tests.helpers import ADMIN, OTHER, TALK, H, error, run_jobs, settings_for, upload
 from tests.media import make_cut_clip, write_srt
-from tests.test_service import ADMIN, OTHER, TALK, H, error, run_jobs, settings_for, upload
 
 BOUNDARY = "vidmem-test-boundary-7f3a"
 

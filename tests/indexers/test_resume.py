@@ -24,18 +24,10 @@ from typing import Any
 import pytest
 
 from memory import STAGES
+from tests.helpers import PHRASES, STARTS, stages_done
 from tests.media import NarratedClip, make_narrated_clip
 
 VIDMEM = Path(sys.executable).parent / "vidmem"
-
-PHRASES = (
-    "the purple giraffe eats bright oranges",
-    "seven silver submarines dive at midnight",
-    "a quiet library keeps ancient maps",
-    "the brave pilot lands on a frozen lake",
-    "twelve golden lanterns glow above the market",
-)
-STARTS = (3.0, 15.0, 27.0, 39.0, 51.0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -64,23 +56,6 @@ def start(home: Path, clip: Path, log: Path) -> subprocess.Popen[bytes]:
 def kill(proc: subprocess.Popen[bytes]) -> None:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
-
-
-def stages_done(db: Path) -> list[str] | None:
-    """The job's checkpoint as the catalog holds it now; None while there is no job row yet."""
-    if not db.exists():
-        return None
-    try:
-        con = sqlite3.connect(db, timeout=5)
-        try:
-            row = con.execute(
-                "SELECT stages_done FROM ingest_jobs ORDER BY created_at DESC LIMIT 1"
-            ).fetchone()
-        finally:
-            con.close()
-    except sqlite3.OperationalError:  # schema not created yet, or a writer holds the lock
-        return None
-    return json.loads(row[0]) if row and row[0] else ([] if row else None)
 
 
 def kill_once(

@@ -43,7 +43,7 @@ from reasoning.search import SearchOptions, search
 from service.cli import print_timeline
 from service.export import timeline
 from tests.conftest import shared
-from tests.test_llm import ChatServer, dead_url, smollm2_cache  # noqa: F401 (a shared session fixture)
+from tests.helpers import ChatServer, dead_url
 
 
 def words(text: str) -> set[str]:
@@ -368,7 +368,7 @@ def test_registry_and_options_errors_say_how_to_fix() -> None:
 # --- the real embedded LLM -----------------------------------------------------------------------------
 
 
-def test_smollm2_condenses_within_the_facts(smollm2_cache: Path) -> None:  # noqa: F811
+def test_smollm2_condenses_within_the_facts(smollm2_cache: Path) -> None:
     shots, scenes, chapters = lab_video()
     opts = CaptionOptions(llm="smollm2", scene_words=10, chapter_words=12, summary_words=12)
     result = make_captioner(opts, smollm2_cache).caption(shots, scenes, chapters, 20.0)

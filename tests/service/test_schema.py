@@ -23,8 +23,8 @@ from schemathesis.specs.openapi.checks import (
 
 from service import jobs
 from service.app import announce_admin_key, create_app
+from tests.helpers import ADMIN, TALK, settings_for
 from tests.media import write_srt
-from tests.test_service import ADMIN, TALK, settings_for
 
 APP = create_app(settings_for(Path(tempfile.mkdtemp(prefix="vidmem-schema-"))))
 """Built at import: schemathesis reads the schema when the module is collected; the data comes below."""

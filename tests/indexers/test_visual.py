@@ -25,7 +25,7 @@ from memory import Segment, Store, TranscriptCue
 from tests import media
 from tests.conftest import shared
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def job_for(path: Path, look: LookOptions | None = None) -> VisualJob:

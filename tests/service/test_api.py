@@ -1,6 +1,6 @@
 """The REST API through its ASGI app (fastapi's TestClient): real catalog (SQLite, and PostgreSQL where
 it matters), real FAISS, real decoders and models; jobs run by the real worker code (`service.jobs.work`)
-in this process. The worker processes, SIGKILL and the browser are in test_service_live.py."""
+in this process. The worker processes, SIGKILL and the browser are in tests/service/test_live.py."""
 
 from __future__ import annotations
 
@@ -16,38 +16,8 @@ from fastapi.testclient import TestClient
 from service import jobs
 from service.app import create_app
 from service.settings import Settings
+from tests.helpers import ADMIN, OTHER, TALK, H, error, run_jobs, settings_for, upload
 from tests.media import make_cut_clip, truncate_copy, write_srt
-
-ADMIN = "test-admin-key-0123456789"
-H = {"Authorization": f"Bearer {ADMIN}"}
-
-TALK = [
-    (0.0, 6.0, "welcome to the rocket workshop"),
-    (6.0, 12.0, "today we bake sourdough bread with rye flour"),
-    (12.0, 18.0, "the purple giraffe eats bright oranges"),
-    (18.0, 24.0, "finally we polish the brass telescope"),
-]
-OTHER = [
-    (0.0, 8.0, "the harbour pilot steers the cargo ship"),
-    (8.0, 16.0, "a seagull steals a sandwich from the deck"),
-]
-
-
-def settings_for(tmp: Path, **extra: object) -> Settings:
-    media = tmp / "media"
-    media.mkdir(exist_ok=True)
-    given: dict[str, object] = dict(
-        home=tmp / "home",
-        workers=0,
-        api_key=ADMIN,
-        vision=False,
-        llm="none",
-        asr_model="tiny.en",
-        media_roots=[media],
-        answer_engine="extractive",
-    )
-    given.update(extra)
-    return Settings(**given)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -59,29 +29,6 @@ def cfg(tmp_path: Path) -> Settings:
 def client(cfg: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(cfg)) as c:
         yield c
-
-
-def upload(
-    client: TestClient, library: str, path: Path, kind: str = "application/octet-stream", key: str = ADMIN
-):
-    return client.post(
-        f"/v1/libraries/{library}/videos",
-        params={"filename": path.name},
-        content=path.read_bytes(),
-        headers={"Authorization": f"Bearer {key}", "Content-Type": kind},
-    )
-
-
-def run_jobs(cfg: Settings) -> None:
-    jobs.work(cfg, once=True)
-
-
-def error(r) -> dict:  # type: ignore[no-untyped-def]
-    body = r.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"status", "code", "message"}, body
-    assert body["error"]["status"] == r.status_code
-    assert "Traceback" not in body["error"]["message"]
-    return body["error"]
 
 
 def test_health_and_readiness_are_open_everything_else_needs_a_key(client: TestClient) -> None:

@@ -194,7 +194,7 @@ def test_json_reply_parsing_and_schema_errors() -> None:
 
 
 def test_local_chat_json_with_smollm2(model_cache: Path) -> None:
-    prepare_llm(model_cache)  # converted once per session (test_llm.py usually did it already)
+    prepare_llm(model_cache)  # converted once per session (tests/memory/test_llm.py usually did it already)
     llm = LocalLLM("smollm2", model_cache)
     schema = {"type": "object", "properties": {"colour": {"type": "string"}}, "required": ["colour"]}
     value = llm.chat_json(user("Name one colour of the rainbow."), schema, max_tokens=40)

@@ -34,7 +34,7 @@ from indexers.vision import (
 from tests import media
 from tests.conftest import shared
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 W, H = 1280, 720
 LINES = [
     ("Quarterly results 2024", 64),
