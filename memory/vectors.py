@@ -26,8 +26,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from memory.catalog import EmbeddingRow
 from memory.derived import Derived, DerivedFiles, file_lock, table_top
 
-__all__ = ["IndexOptions", "VectorIndex", "file_lock", "table_top", "vector_bytes"]
-
 
 def vector_bytes(vector: np.ndarray) -> bytes:
     return np.ascontiguousarray(vector, dtype=np.float32).tobytes()

@@ -493,6 +493,9 @@ ANSWER_ENGINES: Registry[str] = Registry(
 builds them); `make_engine` takes the resolved kind, `extractive` or `llm`."""
 
 
+_KINDS: Registry[str] = Registry("answer engine kind", {"extractive": "ExtractiveEngine", "llm": "LLMEngine"})
+
+
 def make_engine(
     name: str, llm: LLM | None = None, embedder: Embedder | None = None, options: AskOptions | None = None
 ) -> AnswerEngine:
@@ -503,7 +506,7 @@ def make_engine(
     if name == "extractive":
         return extractive
     if name != "llm":
-        raise Registry("answer engine kind", {"extractive": "", "llm": ""}).unknown(name)
+        raise _KINDS.unknown(name)
     if llm is None:
         raise ValueError(f"answer engine {name!r} needs an LLM (memory.runtime.llm.make_llm)")
     return LLMEngine(llm, opts, extractive)

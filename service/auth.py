@@ -20,6 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -189,19 +190,22 @@ def _principal(key: ApiKey, library: str | None) -> Principal:
     return Principal(key.id, key.name, key.library_id, library, key.role)
 
 
+def _live_principal(store: Store, *where: Any, via_session: bool = False) -> Principal | None:
+    """The principal of the unrevoked key that `where` selects (joined to its sessions when
+    `via_session`), or None."""
+    query = select(ApiKey, Library.name).outerjoin(Library, Library.id == ApiKey.library_id)
+    if via_session:
+        query = query.join(WebSession, WebSession.key_id == ApiKey.id)
+    with store.session() as s:
+        row = s.execute(query.where(ApiKey.revoked.is_(False), *where)).first()
+    return None if row is None else _principal(*row)
+
+
 def authenticate(store: Store, secret: str) -> Principal | None:
     """The key's principal, or None for an unknown or revoked key."""
     if not secret or len(secret) > 256:
         return None
-    with store.session() as s:
-        row = s.execute(
-            select(ApiKey, Library.name)
-            .outerjoin(Library, Library.id == ApiKey.library_id)
-            .where(ApiKey.digest == digest(secret), ApiKey.revoked.is_(False))
-        ).first()
-    if row is None:
-        return None
-    return _principal(*row)
+    return _live_principal(store, ApiKey.digest == digest(secret))
 
 
 def open_session(store: Store, who: Principal, seconds: float) -> str:
@@ -219,19 +223,12 @@ def session_principal(store: Store, token: str) -> Principal | None:
     """The principal of a live session (not expired, not revoked, its key not revoked), or None."""
     if not token or len(token) > 256:
         return None
-    with store.session() as s:
-        row = s.execute(
-            select(ApiKey, Library.name)
-            .join(WebSession, WebSession.key_id == ApiKey.id)
-            .outerjoin(Library, Library.id == ApiKey.library_id)
-            .where(
-                WebSession.digest == digest(token),
-                WebSession.revoked.is_(False),
-                WebSession.expires > time.time(),
-                ApiKey.revoked.is_(False),
-            )
-        ).first()
-    return None if row is None else _principal(*row)
+    live = (
+        WebSession.digest == digest(token),
+        WebSession.revoked.is_(False),
+        WebSession.expires > time.time(),
+    )
+    return _live_principal(store, *live, via_session=True)
 
 
 def close_session(store: Store, token: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import re
 import shutil
 import threading
 import uuid
@@ -86,6 +87,10 @@ def join_parts(parts: Iterable[Path], target: Path) -> Path:
     return target
 
 
+_IMPORT_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+"""`package.module:attribute`: what a registry imports on first use (anything else is kept as given)."""
+
+
 class Registry(Generic[T]):
     """Backends of one kind by name, each a `"module:attribute"` imported only when chosen (or an
     object given directly), in the order they were added."""
@@ -122,7 +127,7 @@ class Registry(Generic[T]):
         if name not in self._entries:
             raise self.unknown(name)
         target = self._entries[name]
-        if isinstance(target, str) and ":" in target:
+        if isinstance(target, str) and _IMPORT_PATH.fullmatch(target):
             module, attribute = target.split(":", 1)
             target = getattr(importlib.import_module(module), attribute)
             self._entries[name] = target
