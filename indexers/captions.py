@@ -62,7 +62,7 @@ VISUAL_PRECISION: dict[str, float | None] = {
     "person": PEOPLE_PRECISION,
 }
 """Measured precision of each kind of visual finding that passes its threshold (None: not measured),
-from tests/bench/calibrate_labels.py via indexers.vision. A kind is stated in caption prose only when
+from tests/fit/calibrate_labels.py via indexers.vision. A kind is stated in caption prose only when
 its precision reaches `CaptionOptions.prose_precision`; otherwise it is a tag only."""
 
 

@@ -18,10 +18,14 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from memory.runtime import Registry
+
+if TYPE_CHECKING:
+    import av
 
 
 class MediaError(Exception):
@@ -217,11 +221,11 @@ def _batch(times: list[float], thumbs: np.ndarray) -> FrameBatch:
     return FrameBatch(np.clip(np.sort(np.asarray(times)), 0.0, None), yuv_to_rgb(yuv))
 
 
-def _plane(frame, i: int, out: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+def _plane(frame: av.VideoFrame, i: int, out: np.ndarray) -> None:
     """Plane i of a frame, subsampled by striding into `out` (rows, cols) uint8."""
     rows, cols = out.shape
     plane = frame.planes[i]
-    arr = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+    arr = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]  # type: ignore[call-overload]  # a Plane is a buffer; its stubs do not say so
     sy, sx = max(1, plane.height // rows), max(1, plane.width // cols)
     sub = arr[: sy * rows : sy, : sx * cols : sx]
     if sub.shape != (rows, cols):  # tiny planes: pad by edge replication
@@ -229,7 +233,7 @@ def _plane(frame, i: int, out: np.ndarray) -> None:  # type: ignore[no-untyped-d
     out[...] = sub
 
 
-def _yuv_thumb(frame, out: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+def _yuv_thumb(frame: av.VideoFrame, out: np.ndarray) -> None:
     """Fill `out` (2h, 2w, 3) uint8 with the frame's YUV grid; _batch averages it down to (h, w)."""
     if frame.format.name not in ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"):
         frame = frame.reformat(format="yuv420p")

@@ -11,47 +11,33 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from indexers.captions import CaptionOptions, Sentence, SpanFacts, make_captioner, split_sentences
+from indexers.captions import CaptionOptions, Captions, SpanFacts, make_captioner
 from indexers.decode import DecodeOptions, MediaError, MediaInfo, probe, sample_frames
 from indexers.embed import chunks, cue_units, shot_units, span_units, transcript_windows
 from indexers.heap import release_heap, steady_heap
-from indexers.shots import ShotOptions, ShotResult
-from indexers.structure import StructureOptions, atoms_from, build
+from indexers.record import CaptionInputs, EmbeddingInputs, StructureInputs, TextEmbeddings, VideoRecord
+from indexers.shots import Shot, ShotOptions, ShotResult
+from indexers.structure import Structure, StructureOptions, atoms_from, build
 from indexers.transcript import (
     SUBTITLE_SUFFIXES,
-    Cue,
     TranscribeOptions,
     Transcript,
-    TranscriptInfo,
     WhisperTranscriber,
-    Word,
     read_subtitles,
     sidecar_subtitles,
 )
 from indexers.visual import LookOptions, ShotLook, VisualJob, VisualWorker, run_job
 from kernels.timecode import hms
-from memory import (
-    STAGES,
-    EmbeddingRow,
-    IngestJob,
-    Library,
-    ScreenText,
-    Segment,
-    Store,
-    Tag,
-    TranscriptCue,
-    Video,
-)
+from memory import STAGES, IngestJob, Library, Store, Video
 from memory.runtime.text import SentenceEmbedder
-from memory.vectors import vector_bytes
 
 Progress = Callable[[str, float], None]
 """Called with (stage name, fraction done in [0, 1])."""
@@ -185,12 +171,9 @@ def ingest(
         video_id, library_id, library_name = video.id, library.id, library.name
 
     try:
-        _run_stages(store, video_id, library_id, item, opts, cache, report)
-        with store.session() as s:
-            video = store.get_video(s, video_id)
-            video.status = "ready"
-            job = _job(s, video_id)
-            job.status, job.stage, job.progress = "done", None, 1.0
+        record = VideoRecord(store, video_id)
+        _run_stages(record, library_id, item, opts, cache, report)
+        record.finish()
     except Exception as e:
         store.delete_video(video_id)  # leave the library as it was before this ingestion
         if new_library:
@@ -226,14 +209,13 @@ class OncePerText:
 
 
 def _run_stages(
-    store, video_id, library_id, item: _Item, opts: IngestOptions, cache, report: Progress
-) -> None:  # type: ignore[no-untyped-def]
-    """The unfinished stages. Shots (in a worker process) and transcript run at the same time;
-    each commits on its own when done, embeddings follow once both are in."""
-    with store.session() as s:
-        done = set(_job(s, video_id).stages_done)
-    pending = [stage for stage in STAGES if stage not in done]
-    progress = _JobProgress(store, video_id, report)
+    record: VideoRecord, library_id: int, item: _Item, opts: IngestOptions, cache: Path, report: Progress
+) -> None:
+    """The unfinished stages, each computing its typed result for `record` to store. Shots and
+    vision (one decoding pass, in a worker process) run while the audio is transcribed; each stores
+    its result the moment it has it. Structure, captions and embeddings follow once both are in."""
+    pending = [stage for stage in STAGES if stage not in record.stages_done()]
+    progress = _JobProgress(record, report)
     text = OncePerText(SentenceEmbedder(opts.text_model))
     if "structure" in pending or "embeddings" in pending:
         # the text model takes seconds to import and load: do it while the audio is transcribed
@@ -246,21 +228,21 @@ def _run_stages(
             opts.shots,
             opts.decoder,
             look=opts.look if "vision" in pending else None,
-            known_shots=None if "shots" in pending else _shot_spans(store, video_id),
+            known_shots=None if "shots" in pending else record.shot_spans(),
         )
     stage_progress = _StageCallbacks(progress)
 
-    def commit_shots(result: ShotResult) -> None:  # in a worker: on its reader thread, once found
-        _stage_shots(store, video_id, item, opts, result)
+    def store_shots(found: ShotResult) -> None:  # in a worker: on its reader thread, once found
+        record.write_shots(whole_shots(found, item, opts), item.duration)
         progress.finished("shots")
 
-    def commit_looks(looks: list[ShotLook]) -> None:
-        _stage_vision(store, video_id, looks)
+    def store_looks(looks: list[ShotLook]) -> None:
+        record.write_vision(looks)
         progress.finished("vision")
 
     visual: VisualWorker | None = None
     if job is not None and opts.workers:
-        visual = VisualWorker(job, stage_progress, commit_shots, commit_looks)
+        visual = VisualWorker(job, stage_progress, store_shots, store_looks)
     try:
         if "transcript" in pending:
             on_transcript = progress.callback("transcript")
@@ -270,29 +252,100 @@ def _run_stages(
                     raise visual.error  # the video is refused: stop transcribing it
                 on_transcript(fraction)
 
-            _stage_transcript(store, video_id, item, opts, cache, transcript_progress)
+            record.write_transcript(transcribe(item, opts, cache, transcript_progress))
             progress.finished("transcript")
         if visual is not None:
             visual.result()
         elif job is not None:  # in this process, after the transcript
-            run_job(job, stage_progress, commit_shots, commit_looks)
+            run_job(job, stage_progress, store_shots, store_looks)
         if "shots" in pending and job is None:  # no video: the root segment alone
-            _stage_shots(store, video_id, item, opts, None)
+            record.write_shots([], item.duration)
         if "vision" in pending and (job is None or job.look is None):
-            _stage_vision(store, video_id, [])
+            record.write_vision([])
     finally:
         if visual is not None:
             visual.close()
     release_heap()
     if "structure" in pending:
-        _stage_structure(store, video_id, item, opts, text)
+        record.write_structure(structure(record.structure_inputs(), item, opts, text), item.duration)
         progress.finished("structure")
     if "captions" in pending:
-        _stage_captions(store, video_id, item, opts, cache, progress.callback("captions"), text)
+        on_captions = progress.callback("captions")
+        record.write_captions(caption(record.caption_inputs(), item, opts, cache, on_captions, text))
         progress.finished("captions")
     if "embeddings" in pending:
-        _stage_embeddings(store, video_id, library_id, opts, progress.callback("embeddings"), text)
+        on_embeddings = progress.callback("embeddings")
+        record.write_embeddings(embed(record.embedding_inputs(), opts, on_embeddings, text), library_id)
         progress.finished("embeddings")
+
+
+# -- the stages' computations: typed inputs in, a typed result out, nothing written --------------
+
+
+def whole_shots(found: ShotResult, item: _Item, opts: IngestOptions) -> list[Shot]:
+    """The shots found, refused when the frames stop well short of the stream's duration (a file
+    cut short) unless damaged input is allowed."""
+    if item.info is not None:
+        expected = item.info.video_duration or item.duration
+        if expected - found.last_frame > max(1.0, 0.02 * expected) and not opts.shots.allow_damaged:
+            raise MediaError(
+                f"truncated video: frames stop at {hms(found.last_frame, millis=True)} of "
+                f"{hms(expected, millis=True)}; pass --allow-damaged to ingest what is there"
+            )
+    return found.shots
+
+
+def transcribe(item: _Item, opts: IngestOptions, cache: Path, report: Callable[[float], None]) -> Transcript:
+    """The subtitles when there are some, else speech recognition of the audio, else nothing.
+    The cues are heard before the catalog is touched: a write transaction held through minutes of
+    recognition would lock SQLite against the progress reported meanwhile."""
+    if item.subtitles is not None:
+        return item.subtitles
+    if item.info is not None and item.info.has_audio:
+        return WhisperTranscriber(opts.transcribe, cache).transcript(item.path, item.duration, report)
+    return Transcript([], None, "asr")
+
+
+def structure(inputs: StructureInputs, item: _Item, opts: IngestOptions, embedder: OncePerText) -> Structure:
+    """Scenes and chapters over the shots (or the cues), each tiling its parent."""
+    atoms = atoms_from(inputs.shots, inputs.cues, inputs.visuals)
+    return build(atoms, item.duration, embedder.embed, opts.structure, inputs.cues if inputs.shots else ())
+
+
+def caption(
+    inputs: CaptionInputs,
+    item: _Item,
+    opts: IngestOptions,
+    cache: Path,
+    report: Callable[[float], None],
+    embedder: OncePerText,
+) -> Captions:
+    """Captions of every level, bottom-up, from what the other stages found (indexers.captions)."""
+    captioner = make_captioner(opts.captions, cache)
+    if captioner.wants_keyframes and inputs.shots and item.info is not None:
+        _add_keyframes(item.info, inputs.shots, opts.captions.keyframes_per_shot)
+    return captioner.caption(
+        inputs.shots,
+        inputs.scenes,
+        inputs.chapters,
+        item.duration,
+        report,
+        sentences=inputs.sentences,
+        embed=embedder.embed,
+    )
+
+
+def embed(
+    inputs: EmbeddingInputs, opts: IngestOptions, report: Callable[[float], None], embedder: OncePerText
+) -> TextEmbeddings:
+    """The searchable units (cues, transcript windows, shots, scenes, chapters) and their vectors."""
+    cues = inputs.cues
+    units = cue_units(cues) + transcript_windows(cues, opts.window_seconds)
+    units += shot_units(inputs.shots, cues, inputs.seen)
+    units += span_units("scene", inputs.scenes, cues, inputs.captions)
+    units += span_units("chapter", inputs.chapters, cues, inputs.captions)
+    vectors = _embed_units(embedder, [u.text for u in units], report)
+    return TextEmbeddings(units, vectors, embedder.name, embedder.modality, embedder.space)
 
 
 def _quietly(fn: Callable[[], None]) -> None:
@@ -307,8 +360,8 @@ class _JobProgress:
     """Reports each running stage's progress to the caller, and to the job row at most every 2 s
     (for pollers): `stage` lists the running stages, `progress` is their mean."""
 
-    def __init__(self, store: Store, video_id: str, report: Progress) -> None:
-        self.store, self.video_id, self.report = store, video_id, report
+    def __init__(self, record: VideoRecord, report: Progress) -> None:
+        self.record, self.report = record, report
         self.running: dict[str, float] = {}
         self.lock = threading.Lock()
         self.saved = 0.0
@@ -336,10 +389,7 @@ class _JobProgress:
                 return
             self.saved = time.monotonic()
             stages, fractions = list(self.running), list(self.running.values())
-            with self.store.session() as s:
-                job = _job(s, self.video_id)
-                job.stage, job.status = "+".join(stages) or None, "running"
-                job.progress = sum(fractions) / len(fractions) if fractions else job.progress
+        self.record.report(stages, sum(fractions) / len(fractions) if fractions else None)
 
 
 class _StageCallbacks:
@@ -355,327 +405,7 @@ class _StageCallbacks:
         self.made[stage](fraction)
 
 
-def _shot_spans(store: Store, video_id: str) -> list[tuple[float, float]]:
-    with store.session() as s:
-        return [(sh.start, sh.end) for sh in _level(s, video_id, "shot")]
-
-
-def _level(s, video_id: str, level: str):  # type: ignore[no-untyped-def]
-    """The video's segments of one level, in order."""
-    return s.scalars(
-        select(Segment).where(Segment.video_id == video_id, Segment.level == level).order_by(Segment.ordinal)
-    )
-
-
-def _job(s, video_id: str) -> IngestJob:  # type: ignore[no-untyped-def]
-    job = s.scalar(
-        select(IngestJob).where(IngestJob.video_id == video_id).order_by(IngestJob.created_at.desc())
-    )
-    if job is None:
-        job = IngestJob(video_id=video_id, status="running", stages_done=[])
-        s.add(job)
-        s.flush()
-    return job
-
-
-def _finish(s, video_id: str, stage: str) -> None:  # type: ignore[no-untyped-def]
-    job = _job(s, video_id)
-    done = {*job.stages_done, stage}
-    job.stages_done = [st for st in STAGES if st in done]  # in stage order, whichever finished first
-    job.progress = 1.0
-
-
-def _stage_shots(store, video_id, item: _Item, opts: IngestOptions, result: ShotResult | None) -> None:  # type: ignore[no-untyped-def]
-    shots: list[tuple[float, float, np.ndarray | None]] = []
-    if result is not None and item.info is not None:
-        expected = item.info.video_duration or item.duration
-        if expected - result.last_frame > max(1.0, 0.02 * expected) and not opts.shots.allow_damaged:
-            raise MediaError(
-                f"truncated video: frames stop at {hms(result.last_frame, millis=True)} of "
-                f"{hms(expected, millis=True)}; pass --allow-damaged to ingest what is there"
-            )
-        shots = [(sh.start, sh.end, sh.signature) for sh in result.shots]
-    with store.session() as s:
-        s.execute(delete(Segment).where(Segment.video_id == video_id))
-        root = Segment(video_id=video_id, level="video", ordinal=0, start=0.0, end=item.duration)
-        s.add(root)
-        s.flush()
-        for i, (start, end, signature) in enumerate(shots):
-            s.add(
-                Segment(
-                    video_id=video_id,
-                    level="shot",
-                    ordinal=i,
-                    start=start,
-                    end=end,
-                    parent_id=root.id,
-                    keyframe_time=(start + end) / 2,
-                    signature=vector_bytes(signature) if signature is not None else None,
-                )
-            )
-        _finish(s, video_id, "shots")
-
-
-def _stage_vision(store, video_id, looks: list[ShotLook]) -> None:  # type: ignore[no-untyped-def]
-    """On-screen text, tags and the token-reduced visual vectors of every shot. The vectors join
-    FAISS in the embeddings stage, with the text ones (SQL first, FAISS derived)."""
-    with store.session() as s:
-        library_id = store.get_video(s, video_id).library_id
-        shot_rows = _level(s, video_id, "shot").all()
-        s.execute(delete(ScreenText).where(ScreenText.video_id == video_id))
-        s.execute(delete(Tag).where(Tag.video_id == video_id))
-        s.execute(
-            delete(EmbeddingRow).where(EmbeddingRow.video_id == video_id, EmbeddingRow.modality == "visual")
-        )
-        for look in looks:
-            shot = shot_rows[look.index]
-            for t in look.texts:
-                s.add(
-                    ScreenText(
-                        video_id=video_id,
-                        segment_id=shot.id,
-                        start=t.start,
-                        end=t.end,
-                        text=t.text,
-                        box=[round(v, 4) for v in t.box],
-                        score=t.score,
-                    )
-                )
-            tags = [("label", name, score, 1) for name, score in look.labels]
-            if look.faces:
-                tags.append(("face", "face", look.face_score, look.faces))
-            if look.people:
-                tags.append(("person", "person", look.person_score, look.people))
-            for kind, name, score, count in tags:
-                s.add(
-                    Tag(
-                        video_id=video_id,
-                        segment_id=shot.id,
-                        start=shot.start,
-                        end=shot.end,
-                        kind=kind,
-                        name=name,
-                        score=float(score),
-                        count=int(count),
-                    )
-                )
-            if len(look.vectors):
-                model = look.model
-                for vec, (t0, t1) in zip(look.vectors, look.spans, strict=True):
-                    s.add(
-                        EmbeddingRow(
-                            library_id=library_id,
-                            video_id=video_id,
-                            segment_id=shot.id,
-                            kind="shot",
-                            start=shot.start,
-                            end=shot.end,
-                            text=f"frames {t0:.2f}-{t1:.2f}",
-                            modality="visual",
-                            model=model,
-                            space=f"visual:{model}",
-                            vector=vector_bytes(vec),
-                        )
-                    )
-        _finish(s, video_id, "vision")
-
-
-def _stage_transcript(store, video_id, item: _Item, opts: IngestOptions, cache, report) -> None:  # type: ignore[no-untyped-def]
-    heard: Iterable[Cue]
-    if item.subtitles is not None:
-        heard, info = item.subtitles.cues, TranscriptInfo("subtitles", item.subtitles.language)
-    elif item.info is not None and item.info.has_audio:
-        heard, info = WhisperTranscriber(opts.transcribe, cache).transcribe(item.path, item.duration, report)
-    else:
-        heard, info = [], TranscriptInfo("asr")
-    # heard before the transaction opens: a write transaction held through minutes of recognition
-    # would lock SQLite against the progress this stage reports meanwhile
-    cues = list(heard)
-    with store.session() as s:  # the stage commits once, whole
-        s.execute(delete(TranscriptCue).where(TranscriptCue.video_id == video_id))
-        for cue in cues:
-            s.add(
-                TranscriptCue(
-                    video_id=video_id,
-                    start=cue.start,
-                    end=cue.end,
-                    text=cue.text,
-                    source=info.source,
-                    words=[[round(w.start, 3), round(w.end, 3), w.text] for w in cue.words] or None,
-                )
-            )
-        store.get_video(s, video_id).language = info.language
-        _finish(s, video_id, "transcript")
-
-
-def _stage_structure(store, video_id, item: _Item, opts: IngestOptions, embedder: OncePerText) -> None:  # type: ignore[no-untyped-def]
-    """Scenes and chapters over the shots (or the cues), each tiling its parent."""
-    with store.session() as s:
-        root = s.scalar(select(Segment).where(Segment.video_id == video_id, Segment.level == "video"))
-        shot_rows = _level(s, video_id, "shot").all()
-        cues = [
-            (c.start, c.end, c.text)
-            for c in s.scalars(
-                select(TranscriptCue).where(TranscriptCue.video_id == video_id).order_by(TranscriptCue.start)
-            )
-        ]
-        shots = [(sh.start, sh.end) for sh in shot_rows]
-        visuals = [np.frombuffer(sh.signature, np.float32) if sh.signature else None for sh in shot_rows]
-    atoms = atoms_from(shots, cues, visuals)
-    structure = build(atoms, item.duration, embedder.embed, opts.structure, cues if shots else ())
-    with store.session() as s:
-        s.execute(
-            delete(Segment).where(Segment.video_id == video_id, Segment.level.in_(("scene", "chapter")))
-        )
-        if root is None:
-            root = Segment(video_id=video_id, level="video", ordinal=0, start=0.0, end=item.duration)
-            s.add(root)
-            s.flush()
-        chapters = []
-        for i, (start, end) in enumerate(structure.chapters):
-            chapters.append(
-                Segment(
-                    video_id=video_id, level="chapter", ordinal=i, start=start, end=end, parent_id=root.id
-                )
-            )
-        s.add_all(chapters)
-        s.flush()
-        scenes = []
-        for i, (start, end) in enumerate(structure.scenes):
-            parent = _containing(chapters, start)
-            scenes.append(
-                Segment(
-                    video_id=video_id, level="scene", ordinal=i, start=start, end=end, parent_id=parent.id
-                )
-            )
-        s.add_all(scenes)
-        s.flush()
-        for sh in s.scalars(select(Segment).where(Segment.video_id == video_id, Segment.level == "shot")):
-            sh.parent_id = _containing(scenes, sh.start).id
-        _finish(s, video_id, "structure")
-
-
-@dataclass
-class CaptionInputs:
-    """What the captions of one ingested video are written from (`Captioner.caption`'s arguments)."""
-
-    shots: list[SpanFacts]
-    scenes: list[SpanFacts | tuple[float, float]]
-    chapters: list[SpanFacts | tuple[float, float]]
-    sentences: list[Sentence]
-    """Transcript sentences (split on the word times, so one spoken across a cut stays whole) and
-    on-screen lines, with their times: what extractive summaries quote."""
-
-
-def caption_inputs(store: Store, video_id: str) -> CaptionInputs:
-    """The facts of every shot (speech, on-screen text, tags), the scene and chapter spans and the
-    sentences of a video whose structure stage is done, read from the catalog."""
-    with store.session() as s:
-        segs = {level: _level(s, video_id, level).all() for level in ("shot", "scene", "chapter")}
-        cues = s.scalars(
-            select(TranscriptCue).where(TranscriptCue.video_id == video_id).order_by(TranscriptCue.start)
-        ).all()
-        words = [(w[0], w[1], w[2]) for c in cues for w in (c.words or [])] or [
-            ((c.start + c.end) / 2, (c.start + c.end) / 2, c.text) for c in cues
-        ]
-        timed = [(w[0], w[1], w[2]) for c in cues for w in (c.words or [])] or [
-            (c.start, c.end, c.text) for c in cues
-        ]
-        ordinal = {sh.id: sh.ordinal for sh in segs["shot"]}
-        facts = [SpanFacts(sh.start, sh.end) for sh in segs["shot"]]
-        sentences = split_sentences(timed)
-        for t in s.scalars(
-            select(ScreenText).where(ScreenText.video_id == video_id).order_by(ScreenText.start)
-        ):
-            sentences.append(Sentence(t.start, t.end, t.text, "screen"))
-            if t.segment_id in ordinal:
-                facts[ordinal[t.segment_id]].screen_text.append(t.text)
-        for g in s.scalars(select(Tag).where(Tag.video_id == video_id).order_by(Tag.score.desc())):
-            if g.segment_id not in ordinal:
-                continue
-            f = facts[ordinal[g.segment_id]]
-            if g.kind == "label":
-                f.labels.append((g.name, g.score))
-            elif g.kind == "face":
-                f.faces = g.count
-            elif g.kind == "person":
-                f.people = g.count
-        spans = {lv: [(g.start, g.end) for g in segs[lv]] for lv in ("scene", "chapter")}
-    for f in facts:
-        f.speech = _spoken(words, f.start, f.end)
-    scenes: list[SpanFacts | tuple[float, float]] = list(spans["scene"])
-    chapters: list[SpanFacts | tuple[float, float]] = list(spans["chapter"])
-    if not facts:  # no shots (audio, transcript): scenes and chapters speak for themselves
-        scenes = [SpanFacts(a, b, _spoken(words, a, b)) for a, b in spans["scene"]]
-        chapters = [SpanFacts(a, b) for a, b in spans["chapter"]]
-    return CaptionInputs(facts, scenes, chapters, sentences)
-
-
-def _stage_captions(
-    store: Store,
-    video_id: str,
-    item: _Item,
-    opts: IngestOptions,
-    cache: Path,
-    report: Callable[[float], None],
-    embedder: OncePerText,
-) -> None:
-    """Captions of every level, bottom-up, from what the other stages found (indexers.captions)."""
-    inputs = caption_inputs(store, video_id)
-    captioner = make_captioner(opts.captions, cache)
-    if captioner.wants_keyframes and inputs.shots and item.info is not None:
-        _add_keyframes(item.info, inputs.shots, opts.captions.keyframes_per_shot)
-    done = captioner.caption(
-        inputs.shots,
-        inputs.scenes,
-        inputs.chapters,
-        item.duration,
-        report,
-        sentences=inputs.sentences,
-        embed=embedder.embed,
-    )
-    with store.session() as s:
-        for level, caps in (("shot", done.shots), ("scene", done.scenes), ("chapter", done.chapters)):
-            rows = _level(s, video_id, level).all()
-            for row, cap in zip(rows, caps, strict=True):
-                row.caption = cap
-        root = s.scalar(select(Segment).where(Segment.video_id == video_id, Segment.level == "video"))
-        if root is not None:
-            root.caption = done.summary
-        _finish(s, video_id, "captions")
-
-
-def _spoken(words: list[tuple[float, float, str]], start: float, end: float) -> str:
-    """The words (or cues, when there are no word times) whose middle falls inside [start, end)."""
-    return " ".join(w for a, b, w in words if start <= (a + b) / 2 < end).strip()
-
-
-def _add_keyframes(info: MediaInfo, facts: list[SpanFacts], per_shot: int) -> None:
-    """JPEG keyframes (at most 512 px) evenly spaced inside each shot, for captioners that look."""
-    import cv2
-
-    times, owner = [], []
-    for i, f in enumerate(facts):
-        for k in range(per_shot):
-            times.append(f.start + (f.end - f.start) * (k + 0.5) / per_shot)
-            owner.append(i)
-    for at, _, frame in sample_frames(info, times, max_side=512):
-        ok, jpeg = cv2.imencode(
-            ".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85]
-        )
-        if ok:
-            facts[owner[at]].keyframes.append(jpeg.tobytes())
-
-
-def _containing(parents: list[Segment], t: float) -> Segment:
-    """The parent whose span holds time t (parents tile the timeline in order)."""
-    for p in parents:
-        if p.start <= t + 1e-6 < p.end or p is parents[-1]:
-            return p
-    return parents[-1]
-
-
-def _embed_units(embedder: OncePerText, texts: list[str], report) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _embed_units(embedder: OncePerText, texts: list[str], report: Callable[[float], None]) -> np.ndarray:
     """One unit vector per text; a long text (a chapter) is the normalised mean of its pieces."""
     if not texts:
         return np.zeros((0, 0), dtype=np.float32)
@@ -695,99 +425,18 @@ def _embed_units(embedder: OncePerText, texts: list[str], report) -> np.ndarray:
     return out
 
 
-def _stage_embeddings(
-    store: Store,
-    video_id: str,
-    library_id: int,
-    opts: IngestOptions,
-    report: Callable[[float], None],
-    embedder: OncePerText,
-) -> None:
-    with store.session() as s:
-        rows = s.scalars(
-            select(TranscriptCue).where(TranscriptCue.video_id == video_id).order_by(TranscriptCue.start)
-        ).all()
-        cues = [Cue(c.start, c.end, c.text, [Word(*w) for w in (c.words or [])]) for c in rows]
-        shot_rows = _level(s, video_id, "shot").all()
-        shots = [(sh.start, sh.end) for sh in shot_rows]
-        shot_ids = [sh.id for sh in shot_rows]
-        seen = _seen_text(s, video_id, shot_rows)
-        captions = {
-            g.id: g.caption or ""
-            for g in s.scalars(
-                select(Segment).where(Segment.video_id == video_id, Segment.caption.is_not(None))
-            )
-        }
-        spans = {
-            level: [(g.id, g.start, g.end) for g in _level(s, video_id, level)]
-            for level in ("scene", "chapter")
-        }
-    units = cue_units(cues) + transcript_windows(cues, opts.window_seconds) + shot_units(shots, cues, seen)
-    units += span_units("scene", spans["scene"], cues, captions)
-    units += span_units("chapter", spans["chapter"], cues, captions)
-    vectors = _embed_units(embedder, [u.text for u in units], report)
-    shot_text = {shot_ids[u.segment_ordinal]: u.text for u in units if u.segment_ordinal is not None}
-    with store.session() as s:
-        s.execute(
-            delete(EmbeddingRow).where(EmbeddingRow.video_id == video_id, EmbeddingRow.modality == "text")
+def _add_keyframes(info: MediaInfo, facts: list[SpanFacts], per_shot: int) -> None:
+    """JPEG keyframes (at most 512 px) evenly spaced inside each shot, for captioners that look."""
+    import cv2
+
+    times, owner = [], []
+    for i, f in enumerate(facts):
+        for k in range(per_shot):
+            times.append(f.start + (f.end - f.start) * (k + 0.5) / per_shot)
+            owner.append(i)
+    for at, _, frame in sample_frames(info, times, max_side=512):
+        ok, jpeg = cv2.imencode(
+            ".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85]
         )
-        added = []
-        for unit, vec in zip(units, vectors, strict=True):
-            row = EmbeddingRow(
-                library_id=library_id,
-                video_id=video_id,
-                kind=unit.kind,
-                start=unit.start,
-                end=unit.end,
-                text=unit.text,
-                modality=embedder.modality,
-                model=embedder.name,
-                space=embedder.space,
-                vector=vector_bytes(vec),
-                segment_id=shot_ids[unit.segment_ordinal]
-                if unit.segment_ordinal is not None
-                else unit.segment_id,
-            )
-            s.add(row)
-            added.append(row)
-        visual = s.scalars(
-            select(EmbeddingRow)
-            .where(EmbeddingRow.video_id == video_id, EmbeddingRow.modality == "visual")
-            .order_by(EmbeddingRow.id)
-        ).all()
-        for row in visual:  # a visual hit shows what is known of its shot
-            row.text = shot_text.get(row.segment_id or -1) or captions.get(row.segment_id or -1) or row.text
-        s.flush()
-        ids = [r.id for r in added]
-        by_space: dict[str, tuple[list[int], list[np.ndarray]]] = {}
-        for row in visual:
-            ids_, vecs_ = by_space.setdefault(row.space, ([], []))
-            ids_.append(row.id)
-            vecs_.append(np.frombuffer(row.vector, np.float32))
-        _finish(s, video_id, "embeddings")
-    store.vectors.add(library_id, embedder.space, ids, vectors)  # SQL committed first: FAISS is derived
-    for space, (ids_, vecs_) in by_space.items():
-        store.vectors.add(library_id, space, ids_, np.stack(vecs_))
-    store.lexical.add(library_id, ids)  # the BM25 postings and scoping metadata, in step with FAISS
-
-
-def _seen_text(s, video_id: str, shot_rows) -> dict[int, str]:  # type: ignore[no-untyped-def]
-    """Per shot ordinal: what the vision stage read (`on screen: …`) and its tags (`tags: …`: labels,
-    faces and people are candidates, not facts; see indexers.captions), as searchable words."""
-    ordinal = {sh.id: sh.ordinal for sh in shot_rows}
-    texts: dict[int, list[str]] = {}
-    for t in s.scalars(select(ScreenText).where(ScreenText.video_id == video_id).order_by(ScreenText.start)):
-        texts.setdefault(ordinal.get(t.segment_id, -1), []).append(t.text)
-    tags: dict[int, list[str]] = {}
-    for g in s.scalars(select(Tag).where(Tag.video_id == video_id).order_by(Tag.score.desc())):
-        name = g.name if g.kind == "label" else (f"{g.count} {g.name}s" if g.count > 1 else f"a {g.name}")
-        tags.setdefault(ordinal.get(g.segment_id, -1), []).append(name)
-    out = {}
-    for i in set(texts) | set(tags):
-        parts = []
-        if i in texts:
-            parts.append("on screen: " + " / ".join(texts[i]))
-        if i in tags:
-            parts.append("tags: " + ", ".join(tags[i]))
-        out[i] = "; ".join(parts)
-    return out
+        if ok:
+            facts[owner[at]].keyframes.append(jpeg.tobytes())

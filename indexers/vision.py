@@ -30,7 +30,7 @@ from memory.runtime import ModelMissing, package_dir
 Box = tuple[float, float, float, float]
 """(x0, y0, x1, y1) as fractions of the frame's width and height: independent of the resolution."""
 
-# Thresholds calibrated by tests/bench/calibrate_labels.py (docs/benchmarks/labels.md): each sits
+# Thresholds calibrated by tests/fit/calibrate_labels.py (docs/benchmarks/labels.md): each sits
 # above the highest score seen on frames that hold nothing of the kind, plus a margin.
 LABEL_THRESHOLD = 0.3
 """Softmax probability a label needs (shot mean): content-free frames (flat colours, noise,
@@ -99,7 +99,7 @@ class VisionOptions:
     """Name what is on screen from EfficientNet-Lite0's ImageNet-1k classes."""
     label_threshold: float = LABEL_THRESHOLD
     """Mean softmax probability over a shot's frames a class needs to become a label; the default is
-    calibrated by tests/bench/calibrate_labels.py (docs/benchmarks/labels.md)."""
+    calibrated by tests/fit/calibrate_labels.py (docs/benchmarks/labels.md)."""
     label_top_k: int = 3
     """Most labels kept per shot (or per frame in `labels_from_logits`)."""
 
@@ -109,7 +109,7 @@ class VisionOptions:
     """Width in pixels the frame is scaled down to for the face cascade: its 24 px window then finds
     faces from 5% of the frame width (64 px on 1280x720, 36 px on 720x528)."""
     face_threshold: float = FACE_THRESHOLD
-    """Cascade level weight a face needs (calibrated: tests/bench/calibrate_labels.py)."""
+    """Cascade level weight a face needs (calibrated: tests/fit/calibrate_labels.py)."""
     face_neighbors: int = 5
     """Overlapping cascade hits a face needs (`minNeighbors`): at 3, tree bark and blurred noise
     became faces with weights up to 6, as high as real ones; at 5 none did."""
@@ -120,7 +120,7 @@ class VisionOptions:
     """Width in pixels the frame is scaled down to for the HOG people detector: its 64x128 window then
     finds people from 128/640*width pixels tall (~36% of a 16:9 frame's height)."""
     people_threshold: float = PEOPLE_THRESHOLD
-    """HOG SVM margin a person needs (calibrated: tests/bench/calibrate_labels.py)."""
+    """HOG SVM margin a person needs (calibrated: tests/fit/calibrate_labels.py)."""
     people_scale: float = 1.1
     """Step between the HOG detector's image scales: 1.1 finds as many pedestrians on vtest.avi as
     1.05 above the threshold, in half the time (~0.09 s at 640 px wide)."""

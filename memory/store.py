@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, func, select, text
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
-from memory.catalog import EmbeddingRow, Library, Video
+from memory.catalog import EmbeddingRow, Library, Segment, Tag, Video
 from memory.lexical import LexicalIndex
+from memory.tags import SPAN_TAG_LIMIT, aggregate_tags, tag_json
 from memory.vectors import VectorIndex
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -24,7 +26,11 @@ def sqlite_url(home: Path) -> str:
     return f"sqlite:///{home / 'vidmem.db'}"
 
 
-def _alembic_config(engine: Engine):  # type: ignore[no-untyped-def]
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+
+def _alembic_config(engine: Engine) -> Config:
     from alembic.config import Config
 
     cfg = Config()
@@ -82,6 +88,31 @@ class Store:
         if video is None:
             raise StoreError(f"no video with id {video_id!r}; `vidmem list` shows the ids")
         return video
+
+    def segment_tags(
+        self, session: Session, video_id: str, limit: int = SPAN_TAG_LIMIT
+    ) -> dict[int, list[dict[str, Any]]]:
+        """The tags of a video's segments by segment id: a shot's own, strongest first; a scene's,
+        chapter's or the root's those of the shots under it (by the segments' parent links),
+        merged by `aggregate_tags` and cut to `limit`. A segment with no tag has no entry."""
+        parents = dict(
+            session.execute(select(Segment.id, Segment.parent_id).where(Segment.video_id == video_id)).all()
+        )
+        rows = session.scalars(
+            select(Tag).where(Tag.video_id == video_id).order_by(Tag.score.desc(), Tag.kind, Tag.name)
+        )
+        own: dict[int, list[dict[str, Any]]] = {}
+        for tag in rows:
+            if tag.segment_id is not None:
+                own.setdefault(tag.segment_id, []).append(tag_json(tag))
+        under: dict[int, list[dict[str, Any]]] = {}  # span id -> the tags of every shot below it
+        for shot, tags in own.items():
+            span, seen = parents.get(shot), {shot}
+            while span is not None and span not in seen:  # `seen`: a cycle cannot hang a request
+                under.setdefault(span, []).extend(tags)
+                seen.add(span)
+                span = parents.get(span)
+        return {**own, **{span: aggregate_tags(tags, limit) for span, tags in under.items()}}
 
     # --- catalog queries the CLI and the API share (each its own unit of work; rows come back
     # detached, a video with its `library` loaded so that `Video.to_json()` works on it)
@@ -166,7 +197,7 @@ class Store:
         self.engine.dispose()
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA foreign_keys=ON")

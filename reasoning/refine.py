@@ -17,7 +17,7 @@ The run returned is the one with the highest expected IoU under the softmax of t
 Bayes-risk decoding), not the argmax: many good candidates agreeing beat one sharp peak.
 
 The weights (`span_model.json`, ~800 numbers) were fitted on the TutorialVQA *train* questions
-(tests/bench/train_span.py): they rank candidate runs by their overlap with the answer, and hold
+(tests/fit/train_span.py): they rank candidate runs by their overlap with the answer, and hold
 no text or video of that data. Features are per run and per query; nothing is cached between calls.
 """
 
@@ -248,7 +248,7 @@ class SpanScorer:
 def _load(path: str) -> SpanScorer:
     raw = json.loads(Path(path).read_text())
     if raw["features"] != FEATURES:
-        raise ValueError(f"{path} was fitted on other features; refit it (tests/bench/train_span.py)")
+        raise ValueError(f"{path} was fitted on other features; refit it (tests/fit/train_span.py)")
     mu, sd, w1, b1, w2 = (np.asarray(raw[k], np.float64) for k in ("mu", "sd", "w1", "b1", "w2"))
     return SpanScorer(mu, sd, w1, b1, w2, max_cues=int(raw["max_cues"]))
 

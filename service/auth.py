@@ -18,6 +18,7 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -239,29 +240,64 @@ def close_session(store: Store, token: str) -> None:
 
 
 class RateLimiter:
-    """A token bucket per key: `rate` requests per second on average, up to `burst` at once
-    (0: twice the rate, at least 1); `rate` 0 is no limit. Each server process counts the
-    requests it serves."""
+    """A token bucket per key (an API key's id, a client's address): `rate` requests per second
+    on average, up to `burst` at once (0: twice the rate, at least 1); `rate` 0 is no limit. Each
+    server process counts the requests it serves."""
+
+    MAX_BUCKETS = 10_000
+    """Buckets kept before the full ones (which say nothing a fresh bucket would not) are dropped:
+    a caller with many addresses cannot grow the memory without bound."""
 
     def __init__(self, rate: float, burst: int = 0) -> None:
         self.rate = rate
         self.burst = float(burst or max(1, math.ceil(2 * rate)))
-        self._buckets: dict[int, tuple[float, float]] = {}  # key id -> (tokens, monotonic seconds)
+        self._buckets: dict[Hashable, tuple[float, float]] = {}  # key -> (tokens, monotonic seconds)
         self._lock = threading.Lock()
 
-    def wait(self, key_id: int) -> float:
-        """0 when the key may make a request now (it is counted); else the seconds until it may."""
+    def _tokens(self, key: Hashable, now: float) -> float:
+        tokens, then = self._buckets.get(key, (self.burst, now))
+        return min(self.burst, tokens + (now - then) * self.rate)
+
+    def wait(self, key: Hashable) -> float:
+        """0 when `key` may make a request now (it is counted); else the seconds until it may."""
+        return self._take(key, charge=True)
+
+    def check(self, key: Hashable) -> float:
+        """What `wait` would answer, counting nothing: for a limit on failures, which checks before
+        the attempt and `charge`s after it, only when it failed."""
+        return self._take(key, charge=False)
+
+    def charge(self, key: Hashable) -> None:
+        """Count one failure, into debt when the bucket is empty: concurrent attempts that all
+        passed `check` are each paid for, so that on average no more get through than the rate."""
+        if self.rate <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            self._keep(key, self._tokens(key, now) - 1.0, now)
+
+    def _take(self, key: Hashable, charge: bool) -> float:
         if self.rate <= 0:
             return 0.0
         now = time.monotonic()
         with self._lock:
-            tokens, then = self._buckets.get(key_id, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - then) * self.rate)
+            tokens = self._tokens(key, now)
             if tokens >= 1.0:
-                self._buckets[key_id] = (tokens - 1.0, now)
+                if charge:
+                    self._keep(key, tokens - 1.0, now)
                 return 0.0
-            self._buckets[key_id] = (tokens, now)
+            self._keep(key, tokens, now)
             return (1.0 - tokens) / self.rate
+
+    def _keep(self, key: Hashable, tokens: float, now: float) -> None:
+        if len(self._buckets) >= self.MAX_BUCKETS and key not in self._buckets:
+            self._prune(now)
+        self._buckets[key] = (tokens, now)
+
+    def _prune(self, now: float) -> None:
+        full = [k for k in self._buckets if self._tokens(k, now) >= self.burst]
+        for k in full:
+            del self._buckets[k]
 
 
 def list_keys(store: Store) -> list[dict[str, object]]:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -21,6 +22,9 @@ from rich.table import Table
 
 from kernels.timecode import hms
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from memory import Store
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Long-video memory: ingest, search, show.")
 out = Console()
@@ -41,14 +45,14 @@ def _settings(home: Path | None, database_url: str | None, **extra: Any) -> Sett
     return Settings(**given)
 
 
-def _store(settings: Settings):  # type: ignore[no-untyped-def]
+def _store(settings: Settings) -> Store:
     from memory import Store
 
     return Store(settings.home, settings.database_url)
 
 
 @contextmanager
-def _errors():  # type: ignore[no-untyped-def]
+def _errors() -> Iterator[None]:
     """Known failures become one `error:` line and exit status 1; never a traceback."""
     from indexers.decode import MediaError
     from memory import StoreError
@@ -61,7 +65,7 @@ def _errors():  # type: ignore[no-untyped-def]
 
 
 @contextmanager
-def stage_progress():  # type: ignore[no-untyped-def]
+def stage_progress() -> Iterator[Callable[[str, float], None]]:
     """One bar per ingestion stage on stderr; yields the `report(stage, fraction)` callback.
 
     Shown on a terminal, or anywhere when VIDMEM_PROGRESS is set."""
@@ -161,7 +165,18 @@ def ingest(
             raise typer.Exit(1)
 
 
-def print_timeline(store, video_id: str, as_json: bool = False) -> None:  # type: ignore[no-untyped-def]
+def _tags_text(tags: list[dict]) -> str:
+    """Tags (labels, faces, people) as `vidmem show` prints them, apart from the caption: they are
+    candidates, not facts. `tabby 0.42` (a label, its score), `2 face` (most on one frame); a
+    scene's or chapter's say how many of its shots carry each (`tabby 0.42 in 3 shots`)."""
+    return ", ".join(
+        (f"{t['name']} {t['score']:.2f}" if t["kind"] == "label" else f"{t['count']} {t['name']}")
+        + (f" in {t['shots']} shots" if t.get("shots", 1) > 1 else "")
+        for t in tags
+    )
+
+
+def print_timeline(store: Store, video_id: str, as_json: bool = False) -> None:
     """Chapters, scenes and shots with their times and the transcript under them (or the same as JSON)."""
     from service.export import timeline
 
@@ -183,14 +198,7 @@ def print_timeline(store, video_id: str, as_json: bool = False) -> None:  # type
     ]
     spans = [(g["start"], g["end"], label) for g, label in atoms] or [(0.0, video["duration"], "")]
     shot_caption = {round(g["start"], 6): g.get("caption") for g in shots}
-    # tags (labels, faces, people) are candidates, not facts: shown apart from the caption
-    shot_tags = {
-        round(g["start"], 6): ", ".join(
-            f"{tag['name']} {tag['score']:.2f}" if tag["kind"] == "label" else f"{tag['count']} {tag['name']}"
-            for tag in g.get("tags", [])
-        )
-        for g in shots
-    }
+    shot_tags = {round(g["start"], 6): _tags_text(g.get("tags", [])) for g in shots}
     chapter_at = {round(c["start"], 6): i for i, c in enumerate(chapters)}
     scene_at = {round(c["start"], 6): i for i, c in enumerate(scenes)} if shots else {}
     headings = [
@@ -204,7 +212,12 @@ def print_timeline(store, video_id: str, as_json: bool = False) -> None:  # type
                 c = items[i]
                 out.print(
                     f"{indent}[{style}]{name} {i + 1}  {hms(c['start'], True)} - {hms(c['end'], True)}[/{style}]"
-                    + (f"  {escape(c['caption'])}" if c["caption"] else ""),
+                    + (f"  {escape(c['caption'])}" if c["caption"] else "")
+                    + (
+                        f"  [yellow]tags: {escape(span_tags)}[/yellow]"
+                        if (span_tags := _tags_text(c.get("tags", [])))
+                        else ""
+                    ),
                     highlight=False,
                 )
         caption = shot_caption.get(round(start, 6))
@@ -429,19 +442,13 @@ def list_videos(
     """List the videos of a library."""
     with _errors():
         cfg = _settings(home, database_url, library=library)
-        rows = [v.to_json() for v in _store(cfg).videos(cfg.library)]
+        videos = _store(cfg).videos(cfg.library)
         if as_json:
-            print(json.dumps(rows))
+            print(json.dumps([v.to_json() for v in videos]))
             return
         table = Table("id", "title", "duration", "kind", "status")
-        for r in rows:
-            table.add_row(
-                str(r["id"]),
-                escape(str(r["title"])),
-                hms(float(r["duration"])),
-                str(r["kind"]),
-                str(r["status"]),
-            )
+        for v in videos:
+            table.add_row(v.id, escape(v.title), hms(v.duration), v.kind, v.status)
         out.print(table)
 
 

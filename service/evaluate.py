@@ -17,8 +17,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kernels.timecode import hms
+
+if TYPE_CHECKING:
+    from indexers import IngestOptions
+    from memory import Store
+    from memory.runtime.text import SentenceEmbedder
+    from reasoning.refine import SpanScorer
 
 EVENTS = "helpx_photoshop_tutorials.events.json"
 KEY = "videos.json"
@@ -83,8 +90,13 @@ def _ts(seconds: float) -> str:
 
 
 def ingest_tracks(
-    store, data: Path, workdir: Path, options, cache_dir: Path, progress=None
-) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    store: Store,
+    data: Path,
+    workdir: Path,
+    options: IngestOptions,
+    cache_dir: Path,
+    progress: Callable[[str, float], None] | None = None,
+) -> dict[str, str]:
     """Ingest every track (once: the content hash finds it again); dataset id -> vidmem video id."""
     from indexers import ingest
 
@@ -108,22 +120,22 @@ def iou(a: tuple[float, float], b: tuple[float, float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def evaluate(  # type: ignore[no-untyped-def]
-    store,
+def evaluate(
+    store: Store,
     questions: list[Question],
     ids: dict[str, str],
     mode: str = "single",
-    embedder=None,
+    embedder: SentenceEmbedder | None = None,
     progress: Callable[[str, float], None] | None = None,
     refine: bool = True,
-    scorer=None,
+    scorer: SpanScorer | None = None,
 ) -> dict[str, float]:
     """R1@0.3/0.5/0.7 and mean IoU (percent) of the top moment per question, and n.
 
     `scorer`: a `reasoning.refine.SpanScorer` to cut spans with instead of the shipped
-    `span_model.json` (the video-split folds of tests/bench/span_folds.py); None keeps the default.
+    `span_model.json` (the video-split folds of tests/fit/span_folds.py); None keeps the default.
     """
-    from memory.runtime.text import SentenceEmbedder
+    from memory.runtime.text import SentenceEmbedder  # noqa: F811 (imported when first needed)
     from reasoning.retrieve import RetrieveOptions, retrieve
 
     if mode not in ("single", "library"):

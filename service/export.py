@@ -16,10 +16,11 @@ Timeline = dict[str, Any]
 def timeline(store: Store, video_id: str, uri: bool = True) -> Timeline:
     """Video facts (`Video.to_json`, plus the media's `uri` on the server unless `uri` is False),
     summary, chapters, scenes, shots (with what was read and recognised in each), on-screen text and
-    transcript (seconds as floats)."""
+    transcript (seconds as floats). Every chapter, scene and shot has `tags`: candidates, not facts;
+    a chapter's or scene's are its shots' (`Store.segment_tags`)."""
     from sqlalchemy import select
 
-    from memory import ScreenText, Segment, Tag, TranscriptCue
+    from memory import ScreenText, Segment, TranscriptCue
 
     with store.session() as s:
         video = store.get_video(s, video_id)
@@ -35,21 +36,21 @@ def timeline(store: Store, video_id: str, uri: bool = True) -> Timeline:
         texts = s.scalars(
             select(ScreenText).where(ScreenText.video_id == video_id).order_by(ScreenText.start)
         ).all()
-        tags: dict[int | None, list[dict]] = {}
-        for g in s.scalars(select(Tag).where(Tag.video_id == video_id).order_by(Tag.score.desc())):
-            tags.setdefault(g.segment_id, []).append(
-                {"kind": g.kind, "name": g.name, "score": round(g.score, 4), "count": g.count}
-            )
+        tags = store.segment_tags(s, video_id)
         root = level["video"][0] if level["video"] else None
+
+        def spans(name: str) -> list[dict[str, Any]]:
+            return [
+                {"start": g.start, "end": g.end, "caption": g.caption, "tags": tags.get(g.id, [])}
+                for g in level[name]
+            ]
+
         return {
             "video": {**video.to_json(), "uri": video.uri} if uri else video.to_json(),
             "summary": root.caption if root else None,
-            "chapters": [{"start": c.start, "end": c.end, "caption": c.caption} for c in level["chapter"]],
-            "scenes": [{"start": c.start, "end": c.end, "caption": c.caption} for c in level["scene"]],
-            "shots": [
-                {"start": sh.start, "end": sh.end, "caption": sh.caption, "tags": tags.get(sh.id, [])}
-                for sh in level["shot"]
-            ],
+            "chapters": spans("chapter"),
+            "scenes": spans("scene"),
+            "shots": spans("shot"),
             "screen_text": [
                 {"start": t.start, "end": t.end, "text": t.text, "box": t.box, "score": round(t.score, 4)}
                 for t in texts

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 from pydantic_settings import (
@@ -15,6 +15,11 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+if TYPE_CHECKING:
+    from indexers import IngestOptions
+    from memory.runtime.text import Embedder
+    from reasoning.answer import AnswerEngine
 
 
 def config_file() -> Path | None:
@@ -135,6 +140,16 @@ class Settings(BaseSettings):
         ge=0,
         description="Requests a key may make at once above `rate_limit` (the bucket's size); 0: twice the rate, at least 1.",
     )
+    auth_failure_burst: int = Field(
+        5,
+        ge=1,
+        description="Wrong API keys (a failed login of the page, or a bad key on any route) one client address may send at once before it gets 429 with Retry-After.",
+    )
+    auth_failure_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="Seconds after which an address that spent `auth_failure_burst` may try once more (its bucket refills one attempt per this many seconds); 0: wrong keys are not limited.",
+    )
     upload_max_bytes: int = Field(
         8 * 1024**3, gt=0, description="Largest upload the API accepts, in bytes (larger ones get 413)."
     )
@@ -169,7 +184,7 @@ class Settings(BaseSettings):
     def uploads_dir(self) -> Path:
         return self.home / "uploads"
 
-    def ingest_options(self, library: str | None = None, **given: Any):  # type: ignore[no-untyped-def]
+    def ingest_options(self, library: str | None = None, **given: Any) -> IngestOptions:
         """The pipeline's options from these settings (`given`: IngestOptions fields, e.g. subtitles)."""
         from indexers import IngestOptions
         from indexers.captions import CaptionOptions
@@ -197,7 +212,7 @@ class Settings(BaseSettings):
         )
 
 
-def make_answer_engine(cfg: Settings, embedder, name: str | None = None):  # type: ignore[no-untyped-def]
+def make_answer_engine(cfg: Settings, embedder: Embedder | None, name: str | None = None) -> AnswerEngine:
     """The answer engine `name` (default: the `answer_engine` setting; `auto` picks the server at
     `llm_url` when set, else `extractive`: measured on TutorialVQA dev (docs/benchmarks/ask.md), the
     packaged models in-process were no more faithful than the quoted evidence and 20-70× slower),

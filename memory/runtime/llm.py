@@ -728,10 +728,10 @@ class LocalLLM(LLM):
 class _JsonClosed:
     """A transformers stopping criterion: per row, whether the reply's JSON object is closed."""
 
-    def __init__(self, tokenizer, prompt_length: int, prefix: str) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, tokenizer: Any, prompt_length: int, prefix: str) -> None:
         self.tokenizer, self.prompt_length, self.prefix = tokenizer, prompt_length, prefix
 
-    def __call__(self, input_ids, scores, **kwargs):  # type: ignore[no-untyped-def]
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
 
         texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length :], skip_special_tokens=True)

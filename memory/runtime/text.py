@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,8 +51,8 @@ class SentenceEmbedder(Embedder):
         self.name = model
         self.batch_size = batch_size
 
-    def _model(self):  # type: ignore[no-untyped-def]
-        def load():  # type: ignore[no-untyped-def]
+    def _model(self) -> Any:
+        def load() -> Any:
             from sentence_transformers import SentenceTransformer
 
             return SentenceTransformer(str(text_model_path(self.name)), device="cpu")

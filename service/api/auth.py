@@ -8,8 +8,16 @@ from fastapi import APIRouter, Request, Response
 from fastapi import Path as PathParam
 
 from service import auth
-from service.api.deps import API_PREFIX, COOKIE, Caller, Svc, readable_library, require_admin
-from service.api.errors import BODY, CALLER, ApiError, errors
+from service.api.deps import (
+    API_PREFIX,
+    COOKIE,
+    Caller,
+    Svc,
+    authenticate_key,
+    readable_library,
+    require_admin,
+)
+from service.api.errors import BODY, CALLER, errors
 from service.api.models import KeyIn, KeyInfo, Me, NewKey, SessionIn
 from service.auth import Principal
 
@@ -21,13 +29,13 @@ def _me(who: Principal) -> Me:
 
 
 # a session cookie for the page (the player's <video> cannot send headers)
-@router.post("/session", responses=errors(401, *BODY))
+@router.post("/session", responses=errors(401, 429, *BODY))
 def login(body: SessionIn, request: Request, response: Response, svc: Svc) -> Me:
     """Log the page in with a key: a session for `session_seconds`, whose random token (not the
-    key) is the HttpOnly, SameSite=Strict cookie (Secure over HTTPS) the page's requests send."""
-    who = auth.authenticate(svc.store, body.key)
-    if who is None:
-        raise ApiError(401, "unauthorized", "unknown or revoked API key")
+    key) is the HttpOnly, SameSite=Strict cookie (Secure over HTTPS) the page's requests send.
+    A wrong key counts against the client's address: past `VIDMEM_AUTH_FAILURE_BURST` of them, 429
+    with Retry-After, whatever the key, until the address may try again."""
+    who = authenticate_key(svc, request, body.key)
     seconds = svc.settings.session_seconds
     token = auth.open_session(svc.store, who, seconds)
     response.set_cookie(COOKIE, token, max_age=seconds, httponly=True, samesite="strict",

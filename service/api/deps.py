@@ -23,14 +23,17 @@ COOKIE = "vidmem_session"
 
 
 class Service:
-    """The engines the routes call: settings, the store, the ingestion workers, the rate limiter,
-    and the embedder and answer engines, each loaded on first use and then kept."""
+    """The engines the routes call: settings, the store, the ingestion workers, the rate limiters
+    (requests per key, wrong keys per client address), and the embedder and answer engines, each loaded
+    on first use and then kept."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store = Store(settings.home, settings.database_url)
         self.pool = jobs.WorkerPool(settings, settings.workers)
         self.limiter = auth.RateLimiter(settings.rate_limit, settings.rate_limit_burst)
+        every = settings.auth_failure_seconds  # wrong keys per client address: no guessing at full speed
+        self.auth_failures = auth.RateLimiter(1.0 / every if every > 0 else 0.0, settings.auth_failure_burst)
         self._lock = threading.Lock()
         self._embedder: Any = None
         self._engines: dict[str, Any] = {}
@@ -61,16 +64,38 @@ def _service(request: Request) -> Service:
 Svc = Annotated[Service, Depends(_service)]
 
 
+def authenticate_key(svc: Service, request: Request, secret: str) -> Principal:
+    """The principal of a key a client sent (header or login), or 401; 429 with Retry-After when
+    its address has spent its wrong attempts (`auth_failure_burst`, then one per
+    `auth_failure_seconds`), whatever the key: so that keys cannot be guessed at full speed.
+
+    Only a wrong key is counted (into debt when many were checked at once), so right keys, however
+    many and however concurrent, never use the budget up; nor do they refill it, or a caller
+    holding one key could guess others between its uses."""
+    address = request.client.host if request.client else ""
+    wait = svc.auth_failures.check(address)
+    if wait > 0:
+        after = max(1, math.ceil(wait))
+        raise ApiError(
+            429, "too_many_requests", f"too many failed attempts with a wrong API key from this address; "
+            f"retry in {after} s", {"Retry-After": str(after)},
+        )  # fmt: skip
+    who = auth.authenticate(svc.store, secret)
+    if who is None:
+        svc.auth_failures.charge(address)
+        raise ApiError(401, "unauthorized", "unknown or revoked API key")
+    return who
+
+
 def _principal(request: Request, svc: Svc) -> Principal:
     """The caller, by its key (header) or the page's session (cookie), within its rate limit."""
     header = request.headers.get("authorization", "")
     secret = header[7:].strip() if header.lower().startswith("bearer ") else ""
     secret = secret or request.headers.get("x-api-key", "")
     token = request.cookies.get(COOKIE, "")
+    who: Principal | None
     if secret:
-        who = auth.authenticate(svc.store, secret)
-        if who is None:
-            raise ApiError(401, "unauthorized", "unknown or revoked API key")
+        who = authenticate_key(svc, request, secret)
     elif token:
         who = auth.session_principal(svc.store, token)
         if who is None:

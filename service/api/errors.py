@@ -35,7 +35,7 @@ _WHEN = {
     415: "The upload's declared type is not media.",
     416: "The byte range is past the end of the media.",
     422: "A parameter out of its bounds, or a file that is not readable media (`bad_media`).",
-    429: "The key is over its rate limit; `Retry-After` says when to try again.",
+    429: "The key is over its rate limit, or the address sent too many wrong keys; `Retry-After` says when to try again.",
     503: "Not ready, or the answer engine's LLM server cannot be reached.",
 }
 
@@ -61,7 +61,7 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 CALLER = (401, 429)
-"""What any route behind a key can answer: no or a bad key, over the rate limit."""
+"""What any route behind a key can answer: no or a bad key, over the rate limit or too many bad keys."""
 
 BODY = (400, 422)
 """What any route with a JSON body can answer: a body that does not parse, or breaks its schema."""

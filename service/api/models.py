@@ -161,21 +161,31 @@ class JobOut(Out):
 # --- timelines ----------------------------------------------------------------------------------------
 
 
+class TagOut(Out):
+    """A candidate of what a span shows, never a fact (below any measured precision)."""
+
+    kind: str = Field(description="`label` (an ImageNet class), `face` or `person`.")
+    name: str
+    score: float = Field(
+        description="The model's confidence (a label's probability 0-1; a face's or person's "
+        "detector margin, unbounded); a scene's or chapter's: the highest of its shots'."
+    )
+    count: int = Field(description="The most seen on one frame (faces, people; 1 for a label).")
+    shots: int = Field(ge=1, description="Shots that carry it: 1 for a shot's own tag.")
+
+
 class Span(Out):
     start: float
     end: float
     caption: str | None
-
-
-class TagOut(Out):
-    kind: str
-    name: str
-    score: float
-    count: int
+    tags: list[TagOut] = Field(
+        description="Candidates (labels, faces, people), not facts: a shot's own, strongest first; a "
+        "scene's or chapter's are its shots' merged (highest score, shots counted), at most 8."
+    )
 
 
 class Shot(Span):
-    tags: list[TagOut] = Field(description="Candidates (labels, faces, people), not facts.")
+    """A shot: the finest span, the one the vision stage looked at."""
 
 
 class ScreenTextOut(Out):

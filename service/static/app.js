@@ -3,7 +3,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { library: null, video: null, timeline: null, cues: [], activeCue: -1 };
+const state = { library: null, video: null, timeline: null, cues: [], activeCue: -1, activeShot: -2 };
 
 function hms(seconds) {
   const s = Math.max(0, Math.floor(seconds + 1e-6));
@@ -53,6 +53,24 @@ function stamp(videoId, seconds, onSeek) {
     if (onSeek) onSeek();
   });
   return b;
+}
+
+// Tags (ImageNet labels, face and people counts) are candidates the models found, below any measured
+// precision: muted chips apart from the caption, each saying so in its title, never caption prose.
+// A scene's or chapter's tags are its shots' (the API merges them).
+const CANDIDATE = "candidate tags (not verified)";
+
+function tagText(t) {
+  return t.kind === "label" || t.count <= 1 ? t.name : `${t.name} ×${t.count}`;
+}
+
+function tagChips(tags) {
+  if (!tags || !tags.length) return "";
+  return el("span", { class: "tags", title: CANDIDATE }, ...tags.map((t) => el("span", {
+    class: "tag",
+    dataset: { kind: t.kind },
+    title: `${CANDIDATE}: ${t.kind} ${t.name}, score ${t.score.toFixed(2)}${t.shots > 1 ? `, in ${t.shots} shots` : ""}`,
+  }, tagText(t))));
 }
 
 async function api(path, options = {}) {
@@ -165,11 +183,29 @@ async function openVideo(id, t) {
     player.addEventListener("loadedmetadata", () => { player.currentTime = t; }, { once: true });
   }
   drawTimeline(tl);
+  state.activeShot = -2;
+  showShot(t);
   state.cues = tl.transcript;
   $("transcript").replaceChildren(...tl.transcript.map((c, i) => el("li", { dataset: { i }, onclick: () => seek(c.start) },
     stamp(id, c.start, () => seek(c.start)), " ", c.text)));
   $("chapters").replaceChildren(...tl.chapters.map((c, i) => el("li", { onclick: () => seek(c.start) },
-    stamp(id, c.start, () => seek(c.start)), " ", c.caption || `Chapter ${i + 1}`)));
+    stamp(id, c.start, () => seek(c.start)), " ", c.caption || `Chapter ${i + 1}`, tagChips(c.tags))));
+}
+
+// The shot under the playhead: its span, caption and candidate tags, below the timeline.
+function showShot(t) {
+  const shots = (state.timeline && state.timeline.shots) || [];
+  let i = shots.findIndex((g) => g.start <= t && t < g.end);
+  if (i < 0 && shots.length && t >= shots[shots.length - 1].start) i = shots.length - 1;
+  if (i === state.activeShot) return;
+  state.activeShot = i;
+  const g = shots[i];
+  $("shot-info").hidden = !g;
+  $("shot-info").replaceChildren(...(g ? [
+    el("span", { class: "status" }, `shot ${i + 1} · ${hms(g.start)} – ${hms(g.end)}`),
+    g.caption ? el("span", {}, g.caption) : "",
+    tagChips(g.tags),
+  ] : []));
 }
 
 function drawTimeline(tl) {
@@ -180,7 +216,8 @@ function drawTimeline(tl) {
     lane.replaceChildren(name, ...items.map((g, i) => el("div", {
       class: "seg",
       style: `left:${(100 * g.start / total).toFixed(4)}%;width:${(100 * (g.end - g.start) / total).toFixed(4)}%`,
-      title: `${hms(g.start)} – ${hms(g.end)}${g.caption ? ` · ${g.caption}` : ""}`,
+      title: `${hms(g.start)} – ${hms(g.end)}${g.caption ? ` · ${g.caption}` : ""}${
+        g.tags && g.tags.length ? ` · ${CANDIDATE}: ${g.tags.map(tagText).join(", ")}` : ""}`,
       dataset: { start: g.start },
       onclick: () => seek(g.start),
     }, lane.dataset.level === "chapters" ? (g.caption || `${i + 1}`) : "")));
@@ -201,6 +238,7 @@ $("player").addEventListener("timeupdate", () => {
   const total = (state.video && state.video.duration) || player.duration || 1;
   const lane = document.querySelector("#timeline .lane");
   $("playhead").style.left = `${(lane.offsetWidth * Math.min(1, t / total)).toFixed(1)}px`;
+  showShot(t);
   let i = state.cues.findIndex((c) => c.start <= t && t < c.end);
   if (i < 0) i = state.cues.findLastIndex((c) => c.start <= t);
   if (i !== state.activeCue) {

@@ -20,7 +20,7 @@ import statistics
 import time
 
 from tests.bench.common import machine, write_results
-from tests.bench.train_span import DATA, open_library
+from tests.bench.tutorialvqa import DATA, open_library
 
 
 def _overlaps(c, q, video: str) -> bool:  # type: ignore[no-untyped-def]

@@ -8,7 +8,7 @@ Data: TutorialVQA transcripts (../shared/eval/tutorialvqa: one subtitle cue per 
 transcript-only items, as `vidmem eval tutorialvqa` does; an evenly spaced sample of the 76 videos)
 and bbb_10min.mp4 (../shared/media: a film without dialogue, whose tags EfficientNet mostly gets
 wrong). Scenes and chapters come from the ingestion; the captions are then written in this process
-from `indexers.pipeline.caption_inputs`, the same inputs the captions stage uses.
+from `indexers.record.VideoRecord.caption_inputs`, the same inputs the captions stage uses.
 Converted models (SmolLM2) are kept in `VIDMEM_BENCH_MODELS` (default `VIDMEM_BENCH_DIR/models`).
 """
 
@@ -30,7 +30,8 @@ from indexers.captions import (
     first_words_caption,
     make_captioner,
 )
-from indexers.pipeline import CaptionInputs, IngestOptions, caption_inputs, ingest
+from indexers.pipeline import IngestOptions, ingest
+from indexers.record import CaptionInputs, VideoRecord
 from memory import Store
 from memory.runtime.text import SentenceEmbedder
 from service.evaluate import read_tracks, srt
@@ -124,7 +125,7 @@ def main() -> None:
         video_id = ingest(store, path, ingest_opts, cache_dir=cache).video_id
         with store.session() as s:
             duration = store.get_video(s, video_id).duration
-        inputs = caption_inputs(store, video_id)
+        inputs = VideoRecord(store, video_id).caption_inputs()
         sentence_count += len(inputs.sentences)
         speech_seconds += duration
         t0 = time.perf_counter()
@@ -177,7 +178,7 @@ def main() -> None:
         t0 = time.perf_counter()
         video_id = ingest(store, BBB, ingest_opts, cache_dir=cache).video_id
         bbb["ingest_seconds"] = time.perf_counter() - t0
-        inputs = caption_inputs(store, video_id)
+        inputs = VideoRecord(store, video_id).caption_inputs()
         with store.session() as s:
             duration = store.get_video(s, video_id).duration
         t0 = time.perf_counter()

@@ -24,7 +24,7 @@ import time
 import httpx
 
 from tests.bench.common import SHARED, WORK, machine, write_results
-from tests.bench.train_span import DATA, open_library
+from tests.bench.tutorialvqa import DATA, open_library
 from tests.helpers import AUTH, Server
 
 

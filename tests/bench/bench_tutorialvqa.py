@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 from tests.bench.common import machine, write_results
-from tests.bench.train_span import DATA, open_library
+from tests.bench.tutorialvqa import DATA, open_library
 
 REFERENCE = [
     ("lexical windows (README reference)", 26.3, 11.2, 4.4),
@@ -52,7 +52,7 @@ def main() -> None:
         "(library-wide: in the right video too). Percentages. The span scorer was fitted on the train "
         "split only, but train, dev and test share all 76 videos and almost all answer spans (350 of the "
         "351 distinct dev spans occur in train), so dev is not unseen data for it: "
-        "[tutorialvqa_folds.md](tutorialvqa_folds.md) (`python -m tests.bench.span_folds`) refits it on "
+        "[tutorialvqa_folds.md](tutorialvqa_folds.md) (`python -m tests.fit.span_folds`) refits it on "
         "folds split by video and reports it on videos it has never seen. `video_penalty` (library-wide "
         "rows) was chosen on dev.",
         "",

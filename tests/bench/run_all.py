@@ -2,6 +2,10 @@
 each in its own process (a crash or a long one does not take the others down). Prints a summary of
 what ran and how long; the results are the files each writes into docs/benchmarks/.
 
+Two fitting scripts run too, since their docs sit beside the benchmarks' and they leave the package
+as it is: tests/fit/calibrate_labels.py (which only reports the thresholds) and tests/fit/span_folds.py.
+tests/fit/train_span.py does not: it rewrites the shipped weights.
+
 Run: .venv/bin/python -m tests.bench.run_all [--only NAME ...]
 """
 
@@ -12,19 +16,20 @@ import subprocess
 import sys
 import time
 
+# (module, arguments); --only takes the last part of the module's name.
 BENCHMARKS: list[tuple[str, list[str]]] = [
-    ("bench_shots", ["--repeat", "3"]),
-    ("bench_ingest", ["--copies", "12"]),
-    ("bench_asr", []),
-    ("bench_segmentation", []),
-    ("bench_tokens", ["--fps", "1", "4"]),
-    ("calibrate_labels", []),
-    ("bench_captions", ["--coverage-videos", "24", "--guard-videos", "2"]),
-    ("bench_tutorialvqa", ["--coarse-modes", "single"]),
-    ("span_folds", ["--folds", "5"]),
-    ("bench_search", []),
-    ("bench_ask", ["--questions", "12", "--models", "smollm2", "qwen0.5b"]),
-    ("bench_service", ["--clients", "32", "--seconds", "30"]),
+    ("tests.bench.bench_shots", ["--repeat", "3"]),
+    ("tests.bench.bench_ingest", ["--copies", "12"]),
+    ("tests.bench.bench_asr", []),
+    ("tests.bench.bench_segmentation", []),
+    ("tests.bench.bench_tokens", ["--fps", "1", "4"]),
+    ("tests.fit.calibrate_labels", []),
+    ("tests.bench.bench_captions", ["--coverage-videos", "24", "--guard-videos", "2"]),
+    ("tests.bench.bench_tutorialvqa", ["--coarse-modes", "single"]),
+    ("tests.fit.span_folds", ["--folds", "5"]),
+    ("tests.bench.bench_search", []),
+    ("tests.bench.bench_ask", ["--questions", "12", "--models", "smollm2", "qwen0.5b"]),
+    ("tests.bench.bench_service", ["--clients", "32", "--seconds", "30"]),
 ]
 
 
@@ -33,11 +38,12 @@ def main() -> int:
     ap.add_argument("--only", nargs="*", help="names of benchmarks to run (default: all)")
     args = ap.parse_args()
     failed = []
-    for name, extra in BENCHMARKS:
+    for module, extra in BENCHMARKS:
+        name = module.rsplit(".", 1)[-1]
         if args.only and name not in args.only:
             continue
         t0 = time.monotonic()
-        code = subprocess.call([sys.executable, "-m", f"tests.bench.{name}", *extra])
+        code = subprocess.call([sys.executable, "-m", module, *extra])
         print(f"== {name}: exit {code} after {time.monotonic() - t0:.0f} s", flush=True)
         if code:
             failed.append(name)

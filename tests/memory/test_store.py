@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
-from memory import EmbeddingRow, IngestJob, Library, Segment, Store, TranscriptCue, Video
+from memory import EmbeddingRow, IngestJob, Library, Segment, Store, Tag, TranscriptCue, Video
 from memory.catalog import Base
 from memory.runtime.text import SentenceEmbedder
 from memory.vectors import vector_bytes
@@ -171,6 +171,99 @@ def test_video_is_unique_per_library_and_content(store: Store) -> None:
     with pytest.raises(IntegrityError), store.session() as s:
         add_video(s, store.library(s, "a"), "same")
     assert count(store, Video) == 2  # the failed unit of work left nothing behind
+
+
+# --------------------------------------------------------------------------- tags of spans
+
+
+def add_span(s, video: Video, level: str, start: float, end: float, parent: Segment | None) -> Segment:  # type: ignore[no-untyped-def]
+    seg = Segment(
+        video_id=video.id,
+        level=level,
+        ordinal=0,
+        start=start,
+        end=end,
+        parent_id=parent.id if parent else None,
+    )
+    s.add(seg)
+    s.flush()
+    return seg
+
+
+def add_tags(s, shot: Segment, *tags: tuple[str, str, float, int]) -> None:  # type: ignore[no-untyped-def]
+    for kind, name, score, n in tags:
+        s.add(
+            Tag(
+                video_id=shot.video_id,
+                segment_id=shot.id,
+                start=shot.start,
+                end=shot.end,
+                kind=kind,
+                name=name,
+                score=score,
+                count=n,
+            )
+        )
+
+
+def test_scenes_and_chapters_carry_their_shots_tags_merged(store: Store) -> None:
+    """root > chapters c1 [0, 30), c2 [30, 50) > scenes s1, s2 (in c1), s3 (in c2) > shots 1-5."""
+    with store.session() as s:
+        lib = store.library(s, "main")
+        video = add_video(s, lib, "cat")
+        root = add_span(s, video, "video", 0, 50, None)
+        c1, c2 = add_span(s, video, "chapter", 0, 30, root), add_span(s, video, "chapter", 30, 50, root)
+        s1, s2 = add_span(s, video, "scene", 0, 20, c1), add_span(s, video, "scene", 20, 30, c1)
+        s3 = add_span(s, video, "scene", 30, 50, c2)
+        shots = [
+            add_span(s, video, "shot", 10 * i, 10 * (i + 1), p) for i, p in enumerate([s1, s1, s2, s3, s3])
+        ]
+        add_tags(s, shots[0], ("label", "tabby", 0.4, 1), ("person", "person", 0.9, 1))
+        add_tags(
+            s, shots[1], ("label", "tabby", 0.6, 1), ("label", "sofa", 0.35, 1), ("person", "person", 1.5, 3)
+        )
+        add_tags(s, shots[2], ("label", "tabby", 0.3, 1), ("face", "face", 0.7, 2))
+        add_tags(s, shots[3], *[("label", f"l{i}", 0.31 + 0.01 * i, 1) for i in range(10)])  # over the cap
+        other = add_span(s, add_video(s, lib, "dog"), "shot", 0, 10, None)
+        add_tags(s, other, ("label", "tabby", 0.99, 1))  # another video's: never counted
+        ids = {"root": root.id, "c1": c1.id, "c2": c2.id, "s1": s1.id, "s2": s2.id, "s3": s3.id}
+        ids |= {f"shot{i + 1}": sh.id for i, sh in enumerate(shots)}
+        vid = video.id
+
+    with store.session() as s:
+        got = store.segment_tags(s, vid)
+        two = store.segment_tags(s, vid, limit=2)
+
+    def brief(span: str, tags: dict[int, list[dict]] = got) -> list[tuple]:  # type: ignore[type-arg]
+        return [(t["kind"], t["name"], t["score"], t["count"], t["shots"]) for t in tags[ids[span]]]
+
+    # a shot: its own, strongest first, each in one shot
+    assert brief("shot2") == [
+        ("person", "person", 1.5, 3, 1),
+        ("label", "tabby", 0.6, 1, 1),
+        ("label", "sofa", 0.35, 1, 1),
+    ]
+    # a scene: one per (kind, name), the highest score and count any shot gave, shots counted
+    assert brief("s1") == [
+        ("person", "person", 1.5, 3, 2),
+        ("label", "tabby", 0.6, 1, 2),
+        ("label", "sofa", 0.35, 1, 1),
+    ]
+    assert brief("s2") == [("face", "face", 0.7, 2, 1), ("label", "tabby", 0.3, 1, 1)]
+    # a chapter: its scenes' shots, through the parent links
+    assert brief("c1") == [
+        ("person", "person", 1.5, 3, 2),
+        ("face", "face", 0.7, 2, 1),
+        ("label", "tabby", 0.6, 1, 3),
+        ("label", "sofa", 0.35, 1, 1),
+    ]
+    # capped at SPAN_TAG_LIMIT (8), keeping the strongest; a shot keeps all of its own
+    assert [t["name"] for t in got[ids["s3"]]] == [f"l{i}" for i in range(9, 1, -1)]
+    assert got[ids["c2"]] == got[ids["s3"]] and len(got[ids["shot4"]]) == 10
+    assert [t["name"] for t in got[ids["root"]]] == ["person", "face", "tabby", "l9", "l8", "l7", "l6", "l5"]
+    assert ids["shot5"] not in got  # no tags, no entry
+    assert brief("c1", two) == [("person", "person", 1.5, 3, 2), ("face", "face", 0.7, 2, 1)]
+    assert len(two[ids["shot4"]]) == 10  # the limit is for spans; a shot's own list is whole
 
 
 # --------------------------------------------------------------------------- delete cascades

@@ -1,7 +1,7 @@
 """Keys and access as an operator expects: rotating the configured key, read and write roles on every
 route that changes something, the page's session (a revocable token, not the key), the per-key rate
-limit, multipart uploads, and the migration that brought roles and sessions, on SQLite and
-PostgreSQL. Real catalog, real ASGI app (TestClient), real ingestion of ffmpeg-made media."""
+limit, the limit on wrong keys per client address, multipart uploads, and the migration that brought
+roles and sessions, on SQLite and PostgreSQL. Real catalog, real ASGI app (TestClient), real ingestion of ffmpeg-made media."""
 
 from __future__ import annotations
 
@@ -301,6 +301,42 @@ def test_each_key_is_held_to_its_rate_limit_with_retry_after(tmp_path: Path) -> 
         assert c.get("/health").status_code == 200  # health is never limited
         time.sleep(wait)
         assert c.get("/v1/me", headers=H).status_code == 200  # refilled when Retry-After said
+
+
+def test_wrong_keys_are_limited_per_client_address_with_retry_after(tmp_path: Path) -> None:
+    """5 wrong keys at once per address (the default burst), then one per `auth_failure_seconds`;
+    right keys never spend the budget, and another address has its own."""
+    cfg = settings_for(tmp_path, auth_failure_seconds=2.0)
+    app = create_app(cfg)
+    with TestClient(app, client=("203.0.113.7", 50000)) as c:
+        other = TestClient(app, client=("198.51.100.2", 50000))
+        # a bad bearer key on any route counts like a failed login
+        for _ in range(cfg.auth_failure_burst):
+            assert other.get("/v1/libraries", headers=bearer("vm_guess-000000000001")).status_code == 401
+        assert other.post("/v1/session", json={"key": ADMIN}).status_code == 429
+
+        for _ in range(8):  # successes do not count: logging in again and again is never held back
+            assert c.post("/v1/session", json={"key": ADMIN}).status_code == 200
+        for _ in range(cfg.auth_failure_burst):  # another address spent its budget, not this one's
+            assert c.post("/v1/session", json={"key": "vm_guess-000000000002"}).status_code == 401
+        r = c.post("/v1/session", json={"key": "vm_guess-000000000003"})
+        assert r.status_code == 429 and error(r)["code"] == "too_many_requests"
+        assert "wrong API key" in error(r)["message"] and r.headers["retry-after"] == "2"
+        # spent: every key gets 429, the right one too (a 200 would tell a guess was right), at login
+        # and as a bearer key on any route
+        assert c.post("/v1/session", json={"key": ADMIN}).status_code == 429
+        assert c.get("/v1/me", headers=H).status_code == 429
+
+        time.sleep(2.05)  # one attempt comes back per auth_failure_seconds
+        assert c.post("/v1/session", json={"key": ADMIN}).status_code == 200  # given back: not spent
+        assert c.get("/v1/me", headers=H).status_code == 200
+        assert c.post("/v1/session", json={"key": "vm_guess-000000000004"}).status_code == 401
+        assert c.post("/v1/session", json={"key": ADMIN}).status_code == 429
+    # 0 seconds: wrong keys are not limited
+    (tmp_path / "open").mkdir()
+    with TestClient(create_app(settings_for(tmp_path / "open", auth_failure_seconds=0))) as c:
+        codes = {c.post("/v1/session", json={"key": "vm_guess-000000000005"}).status_code for _ in range(20)}
+        assert codes == {401} and c.post("/v1/session", json={"key": ADMIN}).status_code == 200
 
 
 # --- multipart uploads ------------------------------------------------------------------------------------

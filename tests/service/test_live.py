@@ -201,10 +201,32 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
+def _tag_first_shot(db: Path, video_id: str) -> None:
+    """Give the first shot the tags the vision stage writes on footage (the clip's test patterns
+    score below every threshold, so ingestion found none): a label and two people."""
+    con = sqlite3.connect(db, timeout=10)
+    try:
+        shot, start, end = con.execute(
+            "SELECT id, start, end FROM segments WHERE video_id = ? AND level = 'shot' ORDER BY start LIMIT 1",
+            (video_id,),
+        ).fetchone()
+        con.executemany(
+            "INSERT INTO tags (video_id, segment_id, start, end, kind, name, score, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (video_id, shot, start, end, "label", "tabby", 0.41, 1),
+                (video_id, shot, start, end, "person", "person", 1.2, 2),
+            ],
+        )
+        con.commit()
+    finally:
+        con.close()
+
+
 def test_the_editors_page_searches_and_jumps_the_player(
     scenario: Scenario, browser: Any, tmp_path: Path
 ) -> None:
     server, vid = scenario.server, scenario.video_id
+    _tag_first_shot(server.home / "vidmem.db", vid)
     page = browser.new_page(viewport={"width": 1360, "height": 860})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -220,6 +242,20 @@ def test_the_editors_page_searches_and_jumps_the_player(
     timeline = server.get(f"/v1/videos/{vid}/timeline").json()
     assert page.locator('.lane[data-level="shots"] .seg').count() == len(timeline["shots"])
     assert page.locator("#transcript li").count() == len(timeline["transcript"])
+
+    # tags are candidates: chips apart from the caption, saying so, for the shot at the playhead and
+    # (its shots' merged) for its chapter
+    assert [t["name"] for t in timeline["chapters"][0]["tags"]] == ["person", "tabby"]  # by score
+    chips = page.locator("#shot-info .tags .tag")
+    assert chips.all_inner_texts() == ["person ×2", "tabby"]
+    assert page.get_attribute("#shot-info .tags", "title") == "candidate tags (not verified)"
+    assert chips.nth(1).get_attribute("title") == "candidate tags (not verified): label tabby, score 0.41"
+    prose = page.locator("#shot-info > span:not(.tags)").all_inner_texts()  # the span, the caption
+    assert prose and not any("tabby" in text for text in prose)
+    assert page.locator("#chapters li").first.locator(".tag").all_inner_texts() == ["person ×2", "tabby"]
+    assert (
+        page.evaluate("getComputedStyle(document.querySelector('#shot-info .tag')).borderStyle") == "dashed"
+    )
 
     page.fill("#search-input", "seven silver submarines")
     page.click("#search-form button[type=submit]")

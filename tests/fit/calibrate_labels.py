@@ -1,6 +1,6 @@
 """Calibrate the thresholds of indexers/vision.py and time its stages; writes docs/benchmarks/labels.md.
 
-Run: `.venv/bin/python -m tests.bench.calibrate_labels` (~3 min on 2 cores). Reproducible: the
+Run: `.venv/bin/python -m tests.fit.calibrate_labels` (~3 min on 2 cores). Reproducible: the
 content-free frames are made by ffmpeg lavfi sources with fixed seeds, the real frames are read at
 fixed times from ../shared/media, and the verdicts on real frames are written down below (JUDGED).
 
@@ -257,7 +257,7 @@ def main() -> None:
     lines = [
         "# Vision thresholds and costs (indexers/vision.py)",
         "",
-        f"Made by `tests/bench/calibrate_labels.py` on {machine()}. Frames 1280x720 unless the file is smaller.",
+        f"Made by `tests/fit/calibrate_labels.py` on {machine()}. Frames 1280x720 unless the file is smaller.",
         "",
         "## Labels: softmax threshold",
         "",

@@ -6,10 +6,10 @@ for every train question, every candidate run of cues in its video is described 
 units) is fitted listwise: the softmax of its scores over a question's candidates should match the
 softmax of their IoU / 0.05, so runs that overlap the answer best rank first. Only the train split
 is read for fitting; dev is reported after, by `vidmem eval`'s own code. Train and dev share all
-76 videos, so dev does not show what the scorer is worth on unseen videos: tests/bench/span_folds.py
+76 videos, so dev does not show what the scorer is worth on unseen videos: tests/fit/span_folds.py
 refits it with these functions on folds split by video.
 
-Run: .venv/bin/python -m tests.bench.train_span [--epochs 15] [--hidden 32] [--check-dev]
+Run: .venv/bin/python -m tests.fit.train_span [--epochs 15] [--hidden 32] [--check-dev]
 """
 
 from __future__ import annotations
@@ -21,23 +21,7 @@ import time
 import numpy as np
 import torch
 
-from tests.bench.common import SHARED, WORK
-
-DATA = SHARED / "eval" / "tutorialvqa"
-
-
-def open_library():  # type: ignore[no-untyped-def]
-    """The bench store with the 76 tracks ingested (once), and dataset id -> video id."""
-    from indexers import IngestOptions
-    from indexers.captions import CaptionOptions
-    from memory import Store
-    from service.evaluate import LIBRARY, ingest_tracks
-
-    home = WORK / "tutorialvqa-home"
-    store = Store(home)
-    opts = IngestOptions(library=LIBRARY, captions=CaptionOptions(llm=None))
-    ids = ingest_tracks(store, DATA, home / "tracks", opts, home / "models")
-    return store, ids
+from tests.bench.tutorialvqa import DATA, open_library
 
 
 def examples(store, ids, split: str):  # type: ignore[no-untyped-def]
@@ -145,7 +129,7 @@ def main() -> None:
         )
         return
     raw = to_scorer(model, mu, sd).to_json()
-    raw["fitted_on"] = "TutorialVQA train split (3,718 questions), tests/bench/train_span.py"
+    raw["fitted_on"] = "TutorialVQA train split (3,718 questions), tests/fit/train_span.py"
     raw = {
         k: (np.round(v, 6).tolist() if isinstance(v, list) and k not in ("features",) else v)
         for k, v in raw.items()

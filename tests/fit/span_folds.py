@@ -2,7 +2,7 @@
 
 TutorialVQA's train and dev splits share all 76 videos and almost all answer spans (350 of the 351
 distinct dev spans occur in train), so the shipped scorer (`span_model.json`, fitted on train by
-tests/bench/train_span.py) may have learnt these videos' boundaries, and dev figures cannot show it.
+tests/fit/train_span.py) may have learnt these videos' boundaries, and dev figures cannot show it.
 Here the 76 videos of train + dev are split into K folds (whole videos; greedy by question count so
 the folds hold about as many questions); for each fold a scorer is fitted, with train_span's own
 code and settings, on the questions of the other folds' videos, and every held-out question is run
@@ -16,7 +16,7 @@ Query vectors are encoded once, in a batch, and reused by every pass (MiniLM in 
 one-at-a-time vectors of `vidmem eval` up to float rounding), so the passes differ only in the span
 choice. The candidates' features for fitting are cached under VIDMEM_BENCH_DIR.
 
-Run: .venv/bin/python -m tests.bench.span_folds [--folds 5] [--epochs 15] [--hidden 32] [--every 1]
+Run: .venv/bin/python -m tests.fit.span_folds [--folds 5] [--epochs 15] [--hidden 32] [--every 1]
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ import torch
 
 from memory.runtime.text import Embedder, SentenceEmbedder
 from tests.bench.common import WORK, machine, write_results
-from tests.bench.train_span import DATA, fit, open_library, question_examples, to_scorer
+from tests.bench.tutorialvqa import DATA, open_library
+from tests.fit.train_span import fit, question_examples, to_scorer
 
 METRICS = ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU")
 
@@ -157,7 +158,7 @@ def main() -> None:
         )
     total = time.perf_counter() - t0
     cmd = (
-        f".venv/bin/python -m tests.bench.span_folds --folds {args.folds} --epochs {args.epochs} "
+        f".venv/bin/python -m tests.fit.span_folds --folds {args.folds} --epochs {args.epochs} "
         f"--hidden {args.hidden}" + (f" --every {args.every}" if args.every > 1 else "")
     )
     md = [
@@ -180,7 +181,7 @@ def main() -> None:
         f"{timing['fit_s'] / 60:.1f} min fitting, {timing['eval_s'] / 60:.1f} min answering; 2 cores shared "
         "with other jobs). The pooled *held-out dev* rows cover every dev question once: the shipped "
         "scorer's row is `bench_tutorialvqa`'s dev figure, reproduced. Refitting on train with the same "
-        "code and answering dev gives the shipped figures too (`.venv/bin/python -m tests.bench.train_span "
+        "code and answering dev gives the shipped figures too (`.venv/bin/python -m tests.fit.train_span "
         "--check-dev`).",
         f"Machine: {machine()}.",
         "",
