@@ -309,7 +309,9 @@ def test_show_lists_chapters_and_scenes_made_of_whole_shots(
         assert spans and spans[0]["start"] == 0.0 and spans[-1]["end"] == pytest.approx(duration), spans
         assert all(a["end"] == b["start"] for a, b in pairwise(spans)), spans
         assert {x["start"] for x in spans} <= shot_starts, (level, spans, shot_starts)
-        assert all(set(x) == {"start", "end", "caption", "tags"} and isinstance(x["tags"], list) for x in spans)
+        assert all(
+            set(x) == {"start", "end", "caption", "tags"} and isinstance(x["tags"], list) for x in spans
+        )
     assert {c["start"] for c in shown["chapters"]} <= {c["start"] for c in shown["scenes"]}
     assert "summary" in shown
     text = cli(home, "show", narrated["video_id"]).stdout
