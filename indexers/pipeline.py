@@ -16,14 +16,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from indexers.captions import CaptionOptions, Captions, SpanFacts, make_captioner
 from indexers.decode import DecodeOptions, MediaError, MediaInfo, probe, sample_frames
 from indexers.embed import chunks, cue_units, shot_units, span_units, transcript_windows
 from indexers.heap import release_heap, steady_heap
-from indexers.record import CaptionInputs, EmbeddingInputs, StructureInputs, TextEmbeddings, VideoRecord
+from indexers.record import (
+    CaptionInputs,
+    EmbeddingInputs,
+    MemoryInputs,
+    StructureInputs,
+    TextEmbeddings,
+    VideoRecord,
+)
 from indexers.shots import Shot, ShotOptions, ShotResult
 from indexers.structure import Structure, StructureOptions, atoms_from, build
 from indexers.transcript import (
@@ -36,7 +43,9 @@ from indexers.transcript import (
 )
 from indexers.visual import LookOptions, ShotLook, VisualJob, VisualWorker, run_job
 from kernels.timecode import hms
-from memory import STAGES, IngestJob, Library, Store, Video
+from memory import STAGES, EmbeddingRow, IngestJob, Library, Store, Video
+from memory.derived import file_lock
+from memory.gate import Decision, MemoryOptions
 from memory.runtime.text import SentenceEmbedder
 
 Progress = Callable[[str, float], None]
@@ -68,6 +77,8 @@ class IngestOptions:
     look: LookOptions | None = field(default_factory=LookOptions)
     """How the vision stage samples, reads and encodes the frames of each shot; None skips it (no
     on-screen text, tags or visual vectors)."""
+    memory: MemoryOptions = field(default_factory=MemoryOptions)
+    """What the library's memory keeps of this video's shots, windows and cues (memory.gate)."""
 
 
 @dataclass
@@ -185,6 +196,49 @@ def ingest(
     return IngestResult(video_id, library_name, item.duration, resumed=not created)
 
 
+def regate(store: Store, library: str, options: MemoryOptions, progress: Progress | None = None) -> int:
+    """Forget the library's memory and run its memory stage again over every ready video, in the
+    order they were ingested, with `options`; returns the videos gated. The indexes hold every
+    row meanwhile, then what the new memory retains."""
+    from memory.bank import forget
+
+    with store.session() as s:
+        lib = store.library(s, library, create=False)
+        library_id = lib.id
+        videos = list(
+            s.scalars(
+                select(Video.id)
+                .where(Video.library_id == library_id, Video.status == "ready")
+                .order_by(Video.created_at)
+            )
+        )
+    with file_lock(store.home / f"memory-lib{library_id}"):
+        with store.session() as s:
+            forget(s, library_id)
+            s.execute(
+                update(EmbeddingRow).where(EmbeddingRow.library_id == library_id).values(retained=False)
+            )
+        store.vectors.recheck()
+        store.lexical.recheck()
+        for n, video_id in enumerate(videos):
+            record = VideoRecord(store, video_id)
+            inputs = record.memory_inputs(options)
+            record.write_memory(inputs, remember(inputs), index=False)  # rebuilt once, after
+            if progress:
+                progress("memory", (n + 1) / len(videos))
+    for space in _spaces(store, library_id):
+        store.vectors.rebuild(library_id, space)
+    store.lexical.rebuild(library_id)
+    return len(videos)
+
+
+def _spaces(store: Store, library_id: int) -> set[str]:
+    with store.session() as s:
+        return set(
+            s.scalars(select(EmbeddingRow.space).where(EmbeddingRow.library_id == library_id).distinct())
+        )
+
+
 class OncePerText:
     """A text embedder that embeds each distinct text once per ingestion: the structure, captions and
     embeddings stages all embed the transcript's sentences (as atoms, as summary candidates, as cue
@@ -277,9 +331,21 @@ def _run_stages(
         on_embeddings = progress.callback("embeddings")
         record.write_embeddings(embed(record.embedding_inputs(), opts, on_embeddings, text), library_id)
         progress.finished("embeddings")
+    if "memory" in pending:
+        progress.callback("memory")
+        with file_lock(record.store.home / f"memory-lib{library_id}"):  # one gate per library at a time
+            inputs = record.memory_inputs(opts.memory)
+            record.write_memory(inputs, remember(inputs))
+        progress.finished("memory")
 
 
 # -- the stages' computations: typed inputs in, a typed result out, nothing written --------------
+
+
+def remember(inputs: MemoryInputs) -> list[Decision]:
+    """The gate's decision on each of the video's units, in time order (memory.gate); the bank in
+    `inputs.gate` changes with them (merges and evictions are in its `events`)."""
+    return list(inputs.gate.gate(inputs.units, inputs.budget))
 
 
 def whole_shots(found: ShotResult, item: _Item, opts: IngestOptions) -> list[Shot]:

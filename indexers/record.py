@@ -22,6 +22,8 @@ from indexers.structure import Structure
 from indexers.transcript import Cue, Transcript, Word
 from indexers.visual import ShotLook
 from memory import STAGES, EmbeddingRow, IngestJob, ScreenText, Segment, Store, Tag, TranscriptCue
+from memory.bank import budget, load_gate, store_decisions, video_units
+from memory.gate import Decision, GateUnit, MemoryGate, MemoryOptions
 from memory.vectors import vector_bytes
 
 TimedText = tuple[float, float, str]
@@ -74,6 +76,16 @@ class TextEmbeddings:
     model: str
     modality: str
     space: str
+
+
+@dataclass
+class MemoryInputs:
+    """What the memory stage decides from: the library's gate, the video's units, the bank's size."""
+
+    library_id: int
+    gate: MemoryGate
+    units: list[GateUnit]
+    budget: int
 
 
 class VideoRecord:
@@ -255,6 +267,7 @@ class VideoRecord:
                         model=look.model,
                         space=f"visual:{look.model}",
                         vector=vector_bytes(vec),
+                        retained=False,  # the memory stage decides
                     )
                     for vec, (t0, t1) in zip(look.vectors, look.spans, strict=True)
                 )
@@ -329,8 +342,8 @@ class VideoRecord:
             self._done(s, "captions")
 
     def write_embeddings(self, made: TextEmbeddings, library_id: int) -> None:
-        """The text units and their vectors; then, once committed, the library's FAISS indexes
-        (text and visual) and BM25 postings gain them."""
+        """The text units and their vectors, not yet in the search indexes (the memory stage
+        decides what joins them)."""
         with self.store.session() as s:
             s.execute(
                 delete(EmbeddingRow).where(
@@ -350,6 +363,7 @@ class VideoRecord:
                     model=made.model,
                     space=made.space,
                     vector=vector_bytes(vec),
+                    retained=False,  # the memory stage decides
                     segment_id=shot_ids[unit.segment_ordinal]
                     if unit.segment_ordinal is not None
                     else unit.segment_id,
@@ -369,18 +383,56 @@ class VideoRecord:
             for row in visual:  # a visual hit shows what is known of its shot
                 sid = row.segment_id or -1
                 row.text = shot_text.get(sid) or captions.get(sid) or row.text
-            s.flush()
-            ids = [r.id for r in added]
-            by_space: dict[str, tuple[list[int], list[np.ndarray]]] = {}
-            for row in visual:
-                ids_, vecs_ = by_space.setdefault(row.space, ([], []))
-                ids_.append(row.id)
-                vecs_.append(np.frombuffer(row.vector, np.float32))
             self._done(s, "embeddings")
-        self.store.vectors.add(library_id, made.space, ids, made.vectors)
-        for space, (ids_, vecs_) in by_space.items():
-            self.store.vectors.add(library_id, space, ids_, np.stack(vecs_))
-        self.store.lexical.add(library_id, ids)  # the BM25 postings and scoping metadata, in step with FAISS
+
+    def memory_inputs(self, options: MemoryOptions) -> MemoryInputs:
+        """The library's gate (its bank as kept so far), this video's units and the bank's size."""
+        with self.store.session() as s:
+            library_id = self.store.get_video(s, self.video_id).library_id
+            units = video_units(s, self.video_id)
+            return MemoryInputs(
+                library_id,
+                load_gate(s, library_id, options),
+                units,
+                budget(s, library_id, options, len(units)),
+            )
+
+    def write_memory(self, inputs: MemoryInputs, decisions: Sequence[Decision], index: bool = True) -> None:
+        """What the gate kept, and then (`index`) the search indexes: the video's retained rows join
+        them (appended), and a space that lost rows of earlier videos (merged or evicted) is rebuilt."""
+        with self.store.session() as s:
+            stored = store_decisions(s, inputs.library_id, self.video_id, inputs.gate, decisions)
+            spaces: dict[str, list[int]] = {}
+            if stored.added:
+                for rid, space in s.execute(
+                    select(EmbeddingRow.id, EmbeddingRow.space).where(EmbeddingRow.id.in_(stored.added))
+                ):
+                    spaces.setdefault(space, []).append(rid)
+            self._done(s, "memory")
+        if not index:
+            return
+        lib = inputs.library_id
+        for space, ids in spaces.items():
+            with self.store.session() as s:
+                vecs = dict(
+                    s.execute(
+                        select(EmbeddingRow.id, EmbeddingRow.vector).where(EmbeddingRow.id.in_(ids))
+                    ).all()
+                )
+            ids.sort()
+            self.store.vectors.add(
+                lib, space, ids, np.stack([np.frombuffer(vecs[i], np.float32) for i in ids])
+            )
+        if stored.dropped:
+            with self.store.session() as s:
+                every = set(
+                    s.scalars(select(EmbeddingRow.space).where(EmbeddingRow.library_id == lib).distinct())
+                )
+            for space in every:
+                self.store.vectors.rebuild(lib, space)
+        self.store.lexical.add(
+            lib, stored.added
+        )  # the BM25 postings and scoping metadata, in step with FAISS
 
     # -- helpers ---------------------------------------------------------------------------------
 

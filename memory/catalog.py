@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -28,7 +29,7 @@ from kernels.timecode import iso
 LEVELS = ("shot", "scene", "chapter", "video")
 """Segment levels, finest first. Every level tiles its parent."""
 
-STAGES = ("shots", "vision", "transcript", "structure", "captions", "embeddings")
+STAGES = ("shots", "vision", "transcript", "structure", "captions", "embeddings", "memory")
 """Ingestion stages in order; a job records which are done and resumes at the first that is not."""
 
 
@@ -201,6 +202,11 @@ class EmbeddingRow(Base):
     model: Mapped[str] = mapped_column(String(128))
     space: Mapped[str] = mapped_column(String(160))  # "{modality}:{model}": one FAISS index per space
     vector: Mapped[bytes] = mapped_column(LargeBinary)
+    retained: Mapped[bool] = mapped_column(default=True, server_default=true())
+    """Whether the search indexes hold it: gists (scenes, chapters) always; a shot, window or cue
+    while it is the exemplar of a live memory slot (memory.gate). Rows not retained stay here."""
+    slot_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    """The memory slot whose exemplar this row is (None: a gist, a unit never written, an old row)."""
 
 
 class IngestJob(Base):
@@ -286,3 +292,60 @@ class WebSession(Base):
     created_at: Mapped[datetime] = mapped_column(default=_now)
     expires: Mapped[float] = mapped_column(Float)
     revoked: Mapped[bool] = mapped_column(default=False)
+
+
+class MemorySlot(Base):
+    """A slot of a library's memory bank (memory.gate): one exemplar unit standing for every unit
+    folded or merged into it (`MemoryUnit.slot_id`). `state` is live, merged (into `into_id`) or
+    evicted; only a live slot's exemplar rows are retained in the search indexes."""
+
+    __tablename__ = "memory_slots"
+    __table_args__ = (Index("ix_memory_slots_library_state", "library_id", "state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    library_id: Mapped[int] = mapped_column(ForeignKey("libraries.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # shot | window | cue
+    exemplar_id: Mapped[int] = mapped_column(ForeignKey("embeddings.id", ondelete="CASCADE"))
+    """The exemplar unit's first embedding row (a shot's rows share its segment)."""
+    video_id: Mapped[str] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
+    start: Mapped[float] = mapped_column(Float)
+    end: Mapped[float] = mapped_column(Float)
+    salience: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(8), default="live")
+    into_id: Mapped[int | None] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    """What folding compares (float32 bytes): a shot's mean visual vector, else its text vector."""
+
+
+class MemoryUnit(Base):
+    """The gate's decision on one unit (a shot, window or cue) and the slot it now belongs to: the
+    occurrences of a slot are its units. `action` is write, fold or skip; `similarity` the cosine
+    with the nearest slot when it arrived, `salience` the write head's score."""
+
+    __tablename__ = "memory_units"
+    __table_args__ = (Index("ix_memory_units_slot", "slot_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    library_id: Mapped[int] = mapped_column(ForeignKey("libraries.id", ondelete="CASCADE"))
+    video_id: Mapped[str] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
+    row_id: Mapped[int] = mapped_column(ForeignKey("embeddings.id", ondelete="CASCADE"))
+    segment_id: Mapped[int | None] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    start: Mapped[float] = mapped_column(Float)
+    end: Mapped[float] = mapped_column(Float)
+    action: Mapped[str] = mapped_column(String(8))
+    slot_id: Mapped[int | None] = mapped_column(Integer)
+    similarity: Mapped[float] = mapped_column(Float)
+    salience: Mapped[float] = mapped_column(Float)
+
+
+class IndexEpoch(Base):
+    """One row per change to which rows the search indexes hold without new rows being added (a
+    memory stage, a re-gating): the derived files compare themselves with SQL again when the
+    largest id here moves, as they do when the largest embedding id does."""
+
+    __tablename__ = "index_epochs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    library_id: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(default=_now)

@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from memory.catalog import EmbeddingRow
+from memory.catalog import EmbeddingRow, IndexEpoch
 
 Stamp = tuple[tuple[int, int, int], ...] | None
 """(inode, mtime in ns, size) of each file, or None when one is missing."""
@@ -55,16 +55,23 @@ def file_stamp(*paths: Path) -> Stamp:
         return None
 
 
-def table_top(sessions: sessionmaker[Session]) -> int:
-    """The largest embedding id in the whole table: one primary-key lookup, whatever its size.
+Top = tuple[int, int]
+
+
+def table_top(sessions: sessionmaker[Session]) -> Top:
+    """The largest embedding id in the whole table and the largest index epoch: two primary-key
+    lookups, whatever the sizes.
 
     Derived files are compared with SQL (a count over their rows, ~75 ms at 10^6 rows in SQLite)
-    only when this has moved since they last agreed: rows are only ever added with new ids, and
-    the paths that delete rows (`Store.delete_video`, re-embedding a video) rewrite the files
-    themselves, which changes their file stamp.
+    only when this has moved since they last agreed: rows are only ever added with new ids; a change
+    of which rows are retained (the memory stage, a re-gating) adds an `IndexEpoch`; and the paths
+    that delete rows (`Store.delete_video`, re-embedding a video) rewrite the files themselves,
+    which changes their file stamp.
     """
     with sessions() as s:
-        return int(s.scalar(select(func.coalesce(func.max(EmbeddingRow.id), 0))) or 0)
+        top = s.scalar(select(func.coalesce(func.max(EmbeddingRow.id), 0))) or 0
+        epoch = s.scalar(select(func.coalesce(func.max(IndexEpoch.id), 0))) or 0
+    return int(top), int(epoch)
 
 
 def manifest_path(path: Path) -> Path:
@@ -78,8 +85,8 @@ class Derived(Generic[T]):
     value: T
     manifest: dict[str, Any]
     stamp: Stamp
-    verified_top: int = -1
-    """`table_top` when this file last agreed with SQL; -1 until it has been checked."""
+    verified_top: Top = (-1, -1)
+    """`table_top` when this file last agreed with SQL; (-1, -1) until it has been checked."""
 
 
 class DerivedFiles(Generic[T]):
@@ -123,7 +130,7 @@ class DerivedFiles(Generic[T]):
         self.loaded[path] = found = Derived(value, manifest, stamp)
         return found
 
-    def verified(self, path: Path, top: int) -> Derived[T] | None:
+    def verified(self, path: Path, top: Top) -> Derived[T] | None:
         """The loaded file when it agreed with SQL at `table_top` == `top` and is unchanged on disk."""
         cached = self.loaded.get(path)
         if cached and cached.verified_top == top and cached.stamp == file_stamp(path, manifest_path(path)):
@@ -138,4 +145,4 @@ class DerivedFiles(Generic[T]):
     def recheck(self) -> None:
         """Compare every loaded file with SQL again on its next use (a caller saw a row vanish)."""
         for found in self.loaded.values():
-            found.verified_top = -1
+            found.verified_top = (-1, -1)

@@ -333,7 +333,7 @@ class LexicalIndex:
         with self._sessions() as s:
             count, top = s.execute(
                 select(func.count(), func.coalesce(func.max(EmbeddingRow.id), 0)).where(
-                    EmbeddingRow.library_id == library_id
+                    EmbeddingRow.library_id == library_id, EmbeddingRow.retained
                 )
             ).one()
         return {"count": int(count), "max_id": int(top)}
@@ -343,7 +343,7 @@ class LexicalIndex:
         with self._sessions() as s:
             result = s.execute(
                 select(*_COLUMNS)
-                .where(EmbeddingRow.library_id == library_id, EmbeddingRow.id > after)
+                .where(EmbeddingRow.library_id == library_id, EmbeddingRow.id > after, EmbeddingRow.retained)
                 .order_by(EmbeddingRow.id)
                 .execution_options(yield_per=_CHUNK)
             )

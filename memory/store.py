@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine, create_engine, event, func, select, text
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
+from memory.bank import forget, hand_over
 from memory.catalog import EmbeddingRow, Library, Segment, Tag, Video
 from memory.lexical import LexicalIndex
 from memory.tags import SPAN_TAG_LIMIT, aggregate_tags, tag_json
@@ -161,10 +162,19 @@ class Store:
             video = self.get_video(s, video_id)
             library_id = video.library_id
             spaces = set(s.scalars(select(EmbeddingRow.space).where(EmbeddingRow.video_id == video_id)))
+            handed = hand_over(s, video_id)  # its exemplars of repeats seen elsewhere pass to those
+            s.flush()
             s.delete(video)
+        if handed:
+            with self.session() as s:
+                spaces |= set(
+                    s.scalars(select(EmbeddingRow.space).where(EmbeddingRow.library_id == library_id))
+                )
         for space in spaces:
             self.vectors.rebuild(library_id, space)
-        if spaces:
+        if handed:
+            self.lexical.rebuild(library_id)
+        elif spaces:
             self.lexical.remove_video(library_id, video_id)
 
     def drop_library_if_empty(self, library_id: int) -> None:
@@ -177,8 +187,15 @@ class Store:
             ):
                 s.delete(lib)
 
-    def reindex(self) -> dict[str, int]:
-        """Rebuild every FAISS index and lexical file from the SQL rows; returns vectors per FAISS file."""
+    def reindex(self, forget_memory: bool = False) -> dict[str, int]:
+        """Rebuild every FAISS index and lexical file from the SQL rows; returns vectors per FAISS file.
+
+        `forget_memory`: first empty every library's memory, so the indexes hold every row again
+        (what the memory folded, skipped or evicted included)."""
+        with self.session() as s:
+            if forget_memory:
+                for lib in s.scalars(select(Library.id)):
+                    forget(s, lib)
         with self.session() as s:
             pairs = s.execute(
                 select(EmbeddingRow.library_id, EmbeddingRow.space, func.count()).group_by(

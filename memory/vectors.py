@@ -169,7 +169,7 @@ class VectorIndex:
         with self._sessions() as s:
             count, top = s.execute(
                 select(func.count(), func.coalesce(func.max(EmbeddingRow.id), 0)).where(
-                    EmbeddingRow.library_id == library_id, EmbeddingRow.space == space
+                    EmbeddingRow.library_id == library_id, EmbeddingRow.space == space, EmbeddingRow.retained
                 )
             ).one()
         return int(count), int(top)
@@ -245,7 +245,9 @@ class VectorIndex:
         with self._sessions() as s:
             rows = s.execute(
                 select(EmbeddingRow.id, EmbeddingRow.vector)
-                .where(EmbeddingRow.library_id == library_id, EmbeddingRow.space == space)
+                .where(
+                    EmbeddingRow.library_id == library_id, EmbeddingRow.space == space, EmbeddingRow.retained
+                )
                 .order_by(EmbeddingRow.id)
                 .execution_options(yield_per=4096)
             )

@@ -12,13 +12,14 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from sqlalchemy import select
 
 from kernels.timecode import hms
 from memory import EmbeddingRow, Library, Store, StoreError, Video
+from memory.bank import exemplars_seen_in, occurrences
 from memory.lexical import LexicalRows, bm25_top, tokens
 from memory.runtime.images import ImageEncoder
 from memory.runtime.text import Embedder, SentenceEmbedder
@@ -34,6 +35,9 @@ class Moment:
     score: float
     text: str
     kind: str  # window | shot | scene | chapter
+    also: list[tuple[str, float, float]] = field(default_factory=list)
+    """The other units the memory folded into this one's slot (video id, start, end): the same
+    thing seen again, each citable."""
 
     def to_json(self) -> dict[str, object]:
         """The one JSON shape of a moment: `vidmem search --json`, the API (which adds its `link`),
@@ -49,6 +53,10 @@ class Moment:
             "kind": self.kind,
             "score": round(float(self.score), 6),
             "text": self.text,
+            "also": [
+                {"video_id": v, "start": round(a, 3), "end": round(b, 3), "timestamp": hms(a)}
+                for v, a, b in self.also
+            ],
         }
 
 
@@ -62,6 +70,10 @@ LEVELS = {
 }
 """What `--level` searches: moments (transcript windows and shots, the default), one level (`cue`: a
 single transcript line), or all."""
+
+
+ALSO_LIMIT = 50
+"""Other occurrences listed with a moment (a slide shown a hundred times lists fifty)."""
 
 
 @dataclass
@@ -131,7 +143,7 @@ def search(
     if not scope:
         return []
     lexical = bm25_top(
-        [(rows, mask) for _, rows, mask in scope], tokens(query), opts.k1, opts.b, opts.candidates
+        [(rows, mask) for _, rows, mask in scope.parts], tokens(query), opts.k1, opts.b, opts.candidates
     )
     rankings = [[i for i, _ in lexical]]
     enc = embedder or SentenceEmbedder()
@@ -163,9 +175,26 @@ def search_frame(
     return _fuse(store, scope, [_dense(store, scope, encoder.space, qvec, opts)], opts)
 
 
-_Scope = list[tuple[int, LexicalRows, np.ndarray]]
-"""Per library in scope: its id, its rows (the lexical file) and the mask (N,) of the rows a query
-may return."""
+@dataclass
+class _Scope:
+    parts: list[tuple[int, LexicalRows, np.ndarray]]
+    """Per library in scope: its id, its rows (the lexical file) and the mask (N,) of the rows a
+    query may return: those of the videos in scope, and the memory's exemplars of units of theirs
+    that folded into a slot of another video."""
+    videos: frozenset[str]
+    time_from: float | None = None
+    time_to: float | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.parts)
+
+    def holds(self, video: str, start: float, end: float) -> bool:
+        """Whether a unit (an occurrence) is inside the scope."""
+        return (
+            video in self.videos
+            and (self.time_from is None or end > self.time_from)
+            and (self.time_to is None or start < self.time_to)
+        )
 
 
 def _scope(
@@ -191,7 +220,8 @@ def _scope(
         if video_id is not None:
             ready = ready.where(Video.id == video_id)
         videos = list(s.scalars(ready))
-    scope: _Scope = []
+        folded = np.array(exemplars_seen_in(s, videos) if video_id is not None else [], dtype=np.int64)
+    scope = _Scope([], frozenset(videos), time_from, time_to)
     for lib_id in lib_ids:
         rows = store.lexical.load(lib_id)
         if rows is None:
@@ -204,15 +234,21 @@ def _scope(
                 mask &= rows.end > time_from
             if time_to is not None:
                 mask &= rows.start < time_to
+        if len(folded):  # exemplars elsewhere of this video's folded units (times: checked per occurrence)
+            pos = rows.positions(folded)
+            pos = pos[pos >= 0]
+            if len(pos):
+                mask = mask.copy()
+                mask[pos] |= rows.is_("kind", LEVELS[level])[pos]
         if mask.any():
-            scope.append((lib_id, rows, mask))
+            scope.parts.append((lib_id, rows, mask))
     return scope
 
 
 def _dense(store: Store, scope: _Scope, space: str, qvec: np.ndarray, opts: SearchOptions) -> list[int]:
     """Ids of the rows in scope nearest to qvec in one vector space, best first."""
     dense: list[tuple[int, float]] = []
-    for lib_id, rows, mask in scope:
+    for lib_id, rows, mask in scope.parts:
         in_space = rows.is_("space", [space])
 
         def narrowed() -> tuple[np.ndarray, int, np.ndarray | None]:
@@ -242,20 +278,30 @@ def _fuse(store: Store, scope: _Scope, rankings: list[list[int]], opts: SearchOp
     order = sorted(fused, key=lambda i: -fused[i])
     where: dict[int, tuple[LexicalRows, int]] = {}
     wanted = np.array(order, dtype=np.int64)
-    for _, rows, _ in scope:
+    for _, rows, _ in scope.parts:
         for i, p in zip(order, rows.positions(wanted), strict=True):
             if p >= 0:
                 where[i] = (rows, int(p))
+    with store.session() as s:
+        slots = occurrences(s, order)  # a hit on a memory slot's exemplar stands for all its units
 
     moments: list[Moment] = []
     ids: list[int] = []
     for i in order:
         rows, p = where[i]
-        video, start, end = str(rows.videos[rows.video[p]]), float(rows.start[p]), float(rows.end[p])
-        if any(m.video_id == video and _overlap(m.start, m.end, start, end) > 0.5 for m in moments):
-            continue
-        moments.append(Moment(video, start, end, fused[i], "", str(rows.kinds[rows.kind[p]])))
-        ids.append(i)
+        kind = str(rows.kinds[rows.kind[p]])
+        own = (str(rows.videos[rows.video[p]]), float(rows.start[p]), float(rows.end[p]))
+        places = slots.get(i) or [own]
+        for video, start, end in places:
+            if not scope.holds(video, start, end) or any(
+                m.video_id == video and _overlap(m.start, m.end, start, end) > 0.5 for m in moments
+            ):
+                continue
+            also = [o for o in places if o != (video, start, end)][:ALSO_LIMIT]
+            moments.append(Moment(video, start, end, fused[i], "", kind, also))
+            ids.append(i)
+            if len(moments) == opts.top:
+                break
         if len(moments) == opts.top:
             break
     with store.session() as s:

@@ -473,13 +473,113 @@ def delete(video_id: str, home: HomeOpt = None, database_url: DbOpt = None) -> N
 
 
 @app.command()
-def reindex(home: HomeOpt = None, database_url: DbOpt = None) -> None:
-    """Rebuild every FAISS index from the SQL catalog."""
+def reindex(
+    all_rows: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Forget every library's memory first: the indexes hold every row again, what it folded, "
+            "skipped or evicted included (`vidmem memory regate` gates a library again).",
+        ),
+    ] = False,
+    home: HomeOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Rebuild every FAISS index and lexical file from the SQL catalog."""
     with _errors():
-        counts = _store(_settings(home, database_url)).reindex()
+        counts = _store(_settings(home, database_url)).reindex(forget_memory=all_rows)
         for name, n in counts.items():
             out.print(f"{name}: {n} vectors", highlight=False)
         out.print(f"rebuilt {len(counts)} index(es)")
+
+
+memory_app = typer.Typer(
+    no_args_is_help=True, help="The library's memory: what it kept, what folded where, and why."
+)
+app.add_typer(memory_app, name="memory")
+
+
+@memory_app.command("stats")
+def memory_stats(
+    library: LibOpt = None, as_json: JsonOpt = False, home: HomeOpt = None, database_url: DbOpt = None
+) -> None:
+    """Slots, retention, what the gate did with the units it saw, and the slots that stand for most."""
+    from memory.bank import stats
+
+    with _errors():
+        cfg = _settings(home, database_url, library=library)
+        store = _store(cfg)
+        with store.session() as s:
+            lib = store.library(s, cfg.library, create=False)
+            got = stats(s, lib.id, cfg.memory_options())
+        if as_json:
+            print(json.dumps(got))
+            return
+        slots, rows = got["slots"], got["rows"]
+        out.print(
+            f"library {escape(repr(cfg.library))}: {slots['live']} live slots (budget {got['budget']}), "
+            f"{slots['merged']} merged, {slots['evicted']} evicted; {got['units']} units gated; "
+            f"the indexes hold {rows['retained']} of {rows['gated']} unit rows ({100 * rows['retention']:.1f}%)",
+            highlight=False,
+        )
+        table = Table("kind", "written", "folded", "skipped")
+        for kind, acts in got["actions"].items():
+            table.add_row(kind, str(acts["write"]), str(acts["fold"]), str(acts["skip"]))
+        out.print(table)
+        if got["largest"]:
+            big = Table(
+                "slot", "kind", "exemplar", "occurrences", "salience", title="slots standing for most"
+            )
+            for sl in got["largest"]:
+                big.add_row(
+                    str(sl["slot"]), sl["kind"], f"{sl['video_id']} {sl['timestamp']}", str(sl["occurrences"]),
+                    f"{sl['salience']:.2f}",
+                )  # fmt: skip
+            out.print(big)
+
+
+@memory_app.command("show")
+def memory_show(
+    video_id: Annotated[str, typer.Argument(help="Video id (see `vidmem list`).")],
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """What the memory did with each shot, window and cue of a video, and why."""
+    from memory.bank import decisions_of
+
+    with _errors():
+        store = _store(_settings(home, database_url))
+        with store.session() as s:
+            store.get_video(s, video_id)
+            rows = decisions_of(s, video_id)
+        if as_json:
+            print(json.dumps(rows))
+            return
+        table = Table("time", "kind", "decision", "why")
+        for r in rows:
+            slot = r["slot"]
+            if r["action"] == "skip":
+                why = f"salience {r['salience']:.2f} below the skip threshold"
+            elif r["action"] == "fold":
+                why = f"cosine {r['similarity']:.3f} with slot {slot['id']} at {slot['video_id']} {slot['timestamp']}"
+            else:
+                why = f"new (nearest cosine {r['similarity']:.3f}), salience {r['salience']:.2f}"
+            if slot is not None and slot["state"] != "live":
+                why += f"; slot {slot['id']} since {slot['state']}"
+            table.add_row(hms(r["start"]), r["kind"], r["action"], why)
+        out.print(table)
+
+
+@memory_app.command("regate")
+def memory_regate(library: LibOpt = None, home: HomeOpt = None, database_url: DbOpt = None) -> None:
+    """Forget the library's memory and gate its videos again with the memory settings in force."""
+    from indexers.pipeline import regate
+
+    with _errors(), stage_progress() as report:
+        cfg = _settings(home, database_url, library=library)
+        n = regate(_store(cfg), cfg.library, cfg.memory_options(), report)
+        out.print(f"gated {n} video(s) of {cfg.library!r} again")
 
 
 @app.command()

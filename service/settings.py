@@ -18,6 +18,7 @@ from pydantic_settings import (
 
 if TYPE_CHECKING:
     from indexers import IngestOptions
+    from memory.gate import MemoryOptions
     from memory.runtime.text import Embedder
     from reasoning.answer import AnswerEngine
 
@@ -64,6 +65,21 @@ class Settings(BaseSettings):
     )
     window_seconds: float = Field(
         20.0, gt=0, description="Length in seconds of the transcript windows that are embedded and searched."
+    )
+    memory_budget: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Slots the library's memory may hold, as a share of the shots, windows and cues it has seen "
+        "(1: only repeats are folded; 0.3: about 3 units in 10 stay in the search indexes).",
+    )
+    memory_slots_per_hour: float = Field(
+        0.0,
+        ge=0,
+        description="Streaming budget: at most this many memory slots per hour of media (0: no cap).",
+    )
+    memory_skip_below: float = Field(
+        0.0, ge=0, le=1, description="Salience under which the memory skips a unit outright (0: never)."
     )
 
     image_encoder: str = Field(
@@ -184,6 +200,15 @@ class Settings(BaseSettings):
     def uploads_dir(self) -> Path:
         return self.home / "uploads"
 
+    def memory_options(self) -> MemoryOptions:
+        from memory.gate import MemoryOptions
+
+        return MemoryOptions(
+            budget=self.memory_budget,
+            slots_per_hour=self.memory_slots_per_hour,
+            skip_below=self.memory_skip_below,
+        )
+
     def ingest_options(self, library: str | None = None, **given: Any) -> IngestOptions:
         """The pipeline's options from these settings (`given`: IngestOptions fields, e.g. subtitles)."""
         from indexers import IngestOptions
@@ -201,6 +226,7 @@ class Settings(BaseSettings):
             shots=ShotOptions(allow_damaged=allow_damaged),
             transcribe=TranscribeOptions(model=self.asr_model, language=self.asr_language),
             look=LookOptions(encoder=self.image_encoder) if self.vision else None,
+            memory=self.memory_options(),
             captions=CaptionOptions(
                 captioner=self.captioner,
                 llm=self.llm,

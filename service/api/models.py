@@ -236,6 +236,13 @@ class Hierarchy(Out):
 # --- search and answers -------------------------------------------------------------------------------
 
 
+class OccurrenceOut(Out):
+    video_id: str
+    start: float = Field(description="Seconds.")
+    end: float = Field(description="Seconds.")
+    timestamp: str = Field(description="`start` as `HH:MM:SS`.")
+
+
 class MomentOut(Out):
     """`Moment.to_json()` and the page's deep link."""
 
@@ -248,6 +255,9 @@ class MomentOut(Out):
     kind: str = Field(description="The same as `level`.")
     score: float
     text: str
+    also: list[OccurrenceOut] = Field(
+        description="The other times the memory folded into this moment's slot (a repeat), each citable."
+    )
     link: str = Field(description="`/videos/ID?t=SECONDS`, the page's deep link.")
 
 

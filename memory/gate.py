@@ -1,0 +1,461 @@
+"""The update side of the gated recurrent memory: what a library keeps of the units it ingests.
+
+Units (a shot, a transcript window, a transcript cue) stream past in time order. A per-library bank
+of at most B slots holds what is kept; a slot is one exemplar unit (its vectors and gist, never
+averaged: no drift) and every occurrence folded into it (video, start, end), so a repeat that
+returns an hour later is one entry that still cites every time it was seen. For each unit the gate
+decides (`Decision`):
+
+- **fold**: it is the same as a slot's exemplar (cosine >= that kind's fold threshold): the slot
+  gains an occurrence;
+- **write**: a new slot, with the salience the write head gives it;
+- **skip**: salience below `skip_below` (0 by default: nothing is skipped unless asked).
+
+When the bank holds more than B slots, it merges its most similar pair anywhere in the bank (their
+occurrences joined under the more salient exemplar) or evicts its least salient slot, whichever
+loses less: a pair as similar as `s` costs `1 - s`, an eviction the slot's salience.
+
+A small recurrent state carries local context ("still on the same slide"): a GRU cell over per-unit
+features (`FEATURES`), reset at each video's start, whose state feeds the write head. It runs here in
+numpy from JSON weights (`gate_model.json`); `torch_gate` builds the same network in torch for
+fitting, and the tests hold the two equal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MODEL_FILE = Path(__file__).with_name("gate_model.json")
+
+FEATURES = ("s_max", "s_prev", "log_seconds", "log_words", "is_shot", "is_window", "is_cue", "fill")
+"""Per-unit inputs of the GRU cell: the cosine with the nearest slot of the unit's kind and with the
+previous unit of its kind in this video, its length (log1p seconds / 5, log1p words / 5), its kind,
+and how full the bank is (slots / B)."""
+
+KINDS = ("shot", "window", "cue")
+"""The units the gate decides on. Scenes, chapters and the video summary are the gists: always kept."""
+
+
+@dataclass
+class GateUnit:
+    """One unit of the stream."""
+
+    key: int
+    """Its first embedding row id: the exemplar's id when it writes a slot."""
+    kind: str  # shot | window | cue
+    video_id: str
+    start: float  # seconds
+    end: float
+    vector: np.ndarray
+    """(D,) unit-norm float32: what folding compares (a shot's visual vectors' mean when it has
+    some, else its text vector)."""
+    words: int = 0
+    rows: list[int] = field(default_factory=list)
+    """Every embedding row of the unit (a shot has a text row and a few visual ones)."""
+    segment_id: int | None = None
+
+
+@dataclass
+class Decision:
+    """What the gate did with one unit, and why."""
+
+    unit: GateUnit
+    action: str  # fold | write | skip
+    slot: int | None
+    """The slot it folded into or wrote; None when skipped."""
+    similarity: float
+    """Cosine with the nearest slot of its kind when it arrived (0 with none)."""
+    salience: float
+
+
+@dataclass
+class BankEvent:
+    """A change to the bank beside the unit's own decision: a merge or an eviction."""
+
+    action: str  # merge | evict
+    slot: int
+    """The slot that is gone (merged away or evicted)."""
+    into: int | None = None
+    """The slot a merged one joined."""
+    similarity: float = 0.0
+    salience: float = 0.0
+
+
+@dataclass
+class Slot:
+    id: int
+    kind: str
+    exemplar: int  # the exemplar unit's key
+    video_id: str
+    start: float
+    end: float
+    salience: float
+    occurrences: list[tuple[str, float, float, int]] = field(default_factory=list)
+    """(video id, start, end, unit key) of every unit it stands for, its exemplar's included."""
+
+    @property
+    def seconds(self) -> float:
+        return sum(b - a for _, a, b, _ in self.occurrences)
+
+
+@dataclass
+class MemoryOptions:
+    budget: float = 1.0
+    """Slots the bank may hold, as a share of the gated units the library has seen (0 < budget
+    <= 1). 1: folding alone decides what is kept; 0.1: one slot for ten units."""
+    slots_per_hour: float = 0.0
+    """Streaming budget: at most this many slots per hour of media seen (0: the share alone)."""
+    fold_shot: float | None = None
+    """Cosine at which a shot folds into a slot; None: the fitted threshold in gate_model.json."""
+    fold_text: float | None = None
+    """Cosine at which a transcript window or cue folds into a slot; None: the fitted one."""
+    skip_below: float = 0.0
+    """Salience under which a unit is skipped outright (0: never skip)."""
+    recurrent: bool = True
+    """Carry the GRU state from unit to unit (False: the ablation without recurrence)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.budget <= 1.0:
+            raise ValueError(f"memory budget is a share of units in (0, 1], got {self.budget}")
+        if self.slots_per_hour < 0:
+            raise ValueError(f"slots_per_hour must be >= 0, got {self.slots_per_hour}")
+        for name in ("fold_shot", "fold_text"):
+            value = getattr(self, name)
+            if value is not None and not -1.0 <= value <= 1.0:
+                raise ValueError(f"{name} is a cosine in [-1, 1], got {value}")
+        if not 0.0 <= self.skip_below <= 1.0:
+            raise ValueError(f"skip_below is a salience in [0, 1], got {self.skip_below}")
+
+
+# -- the recurrent cell and the write head ----------------------------------------------------------
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@dataclass
+class GateWeights:
+    """A GRU cell (torch.nn.GRUCell's layout: rows r, z, n) and a linear write head over [h, x]."""
+
+    weight_ih: np.ndarray  # (3H, F)
+    weight_hh: np.ndarray  # (3H, H)
+    bias_ih: np.ndarray  # (3H,)
+    bias_hh: np.ndarray  # (3H,)
+    head: np.ndarray  # (H + F,)
+    head_bias: float
+    fold_shot: float
+    fold_text: float
+    fitted_on: str = ""
+
+    @property
+    def hidden(self) -> int:
+        return self.weight_hh.shape[1]
+
+    def step(self, x: np.ndarray, h: np.ndarray) -> np.ndarray:
+        """One GRU step: x (F,), h (H,) -> h' (H,), as torch.nn.GRUCell computes it."""
+        H = self.hidden
+        gi = self.weight_ih @ x + self.bias_ih  # (3H,)
+        gh = self.weight_hh @ h + self.bias_hh
+        r = _sigmoid(gi[:H] + gh[:H])
+        z = _sigmoid(gi[H : 2 * H] + gh[H : 2 * H])
+        n = np.tanh(gi[2 * H :] + r * gh[2 * H :])
+        return (1.0 - z) * n + z * h
+
+    def salience(self, x: np.ndarray, h: np.ndarray) -> float:
+        """The write head: how much the unit is worth a slot, in (0, 1)."""
+        return float(_sigmoid(np.array(self.head @ np.concatenate([h, x]) + self.head_bias)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "features": list(FEATURES),
+            "weight_ih": self.weight_ih.tolist(),
+            "weight_hh": self.weight_hh.tolist(),
+            "bias_ih": self.bias_ih.tolist(),
+            "bias_hh": self.bias_hh.tolist(),
+            "head": self.head.tolist(),
+            "head_bias": self.head_bias,
+            "fold_shot": self.fold_shot,
+            "fold_text": self.fold_text,
+            "fitted_on": self.fitted_on,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> GateWeights:
+        if list(raw.get("features", [])) != list(FEATURES):
+            raise ValueError("gate weights were fitted on other features; refit them (tests/fit/fit_gate.py)")
+        arr = lambda k: np.asarray(raw[k], dtype=np.float64)  # noqa: E731
+        return cls(
+            arr("weight_ih"),
+            arr("weight_hh"),
+            arr("bias_ih"),
+            arr("bias_hh"),
+            arr("head"),
+            float(raw["head_bias"]),
+            float(raw["fold_shot"]),
+            float(raw["fold_text"]),
+            str(raw.get("fitted_on", "")),
+        )
+
+
+@cache
+def load_weights(path: Path = MODEL_FILE) -> GateWeights:
+    return GateWeights.from_json(json.loads(Path(path).read_text()))
+
+
+def torch_gate(weights: GateWeights) -> Any:
+    """The same network as a torch module (for fitting): `module(xs)` over a (T, F) sequence
+    returns the saliences (T,), the state starting at zero."""
+    import torch
+    from torch import nn
+
+    class Gate(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            F, H = weights.weight_ih.shape[1], weights.hidden
+            self.cell = nn.GRUCell(F, H)
+            self.head = nn.Linear(H + F, 1)
+            with torch.no_grad():
+                for name, value in (
+                    ("weight_ih", weights.weight_ih),
+                    ("weight_hh", weights.weight_hh),
+                    ("bias_ih", weights.bias_ih),
+                    ("bias_hh", weights.bias_hh),
+                ):
+                    getattr(self.cell, name).copy_(torch.as_tensor(value))
+                self.head.weight.copy_(torch.as_tensor(weights.head)[None])
+                self.head.bias.fill_(weights.head_bias)
+
+        def forward(self, xs: torch.Tensor, recurrent: bool = True) -> torch.Tensor:
+            h = xs.new_zeros(self.cell.hidden_size)
+            out = []
+            for x in xs:  # (F,)
+                h = self.cell(x[None], h[None])[0] if recurrent else h
+                out.append(self.head(torch.cat([h, x])))
+            return torch.sigmoid(torch.cat(out))
+
+        def export(self) -> GateWeights:
+            get = lambda t: t.detach().double().cpu().numpy()  # noqa: E731
+            return GateWeights(
+                get(self.cell.weight_ih),
+                get(self.cell.weight_hh),
+                get(self.cell.bias_ih),
+                get(self.cell.bias_hh),
+                get(self.head.weight)[0],
+                float(self.head.bias.item()),
+                weights.fold_shot,
+                weights.fold_text,
+                weights.fitted_on,
+            )
+
+    return Gate()
+
+
+# -- the bank -----------------------------------------------------------------------------------------
+
+
+class _KindBank:
+    """The live slots of one kind: their exemplar vectors, and each one's most similar other slot
+    (so that the most similar pair anywhere is found without comparing all pairs again)."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.vecs = np.zeros((0, 0), np.float32)
+        self.nn_sim: list[float] = []
+        self.nn_of: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def nearest(self, v: np.ndarray) -> tuple[int | None, float]:
+        if not self.ids:
+            return None, 0.0
+        sims = self.vecs[: len(self.ids)] @ v
+        i = int(np.argmax(sims))
+        return self.ids[i], float(sims[i])
+
+    def add(self, slot: int, v: np.ndarray) -> None:
+        n = len(self.ids)
+        if n == 0 or self.vecs.shape[1] != len(v):
+            if n and self.vecs.shape[1] != len(v):
+                raise ValueError(f"a unit of {len(v)} dimensions among slots of {self.vecs.shape[1]}")
+            self.vecs = np.zeros((16, len(v)), np.float32)
+        elif n == len(self.vecs):
+            self.vecs = np.concatenate([self.vecs, np.zeros_like(self.vecs)])
+        sims = self.vecs[:n] @ v
+        self.vecs[n] = v
+        self.ids.append(slot)
+        best = int(np.argmax(sims)) if n else -1
+        self.nn_sim.append(float(sims[best]) if n else -math.inf)
+        self.nn_of.append(self.ids[best] if n else -1)
+        for j in np.flatnonzero(sims > np.asarray(self.nn_sim[:n])):
+            self.nn_sim[j], self.nn_of[j] = float(sims[j]), slot
+
+    def remove(self, slot: int) -> None:
+        i = self.ids.index(slot)
+        last = len(self.ids) - 1
+        for arr in (self.ids, self.nn_of):
+            arr[i] = arr[last]
+            arr.pop()
+        self.nn_sim[i] = self.nn_sim[last]
+        self.nn_sim.pop()
+        self.vecs[i] = self.vecs[last]
+        for j, other in enumerate(self.nn_of):  # whose nearest it was look again
+            if other == slot:
+                self._renew(j)
+
+    def _renew(self, j: int) -> None:
+        n = len(self.ids)
+        sims = self.vecs[:n] @ self.vecs[j]
+        sims[j] = -math.inf
+        best = int(np.argmax(sims)) if n > 1 else -1
+        self.nn_sim[j] = float(sims[best]) if best >= 0 else -math.inf
+        self.nn_of[j] = self.ids[best] if best >= 0 else -1
+
+    def closest_pair(self) -> tuple[int, int, float] | None:
+        if len(self.ids) < 2:
+            return None
+        j = int(np.argmax(self.nn_sim))
+        return self.ids[j], self.nn_of[j], self.nn_sim[j]
+
+
+class MemoryGate:
+    """One library's bank and the gate in front of it. Feed each video's units in time order with
+    `gate(units, budget)`; it yields one `Decision` per unit, and `events` collects the merges and
+    evictions the bank made to stay within its budget."""
+
+    def __init__(self, options: MemoryOptions | None = None, weights: GateWeights | None = None) -> None:
+        self.options = options or MemoryOptions()
+        self.weights = weights or load_weights()
+        self.fold = {
+            "shot": self.options.fold_shot if self.options.fold_shot is not None else self.weights.fold_shot,
+            "window": self.options.fold_text
+            if self.options.fold_text is not None
+            else self.weights.fold_text,
+            "cue": self.options.fold_text if self.options.fold_text is not None else self.weights.fold_text,
+        }
+        self.slots: dict[int, Slot] = {}
+        self.banks: dict[str, _KindBank] = {kind: _KindBank() for kind in KINDS}
+        self.vectors: dict[int, np.ndarray] = {}
+        self.events: list[BankEvent] = []
+        self.gone: dict[int, tuple[Slot, np.ndarray]] = {}
+        """Slots merged away or evicted since this gate was made, with their vectors."""
+        self.next_new = -1
+        """Slots written here get ids -1, -2, …, until the catalog gives them theirs."""
+
+    # -- state kept in the catalog between ingestions ------------------------------------------------
+
+    def restore(self, slot: Slot, vector: np.ndarray) -> None:
+        """Put back a live slot kept from earlier ingestions (`memory.catalog.MemorySlot`, id > 0)."""
+        self.slots[slot.id] = slot
+        self.vectors[slot.id] = vector
+        self.banks[slot.kind].add(slot.id, vector)
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    # -- the stream ----------------------------------------------------------------------------------
+
+    def gate(self, units: Iterable[GateUnit], budget: int) -> Iterator[Decision]:
+        """Decide on one video's units (in time order); the bank ends at most `budget` slots."""
+        w, opts = self.weights, self.options
+        h = np.zeros(w.hidden)
+        prev: dict[str, np.ndarray] = {}
+        for unit in units:
+            if unit.kind not in self.banks:
+                raise ValueError(f"unknown unit kind {unit.kind!r}; choose one of {', '.join(KINDS)}")
+            v = unit.vector
+            near, s_max = self.banks[unit.kind].nearest(v)
+            s_prev = float(prev[unit.kind] @ v) if unit.kind in prev else 0.0
+            prev[unit.kind] = v
+            x = np.array(
+                [
+                    s_max,
+                    s_prev,
+                    math.log1p(max(0.0, unit.end - unit.start)) / 5,
+                    math.log1p(unit.words) / 5,
+                    unit.kind == "shot",
+                    unit.kind == "window",
+                    unit.kind == "cue",
+                    len(self.slots) / max(1, budget),
+                ],
+                dtype=np.float64,
+            )
+            if opts.recurrent:
+                h = w.step(x, h)
+            salience = w.salience(x, h)
+            if near is not None and s_max >= self.fold[unit.kind]:
+                slot = self.slots[near]
+                slot.occurrences.append((unit.video_id, unit.start, unit.end, unit.key))
+                slot.salience = max(slot.salience, salience)
+                yield Decision(unit, "fold", near, s_max, salience)
+                continue
+            if salience < opts.skip_below:
+                yield Decision(unit, "skip", None, s_max, salience)
+                continue
+            slot_id = self._write(unit, salience)
+            while len(self.slots) > budget:
+                self._shrink()
+            yield Decision(unit, "write", slot_id, s_max, salience)
+
+    def _write(self, unit: GateUnit, salience: float) -> int:
+        slot = Slot(
+            self.next_new,
+            unit.kind,
+            unit.key,
+            unit.video_id,
+            unit.start,
+            unit.end,
+            salience,
+            [(unit.video_id, unit.start, unit.end, unit.key)],
+        )
+        self.next_new -= 1
+        self.slots[slot.id] = slot
+        self.vectors[slot.id] = unit.vector
+        self.banks[unit.kind].add(slot.id, unit.vector)
+        return slot.id
+
+    def _shrink(self) -> None:
+        """Merge the most similar pair (of one kind) or evict the least salient slot: whichever
+        loses less (`1 - similarity` against the evicted slot's salience)."""
+        pairs = [p for p in (b.closest_pair() for b in self.banks.values()) if p is not None]
+        pair = max(pairs, key=lambda p: p[2], default=None)
+        weakest = min(self.slots.values(), key=lambda s: (s.salience, -s.id))
+        if pair is not None and 1.0 - pair[2] <= weakest.salience:
+            a, b, sim = pair
+            keep, gone = (a, b) if (self.slots[a].salience, -a) >= (self.slots[b].salience, -b) else (b, a)
+            self.slots[keep].occurrences += self.slots[gone].occurrences
+            self.slots[keep].occurrences.sort(key=lambda o: (o[0], o[1]))
+            self.slots[keep].salience = max(self.slots[keep].salience, self.slots[gone].salience)
+            self._drop(gone)
+            self.events.append(BankEvent("merge", gone, keep, sim, self.slots[keep].salience))
+        else:
+            self._drop(weakest.id)
+            self.events.append(BankEvent("evict", weakest.id, None, 0.0, weakest.salience))
+
+    def _drop(self, slot_id: int) -> None:
+        slot = self.slots.pop(slot_id)
+        self.banks[slot.kind].remove(slot_id)
+        self.gone[slot_id] = (slot, self.vectors.pop(slot_id))
+
+
+def budget_for(options: MemoryOptions, units: int, hours: float) -> int:
+    """The bank's size for a library that has seen `units` gated units and `hours` of media."""
+    share = math.ceil(options.budget * units)
+    if options.slots_per_hour > 0:
+        share = min(share, math.ceil(options.slots_per_hour * max(hours, 1 / 60)))
+    return max(1, share)
+
+
+def unit_vector(vectors: Sequence[np.ndarray]) -> np.ndarray:
+    """The unit-norm mean of a unit's vectors (a shot's token-merged visual vectors)."""
+    mean = np.mean(np.stack(vectors), axis=0).astype(np.float32)
+    return mean / max(float(np.linalg.norm(mean)), 1e-12)

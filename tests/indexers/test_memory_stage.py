@@ -1,0 +1,120 @@
+"""The memory stage of ingestion (memory.gate through memory.bank): real media, real FAISS, real
+SQLite and PostgreSQL. A repeat folds into one slot that cites every time it was seen; the search
+indexes hold what is retained; nothing is lost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from indexers.decode import probe, sample_frames
+from indexers.pipeline import IngestOptions, ingest
+from memory import EmbeddingRow, Segment, Store
+from memory.catalog import MemorySlot, MemoryUnit
+from memory.runtime.images import image_encoder
+from reasoning.search import SearchOptions, search, search_frame
+from tests import media
+
+
+def _count(store: Store, *where) -> int:  # type: ignore[no-untyped-def]
+    with store.session() as s:
+        return int(s.scalar(select(func.count()).select_from(EmbeddingRow).where(*where)) or 0)
+
+
+def _faiss_total(store: Store, library_id: int, space: str) -> int:
+    loaded = store.vectors._load(library_id, space)
+    return 0 if loaded is None else int(loaded.index.ntotal)
+
+
+@pytest.fixture(scope="module")
+def thrice(media_dir: Path, cut_clip: media.CutClip) -> Path:
+    """The cut clip three times over: each of its shots three times."""
+    return media.make_long_clip(media_dir / "thrice", cut_clip.path, 3)
+
+
+def test_a_repeated_shot_is_one_slot_that_cites_every_time(
+    store: Store, thrice: Path, cut_clip: media.CutClip, model_cache: Path
+) -> None:
+    vid = ingest(store, thrice, IngestOptions(library="m"), cache_dir=model_cache).video_id
+    with store.session() as s:
+        shots = s.scalars(select(Segment).where(Segment.video_id == vid, Segment.level == "shot")).all()
+        slots = s.scalars(select(MemorySlot).where(MemorySlot.kind == "shot", MemorySlot.state == "live")).all()
+        actions = [u.action for u in s.scalars(select(MemoryUnit).order_by(MemoryUnit.start))]
+        library_id = slots[0].library_id
+    n = len(cut_clip.cut_times) + 1
+    assert len(shots) == 3 * n and len(slots) == n
+    assert actions == ["write"] * n + ["fold"] * 2 * n
+    assert all(sh.retained for sh in shots) and all(sh.salience is not None for sh in shots)
+
+    # the indexes hold the exemplars (and the gists), SQL holds everything
+    space = "visual:efficientnet-lite0"
+    visual = EmbeddingRow.video_id == vid, EmbeddingRow.modality == "visual"
+    kept = _count(store, *visual, EmbeddingRow.retained)
+    assert 0 < kept < _count(store, *visual)
+    assert _faiss_total(store, library_id, space) == kept
+
+    # a frame of the second shot, held out, finds it in all three copies
+    period = cut_clip.duration
+    t = (cut_clip.cut_times[0] + cut_clip.cut_times[1]) / 2 + 0.1
+    (_, _, frame), = sample_frames(probe(cut_clip.path), [t])
+    found = search_frame(store, frame, image_encoder("efficientnet"), library="m", options=SearchOptions(top=3))
+    starts = sorted(m.start for m in found)
+    assert starts == pytest.approx([cut_clip.cut_times[0] + k * period for k in range(3)], abs=0.15)
+    for m in found:
+        assert len(m.also) == 2 and all(v == vid for v, _, _ in m.also)
+        assert m.to_json()["also"][0]["timestamp"].count(":") == 2
+
+    # nothing is lost: forgetting the memory puts every row back in the index
+    store.reindex(forget_memory=True)
+    assert _count(store, *visual, EmbeddingRow.retained) == _count(store, *visual)
+    assert _faiss_total(store, library_id, space) == _count(
+        store, EmbeddingRow.library_id == library_id, EmbeddingRow.space == space
+    )
+    with store.session() as s:
+        assert s.scalar(select(func.count()).select_from(MemorySlot)) == 0
+
+
+def test_deleting_the_video_that_holds_an_exemplar_hands_it_over(
+    sqlite_store: Store, thrice: Path, cut_clip: media.CutClip, model_cache: Path
+) -> None:
+    store = sqlite_store
+    first = ingest(store, cut_clip.path, IngestOptions(library="h"), cache_dir=model_cache).video_id
+    later = ingest(store, thrice, IngestOptions(library="h"), cache_dir=model_cache).video_id
+    with store.session() as s:
+        later_actions = set(s.scalars(select(MemoryUnit.action).where(MemoryUnit.video_id == later, MemoryUnit.kind == "shot")))
+    assert later_actions == {"fold"}, "every shot of the copies is one seen in the first video"
+    t = cut_clip.cut_times[1] + 1.0  # the third shot
+    (_, _, frame), = sample_frames(probe(cut_clip.path), [t])
+    enc = image_encoder("efficientnet")
+    # scoped to the later video, whose shots all folded into the first video's slots
+    inside = search_frame(store, frame, enc, video_id=later, options=SearchOptions(top=3))
+    assert {m.video_id for m in inside} == {later} and len(inside) == 3
+    store.delete_video(first)
+    after = search_frame(store, frame, enc, library="h", options=SearchOptions(top=3))
+    assert {m.video_id for m in after} == {later}
+    assert sorted(m.start for m in after) == pytest.approx(
+        [cut_clip.cut_times[1] + k * cut_clip.duration for k in range(3)], abs=0.15
+    )
+
+
+def test_a_line_said_again_folds_and_a_scoped_search_still_finds_it(sqlite_store: Store, tmp_path: Path) -> None:
+    store = sqlite_store
+    intro = "Welcome back to the workshop on restoring old photographs."
+    lines_a = [intro, "Today we repair a torn corner with the clone stamp.", "Thanks for watching."]
+    lines_b = ["Levels and curves fix a faded print.", intro, "Sharpen last, after resizing."]
+    a = media.write_srt(tmp_path / "a.srt", [(10.0 * i, 10.0 * i + 8, t) for i, t in enumerate(lines_a)])
+    b = media.write_srt(tmp_path / "b.srt", [(10.0 * i, 10.0 * i + 8, t) for i, t in enumerate(lines_b)])
+    va = ingest(store, a, IngestOptions(library="t")).video_id
+    vb = ingest(store, b, IngestOptions(library="t")).video_id
+    with store.session() as s:
+        folded = s.scalars(select(MemoryUnit).where(MemoryUnit.video_id == vb, MemoryUnit.action == "fold")).all()
+    assert [(u.kind, u.start) for u in folded if u.kind == "cue"] == [("cue", 10.0)]
+    top = search(store, "welcome back to the workshop", video_id=vb, options=SearchOptions(level="cue", top=1))[0]
+    assert (top.video_id, top.start) == (vb, 10.0)
+    assert top.also == [(va, 0.0, 8.0)]
+    both = search(store, "welcome back to the workshop", library="t", options=SearchOptions(level="cue", top=2))
+    assert sorted((m.video_id, m.start) for m in both) == sorted([(va, 0.0), (vb, 10.0)])
+    np.testing.assert_equal(len({m.score for m in both}), 1)  # one slot: one score, two places

@@ -1,0 +1,169 @@
+"""The gate in front of a library's memory bank (memory.gate), on vectors made here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from memory.gate import (
+    FEATURES,
+    GateUnit,
+    GateWeights,
+    MemoryGate,
+    MemoryOptions,
+    _KindBank,
+    budget_for,
+    load_weights,
+    torch_gate,
+)
+
+
+def unit_vectors(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def units(vectors: np.ndarray, kind: str = "shot", video: str = "v", offset: float = 0.0) -> list[GateUnit]:
+    return [
+        GateUnit(key=i + 1, kind=kind, video_id=video, start=offset + 2 * i, end=offset + 2 * i + 2, vector=v)
+        for i, v in enumerate(vectors)
+    ]
+
+
+def random_weights(seed: int = 1, hidden: int = 6) -> GateWeights:
+    rng = np.random.default_rng(seed)
+    F = len(FEATURES)
+    return GateWeights(
+        rng.normal(size=(3 * hidden, F)),
+        rng.normal(size=(3 * hidden, hidden)),
+        rng.normal(size=3 * hidden),
+        rng.normal(size=3 * hidden),
+        rng.normal(size=hidden + F),
+        0.3,
+        fold_shot=0.9,
+        fold_text=0.95,
+    )
+
+
+def test_the_numpy_cell_is_the_torch_module() -> None:
+    import torch
+
+    weights = random_weights()
+    xs = np.random.default_rng(2).normal(size=(20, len(FEATURES)))
+    with torch.no_grad():
+        want = torch_gate(weights).double()(torch.as_tensor(xs)).numpy()
+    h = np.zeros(weights.hidden)
+    got = []
+    for x in xs:
+        h = weights.step(x, h)
+        got.append(weights.salience(x, h))
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+    exported = torch_gate(weights).export()  # and back: the JSON weights are what torch holds
+    np.testing.assert_allclose(exported.weight_hh, weights.weight_hh)
+    assert GateWeights.from_json(weights.to_json()).head_bias == weights.head_bias
+
+
+def test_shipped_weights_load_and_name_their_features() -> None:
+    weights = load_weights()
+    assert weights.weight_ih.shape[1] == len(FEATURES)
+    assert 0 < weights.fold_shot <= 1 and 0 < weights.fold_text <= 1
+    assert weights.fitted_on
+    raw = weights.to_json()
+    raw["features"] = ["something", "else"]
+    with pytest.raises(ValueError, match="refit"):
+        GateWeights.from_json(raw)
+
+
+def test_a_repeat_folds_into_one_slot_that_keeps_every_occurrence() -> None:
+    distinct = unit_vectors(5)
+    stream = units(np.concatenate([distinct, distinct, distinct]))  # the same five shots three times
+    gate = MemoryGate(MemoryOptions(), random_weights())
+    decisions = list(gate.gate(stream, budget=100))
+    assert [d.action for d in decisions] == ["write"] * 5 + ["fold"] * 10
+    assert len(gate) == 5
+    for slot in gate.slots.values():
+        starts = [start for _, start, _, _ in slot.occurrences]
+        assert len(starts) == 3 and starts[1] - starts[0] == pytest.approx(10.0)
+        assert slot.seconds == pytest.approx(6.0)
+    # the exemplar is the first occurrence, never an average of them
+    first = decisions[0].slot
+    assert first is not None and gate.slots[first].exemplar == 1
+    np.testing.assert_array_equal(gate.vectors[first], distinct[0])
+
+
+def test_kinds_never_fold_into_each_other() -> None:
+    v = unit_vectors(1)
+    gate = MemoryGate(MemoryOptions(), random_weights())
+    actions = [d.action for d in gate.gate(units(v, "shot") + units(v, "window", offset=10), budget=10)]
+    assert actions == ["write", "write"]
+
+
+def test_a_full_bank_merges_the_most_similar_pair_and_keeps_both_times() -> None:
+    base = unit_vectors(4, seed=3)
+    near = base[0] + 0.15 * unit_vectors(1, seed=4)[0]  # close to the first, below the fold threshold
+    near /= np.linalg.norm(near)
+    stream = units(np.concatenate([base, near[None]]))
+    gate = MemoryGate(MemoryOptions(fold_shot=0.999), random_weights())
+    gate.weights.head_bias = 50.0  # every slot very salient: merging costs less than evicting
+    decisions = list(gate.gate(stream, budget=4))
+    assert len(gate) == 4 and decisions[-1].action == "write"
+    (event,) = gate.events
+    assert event.action == "merge" and event.similarity == pytest.approx(float(base[0] @ near), abs=1e-5)
+    joined = gate.slots[event.into]  # type: ignore[index]
+    assert sorted(start for _, start, _, _ in joined.occurrences) == [0.0, 8.0]
+
+
+def test_a_full_bank_evicts_the_least_salient_when_nothing_is_alike() -> None:
+    stream = units(unit_vectors(6, dim=64, seed=5))
+    gate = MemoryGate(MemoryOptions(), random_weights())
+    gate.weights.head = np.zeros_like(gate.weights.head)
+    gate.weights.head[FEATURES.index("log_seconds")] = 0.0
+    saliences = iter([0.9, 0.2, 0.8, 0.7, 0.6, 0.95])
+    gate.weights.salience = lambda x, h: next(saliences)  # type: ignore[method-assign]
+    list(gate.gate(stream, budget=4))
+    assert len(gate) == 4
+    evicted = [e for e in gate.events if e.action == "evict"]
+    assert [round(e.salience, 2) for e in evicted] == [0.2, 0.6]
+    assert sorted(round(s.salience, 2) for s in gate.slots.values()) == [0.7, 0.8, 0.9, 0.95]
+
+
+def test_skip_below_skips_and_the_bank_never_exceeds_its_budget() -> None:
+    stream = units(unit_vectors(200, seed=6))
+    gate = MemoryGate(MemoryOptions(skip_below=0.5), random_weights(seed=7))
+    sizes = []
+    for d in gate.gate(stream, budget=20):
+        sizes.append(len(gate))
+        assert (d.action == "skip") == (d.salience < 0.5)
+    assert max(sizes) <= 20
+
+
+def test_the_bank_finds_the_closest_pair_as_a_full_comparison_would() -> None:
+    rng = np.random.default_rng(8)
+    bank, live = _KindBank(), {}
+    vecs = unit_vectors(120, dim=16, seed=9)
+    for i, v in enumerate(vecs):
+        bank.add(i, v)
+        live[i] = v
+        if i % 3 == 2:  # remove one now and then
+            gone = int(rng.choice(list(live)))
+            bank.remove(gone)
+            live.pop(gone)
+        ids = list(live)
+        if len(ids) < 2:
+            assert bank.closest_pair() is None
+            continue
+        m = np.stack([live[k] for k in ids])
+        sims = m @ m.T
+        np.fill_diagonal(sims, -np.inf)
+        a, b = np.unravel_index(np.argmax(sims), sims.shape)
+        pair = bank.closest_pair()
+        assert pair is not None
+        assert pair[2] == pytest.approx(float(sims[a, b]), abs=1e-6)
+        assert {pair[0], pair[1]} == {ids[a], ids[b]}
+
+
+def test_budget_is_a_share_of_units_capped_per_hour() -> None:
+    assert budget_for(MemoryOptions(budget=0.1), 1788, 2.0) == 179
+    assert budget_for(MemoryOptions(budget=1.0, slots_per_hour=50), 1788, 2.0) == 100
+    with pytest.raises(ValueError, match=r"share of units in \(0, 1\]"):
+        MemoryOptions(budget=0)
