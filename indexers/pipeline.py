@@ -45,7 +45,7 @@ from indexers.visual import LookOptions, ShotLook, VisualJob, VisualWorker, run_
 from kernels.timecode import hms
 from memory import STAGES, EmbeddingRow, IngestJob, Library, Store, Video
 from memory.derived import file_lock
-from memory.gate import Decision, MemoryOptions
+from memory.gate import Decision, GateWeights, MemoryOptions
 from memory.runtime.text import SentenceEmbedder
 
 Progress = Callable[[str, float], None]
@@ -196,7 +196,13 @@ def ingest(
     return IngestResult(video_id, library_name, item.duration, resumed=not created)
 
 
-def regate(store: Store, library: str, options: MemoryOptions, progress: Progress | None = None) -> int:
+def regate(
+    store: Store,
+    library: str,
+    options: MemoryOptions,
+    progress: Progress | None = None,
+    weights: GateWeights | None = None,
+) -> int:
     """Forget the library's memory and run its memory stage again over every ready video, in the
     order they were ingested, with `options`; returns the videos gated. The indexes hold every
     row meanwhile, then what the new memory retains."""
@@ -222,7 +228,7 @@ def regate(store: Store, library: str, options: MemoryOptions, progress: Progres
         store.lexical.recheck()
         for n, video_id in enumerate(videos):
             record = VideoRecord(store, video_id)
-            inputs = record.memory_inputs(options)
+            inputs = record.memory_inputs(options, weights)
             record.write_memory(inputs, remember(inputs), index=False)  # rebuilt once, after
             if progress:
                 progress("memory", (n + 1) / len(videos))

@@ -23,7 +23,7 @@ from indexers.transcript import Cue, Transcript, Word
 from indexers.visual import ShotLook
 from memory import STAGES, EmbeddingRow, IngestJob, ScreenText, Segment, Store, Tag, TranscriptCue
 from memory.bank import budget, load_gate, store_decisions, video_units
-from memory.gate import Decision, GateUnit, MemoryGate, MemoryOptions
+from memory.gate import Decision, GateUnit, GateWeights, MemoryGate, MemoryOptions
 from memory.vectors import vector_bytes
 
 TimedText = tuple[float, float, str]
@@ -385,7 +385,7 @@ class VideoRecord:
                 row.text = shot_text.get(sid) or captions.get(sid) or row.text
             self._done(s, "embeddings")
 
-    def memory_inputs(self, options: MemoryOptions) -> MemoryInputs:
+    def memory_inputs(self, options: MemoryOptions, weights: GateWeights | None = None) -> MemoryInputs:
         """The library's gate (its bank as kept so far), this video's units and the bank's size."""
         with self.store.session() as s:
             library_id = self.store.get_video(s, self.video_id).library_id

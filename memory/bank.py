@@ -23,6 +23,7 @@ from memory.gate import (
     BankEvent,
     Decision,
     GateUnit,
+    GateWeights,
     MemoryGate,
     MemoryOptions,
     Slot,
@@ -32,9 +33,12 @@ from memory.gate import (
 from memory.vectors import vector_bytes
 
 
-def load_gate(s: Session, library_id: int, options: MemoryOptions | None = None) -> MemoryGate:
-    """The library's gate, its bank holding the live slots kept so far."""
-    gate = MemoryGate(options)
+def load_gate(
+    s: Session, library_id: int, options: MemoryOptions | None = None, weights: GateWeights | None = None
+) -> MemoryGate:
+    """The library's gate (`weights`: the shipped ones by default), its bank holding the live slots
+    kept so far."""
+    gate = MemoryGate(options, weights)
     for row in s.scalars(
         select(MemorySlot)
         .where(MemorySlot.library_id == library_id, MemorySlot.state == "live")

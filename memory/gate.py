@@ -74,6 +74,8 @@ class Decision:
     similarity: float
     """Cosine with the nearest slot of its kind when it arrived (0 with none)."""
     salience: float
+    features: np.ndarray | None = None
+    """The unit's inputs to the GRU cell (`FEATURES`), for fitting."""
 
 
 @dataclass
@@ -100,6 +102,9 @@ class Slot:
     salience: float
     occurrences: list[tuple[str, float, float, int]] = field(default_factory=list)
     """(video id, start, end, unit key) of every unit it stands for, its exemplar's included."""
+    born: int = 0
+    """Order of arrival in the bank (restored slots first): among equally salient slots the
+    oldest is evicted first."""
 
     @property
     def seconds(self) -> float:
@@ -349,12 +354,14 @@ class MemoryGate:
         self.gone: dict[int, tuple[Slot, np.ndarray]] = {}
         """Slots merged away or evicted since this gate was made, with their vectors."""
         self.next_new = -1
+        self.born = 0
         """Slots written here get ids -1, -2, …, until the catalog gives them theirs."""
 
     # -- state kept in the catalog between ingestions ------------------------------------------------
 
     def restore(self, slot: Slot, vector: np.ndarray) -> None:
         """Put back a live slot kept from earlier ingestions (`memory.catalog.MemorySlot`, id > 0)."""
+        slot.born = self.born = self.born + 1
         self.slots[slot.id] = slot
         self.vectors[slot.id] = vector
         self.banks[slot.kind].add(slot.id, vector)
@@ -396,15 +403,15 @@ class MemoryGate:
                 slot = self.slots[near]
                 slot.occurrences.append((unit.video_id, unit.start, unit.end, unit.key))
                 slot.salience = max(slot.salience, salience)
-                yield Decision(unit, "fold", near, s_max, salience)
+                yield Decision(unit, "fold", near, s_max, salience, x)
                 continue
             if salience < opts.skip_below:
-                yield Decision(unit, "skip", None, s_max, salience)
+                yield Decision(unit, "skip", None, s_max, salience, x)
                 continue
             slot_id = self._write(unit, salience)
             while len(self.slots) > budget:
                 self._shrink()
-            yield Decision(unit, "write", slot_id, s_max, salience)
+            yield Decision(unit, "write", slot_id, s_max, salience, x)
 
     def _write(self, unit: GateUnit, salience: float) -> int:
         slot = Slot(
@@ -418,6 +425,7 @@ class MemoryGate:
             [(unit.video_id, unit.start, unit.end, unit.key)],
         )
         self.next_new -= 1
+        slot.born = self.born = self.born + 1
         self.slots[slot.id] = slot
         self.vectors[slot.id] = unit.vector
         self.banks[unit.kind].add(slot.id, unit.vector)
@@ -428,10 +436,11 @@ class MemoryGate:
         loses less (`1 - similarity` against the evicted slot's salience)."""
         pairs = [p for p in (b.closest_pair() for b in self.banks.values()) if p is not None]
         pair = max(pairs, key=lambda p: p[2], default=None)
-        weakest = min(self.slots.values(), key=lambda s: (s.salience, -s.id))
+        weakest = min(self.slots.values(), key=lambda s: (s.salience, s.born))
         if pair is not None and 1.0 - pair[2] <= weakest.salience:
             a, b, sim = pair
-            keep, gone = (a, b) if (self.slots[a].salience, -a) >= (self.slots[b].salience, -b) else (b, a)
+            sa, sb = self.slots[a], self.slots[b]
+            keep, gone = (a, b) if (sa.salience, -sa.born) >= (sb.salience, -sb.born) else (b, a)
             self.slots[keep].occurrences += self.slots[gone].occurrences
             self.slots[keep].occurrences.sort(key=lambda o: (o[0], o[1]))
             self.slots[keep].salience = max(self.slots[keep].salience, self.slots[gone].salience)

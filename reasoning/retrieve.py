@@ -5,7 +5,9 @@
    Its hits name the videos and the regions worth reading.
 2. **fine** — in each of the best `videos` videos, the cues around its hits (the whole video when it
    is short) go to `reasoning.refine`, which scores every contiguous run of cues and keeps the best
-   one: the answer's own start and end, on cue edges, rather than the edges of a stored unit.
+   one: the answer's own start and end, on cue edges, rather than the edges of a stored unit. A
+   span inside a unit the memory folded with others (a line said again) keeps their places
+   (`Moment.also`).
 
 A video with no transcript cues (silent footage) keeps its coarse hits as they are.
 """
@@ -18,10 +20,11 @@ import numpy as np
 from sqlalchemy import select
 
 from memory import EmbeddingRow, Store
+from memory.catalog import MemorySlot, MemoryUnit
 from memory.runtime.images import ImageEncoder
 from memory.runtime.text import Embedder, SentenceEmbedder
 from reasoning.refine import CueRun, SpanScorer, best_spans
-from reasoning.search import Moment, SearchOptions, search
+from reasoning.search import ALSO_LIMIT, Moment, SearchOptions, search
 
 
 @dataclass
@@ -68,6 +71,52 @@ def load_cues(store: Store, video_id: str, space: str) -> CueRun:
         if rows
         else np.zeros((0, dim), np.float32),
     )
+
+
+def _seen_elsewhere(
+    store: Store, video_id: str, spans: list[tuple[float, float]], slack: float = 0.5
+) -> list[list[tuple[str, float, float]]]:
+    """Per span of the video, the other places of the smallest transcript unit (cue or window)
+    holding it (within `slack` seconds) that the memory folded with others: a line said again, so
+    the span was said there too. A span that no such unit holds gets none."""
+    with store.session() as s:
+        units = s.execute(
+            select(MemoryUnit.id, MemoryUnit.slot_id, MemoryUnit.start, MemoryUnit.end)
+            .join(MemorySlot, MemorySlot.id == MemoryUnit.slot_id)
+            .where(
+                MemoryUnit.video_id == video_id,
+                MemoryUnit.kind.in_(("cue", "window")),
+                MemoryUnit.action != "skip",
+                MemorySlot.state == "live",
+            )
+        ).all()
+        holding = {
+            i: sorted(
+                (u for u in units if u.start - slack <= a and b <= u.end + slack),
+                key=lambda u: u.end - u.start,
+            )
+            for i, (a, b) in enumerate(spans)
+        }
+        slots = {u.slot_id for found in holding.values() for u in found}
+        places: dict[int | None, list[tuple[int, str, float, float]]] = {}  # slot: (unit, video, start, end)
+        if slots:
+            for uid, slot, video, start, end in s.execute(
+                select(
+                    MemoryUnit.id, MemoryUnit.slot_id, MemoryUnit.video_id, MemoryUnit.start, MemoryUnit.end
+                )
+                .where(MemoryUnit.slot_id.in_(slots), MemoryUnit.action != "skip")
+                .order_by(MemoryUnit.video_id, MemoryUnit.start)
+            ):
+                places.setdefault(slot, []).append((uid, video, start, end))
+    out: list[list[tuple[str, float, float]]] = []
+    for i in range(len(spans)):
+        others: list[tuple[str, float, float]] = []
+        for u in holding[i]:
+            others = [(v, a, b) for uid, v, a, b in places.get(u.slot_id, []) if uid != u.id]
+            if others:
+                break
+        out.append(others[:ALSO_LIMIT])
+    return out
 
 
 def _neighbourhoods(run: CueRun, hits: list[Moment], opts: RetrieveOptions) -> list[CueRun]:
@@ -134,12 +183,20 @@ def retrieve(
             run = run.window(int(idx[0]), int(idx[-1]) + 1) if len(idx) else run.window(0, 0)
         if not len(run):  # nothing said here: the coarse hit is the answer, ranked with the spans
             h = hits[0]
-            moments.append(Moment(h.video_id, h.start, h.end, -opts.video_penalty * rank, h.text, h.kind))
+            moments.append(
+                Moment(h.video_id, h.start, h.end, -opts.video_penalty * rank, h.text, h.kind, h.also)
+            )
             continue
+        found = []
         for part in _neighbourhoods(run, hits, opts):
             for span in best_spans(part, qvec, query, scorer, top=2):
                 text = " ".join(part.text[span.first : span.last + 1])
                 score = span.score - opts.video_penalty * rank
-                moments.append(Moment(vid, span.start, span.end, score, text, "span"))
+                found.append(Moment(vid, span.start, span.end, score, text, "span"))
+        for m, also in zip(
+            found, _seen_elsewhere(store, vid, [(m.start, m.end) for m in found]), strict=True
+        ):
+            m.also = also
+        moments += found
     moments.sort(key=lambda m: -m.score)
     return moments[: opts.top]

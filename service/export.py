@@ -17,7 +17,9 @@ def timeline(store: Store, video_id: str, uri: bool = True) -> Timeline:
     """Video facts (`Video.to_json`, plus the media's `uri` on the server unless `uri` is False),
     summary, chapters, scenes, shots (with what was read and recognised in each), on-screen text and
     transcript (seconds as floats). Every chapter, scene and shot has `tags`: candidates, not facts;
-    a chapter's or scene's are its shots' (`Store.segment_tags`)."""
+    a chapter's or scene's are its shots' (`Store.segment_tags`). A shot has `retained` (whether the
+    library's memory keeps it: true in a live slot, its own or one it folded into; false skipped or
+    evicted; None never gated) and `salience` (the memory's score, None never gated)."""
     from sqlalchemy import select
 
     from memory import ScreenText, Segment, TranscriptCue
@@ -45,12 +47,19 @@ def timeline(store: Store, video_id: str, uri: bool = True) -> Timeline:
                 for g in level[name]
             ]
 
+        def shots() -> list[dict[str, Any]]:
+            """Shots also say whether the library's memory keeps them, and their salience."""
+            return [
+                {**span, "retained": g.retained, "salience": g.salience}
+                for span, g in zip(spans("shot"), level["shot"], strict=True)
+            ]
+
         return {
             "video": {**video.to_json(), "uri": video.uri} if uri else video.to_json(),
             "summary": root.caption if root else None,
             "chapters": spans("chapter"),
             "scenes": spans("scene"),
-            "shots": spans("shot"),
+            "shots": shots(),
             "screen_text": [
                 {"start": t.start, "end": t.end, "text": t.text, "box": t.box, "score": round(t.score, 4)}
                 for t in texts

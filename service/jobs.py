@@ -1,13 +1,16 @@
-"""The service's ingestion queue: jobs in the catalog, run by worker processes, taken over after a crash.
+"""The service's job queue: jobs in the catalog, run by worker processes, taken over after a crash.
 
 A job is a row (`memory.Job`): queued → running → done | failed. A worker claims the oldest queued
-job with one conditional UPDATE (two workers cannot both win it), runs the normal pipeline
-(`indexers.ingest`, which checkpoints every stage), and reports the stage, progress and a heartbeat
-as it goes. A running job is taken over when its worker is gone: at once when the owner was a
-process on this host that no longer exists (a server killed with SIGKILL and started again), else
-when its heartbeat is older than `job_stale_seconds`. The pipeline then finds the video by its
-content hash and resumes at the first unfinished stage; what a killed stage half-wrote was never
-committed. A job that took its worker down `MAX_ATTEMPTS` times is failed instead of retried.
+job with one conditional UPDATE (two workers cannot both win it), runs it, and reports the stage,
+progress and a heartbeat as it goes. Its `kind` says what it runs: `ingest` the normal pipeline
+(`indexers.ingest`, which checkpoints every stage), `regate` a library's memory forgotten and gated
+again (`indexers.pipeline.regate`, from the vectors in the catalog: no decoding, no embedding
+model). A running job is taken over when its worker is gone: at once when the owner was a process on
+this host that no longer exists (a server killed with SIGKILL and started again), else when its
+heartbeat is older than `job_stale_seconds`. An ingestion then finds the video by its content hash
+and resumes at the first unfinished stage; what a killed stage half-wrote was never committed. A
+regate starts over (it forgets first, so a second run ends where one whole run would). A job that
+took its worker down `MAX_ATTEMPTS` times is failed instead of retried.
 
 Workers are separate processes (`python -m service.jobs`), started and restarted by `WorkerPool`
 inside `vidmem serve`, so ingestion never holds the API's interpreter; each dies with the server
@@ -72,6 +75,7 @@ def _not_zombie(pid: int) -> bool:
 def job_json(job: Job, library: str) -> dict[str, Any]:
     return {
         "id": job.id,
+        "kind": job.kind,
         "library": library,
         "title": job.title,
         "status": job.status,
@@ -90,6 +94,26 @@ def enqueue(store: Store, library: str, source: Path, title: str, upload: bool) 
     with store.session() as s:
         lib = store.library(s, library, create=False)
         job = Job(library_id=lib.id, source=str(source), title=title, upload=upload, status="queued")
+        s.add(job)
+        s.flush()
+        return job
+
+
+def enqueue_regate(store: Store, library: str) -> Job:
+    """A job that forgets the library's memory and gates its videos again with the worker's memory
+    settings; the library's regate job still queued or running when there is one (a second would
+    redo the same work)."""
+    with store.session() as s:
+        lib = store.library(s, library, create=False)
+        active = s.scalars(
+            select(Job)
+            .where(Job.library_id == lib.id, Job.kind == "regate", Job.status.in_(("queued", "running")))
+            .order_by(Job.created_at)
+            .limit(1)
+        ).first()
+        if active is not None:
+            return active
+        job = Job(library_id=lib.id, kind="regate", source="", title="memory regate", status="queued")
         s.add(job)
         s.flush()
         return job
@@ -179,6 +203,7 @@ class _Reporter:
     def __init__(self, store: Store, job: Job) -> None:
         self.store, self.job_id, self.library_id = store, job.id, job.library_id
         self.uri = str(Path(job.source).resolve())
+        self.makes_video = job.kind == "ingest"
         self.video_id: str | None = None
         self.last = 0.0
         self.lock = threading.Lock()
@@ -190,7 +215,7 @@ class _Reporter:
         self.last = now
         values: dict[str, Any] = {"stage": stage, "progress": float(min(max(fraction, 0.0), 1.0))}
         with self.lock, self.store.session() as s:
-            if self.video_id is None and stage != "hash":
+            if self.makes_video and self.video_id is None and stage != "hash":
                 self.video_id = s.scalar(
                     select(Video.id).where(Video.library_id == self.library_id, Video.uri == self.uri)
                 )
@@ -206,6 +231,7 @@ class _Reporter:
 def run_job(store: Store, settings: Any, job_id: str) -> None:
     """Run one claimed job to done or failed (never raises for a bad input)."""
     from indexers import MediaError, ingest
+    from indexers.pipeline import regate
 
     job, library = get_job(store, job_id)
     uploads = settings.uploads_dir
@@ -226,21 +252,29 @@ def run_job(store: Store, settings: Any, job_id: str) -> None:
     beat = threading.Thread(target=heartbeat, daemon=True)
     beat.start()
     try:
-        result = ingest(
-            store, Path(job.source), settings.ingest_options(library), settings.cache_dir, reporter
-        )
+        if job.kind == "regate":
+            regate(store, library, settings.memory_options(), reporter)
+            result = None
+        else:
+            result = ingest(
+                store, Path(job.source), settings.ingest_options(library), settings.cache_dir, reporter
+            )
     except MediaError as e:
         message = str(e).replace(str(Path(job.source)), job.title)  # no server path to clients
         _finish(store, job_id, "failed", error=message)
         _remove_upload(job, uploads)
     except Exception as e:  # a bug, not the input: keep the message short, the log has the rest
         log.exception("job %s failed", job_id)
-        _finish(store, job_id, "failed", error=f"ingestion failed ({type(e).__name__})")
+        what = "regating the memory" if job.kind == "regate" else "ingestion"
+        _finish(store, job_id, "failed", error=f"{what} failed ({type(e).__name__})")
         _remove_upload(job, uploads)
     else:
-        _finish(store, job_id, "done", video_id=result.video_id)
-        if result.existed:
-            _remove_upload(job, uploads)  # the same bytes were ingested before: that copy stays
+        if result is None:
+            _finish(store, job_id, "done")
+        else:
+            _finish(store, job_id, "done", video_id=result.video_id)
+            if result.existed:
+                _remove_upload(job, uploads)  # the same bytes were ingested before: that copy stays
     finally:
         stop.set()
         beat.join()

@@ -68,6 +68,17 @@ OTHER = [
     (8.0, 16.0, "a seagull steals a sandwich from the deck"),
 ]
 
+SAID_AGAIN = "remember to subscribe for more pottery videos"
+REPEATED = [
+    (2.0, 6.0, SAID_AGAIN),
+    (14.0, 19.0, "the clay is wedged to push out the air bubbles"),
+    (26.0, 31.0, "centre the clay on the wheel with wet hands"),
+    (38.0, 43.0, "pull the walls up slowly and evenly"),
+    (50.0, 54.0, SAID_AGAIN),
+]
+"""A talk whose first line is said again at its end: the memory folds the cue at 50 s into the slot
+the one at 2 s wrote (the only fold: no window of it is said twice)."""
+
 
 def settings_for(tmp: Path, **extra: object) -> Settings:
     media = tmp / "media"

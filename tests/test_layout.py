@@ -182,7 +182,7 @@ def test_readme_names_the_demo_and_test_commands() -> None:
 # Test modules at the top of tests/: the repository's shape, and the benchmarks' cut set.
 TOP_LEVEL_TESTS = {"test_layout.py", "test_cutset.py"}
 # tests/bench/ beside its bench_*.py: the tooling the benchmarks (and fitting scripts) share.
-BENCH_TOOLING = {"__init__.py", "common.py", "cutset.py", "tutorialvqa.py", "run_all.py"}
+BENCH_TOOLING = {"__init__.py", "common.py", "copies.py", "cutset.py", "tutorialvqa.py", "run_all.py"}
 
 
 def test_tests_mirror_the_packages_and_import_no_other_test_module() -> None:

@@ -6,7 +6,8 @@
 - `models`: the request and response bodies (what `/openapi.json` describes);
 - routers: `health` (`/health`, `/ready`), `auth` (session, me, keys), `libraries`, `videos`
   (uploads, imports, facts, timeline, hierarchy, export, media, thumbnail, delete), `jobs`,
-  `search` (search, ask), `page` (the editor's page).
+  `memory` (a library's memory, a video's decisions, regate), `search` (search, ask), `page` (the
+  editor's page).
 
 Routers stay thin: check the caller, validate, call the library (`memory`, `reasoning`, the job
 queue in `service.jobs`, uploads in `service.uploads`) and shape the answer.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.api import auth, health, jobs, libraries, page, search, videos
+from service.api import auth, health, jobs, libraries, memory, page, search, videos
 
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
@@ -24,6 +25,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     libraries.router,
     videos.router,
     jobs.router,
+    memory.router,
     search.router,
     page.router,
 )

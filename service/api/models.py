@@ -146,6 +146,9 @@ class VideoOut(VideoFacts):
 
 class JobOut(Out):
     id: str
+    kind: Literal["ingest", "regate"] = Field(
+        description="What it runs: `ingest` a file, or `regate` the library's memory."
+    )
     library: str
     title: str
     status: Literal["queued", "running", "done", "failed"]
@@ -186,6 +189,15 @@ class Span(Out):
 
 class Shot(Span):
     """A shot: the finest span, the one the vision stage looked at."""
+
+    retained: bool | None = Field(
+        description="Whether the library's memory keeps the shot: true while it stands in a live "
+        "slot (its own, or the one it folded into); false when skipped or its slot was evicted; null "
+        "when it was never gated (forgotten by `vidmem reindex --all`, or not gated yet)."
+    )
+    salience: float | None = Field(
+        description="The memory's write-head score for the shot (0-1); null when never gated."
+    )
 
 
 class ScreenTextOut(Out):
@@ -237,10 +249,13 @@ class Hierarchy(Out):
 
 
 class OccurrenceOut(Out):
+    """Another time the memory saw a moment: a unit it folded into the same slot."""
+
     video_id: str
     start: float = Field(description="Seconds.")
     end: float = Field(description="Seconds.")
     timestamp: str = Field(description="`start` as `HH:MM:SS`.")
+    link: str = Field(description="`/videos/ID?t=SECONDS`, the page's deep link.")
 
 
 class MomentOut(Out):
@@ -300,3 +315,75 @@ class AnswerOut(Out):
     fallback: FallbackOut | None = Field(description="Set when the engine asked for did not answer.")
     tools: list[ToolUseOut] = Field([], description="The tool calls made before answering; absent if none.")
     note: str = Field("", description="What else was degraded; absent if nothing.")
+
+
+# --- the memory ---------------------------------------------------------------------------------------
+
+
+class SlotCounts(Out):
+    live: int = Field(description="Slots the bank holds: what the search indexes keep.")
+    merged: int = Field(description="Slots joined into a more salient one (their units followed).")
+    evicted: int = Field(description="Slots dropped as the least salient when the bank was full.")
+
+
+class ActionCounts(Out):
+    write: int = Field(description="Units that wrote a new slot.")
+    fold: int = Field(description="Units the same as a slot's exemplar: an occurrence of it.")
+    skip: int = Field(description="Units below `VIDMEM_MEMORY_SKIP_BELOW`.")
+
+
+class RowCounts(Out):
+    gated: int = Field(
+        description="Embedding rows of the units the memory decides on (shots, windows, cues)."
+    )
+    retained: int = Field(description="Of those, the rows the search indexes hold.")
+    retention: float = Field(ge=0, le=1, description="`retained / gated` (1.0 with none gated).")
+
+
+class SlotOut(Out):
+    """A live slot: its exemplar's place, and the units it stands for."""
+
+    slot: int
+    kind: Literal["shot", "window", "cue"]
+    state: Literal["live", "merged", "evicted"]
+    video_id: str = Field(description="The exemplar's video.")
+    start: float = Field(description="The exemplar's start, seconds.")
+    end: float = Field(description="Seconds.")
+    timestamp: str = Field(description="`start` as `HH:MM:SS`.")
+    salience: float
+    occurrences: int = Field(description="Units folded into it, its exemplar included.")
+
+
+class MemoryStatsOut(Out):
+    """`memory.bank.stats`: a library's memory in numbers (the same as `vidmem memory stats --json`)."""
+
+    slots: SlotCounts
+    budget: int = Field(description="Slots the bank may hold now; 0 before any unit was gated.")
+    units: int = Field(description="Units gated (shots, transcript windows, cues).")
+    actions: dict[str, ActionCounts] = Field(description="Per unit kind (`shot`, `window`, `cue`).")
+    rows: RowCounts
+    largest: list[SlotOut] = Field(description="The live slots standing for the most units, at most 5.")
+
+
+class DecisionSlotOut(Out):
+    id: int
+    state: Literal["live", "merged", "evicted"] = Field(description="The slot's state now.")
+    video_id: str = Field(description="Its exemplar's video.")
+    start: float = Field(description="Its exemplar's start, seconds.")
+    timestamp: str = Field(description="`start` as `HH:MM:SS`.")
+    exemplar: bool = Field(description="Whether this unit is the slot's exemplar (it wrote the slot).")
+
+
+class DecisionOut(Out):
+    """What the memory did with one of a video's units, and why (`vidmem memory show --json`)."""
+
+    kind: Literal["shot", "window", "cue"]
+    start: float = Field(description="Seconds.")
+    end: float = Field(description="Seconds.")
+    timestamp: str = Field(description="`start` as `HH:MM:SS`.")
+    action: Literal["write", "fold", "skip"]
+    similarity: float = Field(
+        description="Cosine with the nearest slot of its kind when it arrived (0: none)."
+    )
+    salience: float = Field(description="The write head's score (0-1).")
+    slot: DecisionSlotOut | None = Field(description="The slot it wrote or folded into; null when skipped.")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
@@ -41,8 +41,13 @@ def search_moments(
     else:
         options = SearchOptions(top=top, level=level)
         found = search(svc.store, q, scope, video, options, enc, time_from=start, time_to=end)
-    moments = [MomentOut.model_validate({**m.to_json(), "link": link(m.video_id, m.start)}) for m in found]
-    return SearchOut(query=q, library=scope, video=video, moments=moments)
+    return SearchOut(query=q, library=scope, video=video, moments=[moment_out(m.to_json()) for m in found])
+
+
+def moment_out(m: dict[str, Any]) -> MomentOut:
+    """A moment with the page's deep links: its own, and each of the other times it was seen."""
+    also = [{**o, "link": link(o["video_id"], o["start"])} for o in m["also"]]
+    return MomentOut.model_validate({**m, "also": also, "link": link(m["video_id"], m["start"])})
 
 
 @router.post("/ask", response_model_exclude_unset=True, responses=errors(*CALLER, *BODY, 404, 503))

@@ -1,5 +1,6 @@
 // vidmem's editor page: libraries, the player with its timeline and transcript, search that jumps
-// the player to the moment. Plain DOM, no build step; every text from the API goes in as text.
+// the player to the moment (and to the other times the memory saw it). Plain DOM, no build step;
+// every text from the API goes in as text.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -192,7 +193,17 @@ async function openVideo(id, t) {
     stamp(id, c.start, () => seek(c.start)), " ", c.caption || `Chapter ${i + 1}`, tagChips(c.tags))));
 }
 
-// The shot under the playhead: its span, caption and candidate tags, below the timeline.
+// A shot the library's memory does not keep (skipped, or its slot evicted: a folded shot is kept, in
+// the slot it folded into) is drawn muted; `retained` is null for a shot never gated.
+const NOT_KEPT = "not kept by the memory (skipped, or its slot evicted)";
+
+function memoryNote(g) {
+  if (g.retained === false) return ` · ${NOT_KEPT}`;
+  return g.salience != null ? ` · memory salience ${g.salience.toFixed(2)}` : "";
+}
+
+// The shot under the playhead: its span, caption and candidate tags (and whether the memory
+// keeps it), below the timeline.
 function showShot(t) {
   const shots = (state.timeline && state.timeline.shots) || [];
   let i = shots.findIndex((g) => g.start <= t && t < g.end);
@@ -205,6 +216,7 @@ function showShot(t) {
     el("span", { class: "status" }, `shot ${i + 1} · ${hms(g.start)} – ${hms(g.end)}`),
     g.caption ? el("span", {}, g.caption) : "",
     tagChips(g.tags),
+    g.retained === false ? el("span", { class: "status not-kept" }, NOT_KEPT) : "",
   ] : []));
 }
 
@@ -214,10 +226,10 @@ function drawTimeline(tl) {
     const items = tl[lane.dataset.level] || [];
     const name = lane.querySelector(".lane-name");
     lane.replaceChildren(name, ...items.map((g, i) => el("div", {
-      class: "seg",
+      class: g.retained === false ? "seg not-kept" : "seg",
       style: `left:${(100 * g.start / total).toFixed(4)}%;width:${(100 * (g.end - g.start) / total).toFixed(4)}%`,
       title: `${hms(g.start)} – ${hms(g.end)}${g.caption ? ` · ${g.caption}` : ""}${
-        g.tags && g.tags.length ? ` · ${CANDIDATE}: ${g.tags.map(tagText).join(", ")}` : ""}`,
+        g.tags && g.tags.length ? ` · ${CANDIDATE}: ${g.tags.map(tagText).join(", ")}` : ""}${memoryNote(g)}`,
       dataset: { start: g.start },
       onclick: () => seek(g.start),
     }, lane.dataset.level === "chapters" ? (g.caption || `${i + 1}`) : "")));
@@ -259,6 +271,28 @@ $("link-copy").addEventListener("click", () => {
 
 // --- search and ask -------------------------------------------------------------------------------
 
+// The other times the memory saw a moment (a line said again, a shot seen again: folded into one
+// slot): each the API's deep link, which seeks the player in this video or opens the other one.
+function alsoAt(places) {
+  if (!places || !places.length) return "";
+  const inVideo = state.video && !$("video-view").hidden;
+  const links = places.map((o) => {
+    const here = inVideo && o.video_id === state.video.id;
+    return el("a", {
+      class: here ? "also-at" : "also-at elsewhere",
+      href: o.link,
+      title: here ? `seek to ${o.timestamp}` : `open video ${o.video_id} at ${o.timestamp}`,
+      dataset: { start: o.start, video: o.video_id },
+      onclick: (e) => {
+        e.stopPropagation();
+        if (here) { e.preventDefault(); seek(o.start); }
+      },
+    }, o.timestamp);
+  });
+  return el("div", { class: "also", title: "the memory folded these into the same slot" },
+    "also at ", ...links.flatMap((a, i) => (i ? [", ", a] : [a])));
+}
+
 function hitList(moments, target) {
   const inVideo = state.video && !$("video-view").hidden;
   target.replaceChildren(...moments.map((m) => el("div", {
@@ -268,7 +302,8 @@ function hitList(moments, target) {
       if (inVideo && m.video_id === state.video.id) seek(m.start);
       else location.href = m.link;
     },
-  }, stamp(m.video_id, m.start), "–", stamp(m.video_id, m.end), el("span", { class: "kind" }, m.kind), el("div", {}, m.text))));
+  }, stamp(m.video_id, m.start), "–", stamp(m.video_id, m.end), el("span", { class: "kind" }, m.kind), el("div", {}, m.text),
+  alsoAt(m.also))));
   if (!moments.length) target.replaceChildren(el("p", { class: "status" }, "Nothing found."));
 }
 

@@ -41,7 +41,9 @@ def test_a_repeated_shot_is_one_slot_that_cites_every_time(
     vid = ingest(store, thrice, IngestOptions(library="m"), cache_dir=model_cache).video_id
     with store.session() as s:
         shots = s.scalars(select(Segment).where(Segment.video_id == vid, Segment.level == "shot")).all()
-        slots = s.scalars(select(MemorySlot).where(MemorySlot.kind == "shot", MemorySlot.state == "live")).all()
+        slots = s.scalars(
+            select(MemorySlot).where(MemorySlot.kind == "shot", MemorySlot.state == "live")
+        ).all()
         actions = [u.action for u in s.scalars(select(MemoryUnit).order_by(MemoryUnit.start))]
         library_id = slots[0].library_id
     n = len(cut_clip.cut_times) + 1
@@ -59,8 +61,10 @@ def test_a_repeated_shot_is_one_slot_that_cites_every_time(
     # a frame of the second shot, held out, finds it in all three copies
     period = cut_clip.duration
     t = (cut_clip.cut_times[0] + cut_clip.cut_times[1]) / 2 + 0.1
-    (_, _, frame), = sample_frames(probe(cut_clip.path), [t])
-    found = search_frame(store, frame, image_encoder("efficientnet"), library="m", options=SearchOptions(top=3))
+    ((_, _, frame),) = sample_frames(probe(cut_clip.path), [t])
+    found = search_frame(
+        store, frame, image_encoder("efficientnet"), library="m", options=SearchOptions(top=3)
+    )
     starts = sorted(m.start for m in found)
     assert starts == pytest.approx([cut_clip.cut_times[0] + k * period for k in range(3)], abs=0.15)
     for m in found:
@@ -84,10 +88,14 @@ def test_deleting_the_video_that_holds_an_exemplar_hands_it_over(
     first = ingest(store, cut_clip.path, IngestOptions(library="h"), cache_dir=model_cache).video_id
     later = ingest(store, thrice, IngestOptions(library="h"), cache_dir=model_cache).video_id
     with store.session() as s:
-        later_actions = set(s.scalars(select(MemoryUnit.action).where(MemoryUnit.video_id == later, MemoryUnit.kind == "shot")))
+        later_actions = set(
+            s.scalars(
+                select(MemoryUnit.action).where(MemoryUnit.video_id == later, MemoryUnit.kind == "shot")
+            )
+        )
     assert later_actions == {"fold"}, "every shot of the copies is one seen in the first video"
     t = cut_clip.cut_times[1] + 1.0  # the third shot
-    (_, _, frame), = sample_frames(probe(cut_clip.path), [t])
+    ((_, _, frame),) = sample_frames(probe(cut_clip.path), [t])
     enc = image_encoder("efficientnet")
     # scoped to the later video, whose shots all folded into the first video's slots
     inside = search_frame(store, frame, enc, video_id=later, options=SearchOptions(top=3))
@@ -100,7 +108,9 @@ def test_deleting_the_video_that_holds_an_exemplar_hands_it_over(
     )
 
 
-def test_a_line_said_again_folds_and_a_scoped_search_still_finds_it(sqlite_store: Store, tmp_path: Path) -> None:
+def test_a_line_said_again_folds_and_a_scoped_search_still_finds_it(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
     store = sqlite_store
     intro = "Welcome back to the workshop on restoring old photographs."
     lines_a = [intro, "Today we repair a torn corner with the clone stamp.", "Thanks for watching."]
@@ -110,11 +120,17 @@ def test_a_line_said_again_folds_and_a_scoped_search_still_finds_it(sqlite_store
     va = ingest(store, a, IngestOptions(library="t")).video_id
     vb = ingest(store, b, IngestOptions(library="t")).video_id
     with store.session() as s:
-        folded = s.scalars(select(MemoryUnit).where(MemoryUnit.video_id == vb, MemoryUnit.action == "fold")).all()
+        folded = s.scalars(
+            select(MemoryUnit).where(MemoryUnit.video_id == vb, MemoryUnit.action == "fold")
+        ).all()
     assert [(u.kind, u.start) for u in folded if u.kind == "cue"] == [("cue", 10.0)]
-    top = search(store, "welcome back to the workshop", video_id=vb, options=SearchOptions(level="cue", top=1))[0]
+    top = search(
+        store, "welcome back to the workshop", video_id=vb, options=SearchOptions(level="cue", top=1)
+    )[0]
     assert (top.video_id, top.start) == (vb, 10.0)
     assert top.also == [(va, 0.0, 8.0)]
-    both = search(store, "welcome back to the workshop", library="t", options=SearchOptions(level="cue", top=2))
+    both = search(
+        store, "welcome back to the workshop", library="t", options=SearchOptions(level="cue", top=2)
+    )
     assert sorted((m.video_id, m.start) for m in both) == sorted([(va, 0.0), (vb, 10.0)])
     np.testing.assert_equal(len({m.score for m in both}), 1)  # one slot: one score, two places

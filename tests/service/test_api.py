@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from service import jobs
 from service.app import create_app
 from service.settings import Settings
-from tests.helpers import ADMIN, OTHER, TALK, H, error, run_jobs, settings_for, upload
+from tests.helpers import ADMIN, OTHER, REPEATED, SAID_AGAIN, TALK, H, error, run_jobs, settings_for, upload
 from tests.media import make_cut_clip, truncate_copy, write_srt
 
 
@@ -91,6 +91,143 @@ def test_upload_ingest_search_hierarchy_export_ask(client: TestClient, cfg: Sett
     assert answer.status_code == 200 and body["engine"] == "extractive"
     assert [(c["start"], c["end"]) for c in body["citations"]] == [(12.0, 18.0)]
     assert body["citations"][0]["link"] == f"/videos/{vid}?t=12.00"
+
+
+def _without_slot_ids(stats: dict) -> dict:
+    """Stats as they compare across a regate (which numbers the slots anew)."""
+    return {**stats, "largest": [{k: v for k, v in sl.items() if k != "slot"} for sl in stats["largest"]]}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_library_s_memory_its_decisions_the_other_times_a_line_was_said_and_regate(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue("postgres_url") if backend == "postgresql" else None
+    cfg = settings_for(tmp_path, database_url=url) if url else settings_for(tmp_path)
+    with TestClient(create_app(cfg)) as client:
+        for name in ("pottery", "else"):
+            assert client.post("/v1/libraries", json={"name": name}, headers=H).status_code == 201
+        r = upload(client, "pottery", write_srt(tmp_path / "pottery.srt", REPEATED), "application/x-subrip")
+        run_jobs(cfg)
+        vid = client.get(f"/v1/jobs/{r.json()['id']}", headers=H).json()["video_id"]
+
+        # the numbers: the line said again is one fold, the one row the indexes do not hold
+        stats = client.get("/v1/libraries/pottery/memory", headers=H).json()
+        assert stats["actions"]["cue"] == {"write": 4, "fold": 1, "skip": 0}
+        assert stats["actions"]["window"]["fold"] == 0
+        units = stats["units"]
+        assert units == sum(sum(a.values()) for a in stats["actions"].values()) and units >= 5
+        assert stats["slots"] == {"live": units - 1, "merged": 0, "evicted": 0}
+        assert stats["budget"] >= units - 1
+        rows = stats["rows"]
+        assert rows["retained"] == rows["gated"] - 1 and rows["retention"] == round(
+            rows["retained"] / rows["gated"], 4
+        )
+        top = stats["largest"][0]
+        assert (top["kind"], top["state"], top["video_id"], top["start"], top["end"], top["timestamp"]) == (
+            "cue",
+            "live",
+            vid,
+            2.0,
+            6.0,
+            "00:00:02",
+        )
+        assert top["occurrences"] == 2 and all(sl["occurrences"] == 1 for sl in stats["largest"][1:])
+
+        # the decisions, in time order: the first time wrote the slot, the second folded into it
+        decisions = client.get(f"/v1/videos/{vid}/memory", headers=H).json()
+        assert len(decisions) == units and [d["start"] for d in decisions] == sorted(
+            d["start"] for d in decisions
+        )
+        [fold] = [d for d in decisions if d["action"] == "fold"]
+        assert (fold["kind"], fold["start"], fold["end"], fold["timestamp"]) == (
+            "cue",
+            50.0,
+            54.0,
+            "00:00:50",
+        )
+        assert fold["similarity"] > 0.99
+        assert fold["slot"] == {
+            "id": top["slot"],
+            "state": "live",
+            "video_id": vid,
+            "start": 2.0,
+            "timestamp": "00:00:02",
+            "exemplar": False,
+        }
+        [first] = [d for d in decisions if d["kind"] == "cue" and d["start"] == 2.0]
+        assert first["action"] == "write" and first["slot"]["id"] == top["slot"] and first["slot"]["exemplar"]
+        assert all(d["slot"]["exemplar"] for d in decisions if d["action"] == "write")
+
+        # search: one slot, two places, each citing the other with its deep link
+        hits = client.get(
+            "/v1/search", params={"q": SAID_AGAIN, "video": vid, "level": "cue", "top": 2}, headers=H
+        ).json()["moments"]
+        assert sorted((m["start"], m["also"]) for m in hits) == [
+            (2.0, [{"video_id": vid, "start": 50.0, "end": 54.0, "timestamp": "00:00:50", "link": f"/videos/{vid}?t=50.00"}]),
+            (50.0, [{"video_id": vid, "start": 2.0, "end": 6.0, "timestamp": "00:00:02", "link": f"/videos/{vid}?t=2.00"}]),
+        ]  # fmt: skip
+        # refined, a span inside the line said again keeps its other place; one wider keeps none
+        refined = client.get(
+            "/v1/search", params={"q": SAID_AGAIN, "video": vid, "refine": True}, headers=H
+        ).json()
+        spans = {(m["start"], m["end"]): [o["start"] for o in m["also"]] for m in refined["moments"]}
+        assert spans.get((50.0, 54.0)) == [2.0], spans
+        assert all(also == [] for (a, b), also in spans.items() if b - a > 6.0), spans
+
+        # a key of the library reads its memory; a key of another library finds nothing
+        keys = {}
+        for name, library, role in (
+            ("reader", "pottery", "read"),
+            ("writer", "pottery", "write"),
+            ("other", "else", "write"),
+        ):
+            made = client.post("/v1/keys", json={"name": name, "library": library, "role": role}, headers=H)
+            keys[name] = {"Authorization": f"Bearer {made.json()['key']}"}
+        assert client.get("/v1/libraries/pottery/memory", headers=keys["reader"]).json() == stats
+        assert client.get(f"/v1/videos/{vid}/memory", headers=keys["reader"]).json() == decisions
+        for path in ("/v1/libraries/pottery/memory", f"/v1/videos/{vid}/memory"):
+            assert client.get(path, headers=keys["other"]).status_code == 404, path
+        assert client.get("/v1/libraries/nowhere/memory", headers=H).status_code == 404
+        assert client.get("/v1/videos/nowhere/memory", headers=H).status_code == 404
+
+        # regate: not with a read key (nor another library's), queued as a job with a write key
+        r = client.post("/v1/libraries/pottery/memory/regate", headers=keys["reader"])
+        assert r.status_code == 403 and error(r)["code"] == "forbidden"
+        assert client.post("/v1/libraries/pottery/memory/regate", headers=keys["other"]).status_code == 404
+        r = client.post("/v1/libraries/pottery/memory/regate", headers=keys["writer"])
+        assert r.status_code == 202, r.text
+        job = r.json()
+        assert (job["kind"], job["status"], job["library"], job["video_id"]) == (
+            "regate",
+            "queued",
+            "pottery",
+            None,
+        )
+        again = client.post("/v1/libraries/pottery/memory/regate", headers=H)  # still queued: the same job
+        assert again.status_code == 202 and again.json()["id"] == job["id"]
+        run_jobs(cfg)
+        done = client.get(f"/v1/jobs/{job['id']}", headers=keys["reader"]).json()
+        assert (done["status"], done["progress"], done["error"], done["video_id"]) == (
+            "done",
+            1.0,
+            None,
+            None,
+        )
+        # the same settings gate the same way: the same memory, its slots numbered anew
+        after = client.get("/v1/libraries/pottery/memory", headers=H).json()
+        assert _without_slot_ids(after) == _without_slot_ids(stats)
+        assert [d["action"] for d in client.get(f"/v1/videos/{vid}/memory", headers=H).json()] == [
+            d["action"] for d in decisions
+        ]
+        hits = client.get(
+            "/v1/search", params={"q": SAID_AGAIN, "library": "pottery", "level": "cue"}, headers=H
+        )
+        assert sorted((m["start"], [o["start"] for o in m["also"]]) for m in hits.json()["moments"][:2]) == [
+            (2.0, [50.0]),
+            (50.0, [2.0]),
+        ]
+        assert {j["kind"] for j in client.get("/v1/jobs", headers=H).json()} == {"ingest", "regate"}
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import pytest
 from kernels.timecode import parse_hms
 from memory import STAGES
 from tests.conftest import shared
-from tests.helpers import cli, cli_json
+from tests.helpers import REPEATED, SAID_AGAIN, cli, cli_json
 from tests.media import NarratedClip, write_srt, write_vtt
 
 # A paraphrase per default narrated phrase (tests/media.py DEFAULT_PHRASES).
@@ -409,8 +409,9 @@ def test_search_finds_each_phrase(
     moments = searches[f"phrase{index}"]
     assert moments, phrase
     assert set(moments[0]) == {
-        "video_id", "start", "end", "timestamp", "end_timestamp", "level", "kind", "score", "text"
+        "video_id", "start", "end", "timestamp", "end_timestamp", "level", "kind", "score", "text", "also"
     }  # fmt: skip
+    assert all(m["also"] == [] for m in moments)  # each phrase is said once: nothing folded
     assert {m["level"] for m in moments} <= {"window", "shot"}  # the default: moments
     assert 1 <= len(moments) <= 5
     top = moments[0]
@@ -595,6 +596,66 @@ def test_reindex_restores_identical_search_results(
     assert faiss_counts(home) == expected  # the files are back, before any search touches them
     after = cli_json(home, "search", _phrase_query(narrated_clip, 1), "--top", "5")
     assert after == before
+
+
+# --------------------------------------------------------------------------------------------------
+# the memory
+# --------------------------------------------------------------------------------------------------
+
+
+def test_memory_stats_and_show_say_what_folded_and_reindex_all_forgets_it(
+    tmp_path: Path, model_cache: Path
+) -> None:
+    """A talk whose first line is said again at its end, in a home of its own (`reindex --all`
+    forgets every library's memory)."""
+    mem_home = make_home(tmp_path / "home", model_cache)
+    vid = cli_json(mem_home, "ingest", write_srt(tmp_path / "pottery.srt", REPEATED), "--library", "pottery")[
+        "video_id"
+    ]
+
+    stats = cli_json(mem_home, "memory", "stats", "--library", "pottery")
+    assert stats["actions"]["cue"] == {"write": 4, "fold": 1, "skip": 0}
+    units = sum(sum(a.values()) for a in stats["actions"].values())
+    assert stats["units"] == units and stats["slots"] == {"live": units - 1, "merged": 0, "evicted": 0}
+    assert stats["rows"]["retained"] == stats["rows"]["gated"] - 1
+    top = stats["largest"][0]
+    assert (top["kind"], top["video_id"], top["timestamp"], top["occurrences"]) == ("cue", vid, "00:00:02", 2)
+    wide = {"COLUMNS": "200"}  # the tables on one line each
+    table = cli(mem_home, "memory", "stats", "--library", "pottery", env=wide).stdout
+    assert f"{units - 1} live slots" in table and "folded" in table, table
+
+    decisions = cli_json(mem_home, "memory", "show", vid)
+    assert len(decisions) == units
+    [fold] = [d for d in decisions if d["action"] == "fold"]
+    assert (fold["kind"], fold["start"], fold["end"]) == ("cue", 50.0, 54.0)
+    assert fold["slot"] == {
+        "id": top["slot"], "state": "live", "video_id": vid, "start": 2.0, "timestamp": "00:00:02", "exemplar": False
+    }  # fmt: skip
+    said = cli(mem_home, "memory", "show", vid, env=wide).stdout
+    assert re.search(
+        rf"00:00:50[\s│]+cue[\s│]+fold[\s│]+cosine 1\.000 with slot {top['slot']} at {vid} 00:00:02", said
+    ), said
+
+    hits = cli_json(mem_home, "search", SAID_AGAIN, "--library", "pottery", "--level", "cue", "--top", "2")
+    assert sorted((m["start"], [(o["video_id"], o["start"]) for o in m["also"]]) for m in hits) == [
+        (2.0, [(vid, 50.0)]), (50.0, [(vid, 2.0)])
+    ]  # fmt: skip
+
+    cli(mem_home, "reindex", "--all")
+    after = cli_json(mem_home, "memory", "stats", "--library", "pottery")
+    assert after["slots"] == {"live": 0, "merged": 0, "evicted": 0} and after["units"] == 0
+    assert after["rows"] == {
+        "gated": stats["rows"]["gated"],
+        "retained": stats["rows"]["gated"],
+        "retention": 1.0,
+    }
+    assert after["largest"] == [] and after["budget"] == 0
+    assert cli_json(mem_home, "memory", "show", vid) == []
+    # both times are in the indexes on their own now: found, each without the other
+    hits = cli_json(mem_home, "search", SAID_AGAIN, "--library", "pottery", "--level", "cue", "--top", "2")
+    assert sorted((m["start"], m["also"]) for m in hits) == [(2.0, []), (50.0, [])]
+    shown = cli(mem_home, "memory", "show", "nosuchvideo", ok=False)
+    assert shown.returncode == 1 and shown.stderr.startswith("error:"), shown.stderr
 
 
 # --------------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ driven in a real headless Chromium (Debian's `chromium`, through Playwright).
 The scenario runs once for the module: a 60 s narrated clip is imported by path; while the worker
 transcribes, 16 clients search; once `shots` is checkpointed and before `embeddings` is, the server
 process (not its group: the kernel must take the worker down with it) gets SIGKILL. A second server
-on the same home takes the job over and finishes it.
+on the same home takes the job over and finishes it. The last test adds a library where a line is
+said again (the memory folds it), after the others have looked at the first library's one video.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ import psutil
 import pytest
 
 from memory import STAGES
-from tests.helpers import AUTH, KEY, PHRASES, STARTS, Server, free_port, stages_done
-from tests.media import make_narrated_clip
+from tests.helpers import AUTH, KEY, PHRASES, REPEATED, SAID_AGAIN, STARTS, Server, free_port, stages_done
+from tests.media import make_narrated_clip, write_srt
 
 VIDMEM = Path(sys.executable).parent / "vidmem"
 ROOT = Path(__file__).resolve().parents[2]
@@ -288,5 +289,109 @@ def test_the_editors_page_searches_and_jumps_the_player(
     page.screenshot(path=str(tmp_path / "editor.png"), full_page=True)
     if os.environ.get("VIDMEM_KEEP_SCREENSHOT"):
         shutil.copy(tmp_path / "editor.png", ROOT / "docs" / "editor.png")
+    assert errors == []
+    page.close()
+
+
+@dataclass
+class Repeats:
+    video_id: str
+    """The clip again, with a sidecar transcript whose first line is said again at its end."""
+    intro_id: str
+    """A transcript-only item, ingested first, that says that line too: its slot's exemplar."""
+
+
+def _not_kept(db: Path, video_id: str) -> tuple[float, float]:
+    """Mark the video's last shot as the memory marks one it skipped (the clip's shots carry no
+    vectors without the vision stage, so ingestion gated none of them)."""
+    con = sqlite3.connect(db, timeout=10)
+    try:
+        shot, start, end = con.execute(
+            "SELECT id, start, end FROM segments WHERE video_id = ? AND level = 'shot' ORDER BY start DESC LIMIT 1",
+            (video_id,),
+        ).fetchone()
+        con.execute("UPDATE segments SET retained = 0, salience = 0.02 WHERE id = ?", (shot,))
+        con.commit()
+    finally:
+        con.close()
+    return start, end
+
+
+@pytest.fixture(scope="module")
+def repeats(scenario: Scenario) -> Repeats:
+    server = scenario.server
+    intro = write_srt(
+        server.media / "intro.srt", [(5.0, 9.0, SAID_AGAIN), (12.0, 16.0, "glaze the pot before firing")]
+    )
+    repeat = server.media / "repeat.mp4"
+    shutil.copy(server.media / "talk.mp4", repeat)
+    write_srt(repeat.with_suffix(".srt"), REPEATED)  # its sidecar: the transcript
+    assert server.post("/v1/libraries", json={"name": "pottery"}).status_code == 201
+    queued = [
+        server.post("/v1/libraries/pottery/imports", json={"path": p.name}).json()["id"]
+        for p in (intro, repeat)
+    ]  # one worker, oldest first: the intro is gated first
+    deadline = time.monotonic() + 300
+    while (done := [server.get(f"/v1/jobs/{j}").json() for j in queued]) and any(
+        j["status"] in ("queued", "running") for j in done
+    ):
+        if time.monotonic() > deadline:
+            pytest.fail(f"the pottery imports did not finish:\n{server.log.read_text()}")
+        time.sleep(0.3)
+    assert [j["status"] for j in done] == ["done", "done"], done
+    return Repeats(done[1]["video_id"], done[0]["video_id"])
+
+
+def test_the_page_lists_the_other_times_a_line_was_said_and_mutes_shots_not_kept(
+    scenario: Scenario, repeats: Repeats, browser: Any
+) -> None:
+    server, vid, intro = scenario.server, repeats.video_id, repeats.intro_id
+    decisions = server.get(f"/v1/videos/{vid}/memory").json()
+    assert [
+        (d["start"], d["slot"]["video_id"]) for d in decisions if d["action"] == "fold" and d["kind"] == "cue"
+    ] == [
+        (2.0, intro),
+        (50.0, intro),
+    ], decisions
+    start, end = _not_kept(server.home / "vidmem.db", vid)
+
+    page = browser.new_page(viewport={"width": 1360, "height": 860})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{server.url}/videos/{vid}")
+    page.fill("#login-key", KEY)
+    page.click("#login-form button")
+    page.wait_for_function("document.querySelector('#player').readyState >= 1")
+
+    # the shot the memory did not keep is drawn muted, and says why
+    shots = page.locator('.lane[data-level="shots"] .seg')
+    muted = page.locator('.lane[data-level="shots"] .seg.not-kept')
+    assert muted.count() == 1 and shots.count() > 1
+    assert float(muted.get_attribute("data-start")) == start
+    assert "not kept by the memory (skipped, or its slot evicted)" in muted.get_attribute("title")
+    assert "not kept" not in (shots.first.get_attribute("title") or "")
+
+    # the line said again: the hit at its second time lists the others, here and in the intro
+    page.fill("#search-input", SAID_AGAIN)
+    page.click("#search-form button[type=submit]")
+    page.wait_for_selector("#hits .hit .also a")
+    hit = page.locator('#hits .hit[data-start="50"]')
+    assert hit.count() == 1, page.inner_text("#hits")
+    assert hit.locator(".also").inner_text().startswith("also at ")
+    links = hit.locator(".also a")
+    assert sorted(links.all_inner_texts()) == ["00:00:02", "00:00:05"]
+    here = hit.locator(f'.also a[data-video="{vid}"]')
+    there = hit.locator(f'.also a[data-video="{intro}"]')
+    assert here.get_attribute("href") == f"/videos/{vid}?t=2.00"
+    assert there.get_attribute("href") == f"/videos/{intro}?t=5.00"
+    assert "elsewhere" in (there.get_attribute("class") or "")
+
+    page.evaluate("document.querySelector('#player').currentTime = 30")
+    here.click()  # in this video: the player seeks, the page stays
+    page.wait_for_function("Math.abs(document.querySelector('#player').currentTime - 2) < 0.5")
+    assert page.url.endswith(f"/videos/{vid}?t=2.00")
+    there.click()  # in another video: that video opens at the time
+    page.wait_for_url(f"**/videos/{intro}?t=5.00")
+    page.wait_for_function("document.querySelector('#video-title').textContent === 'intro.srt'")
     assert errors == []
     page.close()

@@ -1,0 +1,295 @@
+"""The memory against its peers: every policy on the same stream of shots, with the same budget.
+
+Streams (the units the memory stage sees: each shot by the mean of its token-merged EfficientNet
+vectors, as `indexers.visual.run_job` finds shots and vectors):
+- *identical*: bbb_10min.mp4 twelve times in a row (1,788 shots, 149 distinct). A `-c copy`
+  concatenation decodes to the same frames, so copy k's units are copy 1's shifted by k x 596.5 s.
+- *re-encoded*: twelve copies each encoded differently (tests/bench/copies.py: 640-1280 px wide,
+  CRF 18-35, brightness +-0.05, a 96% crop, 0-2 s trimmed), their shots found in each copy.
+
+Queries: for each shot of the original, its frame at 37% of the shot (held out: not a frame the
+vision stage sampled), encoded by EfficientNet. *Occurrence recall*: of the query shot's true
+occurrences (its middle, in every copy that holds it), the share held by the top 12 moments; a
+moment holds one when its span contains that time in that copy. Retrieval is exact cosine over
+what each policy kept; a kept entry standing for several places (a slot's occurrences, a merged
+run) gives one moment per place.
+
+Policies, each within B = budget x units entries:
+- fifo: the last B units;  uniform: every (N/B)-th unit;
+- moviechat: the most similar *adjacent* pair merged (mean vector, spans joined) while over B
+  (MovieChat's memory consolidation);  malmm: the same, the mean weighted by how many units each
+  side already holds (MA-LMM's memory bank compression);
+- vidmem: memory.gate as shipped (fold at the fitted threshold, write head, merge anywhere or evict);
+- ablations: *fold alone* (the write head constant: evictions oldest first), *no recurrence* (the
+  head without the GRU state).
+
+Run: .venv/bin/python -m tests.bench.bench_memory [--budgets 0.05 0.0833 0.1 0.125 0.2 0.3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from memory.gate import GateUnit, MemoryGate, MemoryOptions, budget_for, load_weights
+from tests.bench.common import RESULTS, SHARED, machine, write_results
+from tests.bench.copies import frame_vectors, recipes, reencode, shot_vectors
+
+COPIES = 12
+TOP = 12
+Place = tuple[int, float, float]  # (copy, start, end)
+
+
+@dataclass
+class Unit:
+    copy: int
+    start: float
+    end: float
+    vector: np.ndarray
+
+
+@dataclass
+class Entry:
+    vector: np.ndarray
+    places: list[Place]
+    size: int = 1
+
+
+def identical_stream(spans: np.ndarray, vectors: np.ndarray, duration: float) -> list[Unit]:
+    return [
+        Unit(c, float(a) + c * duration, float(b) + c * duration, v)
+        for c in range(COPIES)
+        for (a, b), v in zip(spans, vectors, strict=True)
+    ]
+
+
+# -- policies: a stream in, what is kept out -------------------------------------------------------
+
+
+def fifo(units: list[Unit], budget: int) -> list[Entry]:
+    return [Entry(u.vector, [(u.copy, u.start, u.end)]) for u in units[-budget:]]
+
+
+def uniform(units: list[Unit], budget: int) -> list[Entry]:
+    keep = sorted({int(i * len(units) / budget) for i in range(budget)})
+    return [Entry(units[i].vector, [(units[i].copy, units[i].start, units[i].end)]) for i in keep]
+
+
+def _adjacent(units: list[Unit], budget: int, weighted: bool) -> list[Entry]:
+    bank: list[Entry] = []
+    for u in units:
+        bank.append(Entry(u.vector, [(u.copy, u.start, u.end)]))
+        if len(bank) <= budget:
+            continue
+        m = np.stack([e.vector for e in bank])
+        j = int(np.argmax(np.einsum("ij,ij->i", m[:-1], m[1:])))
+        a, b = bank[j], bank[j + 1]
+        wa, wb = (a.size, b.size) if weighted else (1, 1)
+        v = (wa * a.vector + wb * b.vector) / (wa + wb)
+        merged = _join(a.places + b.places)
+        bank[j : j + 2] = [Entry(v / max(float(np.linalg.norm(v)), 1e-12), merged, a.size + b.size)]
+    return bank
+
+
+def _join(places: list[Place]) -> list[Place]:
+    """Adjacent runs of one copy become one span (what a merged token stands for)."""
+    out: list[Place] = []
+    for c, a, b in sorted(places):
+        if out and out[-1][0] == c:
+            out[-1] = (c, out[-1][1], max(out[-1][2], b))
+        else:
+            out.append((c, a, b))
+    return out
+
+
+def moviechat(units: list[Unit], budget: int) -> list[Entry]:
+    return _adjacent(units, budget, weighted=False)
+
+
+def malmm(units: list[Unit], budget: int) -> list[Entry]:
+    return _adjacent(units, budget, weighted=True)
+
+
+def _gate(units: list[Unit], budget: int, head: str) -> list[Entry]:
+    weights = load_weights()
+    gate = MemoryGate(MemoryOptions(recurrent=head != "no recurrence"), weights)
+    if head == "fold alone":
+        gate.weights = type(weights)(
+            **{**weights.__dict__, "head": np.zeros_like(weights.head), "head_bias": 0.0}
+        )
+    stream = [
+        GateUnit(i + 1, "shot", str(u.copy), u.start, u.end, u.vector.astype(np.float32))
+        for i, u in enumerate(units)
+    ]
+    for _ in gate.gate(stream, budget):
+        pass
+    return [
+        Entry(gate.vectors[sid], [(int(v), a, b) for v, a, b, _ in slot.occurrences])
+        for sid, slot in gate.slots.items()
+    ]
+
+
+POLICIES: dict[str, Callable[[list[Unit], int], list[Entry]]] = {
+    "fifo": fifo,
+    "uniform": uniform,
+    "moviechat": moviechat,
+    "malmm": malmm,
+    "vidmem": lambda u, b: _gate(u, b, "gru"),
+    "fold alone": lambda u, b: _gate(u, b, "fold alone"),
+    "no recurrence": lambda u, b: _gate(u, b, "no recurrence"),
+}
+
+
+# -- scoring ---------------------------------------------------------------------------------------
+
+
+def recall(
+    kept: list[Entry], queries: np.ndarray, truths: list[list[tuple[int, float]]]
+) -> tuple[float, float]:
+    """Mean occurrence recall over the queries, and the mean length (s) of the moments returned."""
+    m = np.stack([e.vector for e in kept])
+    got, lengths = [], []
+    for q, truth in zip(queries, truths, strict=True):
+        moments: list[Place] = []
+        for i in np.argsort(-(m @ q)):
+            for c, a, b in kept[i].places:
+                if any(c == c2 and _overlap(a, b, a2, b2) > 0.5 for c2, a2, b2 in moments):
+                    continue
+                moments.append((c, a, b))
+            if len(moments) >= TOP:
+                break
+        moments = moments[:TOP]
+        lengths += [b - a for _, a, b in moments]
+        hit = sum(any(c == tc and a <= t <= b for c, a, b in moments) for tc, t in truth)
+        got.append(hit / len(truth))
+    return float(np.mean(got)), float(np.mean(lengths))
+
+
+def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
+    inter = max(0.0, min(a1, b1) - max(a0, b0))
+    return inter / max(1e-6, min(a1 - a0, b1 - b0))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--budgets", type=float, nargs="+", default=[0.05, 1 / 12, 0.1, 0.125, 0.2, 0.3])
+    args = ap.parse_args()
+
+    src = SHARED / "media" / "bbb_10min.mp4"
+    from indexers.decode import probe
+
+    duration = probe(src).duration
+    orig = shot_vectors(src)
+    mids = (orig.spans[:, 0] + orig.spans[:, 1]) / 2
+    query_times = [float(a + 0.37 * (b - a)) for a, b in orig.spans]
+    queries = frame_vectors(src, query_times)
+
+    streams: dict[str, tuple[list[Unit], list[list[tuple[int, float]]]]] = {}
+    streams["identical"] = (
+        identical_stream(orig.spans, orig.vectors, duration),
+        [[(c, float(t) + c * duration) for c in range(COPIES)] for t in mids],
+    )
+    units: list[Unit] = []
+    truths: list[list[tuple[int, float]]] = [[] for _ in mids]
+    for c, recipe in enumerate(recipes(COPIES)):
+        copy = shot_vectors(reencode(src, recipe))
+        units += [Unit(c, float(a), float(b), v) for (a, b), v in zip(copy.spans, copy.vectors, strict=True)]
+        for k, t in enumerate(mids):
+            if t - recipe.trim > 0:
+                truths[k].append((c, float(t - recipe.trim)))
+    streams["re-encoded"] = (units, truths)
+
+    rows = []
+    for stream, (units, truths) in streams.items():
+        for share in args.budgets:
+            budget = budget_for(MemoryOptions(budget=share), len(units), 0.0)
+            for name, policy in POLICIES.items():
+                t0 = time.perf_counter()
+                kept = policy(units, budget)
+                seconds = time.perf_counter() - t0
+                r, length = recall(kept, queries, truths)
+                row = {
+                    "stream": stream,
+                    "budget": round(share, 4),
+                    "B": budget,
+                    "units": len(units),
+                    "policy": name,
+                    "recall": round(100 * r, 2),
+                    "kept": len(kept),
+                    "moment_s": round(length, 2),
+                    "policy_s": round(seconds, 3),
+                }
+                rows.append(row)
+                print(row, flush=True)
+    write(rows, args)
+
+
+def write(rows: list[dict], args: argparse.Namespace) -> None:
+    weights = load_weights()
+    lines = [
+        "# Memory: occurrence recall against budget, every policy on one stream",
+        "",
+        f"Made by `.venv/bin/python -m tests.bench.bench_memory` on {machine()}. "
+        f"Shipped gate: fold threshold {weights.fold_shot:.4f} for shots ({weights.fitted_on or 'see memory_fit.md'}).",
+        "The threshold was fitted by `tests/fit/fit_gate.py` on other media ([memory_fit.md](memory_fit.md));",
+        "nothing here was tuned on this stream.",
+        "",
+        "Recall: of a held-out frame's shot's true occurrences (12 on the identical stream; one per copy that",
+        "still holds it on the re-encoded one), the share among the top 12 moments. *moment* is the mean",
+        "length of the moments returned (a merged run answers with its whole span).",
+        "",
+    ]
+    for stream in dict.fromkeys(r["stream"] for r in rows):
+        sub = [r for r in rows if r["stream"] == stream]
+        budgets = list(dict.fromkeys(r["budget"] for r in sub))
+        lines += [
+            f"## {stream} stream ({sub[0]['units']} shots)",
+            "",
+            "| policy | "
+            + " | ".join(
+                f"B = {100 * b:.1f}% ({next(r['B'] for r in sub if r['budget'] == b)})" for b in budgets
+            )
+            + " | moment at 10% |",
+            "|---|" + "---:|" * (len(budgets) + 1),
+        ]
+        for name in POLICIES:
+            cells = [next(r for r in sub if r["policy"] == name and r["budget"] == b) for b in budgets]
+            at10 = next((r for r in sub if r["policy"] == name and abs(r["budget"] - 0.1) < 1e-6), cells[-1])
+            lines.append(
+                f"| {name} | "
+                + " | ".join(f"{c['recall']:.1f}" for c in cells)
+                + f" | {at10['moment_s']:.1f} s |"
+            )
+        lines.append("")
+    lines.append("![recall against budget](memory.png)")
+    write_results("memory", rows, "\n".join(lines) + "\n")
+    _plot(rows)
+
+
+def _plot(rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    streams = list(dict.fromkeys(r["stream"] for r in rows))
+    fig, axes = plt.subplots(1, len(streams), figsize=(6 * len(streams), 4), sharey=True)
+    for ax, stream in zip(np.atleast_1d(axes), streams, strict=True):
+        for name in POLICIES:
+            sub = [r for r in rows if r["stream"] == stream and r["policy"] == name]
+            ax.plot([100 * r["budget"] for r in sub], [r["recall"] for r in sub], marker="o", label=name)
+        ax.set_title(f"{stream} stream")
+        ax.set_xlabel("budget (% of units kept)")
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].set_ylabel("occurrence recall (%)")
+    np.atleast_1d(axes)[-1].legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "memory.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()
