@@ -44,7 +44,6 @@ from indexers.transcript import (
 from indexers.visual import LookOptions, ShotLook, VisualJob, VisualWorker, run_job
 from kernels.timecode import hms
 from memory import STAGES, EmbeddingRow, IngestJob, Library, Store, Video
-from memory.derived import file_lock
 from memory.gate import Decision, GateWeights, MemoryOptions
 from memory.runtime.text import SentenceEmbedder
 
@@ -204,9 +203,9 @@ def regate(
     weights: GateWeights | None = None,
 ) -> int:
     """Forget the library's memory and run its memory stage again over every ready video, in the
-    order they were ingested, with `options`; returns the videos gated. The indexes hold every
-    row meanwhile, then what the new memory retains."""
-    from memory.bank import forget
+    order they were ingested, with `options` (and `weights`, the shipped ones by default); returns
+    the videos gated. One transaction: searches see the old memory until the new one is whole."""
+    from memory.bank import budget, forget, load_gate, store_decisions, video_units
 
     with store.session() as s:
         lib = store.library(s, library, create=False)
@@ -218,18 +217,15 @@ def regate(
                 .order_by(Video.created_at)
             )
         )
-    with file_lock(store.home / f"memory-lib{library_id}"):
-        with store.session() as s:
-            forget(s, library_id)
-            s.execute(
-                update(EmbeddingRow).where(EmbeddingRow.library_id == library_id).values(retained=False)
-            )
-        store.vectors.recheck()
-        store.lexical.recheck()
+    with store.memory_lock(library_id), store.session() as s:
+        forget(s, library_id)
+        s.execute(update(EmbeddingRow).where(EmbeddingRow.library_id == library_id).values(retained=False))
         for n, video_id in enumerate(videos):
-            record = VideoRecord(store, video_id)
-            inputs = record.memory_inputs(options, weights)
-            record.write_memory(inputs, remember(inputs), index=False)  # rebuilt once, after
+            gate = load_gate(s, library_id, options, weights)  # the bank as the videos before left it
+            units = video_units(s, video_id)
+            decisions = list(gate.gate(units, budget(s, library_id, options, len(units))))
+            store_decisions(s, library_id, video_id, gate, decisions)
+            s.flush()
             if progress:
                 progress("memory", (n + 1) / len(videos))
     for space in _spaces(store, library_id):
@@ -339,7 +335,7 @@ def _run_stages(
         progress.finished("embeddings")
     if "memory" in pending:
         progress.callback("memory")
-        with file_lock(record.store.home / f"memory-lib{library_id}"):  # one gate per library at a time
+        with record.store.memory_lock(library_id):  # one gate per library at a time
             inputs = record.memory_inputs(opts.memory)
             record.write_memory(inputs, remember(inputs))
         progress.finished("memory")

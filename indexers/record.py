@@ -23,7 +23,7 @@ from indexers.transcript import Cue, Transcript, Word
 from indexers.visual import ShotLook
 from memory import STAGES, EmbeddingRow, IngestJob, ScreenText, Segment, Store, Tag, TranscriptCue
 from memory.bank import budget, load_gate, store_decisions, video_units
-from memory.gate import Decision, GateUnit, GateWeights, MemoryGate, MemoryOptions
+from memory.gate import Decision, GateUnit, MemoryGate, MemoryOptions
 from memory.vectors import vector_bytes
 
 TimedText = tuple[float, float, str]
@@ -385,7 +385,7 @@ class VideoRecord:
                 row.text = shot_text.get(sid) or captions.get(sid) or row.text
             self._done(s, "embeddings")
 
-    def memory_inputs(self, options: MemoryOptions, weights: GateWeights | None = None) -> MemoryInputs:
+    def memory_inputs(self, options: MemoryOptions) -> MemoryInputs:
         """The library's gate (its bank as kept so far), this video's units and the bank's size."""
         with self.store.session() as s:
             library_id = self.store.get_video(s, self.video_id).library_id
@@ -397,9 +397,9 @@ class VideoRecord:
                 budget(s, library_id, options, len(units)),
             )
 
-    def write_memory(self, inputs: MemoryInputs, decisions: Sequence[Decision], index: bool = True) -> None:
-        """What the gate kept, and then (`index`) the search indexes: the video's retained rows join
-        them (appended), and a space that lost rows of earlier videos (merged or evicted) is rebuilt."""
+    def write_memory(self, inputs: MemoryInputs, decisions: Sequence[Decision]) -> None:
+        """What the gate kept, and then the search indexes: the video's retained rows join them
+        (appended), and a space that lost rows of earlier videos (merged or evicted) is rebuilt."""
         with self.store.session() as s:
             stored = store_decisions(s, inputs.library_id, self.video_id, inputs.gate, decisions)
             spaces: dict[str, list[int]] = {}
@@ -409,8 +409,6 @@ class VideoRecord:
                 ):
                     spaces.setdefault(space, []).append(rid)
             self._done(s, "memory")
-        if not index:
-            return
         lib = inputs.library_id
         for space, ids in spaces.items():
             with self.store.session() as s:

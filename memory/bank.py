@@ -8,6 +8,7 @@ stands for every unit of its slot (`occurrences`).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,13 +40,20 @@ def load_gate(
     """The library's gate (`weights`: the shipped ones by default), its bank holding the live slots
     kept so far."""
     gate = MemoryGate(options, weights)
-    for row in s.scalars(
-        select(MemorySlot)
-        .where(MemorySlot.library_id == library_id, MemorySlot.state == "live")
-        .order_by(MemorySlot.id)
-    ):
+    live = (MemorySlot.library_id == library_id, MemorySlot.state == "live")
+    words = dict(  # a shot slot's exemplar text row, which folding compares too
+        s.execute(
+            select(EmbeddingRow.slot_id, EmbeddingRow.vector)
+            .join(MemorySlot, MemorySlot.id == EmbeddingRow.slot_id)
+            .where(*live, MemorySlot.kind == "shot", EmbeddingRow.modality == "text")
+        ).all()
+    )
+    for row in s.scalars(select(MemorySlot).where(*live).order_by(MemorySlot.id)):
         slot = Slot(row.id, row.kind, row.exemplar_id, row.video_id, row.start, row.end, row.salience)
-        gate.restore(slot, np.frombuffer(row.vector, np.float32))
+        text = words.get(row.id)
+        gate.restore(
+            slot, np.frombuffer(row.vector, np.float32), np.frombuffer(text, np.float32) if text else None
+        )
     return gate
 
 
@@ -79,6 +87,7 @@ def video_units(s: Session, video_id: str) -> list[GateUnit]:
             visual.setdefault(key, []).append(vec)
         else:
             unit.words = len(text.split())
+            unit.text_vector = vec if kind == "shot" else None
             if key not in visual:
                 unit.vector = vec
     for key, vecs in visual.items():
@@ -299,23 +308,49 @@ def forget(s: Session, library_id: int) -> None:
     s.add(IndexEpoch(library_id=library_id))
 
 
-def occurrences(s: Session, hits: Iterable[int]) -> dict[int, list[tuple[str, float, float]]]:
+def occurrences(
+    s: Session, hits: Iterable[int], query: tuple[str, np.ndarray] | None = None
+) -> dict[int, list[tuple[str, float, float]]]:
     """Per hit row id that is a live slot's exemplar: every unit its slot stands for (video id,
-    start, end), in video and time order, its own included. Other rows are not in the answer."""
+    start, end), its own included. Other rows are not in the answer.
+
+    In video and time order; with `query` (a vector space and the query's vector in it), the units
+    most like the query first, each scored by its own rows in that space (kept in SQL when the
+    memory folded it): a slot that stands for two returning camera set-ups answers with the one
+    asked about first."""
     wanted = list(hits)
     if not wanted:
         return {}
     rows = s.execute(
-        select(EmbeddingRow.id, MemoryUnit.video_id, MemoryUnit.start, MemoryUnit.end)
+        select(EmbeddingRow.id, MemoryUnit.video_id, MemoryUnit.start, MemoryUnit.end, MemoryUnit.row_id)
+        .add_columns(MemoryUnit.kind, MemoryUnit.segment_id)
         .join(MemorySlot, MemorySlot.id == EmbeddingRow.slot_id)
         .join(MemoryUnit, MemoryUnit.slot_id == MemorySlot.id)
         .where(EmbeddingRow.id.in_(wanted), MemorySlot.state == "live", MemoryUnit.action != "skip")
         .order_by(MemoryUnit.video_id, MemoryUnit.start)
     ).all()
-    out: dict[int, list[tuple[str, float, float]]] = {}
-    for hit, video, start, end in rows:
-        out.setdefault(hit, []).append((video, start, end))
-    return out
+    score: dict[tuple[str, int], float] = {}
+    if query is not None and max(Counter(r[0] for r in rows).values(), default=0) > 1:
+        space, q = query
+        segments = {r.segment_id for r in rows if r.kind == "shot" and r.segment_id is not None}
+        singles = {r.row_id for r in rows if r.kind != "shot" or r.segment_id is None}
+        for rid, segment, blob in s.execute(
+            select(EmbeddingRow.id, EmbeddingRow.segment_id, EmbeddingRow.vector).where(
+                EmbeddingRow.space == space,
+                (EmbeddingRow.id.in_(singles))
+                | ((EmbeddingRow.kind == "shot") & EmbeddingRow.segment_id.in_(segments)),
+            )
+        ):
+            sim = float(np.frombuffer(blob, np.float32) @ q)
+            key = ("row", rid) if rid in singles else ("segment", segment or -1)
+            score[key] = max(score.get(key, -2.0), sim)
+    out: dict[int, list[tuple[float, str, float, float]]] = {}
+    for hit, video, start, end, row_id, kind, segment in rows:
+        key = ("segment", segment) if kind == "shot" and segment is not None else ("row", row_id)
+        out.setdefault(hit, []).append((-score.get(key, -2.0), video, start, end))
+    return {
+        hit: [(v, a, b) for _, v, a, b in sorted(places, key=lambda p: p[0])] for hit, places in out.items()
+    }
 
 
 def exemplars_seen_in(s: Session, video_ids: Sequence[str]) -> list[int]:

@@ -40,6 +40,9 @@ FEATURES = ("s_max", "s_prev", "log_seconds", "log_words", "is_shot", "is_window
 previous unit of its kind in this video, its length (log1p seconds / 5, log1p words / 5), its kind,
 and how full the bank is (slots / B)."""
 
+FOLD_CANDIDATES = 4
+"""Slots above the fold threshold a shot is compared with on its words, most similar first."""
+
 KINDS = ("shot", "window", "cue")
 """The units the gate decides on. Scenes, chapters and the video summary are the gists: always kept."""
 
@@ -61,6 +64,9 @@ class GateUnit:
     rows: list[int] = field(default_factory=list)
     """Every embedding row of the unit (a shot has a text row and a few visual ones)."""
     segment_id: int | None = None
+    text_vector: np.ndarray | None = None
+    """A shot's text vector (what is said and read in it), when it has one: two shots that look
+    alike fold only when they also say and show the same words (two slides of one deck look alike)."""
 
 
 @dataclass
@@ -280,12 +286,14 @@ class _KindBank:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def nearest(self, v: np.ndarray) -> tuple[int | None, float]:
-        if not self.ids:
-            return None, 0.0
-        sims = self.vecs[: len(self.ids)] @ v
-        i = int(np.argmax(sims))
-        return self.ids[i], float(sims[i])
+    def nearest(self, v: np.ndarray, k: int = 1) -> list[tuple[int, float]]:
+        """The k slots most similar to v, best first (fewer when the bank holds fewer)."""
+        n = len(self.ids)
+        if not n:
+            return []
+        sims = self.vecs[:n] @ v
+        top = np.argsort(-sims)[:k] if k > 1 else [int(np.argmax(sims))]
+        return [(self.ids[i], float(sims[i])) for i in top]
 
     def add(self, slot: int, v: np.ndarray) -> None:
         n = len(self.ids)
@@ -350,6 +358,8 @@ class MemoryGate:
         self.slots: dict[int, Slot] = {}
         self.banks: dict[str, _KindBank] = {kind: _KindBank() for kind in KINDS}
         self.vectors: dict[int, np.ndarray] = {}
+        self.texts: dict[int, np.ndarray] = {}
+        """A shot slot's exemplar text vector, when it has one."""
         self.events: list[BankEvent] = []
         self.gone: dict[int, tuple[Slot, np.ndarray]] = {}
         """Slots merged away or evicted since this gate was made, with their vectors."""
@@ -359,8 +369,10 @@ class MemoryGate:
 
     # -- state kept in the catalog between ingestions ------------------------------------------------
 
-    def restore(self, slot: Slot, vector: np.ndarray) -> None:
+    def restore(self, slot: Slot, vector: np.ndarray, text_vector: np.ndarray | None = None) -> None:
         """Put back a live slot kept from earlier ingestions (`memory.catalog.MemorySlot`, id > 0)."""
+        if text_vector is not None:
+            self.texts[slot.id] = text_vector
         slot.born = self.born = self.born + 1
         self.slots[slot.id] = slot
         self.vectors[slot.id] = vector
@@ -380,7 +392,8 @@ class MemoryGate:
             if unit.kind not in self.banks:
                 raise ValueError(f"unknown unit kind {unit.kind!r}; choose one of {', '.join(KINDS)}")
             v = unit.vector
-            near, s_max = self.banks[unit.kind].nearest(v)
+            nearest = self.banks[unit.kind].nearest(v, k=FOLD_CANDIDATES)
+            s_max = nearest[0][1] if nearest else 0.0
             s_prev = float(prev[unit.kind] @ v) if unit.kind in prev else 0.0
             prev[unit.kind] = v
             x = np.array(
@@ -399,7 +412,10 @@ class MemoryGate:
             if opts.recurrent:
                 h = w.step(x, h)
             salience = w.salience(x, h)
-            if near is not None and s_max >= self.fold[unit.kind]:
+            near = next(
+                (i for i, sim in nearest if sim >= self.fold[unit.kind] and self._same_words(unit, i)), None
+            )
+            if near is not None:
                 slot = self.slots[near]
                 slot.occurrences.append((unit.video_id, unit.start, unit.end, unit.key))
                 slot.salience = max(slot.salience, salience)
@@ -412,6 +428,16 @@ class MemoryGate:
             while len(self.slots) > budget:
                 self._shrink()
             yield Decision(unit, "write", slot_id, s_max, salience, x)
+
+    def _same_words(self, unit: GateUnit, slot: int) -> bool:
+        """Whether a shot and a slot agree on their words: neither has any, or their text vectors
+        reach the text fold threshold. Transcript units are their words: always."""
+        if unit.kind != "shot":
+            return True
+        theirs = self.texts.get(slot)
+        if unit.text_vector is None or theirs is None:
+            return unit.text_vector is None and theirs is None
+        return float(unit.text_vector @ theirs) >= self.fold["window"]
 
     def _write(self, unit: GateUnit, salience: float) -> int:
         slot = Slot(
@@ -428,6 +454,8 @@ class MemoryGate:
         slot.born = self.born = self.born + 1
         self.slots[slot.id] = slot
         self.vectors[slot.id] = unit.vector
+        if unit.text_vector is not None:
+            self.texts[slot.id] = unit.text_vector
         self.banks[unit.kind].add(slot.id, unit.vector)
         return slot.id
 

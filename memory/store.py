@@ -12,11 +12,14 @@ from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from memory.bank import forget, hand_over
 from memory.catalog import EmbeddingRow, Library, Segment, Tag, Video
+from memory.derived import file_lock
 from memory.lexical import LexicalIndex
 from memory.tags import SPAN_TAG_LIMIT, aggregate_tags, tag_json
 from memory.vectors import VectorIndex
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+_MEMORY_LOCK = 0x76696D00_00000000 >> 1
+"""Advisory lock keys of the libraries' memories: this plus the library id (a range of its own)."""
 
 
 class StoreError(Exception):
@@ -89,6 +92,22 @@ class Store:
         if video is None:
             raise StoreError(f"no video with id {video_id!r}; `vidmem list` shows the ids")
         return video
+
+    @contextmanager
+    def memory_lock(self, library_id: int) -> Iterator[None]:
+        """One writer of a library's memory at a time: a file lock for the processes of this host,
+        and on PostgreSQL an advisory lock for those of every host sharing the catalog."""
+        with file_lock(self.home / f"memory-lib{library_id}"):
+            if self.engine.dialect.name != "postgresql":
+                yield
+                return
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MEMORY_LOCK + library_id})
+                try:
+                    yield
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MEMORY_LOCK + library_id})
+                    conn.commit()
 
     def segment_tags(
         self, session: Session, video_id: str, limit: int = SPAN_TAG_LIMIT

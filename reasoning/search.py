@@ -150,9 +150,10 @@ def search(
     qvec = enc.embed([query])[0] if query_vector is None else query_vector
     rankings.append(_dense(store, scope, enc.space, qvec, opts))
     if image_encoder is not None and image_encoder.has_text:
-        qvec = image_encoder.encode_text([query])[0]
-        rankings.append(_dense(store, scope, image_encoder.space, qvec, opts))
-    return _fuse(store, scope, rankings, opts)
+        rankings.append(
+            _dense(store, scope, image_encoder.space, image_encoder.encode_text([query])[0], opts)
+        )
+    return _fuse(store, scope, rankings, opts, (enc.space, qvec))
 
 
 def search_frame(
@@ -172,7 +173,7 @@ def search_frame(
     if not scope:
         return []
     qvec = encoder.encode(frame[None])[0]
-    return _fuse(store, scope, [_dense(store, scope, encoder.space, qvec, opts)], opts)
+    return _fuse(store, scope, [_dense(store, scope, encoder.space, qvec, opts)], opts, (encoder.space, qvec))
 
 
 @dataclass
@@ -268,7 +269,13 @@ def _dense(store: Store, scope: _Scope, space: str, qvec: np.ndarray, opts: Sear
     return [i for i, _ in dense[: opts.candidates]]
 
 
-def _fuse(store: Store, scope: _Scope, rankings: list[list[int]], opts: SearchOptions) -> list[Moment]:
+def _fuse(
+    store: Store,
+    scope: _Scope,
+    rankings: list[list[int]],
+    opts: SearchOptions,
+    query: tuple[str, np.ndarray] | None = None,
+) -> list[Moment]:
     """Reciprocal-rank fusion of the rankings; overlapping hits in one video become one moment.
     Only the chosen moments' texts are read from SQL."""
     fused: dict[int, float] = {}
@@ -283,7 +290,7 @@ def _fuse(store: Store, scope: _Scope, rankings: list[list[int]], opts: SearchOp
             if p >= 0:
                 where[i] = (rows, int(p))
     with store.session() as s:
-        slots = occurrences(s, order)  # a hit on a memory slot's exemplar stands for all its units
+        slots = occurrences(s, order, query)  # a hit on a memory slot's exemplar stands for all its units
 
     moments: list[Moment] = []
     ids: list[int] = []

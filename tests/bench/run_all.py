@@ -28,6 +28,8 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("tests.bench.bench_tutorialvqa", ["--coarse-modes", "single"]),
     ("tests.fit.span_folds", ["--folds", "5"]),
     ("tests.bench.bench_search", []),
+    ("tests.fit.fit_gate", ["--no-trailer", "--dry-run"]),
+    ("tests.bench.bench_memory", []),
     ("tests.bench.bench_ask", ["--questions", "12", "--models", "smollm2", "qwen0.5b"]),
     ("tests.bench.bench_service", ["--clients", "32", "--seconds", "30"]),
 ]

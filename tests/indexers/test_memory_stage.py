@@ -134,3 +134,43 @@ def test_a_line_said_again_folds_and_a_scoped_search_still_finds_it(
     )
     assert sorted((m.video_id, m.start) for m in both) == sorted([(va, 0.0), (vb, 10.0)])
     np.testing.assert_equal(len({m.score for m in both}), 1)  # one slot: one score, two places
+
+
+def test_regate_with_a_smaller_budget_keeps_less_and_stays_within_it(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    from indexers.pipeline import regate
+    from memory.bank import stats
+    from memory.gate import MemoryOptions
+
+    store = sqlite_store
+    lines = [f"Step {i}: adjust the {w} slider until the sky looks right." for i, w in enumerate(
+        ["exposure", "contrast", "highlights", "shadows", "whites", "blacks", "clarity", "vibrance"]
+    )]  # fmt: skip
+    path = media.write_srt(tmp_path / "steps.srt", [(6.0 * i, 6.0 * i + 5, t) for i, t in enumerate(lines)])
+    vid = ingest(store, path, IngestOptions(library="r")).video_id
+    with store.session() as s:
+        lib_id = store.library(s, "r", create=False).id
+        full = stats(s, lib_id)
+    assert full["rows"]["retention"] == 1.0 and full["slots"]["live"] == full["units"]
+
+    assert regate(store, "r", MemoryOptions(budget=0.5)) == 1
+    with store.session() as s:
+        half = stats(s, lib_id, MemoryOptions(budget=0.5))
+    assert half["slots"]["live"] <= half["budget"] == -(-full["units"] // 2)
+    assert half["slots"]["merged"] + half["slots"]["evicted"] > 0
+    assert half["rows"]["retained"] < full["rows"]["retained"]
+    # what the indexes hold is what SQL says is retained, and a hit still cites every place it stands for
+    kept = _count(
+        store,
+        EmbeddingRow.library_id == lib_id,
+        EmbeddingRow.space.startswith("text:"),
+        EmbeddingRow.retained,
+    )
+    assert _faiss_total(store, lib_id, "text:all-MiniLM-L6-v2") == kept
+    cues = search(store, "adjust the slider", video_id=vid, options=SearchOptions(level="cue", top=8))
+    assert cues and all(m.video_id == vid for m in cues)
+
+    regate(store, "r", MemoryOptions(budget=1.0))
+    with store.session() as s:
+        assert stats(s, lib_id)["rows"]["retained"] == full["rows"]["retained"]

@@ -167,3 +167,16 @@ def test_budget_is_a_share_of_units_capped_per_hour() -> None:
     assert budget_for(MemoryOptions(budget=1.0, slots_per_hour=50), 1788, 2.0) == 100
     with pytest.raises(ValueError, match=r"share of units in \(0, 1\]"):
         MemoryOptions(budget=0)
+
+
+def test_shots_that_look_alike_fold_only_when_they_also_say_the_same() -> None:
+    look = unit_vectors(1, seed=10)[0]
+    words = unit_vectors(2, dim=16, seed=11)  # two different slides' text
+    stream = units(np.stack([look] * 4))
+    stream[0].text_vector, stream[1].text_vector = words[0], words[1]  # alike, different words: two slots
+    stream[2].text_vector = words[0]  # the first slide again: folds
+    # stream[3] has no words at all: it is not the same as a shot with some
+    gate = MemoryGate(MemoryOptions(), random_weights())
+    actions = [(d.action, d.slot) for d in gate.gate(stream, budget=10)]
+    assert [a for a, _ in actions] == ["write", "write", "fold", "write"]
+    assert actions[2][1] == actions[0][1]
