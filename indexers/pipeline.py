@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from indexers.captions import CaptionOptions, Captions, SpanFacts, make_captioner
@@ -204,33 +204,43 @@ def regate(
 ) -> int:
     """Forget the library's memory and run its memory stage again over every ready video, in the
     order they were ingested, with `options` (and `weights`, the shipped ones by default); returns
-    the videos gated. One transaction: searches see the old memory until the new one is whole."""
-    from memory.bank import budget, forget, load_gate, store_decisions, video_units
+    the videos gated. Decided from reads alone, then written in one short transaction: searches see
+    the old memory until the new one is whole, and nothing waits on a long write lock."""
+    from memory.bank import forget, store_decisions, video_units
+    from memory.gate import MemoryGate, budget_for
 
     with store.session() as s:
         lib = store.library(s, library, create=False)
         library_id = lib.id
-        videos = list(
-            s.scalars(
-                select(Video.id)
-                .where(Video.library_id == library_id, Video.status == "ready")
-                .order_by(Video.created_at)
-            )
+        ready = (Video.library_id == library_id, Video.status == "ready")
+        videos = list(s.scalars(select(Video.id).where(*ready).order_by(Video.created_at)))
+        hours = (
+            float(s.scalar(select(func.coalesce(func.sum(Video.duration), 0.0)).where(*ready)) or 0.0) / 3600
         )
-    with store.memory_lock(library_id), store.session() as s:
-        forget(s, library_id)
-        s.execute(update(EmbeddingRow).where(EmbeddingRow.library_id == library_id).values(retained=False))
+    with store.memory_lock(library_id):
+        gate = MemoryGate(options, weights)  # an empty bank: the memory is forgotten
+        decisions: list[Decision] = []
+        seen = 0
         for n, video_id in enumerate(videos):
-            gate = load_gate(s, library_id, options, weights)  # the bank as the videos before left it
-            units = video_units(s, video_id)
-            decisions = list(gate.gate(units, budget(s, library_id, options, len(units))))
-            store_decisions(s, library_id, video_id, gate, decisions)
-            s.flush()
+            with store.session() as s:  # read, then decide, with no write transaction open
+                units = video_units(s, video_id)
+            seen += len(units)
+            for d in gate.gate(units, budget_for(options, seen, hours)):
+                d.unit.vector = d.unit.text_vector = None  # type: ignore[assignment]  # decided: let the vectors go
+                decisions.append(d)
             if progress:
-                progress("memory", (n + 1) / len(videos))
+                progress("memory", 0.9 * (n + 1) / max(1, len(videos)))
+        with store.session() as s:  # then one short write: searches see the old memory until it commits
+            forget(s, library_id)
+            s.execute(
+                update(EmbeddingRow).where(EmbeddingRow.library_id == library_id).values(retained=False)
+            )
+            store_decisions(s, library_id, videos, gate, decisions)
     for space in _spaces(store, library_id):
         store.vectors.rebuild(library_id, space)
     store.lexical.rebuild(library_id)
+    if progress:
+        progress("memory", 1.0)
     return len(videos)
 
 

@@ -401,7 +401,7 @@ class VideoRecord:
         """What the gate kept, and then the search indexes: the video's retained rows join them
         (appended), and a space that lost rows of earlier videos (merged or evicted) is rebuilt."""
         with self.store.session() as s:
-            stored = store_decisions(s, inputs.library_id, self.video_id, inputs.gate, decisions)
+            stored = store_decisions(s, inputs.library_id, [self.video_id], inputs.gate, decisions)
             spaces: dict[str, list[int]] = {}
             if stored.added:
                 for rid, space in s.execute(

@@ -120,10 +120,10 @@ class Stored:
 
 
 def store_decisions(
-    s: Session, library_id: int, video_id: str, gate: MemoryGate, decisions: Sequence[Decision]
+    s: Session, library_id: int, video_ids: Sequence[str], gate: MemoryGate, decisions: Sequence[Decision]
 ) -> Stored:
-    """Write the gate's decisions on one video, the bank's new state and what is retained, in the
-    caller's transaction."""
+    """Write the gate's decisions on the units of `video_ids` (one video's, or a whole library's when
+    it is gated again), the bank's new state and what is retained, in the caller's transaction."""
     ids: dict[int, int] = {}  # gate slot id -> catalog id (new slots are negative in the gate)
     new = [(slot, gate.vectors[slot.id], "live") for slot in gate.slots.values() if slot.id < 0]
     new += [(slot, vec, "gone") for slot, vec in gate.gone.values() if slot.id < 0]
@@ -171,7 +171,7 @@ def store_decisions(
     s.add_all(
         MemoryUnit(
             library_id=library_id,
-            video_id=video_id,
+            video_id=d.unit.video_id,
             row_id=d.unit.key,
             segment_id=d.unit.segment_id,
             kind=d.unit.kind,
@@ -199,10 +199,10 @@ def store_decisions(
         if i < 0 and slot.exemplar in units:
             rows = units[slot.exemplar]
             s.execute(update(EmbeddingRow).where(EmbeddingRow.id.in_(rows)).values(slot_id=mapped(i)))
-    gists = (EmbeddingRow.video_id == video_id, EmbeddingRow.kind.not_in(KINDS))
+    gists = (EmbeddingRow.video_id.in_(video_ids), EmbeddingRow.kind.not_in(KINDS))
     s.execute(update(EmbeddingRow).where(*gists).values(retained=True))
     added = list(
-        s.scalars(select(EmbeddingRow.id).where(EmbeddingRow.video_id == video_id, EmbeddingRow.retained))
+        s.scalars(select(EmbeddingRow.id).where(EmbeddingRow.video_id.in_(video_ids), EmbeddingRow.retained))
     )
     earlier = [i for i in state if i > 0 and i not in ids.values()]  # slots of earlier videos now gone
     dropped = 0
@@ -210,14 +210,13 @@ def store_decisions(
         gone_rows = (EmbeddingRow.slot_id.in_(earlier), EmbeddingRow.retained)
         dropped = len(list(s.scalars(select(EmbeddingRow.id).where(*gone_rows))))
         s.execute(update(EmbeddingRow).where(*gone_rows).values(retained=False))
-    _segments_retained(s, video_id, decisions, live, final, mapped, state)
+    _segments_retained(s, decisions, live, final, mapped, state)
     s.add(IndexEpoch(library_id=library_id))
     return Stored(sorted(added), dropped)
 
 
 def _segments_retained(
     s: Session,
-    video_id: str,
     decisions: Sequence[Decision],
     live: set[int],
     final: Callable[[int], int],
