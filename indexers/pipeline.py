@@ -226,7 +226,7 @@ def regate(
                 units = video_units(s, video_id)
             seen += len(units)
             for d in gate.gate(units, budget_for(options, seen, hours)):
-                d.unit.vector = d.unit.text_vector = None  # type: ignore[assignment]  # decided: let the vectors go
+                d.unit.vector, d.unit.text_vector = _DECIDED, None  # the bank keeps its own copies
                 decisions.append(d)
             if progress:
                 progress("memory", 0.9 * (n + 1) / max(1, len(videos)))
@@ -297,6 +297,9 @@ def _run_stages(
             known_shots=None if "shots" in pending else record.shot_spans(),
         )
     stage_progress = _StageCallbacks(progress)
+    if job is not None:  # the one decoding pass starts now for both
+        record.start("shots")
+        record.start("vision")
 
     def store_shots(found: ShotResult) -> None:  # in a worker: on its reader thread, once found
         record.write_shots(whole_shots(found, item, opts), item.duration)
@@ -333,6 +336,7 @@ def _run_stages(
             visual.close()
     release_heap()
     if "structure" in pending:
+        record.start("structure")
         record.write_structure(structure(record.structure_inputs(), item, opts, text), item.duration)
         progress.finished("structure")
     if "captions" in pending:
@@ -352,6 +356,10 @@ def _run_stages(
 
 
 # -- the stages' computations: typed inputs in, a typed result out, nothing written --------------
+
+
+_DECIDED = np.zeros(0, np.float32)
+"""What a decided unit's vector becomes while a regate holds every decision until its one write."""
 
 
 def remember(inputs: MemoryInputs) -> list[Decision]:
@@ -445,6 +453,7 @@ class _JobProgress:
         self.saved = 0.0
 
     def callback(self, stage: str) -> Callable[[float], None]:
+        self.record.start(stage)
         with self.lock:
             self.running[stage] = 0.0
         self._save(force=True)

@@ -7,6 +7,7 @@ after the SQL they derive from has committed.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -93,8 +94,14 @@ class VideoRecord:
 
     def __init__(self, store: Store, video_id: str) -> None:
         self.store, self.video_id = store, video_id
+        self.started: dict[str, float] = {}
+        """When each stage of this run started (time.monotonic), for `IngestJob.stage_seconds`."""
 
     # -- the job -------------------------------------------------------------------------------
+
+    def start(self, stage: str) -> None:
+        """`stage` starts now: the write that finishes it stores how long it took."""
+        self.started.setdefault(stage, time.monotonic())
 
     def stages_done(self) -> set[str]:
         with self.store.session() as s:
@@ -449,6 +456,9 @@ class VideoRecord:
         done = {*job.stages_done, stage}
         job.stages_done = [st for st in STAGES if st in done]  # in stage order, whichever finished first
         job.progress = 1.0
+        if stage in self.started:
+            took = round(time.monotonic() - self.started[stage], 3)
+            job.stage_seconds = {**(job.stage_seconds or {}), stage: took}
 
     def _segments(self, s: Session, *where: ColumnElement[bool]) -> list[Segment]:
         return list(

@@ -220,6 +220,9 @@ class IngestJob(Base):
     stage: Mapped[str | None] = mapped_column(String(32))
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     stages_done: Mapped[list] = mapped_column(JSON, default=list)
+    stage_seconds: Mapped[dict | None] = mapped_column(JSON)
+    """Wall seconds from each stage's start to its result being stored (stages overlap: shots and
+    vision run while the audio is transcribed), from the run that finished it."""
     options: Mapped[dict] = mapped_column(JSON, default=dict)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=_now)

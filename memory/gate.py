@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from kernels.gru import GRUHead, torch_gru_head
+
 MODEL_FILE = Path(__file__).with_name("gate_model.json")
 
 FEATURES = ("s_max", "s_prev", "log_seconds", "log_words", "is_shot", "is_window", "is_cue", "fill")
@@ -149,71 +151,31 @@ class MemoryOptions:
 # -- the recurrent cell and the write head ----------------------------------------------------------
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
 @dataclass
-class GateWeights:
-    """A GRU cell (torch.nn.GRUCell's layout: rows r, z, n) and a linear write head over [h, x]."""
+class GateWeights(GRUHead):
+    """The GRU cell and write head (kernels.gru) with the fold thresholds fitted beside them."""
 
-    weight_ih: np.ndarray  # (3H, F)
-    weight_hh: np.ndarray  # (3H, H)
-    bias_ih: np.ndarray  # (3H,)
-    bias_hh: np.ndarray  # (3H,)
-    head: np.ndarray  # (H + F,)
-    head_bias: float
-    fold_shot: float
-    fold_text: float
-    fitted_on: str = ""
-
-    @property
-    def hidden(self) -> int:
-        return self.weight_hh.shape[1]
-
-    def step(self, x: np.ndarray, h: np.ndarray) -> np.ndarray:
-        """One GRU step: x (F,), h (H,) -> h' (H,), as torch.nn.GRUCell computes it."""
-        H = self.hidden
-        gi = self.weight_ih @ x + self.bias_ih  # (3H,)
-        gh = self.weight_hh @ h + self.bias_hh
-        r = _sigmoid(gi[:H] + gh[:H])
-        z = _sigmoid(gi[H : 2 * H] + gh[H : 2 * H])
-        n = np.tanh(gi[2 * H :] + r * gh[2 * H :])
-        return (1.0 - z) * n + z * h
+    fold_shot: float = 0.86
+    fold_text: float = 0.98
 
     def salience(self, x: np.ndarray, h: np.ndarray) -> float:
         """The write head: how much the unit is worth a slot, in (0, 1)."""
-        return float(_sigmoid(np.array(self.head @ np.concatenate([h, x]) + self.head_bias)))
+        return self.prob(x, h)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "features": list(FEATURES),
-            "weight_ih": self.weight_ih.tolist(),
-            "weight_hh": self.weight_hh.tolist(),
-            "bias_ih": self.bias_ih.tolist(),
-            "bias_hh": self.bias_hh.tolist(),
-            "head": self.head.tolist(),
-            "head_bias": self.head_bias,
+            **self.arrays_json(),
             "fold_shot": self.fold_shot,
             "fold_text": self.fold_text,
-            "fitted_on": self.fitted_on,
         }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> GateWeights:
         if list(raw.get("features", [])) != list(FEATURES):
             raise ValueError("gate weights were fitted on other features; refit them (tests/fit/fit_gate.py)")
-        arr = lambda k: np.asarray(raw[k], dtype=np.float64)  # noqa: E731
         return cls(
-            arr("weight_ih"),
-            arr("weight_hh"),
-            arr("bias_ih"),
-            arr("bias_hh"),
-            arr("head"),
-            float(raw["head_bias"]),
-            float(raw["fold_shot"]),
-            float(raw["fold_text"]),
-            str(raw.get("fitted_on", "")),
+            **GRUHead.arrays_from(raw), fold_shot=float(raw["fold_shot"]), fold_text=float(raw["fold_text"])
         )
 
 
@@ -222,52 +184,8 @@ def load_weights(path: Path = MODEL_FILE) -> GateWeights:
     return GateWeights.from_json(json.loads(Path(path).read_text()))
 
 
-def torch_gate(weights: GateWeights) -> Any:
-    """The same network as a torch module (for fitting): `module(xs)` over a (T, F) sequence
-    returns the saliences (T,), the state starting at zero."""
-    import torch
-    from torch import nn
-
-    class Gate(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            F, H = weights.weight_ih.shape[1], weights.hidden
-            self.cell = nn.GRUCell(F, H)
-            self.head = nn.Linear(H + F, 1)
-            with torch.no_grad():
-                for name, value in (
-                    ("weight_ih", weights.weight_ih),
-                    ("weight_hh", weights.weight_hh),
-                    ("bias_ih", weights.bias_ih),
-                    ("bias_hh", weights.bias_hh),
-                ):
-                    getattr(self.cell, name).copy_(torch.as_tensor(value))
-                self.head.weight.copy_(torch.as_tensor(weights.head)[None])
-                self.head.bias.fill_(weights.head_bias)
-
-        def forward(self, xs: torch.Tensor, recurrent: bool = True) -> torch.Tensor:
-            h = xs.new_zeros(self.cell.hidden_size)
-            out = []
-            for x in xs:  # (F,)
-                h = self.cell(x[None], h[None])[0] if recurrent else h
-                out.append(self.head(torch.cat([h, x])))
-            return torch.sigmoid(torch.cat(out))
-
-        def export(self) -> GateWeights:
-            get = lambda t: t.detach().double().cpu().numpy()  # noqa: E731
-            return GateWeights(
-                get(self.cell.weight_ih),
-                get(self.cell.weight_hh),
-                get(self.cell.bias_ih),
-                get(self.cell.bias_hh),
-                get(self.head.weight)[0],
-                float(self.head.bias.item()),
-                weights.fold_shot,
-                weights.fold_text,
-                weights.fitted_on,
-            )
-
-    return Gate()
+torch_gate = torch_gru_head
+"""The gate's network as a torch module (kernels.gru.torch_gru_head), for fitting."""
 
 
 # -- the bank -----------------------------------------------------------------------------------------

@@ -33,14 +33,15 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from kernels.timecode import hms, parse_hms
 from memory import Store
 from memory.runtime import Registry
 from memory.runtime.llm import LLM, LLMError, LLMUnavailable, ToolCall
 from memory.runtime.text import Embedder, SentenceEmbedder
-from reasoning.retrieve import RetrieveOptions, retrieve
+from reasoning.reader import ExitWeights, ReadOptions, read
+from reasoning.retrieve import RetrieveOptions, retrieve_levels
 from reasoning.search import Moment
 
 NOT_FOUND = "The evidence does not contain the answer to this question."
@@ -111,9 +112,14 @@ class Evidence:
     end: float
     text: str
     score: float
+    role: str = "span"
+    """`span` (a refined moment) or `gist` (a scene's or chapter's text, read first for context)."""
 
     def line(self) -> str:
-        return f"[{self.number}] video {self.video_id}, {hms(self.start)} - {hms(self.end)}: {self.text}"
+        what = " (gist of the part)" if self.role == "gist" else ""
+        return (
+            f"[{self.number}] video {self.video_id}, {hms(self.start)} - {hms(self.end)}{what}: {self.text}"
+        )
 
 
 @dataclass
@@ -161,6 +167,12 @@ class ToolUse:
         return out
 
 
+class Report(Protocol):
+    """How an answer's reading is reported: `read`, `tokens` and `exit` (and what else it adds)."""
+
+    def to_json(self) -> dict[str, object]: ...
+
+
 @dataclass
 class Answer:
     answer: str
@@ -177,6 +189,9 @@ class Answer:
     """The tool calls made before answering, in order."""
     note: str = ""
     """Anything else the reader should know about how the answer was made (tools unavailable)."""
+    reading: Report | None = None
+    """What was read before answering and why reading stopped: a `reasoning.reader.Reading` (the
+    exit gate over the evidence) or a `reasoning.gru_mem.WholeReading` (a whole video, chunk by chunk)."""
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -190,13 +205,22 @@ class Answer:
             out["tools"] = [t.to_json() for t in self.tools]
         if self.note:
             out["note"] = self.note
+        if self.reading is not None:
+            out.update(self.reading.to_json())
         return out
 
 
 @dataclass
 class AskOptions:
     evidence: int = 5
-    """Moments given to the engine."""
+    """Refined spans that may be read (the exit gate may stop sooner)."""
+    gists: int = 2
+    """Gists (scene or chapter texts among the best coarse hits) read before the spans."""
+    exit_gate: bool = True
+    """Stop reading when the exit gate says what was read suffices (reasoning.reader); False: read
+    every candidate."""
+    exit_weights: ExitWeights | None = None
+    """The exit gate's stop head; None: the shipped one (reasoning/exit_model.json)."""
     min_similarity: float = 0.25
     """Cosine (question vs the best evidence) under which the extractive engine says it found nothing."""
     max_tokens: int = 256
@@ -208,8 +232,8 @@ class AskOptions:
     answer's `fallback` says so) instead of raising `memory.runtime.llm.LLMUnavailable`."""
 
     def __post_init__(self) -> None:
-        if self.evidence < 1 or self.max_tokens < 16 or self.max_tool_rounds < 0:
-            raise ValueError("evidence must be >= 1, max_tokens >= 16 and max_tool_rounds >= 0")
+        if self.evidence < 1 or self.gists < 0 or self.max_tokens < 16 or self.max_tool_rounds < 0:
+            raise ValueError("evidence must be >= 1, gists >= 0, max_tokens >= 16 and max_tool_rounds >= 0")
 
 
 class AnswerEngine:
@@ -231,12 +255,13 @@ class ExtractiveEngine(AnswerEngine):
         self.min_similarity = min_similarity
 
     def answer(self, question: str, evidence: list[Evidence], context: ToolBox | None = None) -> Answer:
-        if evidence:
-            vecs = self.embedder.embed([question] + [e.text for e in evidence])
+        quotable = [e for e in evidence if e.role == "span"] or evidence  # a gist is cut short
+        if quotable:
+            vecs = self.embedder.embed([question] + [e.text for e in quotable])
             sims = vecs[1:] @ vecs[0]
             best = int(sims.argmax())
             if float(sims[best]) >= self.min_similarity:
-                e = evidence[best]
+                e = quotable[best]
                 text = f'{hms(e.start)} - {hms(e.end)}: "{e.text}"'
                 return Answer(text, [Citation(e.video_id, e.start, e.end)], self.name, True, evidence)
         return Answer(NOT_FOUND, [], self.name, False, evidence)
@@ -468,16 +493,27 @@ def ask(
     if not question:
         raise ValueError("empty question: ask something")
     enc = embedder or SentenceEmbedder()
-    moments = retrieve(store, question, library, video_id, RetrieveOptions(top=opts.evidence), enc)
-    evidence = [Evidence(i, m.video_id, m.start, m.end, m.text, m.score) for i, m in enumerate(moments, 1)]
+    qvec = enc.embed([question])[0]
+    found = retrieve_levels(
+        store, question, library, video_id, RetrieveOptions(top=opts.evidence), enc, query_vector=qvec
+    )
+    reading_opts = ReadOptions(spans=opts.evidence, gists=opts.gists, gate=opts.exit_gate)
+    reading = read(question, qvec, found, enc, reading_opts, opts.exit_weights)
+    evidence = [
+        Evidence(
+            i, it.moment.video_id, it.moment.start, it.moment.end, it.moment.text, it.moment.score, it.role
+        )
+        for i, it in enumerate(reading.read, 1)
+    ]
     try:
-        return engine.answer(question, evidence, ToolBox(store, library, video_id, enc))
+        answer = engine.answer(question, evidence, ToolBox(store, library, video_id, enc))
     except LLMUnavailable as e:
         if not opts.fallback:
             raise
         answer = ExtractiveEngine(enc, opts.min_similarity).answer(question, evidence)
         answer.fallback = Fallback(engine.name, f"the LLM server could not be reached: {e}")
-        return answer
+    answer.reading = reading
+    return answer
 
 
 ANSWER_ENGINES: Registry[str] = Registry(

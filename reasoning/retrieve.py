@@ -138,6 +138,14 @@ def _neighbourhoods(run: CueRun, hits: list[Moment], opts: RetrieveOptions) -> l
     return out
 
 
+@dataclass
+class Retrieved:
+    coarse: list[Moment]
+    """The coarse hits over every level, best first (gists among them)."""
+    moments: list[Moment]
+    """The refined moments, best first."""
+
+
 def retrieve(
     store: Store,
     query: str,
@@ -152,9 +160,38 @@ def retrieve(
     scorer: SpanScorer | None = None,
 ) -> list[Moment]:
     """The best moments for `query`, their spans cut to the answer, best first."""
+    return retrieve_levels(
+        store,
+        query,
+        library,
+        video_id,
+        options,
+        embedder,
+        image_encoder,
+        time_from=time_from,
+        time_to=time_to,
+        scorer=scorer,
+    ).moments
+
+
+def retrieve_levels(
+    store: Store,
+    query: str,
+    library: str | None = "default",
+    video_id: str | None = None,
+    options: RetrieveOptions | None = None,
+    embedder: Embedder | None = None,
+    image_encoder: ImageEncoder | None = None,
+    *,
+    time_from: float | None = None,
+    time_to: float | None = None,
+    scorer: SpanScorer | None = None,
+    query_vector: np.ndarray | None = None,
+) -> Retrieved:
+    """The coarse hits and the refined moments for `query` (`retrieve` returns the latter)."""
     opts = options or RetrieveOptions()
     enc = embedder or SentenceEmbedder()
-    qvec = enc.embed([query.strip() or query])[0]
+    qvec = enc.embed([query.strip() or query])[0] if query_vector is None else query_vector
     coarse = search(
         store,
         query,
@@ -168,7 +205,7 @@ def retrieve(
         query_vector=qvec,
     )
     if not opts.refine or not coarse:
-        return coarse[: opts.top]
+        return Retrieved(coarse, coarse[: opts.top])
     order: list[str] = []
     for m in coarse:
         if m.video_id not in order:
@@ -199,4 +236,4 @@ def retrieve(
             m.also = also
         moments += found
     moments.sort(key=lambda m: -m.score)
-    return moments[: opts.top]
+    return Retrieved(coarse, moments[: opts.top])

@@ -340,7 +340,18 @@ def ask(
         str | None,
         typer.Option(help="auto, local, openai or extractive (env VIDMEM_ANSWER_ENGINE)."),
     ] = None,
-    evidence: Annotated[int, typer.Option(min=1, max=20, help="Moments given to the engine.")] = 5,
+    evidence: Annotated[int, typer.Option(min=1, max=20, help="Refined spans that may be read.")] = 5,
+    gists: Annotated[int, typer.Option(min=0, max=5, help="Scene or chapter gists read first.")] = 2,
+    exit_gate: Annotated[
+        bool, typer.Option("--exit-gate/--read-all", help="Stop reading when what was read suffices.")
+    ] = True,
+    whole: Annotated[
+        bool,
+        typer.Option(
+            "--whole",
+            help="Read the whole --video part by part with a bounded memory (GRU-Mem); needs an LLM engine.",
+        ),
+    ] = False,
     fallback: Annotated[
         bool,
         typer.Option(
@@ -354,8 +365,10 @@ def ask(
     """Answer a question from the videos, citing the moments it rests on (HH:MM:SS)."""
     from memory.runtime.llm import LLMError, LLMUnavailable
     from memory.runtime.text import SentenceEmbedder
-    from reasoning.answer import AskOptions
+    from reasoning.answer import AskOptions, LLMEngine
     from reasoning.answer import ask as run_ask
+    from reasoning.gru_mem import WholeReading, read_whole
+    from reasoning.reader import Reading
     from service.settings import make_answer_engine
 
     with _errors():
@@ -363,9 +376,17 @@ def ask(
         store = _store(cfg)
         embedder = SentenceEmbedder(cfg.text_model)
         answer_engine = make_answer_engine(cfg, embedder)
+        if whole and video is None:
+            raise CliError("--whole reads one video: name it with --video")
+        if whole and not isinstance(answer_engine, LLMEngine):
+            raise CliError("--whole needs an LLM engine (--engine openai or local)")
         try:
-            opts = AskOptions(evidence=evidence, fallback=fallback)
-            answer = run_ask(store, question, answer_engine, cfg.library, video, opts, embedder)
+            if whole:
+                assert isinstance(answer_engine, LLMEngine) and video is not None
+                answer = read_whole(store, video, question, answer_engine.llm)
+            else:
+                opts = AskOptions(evidence=evidence, gists=gists, exit_gate=exit_gate, fallback=fallback)
+                answer = run_ask(store, question, answer_engine, cfg.library, video, opts, embedder)
         except LLMUnavailable as e:
             raise CliError(f"{e}\n(--fallback gives the extractive answer instead)") from None
         except LLMError as e:
@@ -384,6 +405,21 @@ def ask(
         for c in answer.citations:
             out.print(f"  [cyan]{hms(c.start)} - {hms(c.end)}[/cyan]  video {c.video_id}", highlight=False)
         err.print(f"[dim]engine {escape(answer.engine)}[/dim]", highlight=False)
+        if isinstance(answer.reading, Reading):
+            r = answer.reading
+            err.print(
+                f"[dim]read {len(r.read)} of {r.candidates} ({r.tokens} tokens), exit: {escape(r.exit)}"
+                f"{escape(' - ' + r.note) if r.note else ''}[/dim]",
+                highlight=False,
+            )
+        if isinstance(answer.reading, WholeReading):
+            w = answer.reading
+            changed = sum(s.update for s in w.steps)
+            err.print(
+                f"[dim]read {len(w.steps)} of {w.chunks} parts ({changed} changed the memory; "
+                f"{w.tokens} prompt tokens), exit: {escape(w.exit)}[/dim]",
+                highlight=False,
+            )
         for t in answer.tools:
             told = f" → error: {t.error}" if t.error else f" → {t.added} new moment(s)"
             err.print(

@@ -70,3 +70,18 @@ class SentenceEmbedder(Embedder):
             list(texts), batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
         )
         return np.asarray(vecs, dtype=np.float32)
+
+
+def token_counts(texts: Sequence[str], model: str = "all-MiniLM-L6-v2") -> list[int]:
+    """Tokens of each text under the packaged text model's tokenizer (WordPiece; English counts run
+    within a few percent of the LLMs' BPE ones), without special tokens: what a reader is charged."""
+    if not texts:
+        return []
+
+    def load() -> Any:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(text_model_path(model)))
+
+    tokenizer = load_once(f"tokenizer:{model}", load)
+    return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]

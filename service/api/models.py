@@ -52,7 +52,16 @@ class AskIn(BaseModel):
     library: str | None = Field(None, max_length=128)
     video: str | None = Field(None, max_length=32)
     engine: Literal["auto", "local", "openai", "extractive"] | None = None
-    evidence: int = Field(5, ge=1, le=20)
+    evidence: int = Field(5, ge=1, le=20, description="Refined spans that may be read.")
+    gists: int = Field(2, ge=0, le=5, description="Scene or chapter gists read before the spans.")
+    exit_gate: bool = Field(
+        True, description="Stop reading when the exit gate says what was read suffices (false: read all)."
+    )
+    mode: Literal["moments", "whole"] = Field(
+        "moments",
+        description="`moments`: answer from retrieved evidence; `whole`: read the whole `video` part by "
+        "part with a bounded memory (GRU-Mem; needs an LLM engine).",
+    )
     fallback: bool = Field(
         False,
         description="When the LLM's server cannot be reached, answer with the extractive engine "
@@ -307,6 +316,39 @@ class ToolUseOut(Out):
     )
 
 
+class ReadItemOut(Out):
+    role: Literal["gist", "span", "chunk"] = Field(
+        description="`gist` and `span`: evidence read by the exit gate; `chunk`: a part of a whole "
+        "video read with a bounded memory (`mode: whole`)."
+    )
+    kind: str = Field(description="The unit read: span, cue, window, shot, scene or chapter.")
+    video_id: str
+    start: float
+    end: float
+    timestamp: str = Field(description="`start` as HH:MM:SS.")
+    tokens: int
+    stop: float | None = Field(None, description="The exit gate's stop probability after this item.")
+    update: bool | None = Field(None, description="A chunk: whether the model changed its memory.")
+    exit: bool | None = Field(None, description="A chunk: whether the model stopped reading after it.")
+    memory: str | None = Field(None, description="A chunk: the model's memory after it.")
+    ignored: bool | None = Field(
+        None, description="A chunk: the model asked to exit with an empty memory, and reading went on."
+    )
+
+
+class ExitOut(Out):
+    reason: Literal["gate", "all read", "off", "model", "limit", "unusable reply"] = Field(
+        description="`gate`: the stop head said what was read suffices; `all read`: no candidate left; "
+        "`off`: the gate was off (asked, or no weights: then `note` says so); for `mode: whole`, "
+        "`model`: the model's exit gate, `limit`: the chunk limit came first, `unusable reply`: a "
+        "step's reply was not the JSON asked for (`note` says which)."
+    )
+    after: int = Field(description="Items read.")
+    of: int = Field(description="Candidates there were.")
+    threshold: float | None = None
+    note: str = ""
+
+
 class AnswerOut(Out):
     answer: str
     answerable: bool
@@ -315,6 +357,12 @@ class AnswerOut(Out):
     fallback: FallbackOut | None = Field(description="Set when the engine asked for did not answer.")
     tools: list[ToolUseOut] = Field([], description="The tool calls made before answering; absent if none.")
     note: str = Field("", description="What else was degraded; absent if nothing.")
+    read: list[ReadItemOut] = Field(
+        [], description="The evidence read, in reading order (gists, then spans)."
+    )
+    tokens: int = Field(0, description="Evidence tokens read (the packaged text model's tokenizer).")
+    exit: ExitOut | None = Field(None, description="Why reading stopped.")
+    memory: str | None = Field(None, description="`mode: whole`: the model's memory when it stopped.")
 
 
 # --- the memory ---------------------------------------------------------------------------------------

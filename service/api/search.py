@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
 from service.api.deps import API_PREFIX, Caller, Svc, check_limits, link, query_library
 from service.api.errors import BODY, CALLER, ApiError, errors
 from service.api.models import AnswerOut, AskIn, MomentOut, SearchOut
+
+if TYPE_CHECKING:
+    from reasoning.answer import Answer, AnswerEngine
+    from service.api.deps import Service
 
 router = APIRouter(prefix=API_PREFIX, tags=["search"])
 
@@ -44,6 +48,19 @@ def search_moments(
     return SearchOut(query=q, library=scope, video=video, moments=[moment_out(m.to_json()) for m in found])
 
 
+def _read_whole(svc: Service, body: AskIn, engine: AnswerEngine) -> Answer:
+    from reasoning.answer import LLMEngine
+    from reasoning.gru_mem import read_whole
+
+    if body.video is None:
+        raise ApiError(422, "invalid_request", "`mode: whole` reads one video: give `video`")
+    if not isinstance(engine, LLMEngine):
+        raise ApiError(
+            422, "invalid_request", "`mode: whole` needs an LLM engine (`engine`: openai or local)"
+        )
+    return read_whole(svc.store, body.video, body.question, engine.llm)
+
+
 def moment_out(m: dict[str, Any]) -> MomentOut:
     """A moment with the page's deep links: its own, and each of the other times it was seen."""
     also = [{**o, "link": link(o["video_id"], o["start"])} for o in m["also"]]
@@ -59,10 +76,15 @@ def ask(body: AskIn, who: Caller, svc: Svc) -> AnswerOut:
 
     check_limits(svc.settings, body.question, body.evidence)
     scope = query_library(svc, who, body.library, body.video)
-    options = AskOptions(evidence=body.evidence, fallback=body.fallback)
+    options = AskOptions(
+        evidence=body.evidence, gists=body.gists, exit_gate=body.exit_gate, fallback=body.fallback
+    )
     try:
         engine = svc.engine(body.engine)
-        answer = run_ask(svc.store, body.question, engine, scope, body.video, options, svc.embedder())
+        if body.mode == "whole":
+            answer = _read_whole(svc, body, engine)
+        else:
+            answer = run_ask(svc.store, body.question, engine, scope, body.video, options, svc.embedder())
     except LLMUnavailable as e:
         raise ApiError(
             503,

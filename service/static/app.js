@@ -331,6 +331,16 @@ $("search-form").addEventListener("submit", async (e) => {
   }
 });
 
+// what was read before answering, and why reading stopped (the exit gate)
+function readingLine(a) {
+  const why = { gate: "the exit gate judged it enough", "all read": "every candidate read", off: "the gate was off" }[a.exit.reason] || a.exit.reason;
+  return `read ${a.exit.after} of ${a.exit.of} pieces of evidence (${a.tokens} tokens): ${why}`;
+}
+
+function readingTitle(a) {
+  return a.read.map((r) => `${r.role} ${r.timestamp} · ${r.tokens} tokens${r.stop != null ? ` · stop ${r.stop.toFixed(2)}` : ""}`).join("\n");
+}
+
 $("ask-button").addEventListener("click", async () => {
   const q = $("search-input").value.trim();
   if (!q) return;
@@ -346,7 +356,8 @@ $("ask-button").addEventListener("click", async () => {
       `Fallback: ${a.fallback.from} did not answer (${a.fallback.reason}); this is the ${a.engine} answer.`)] : [];
     box.replaceChildren(...fellBack, el("p", {}, a.answer), ...a.citations.map((c) => el("div", { class: "hit", onclick: () => {
       if (state.video && c.video_id === state.video.id && !$("video-view").hidden) seek(c.start); else location.href = c.link;
-    } }, stamp(c.video_id, c.start), "–", stamp(c.video_id, c.end))), el("p", { class: "status" }, `engine ${a.engine}${a.note ? ` · ${a.note}` : ""}`));
+    } }, stamp(c.video_id, c.start), "–", stamp(c.video_id, c.end))), el("p", { class: "status" }, `engine ${a.engine}${a.note ? ` · ${a.note}` : ""}`),
+      ...(a.exit ? [el("p", { class: "status reading", title: readingTitle(a) }, readingLine(a))] : []));
   } catch (err) {
     box.replaceChildren(el("p", { class: "error" }, err.message));
   }

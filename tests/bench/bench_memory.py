@@ -121,9 +121,7 @@ def _gate(units: list[Unit], budget: int, head: str) -> list[Entry]:
     weights = load_weights()
     gate = MemoryGate(MemoryOptions(recurrent=head != "no recurrence"), weights)
     if head == "fold alone":
-        gate.weights = type(weights)(
-            **{**weights.__dict__, "head": np.zeros_like(weights.head), "head_bias": 0.0}
-        )
+        gate.weights = weights.constant()
     stream = [
         GateUnit(i + 1, "shot", str(u.copy), u.start, u.end, u.vector.astype(np.float32))
         for i, u in enumerate(units)

@@ -2,8 +2,9 @@
 each in its own process (a crash or a long one does not take the others down). Prints a summary of
 what ran and how long; the results are the files each writes into docs/benchmarks/.
 
-Two fitting scripts run too, since their docs sit beside the benchmarks' and they leave the package
-as it is: tests/fit/calibrate_labels.py (which only reports the thresholds) and tests/fit/span_folds.py.
+Fitting scripts run too where their docs sit beside the benchmarks' and they leave the package as
+it is: tests/fit/calibrate_labels.py (which only reports the thresholds), tests/fit/span_folds.py,
+and fit_gate and exit_folds with --dry-run (exit_folds also writes the per-fold heads bench_exit reads).
 tests/fit/train_span.py does not: it rewrites the shipped weights.
 
 Run: .venv/bin/python -m tests.bench.run_all [--only NAME ...]
@@ -32,6 +33,9 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("tests.bench.bench_memory", []),
     ("tests.bench.bench_ask", ["--questions", "12", "--models", "smollm2", "qwen0.5b"]),
     ("tests.bench.bench_service", ["--clients", "32", "--seconds", "30"]),
+    ("tests.fit.exit_folds", ["--every", "3", "--dry-run"]),
+    ("tests.bench.bench_exit", ["--every", "4", "--packs", "gate", "whole3"]),
+    ("tests.bench.bench_stream", []),
 ]
 
 

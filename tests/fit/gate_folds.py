@@ -25,9 +25,9 @@ import shutil
 import time
 
 import numpy as np
-import torch
 
-from memory.gate import MODEL_FILE, GateUnit, GateWeights, MemoryGate, MemoryOptions, load_weights, torch_gate
+from kernels.gru import fit_gru_head
+from memory.gate import FEATURES, MODEL_FILE, GateUnit, GateWeights, MemoryGate, MemoryOptions, load_weights
 from tests.bench.common import WORK, machine, write_results
 from tests.bench.tutorialvqa import DATA, open_library
 from tests.fit.span_folds import MemoEmbedder, video_folds
@@ -57,36 +57,12 @@ def sequences(store, ids: dict[str, str], spans: dict[str, list[tuple[float, flo
 
 
 def fit_head(data: list[tuple[np.ndarray, np.ndarray]], epochs: int, seed: int = 0) -> GateWeights:
-    torch.manual_seed(seed)
     base = load_weights()
     rng = np.random.default_rng(seed)
-    H, F = base.hidden, base.weight_ih.shape[1]
-    init = GateWeights(
-        rng.normal(0, 0.3, (3 * H, F)),
-        rng.normal(0, 0.3, (3 * H, H)),
-        np.zeros(3 * H),
-        np.zeros(3 * H),
-        rng.normal(0, 0.1, H + F),
-        0.0,
-        base.fold_shot,
-        base.fold_text,
+    init = GateWeights.random(
+        len(FEATURES), base.hidden, rng, fold_shot=base.fold_shot, fold_text=base.fold_text
     )
-    model = torch_gate(init).double()
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    pos = float(np.mean(np.concatenate([y for _, y in data])))
-    weight = torch.tensor((1 - pos) / max(pos, 1e-6), dtype=torch.float64)  # balance the two classes
-    for _ in range(epochs):
-        for i in rng.permutation(len(data)):
-            xs, ys = data[i]
-            if not len(xs):
-                continue
-            p = model(torch.as_tensor(xs)).clamp(1e-6, 1 - 1e-6)
-            y = torch.as_tensor(ys)
-            loss = -(weight * y * torch.log(p) + (1 - y) * torch.log(1 - p)).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.export()
+    return fit_gru_head(init, data, epochs, rng, seed)
 
 
 def uniform_regate(store, library: str, share: float) -> None:  # type: ignore[no-untyped-def]
@@ -160,7 +136,7 @@ def main() -> None:
             "full index": lambda: store.reindex(forget_memory=True),
             "uniform": lambda: uniform_regate(store, LIBRARY, args.budget),
             "vidmem": lambda w=weights: regate_with(store, LIBRARY, args.budget, w),
-            "fold alone": lambda w=weights: regate_with(store, LIBRARY, args.budget, constant_head(w)),
+            "fold alone": lambda w=weights: regate_with(store, LIBRARY, args.budget, w.constant()),
         }
         for name, prepare in runs.items():
             prepare()
@@ -171,10 +147,6 @@ def main() -> None:
     final = fit_head(list(seqs.values()), args.epochs, seed=len(folds))
     write(results, args, positives, final)
     store.reindex(forget_memory=True)
-
-
-def constant_head(w: GateWeights) -> GateWeights:
-    return GateWeights(**{**w.__dict__, "head": np.zeros_like(w.head), "head_bias": 0.0})
 
 
 def regate_with(store, library: str, share: float, weights: GateWeights) -> None:  # type: ignore[no-untyped-def]

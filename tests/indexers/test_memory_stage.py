@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from indexers.decode import probe, sample_frames
 from indexers.pipeline import IngestOptions, ingest
-from memory import EmbeddingRow, Segment, Store
+from memory import STAGES, EmbeddingRow, IngestJob, Segment, Store
 from memory.catalog import MemorySlot, MemoryUnit
 from memory.runtime.images import image_encoder
 from reasoning.search import SearchOptions, search, search_frame
@@ -46,8 +46,11 @@ def test_a_repeated_shot_is_one_slot_that_cites_every_time(
         ).all()
         actions = [u.action for u in s.scalars(select(MemoryUnit).order_by(MemoryUnit.start))]
         library_id = slots[0].library_id
+        took = s.scalar(select(IngestJob.stage_seconds).where(IngestJob.video_id == vid))
     n = len(cut_clip.cut_times) + 1
     assert len(shots) == 3 * n and len(slots) == n
+    assert took is not None and set(took) == set(STAGES)  # every stage timed, the gate among them
+    assert all(0 <= took[stage] < 600 for stage in STAGES)
     assert actions == ["write"] * n + ["fold"] * 2 * n
     assert all(sh.retained for sh in shots) and all(sh.salience is not None for sh in shots)
 

@@ -8,20 +8,34 @@ expectation comes from what was written, not from a recorded output.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import select
 
 from indexers import IngestOptions, ingest
 from indexers.captions import CaptionOptions
 from kernels.timecode import parse_hms
-from memory import Store
+from memory import Store, TranscriptCue
 from memory.runtime.llm import LLMUnavailable, OpenAIChatLLM, ToolCall
-from memory.runtime.text import SentenceEmbedder
+from memory.runtime.text import SentenceEmbedder, token_counts
 from reasoning.answer import NOT_FOUND, AskOptions, Evidence, ExtractiveEngine, LLMEngine, ask, check
+from reasoning.gru_mem import WholeOptions, WholeReading, read_whole
+from reasoning.gru_mem import chunks as whole_chunks
+from reasoning.reader import (
+    EXIT_FEATURES,
+    ExitWeights,
+    Reading,
+    ReadOptions,
+    exit_features,
+    load_exit_weights,
+    read,
+)
+from reasoning.reader import candidates as read_candidates
 from reasoning.refine import FEATURES, CueRun, SpanScorer, best_spans, candidates, span_features
 from reasoning.retrieve import RetrieveOptions, load_cues, retrieve
 from reasoning.tools import TOOLS, ToolError, call_tool, read_context
@@ -504,3 +518,160 @@ def test_the_api_and_the_cli_say_an_unreachable_server(library, tmp_path: Path) 
     )
     said = json.loads(proc.stdout)
     assert said["fallback"]["from"] == "llm:qwen0.5b" and "fallback:" in proc.stderr
+
+
+# ------------------------------------------------------------------------- the exit gate (reading)
+
+
+def _gate(bias: float) -> ExitWeights:
+    """Stop-head weights whose head says `sigmoid(bias)` whatever it reads."""
+    w = ExitWeights.random(len(EXIT_FEATURES), 4, np.random.default_rng(0), threshold=0.5)
+    return dataclasses.replace(w, head=np.zeros_like(w.head), head_bias=bias)
+
+
+def test_ask_reads_gists_then_spans_and_reports_what_it_read(library) -> None:  # type: ignore[no-untyped-def]
+    store, ids = library
+    answer = ask(store, "how do I add a layer mask?", ExtractiveEngine(), "howto")
+    reading = answer.reading
+    assert isinstance(reading, Reading)
+    assert load_exit_weights() is not None, "the shipped exit weights must load"
+    assert reading.exit in ("gate", "all read") and reading.threshold is not None
+    roles = [item.role for item in reading.read]
+    assert "span" in roles and roles == sorted(roles)  # gists ("gist" < "span") all come first
+    assert [(e.start, e.end, e.role) for e in answer.evidence] == [
+        (i.moment.start, i.moment.end, i.role) for i in reading.read
+    ]
+    assert reading.tokens == sum(token_counts([i.moment.text for i in reading.read])) > 0
+    first_span = next(i.moment for i in reading.read if i.role == "span")
+    assert first_span.video_id == ids["photo"] and _covers(first_span, 40.0, 68.0, 0.3)
+    assert all(i.stop is not None and 0.0 <= i.stop <= 1.0 for i in reading.read)
+    out = answer.to_json()
+    assert out["tokens"] == reading.tokens and len(out["read"]) == len(reading.read)  # type: ignore[arg-type]
+    assert out["exit"]["reason"] == reading.exit  # type: ignore[index]
+    assert answer.citations and answer.citations[0].video_id == ids["photo"]  # a span is quoted, not a gist
+
+
+def test_the_exit_gate_stops_at_the_first_span_it_trusts_and_never_on_a_gist(library) -> None:  # type: ignore[no-untyped-def]
+    from reasoning.retrieve import retrieve_levels
+
+    store, _ = library
+    enc = SentenceEmbedder()
+    q = "how do I add a layer mask?"
+    qvec = enc.embed([q])[0]
+    found = retrieve_levels(store, q, "howto", None, RetrieveOptions(top=5), enc, query_vector=qvec)
+    every = read(q, qvec, found, enc, ReadOptions(gate=False))
+    assert every.exit == "off" and len(every.read) == every.candidates == len(
+        read_candidates(found, ReadOptions())
+    )
+    sure = read(q, qvec, found, enc, ReadOptions(), weights=_gate(10.0))
+    assert sure.exit == "gate" and sure.read[-1].role == "span"
+    assert [i.role for i in sure.read].count("span") == 1 and sure.tokens < every.tokens
+    unsure = read(q, qvec, found, enc, ReadOptions(), weights=_gate(-10.0))
+    assert unsure.exit == "all read" and len(unsure.read) == every.candidates
+    assert [i.tokens for i in unsure.read] == [i.tokens for i in every.read]
+
+
+def test_exit_weights_keep_their_threshold_and_refuse_other_features() -> None:
+    w = ExitWeights.random(len(EXIT_FEATURES), 4, np.random.default_rng(2), threshold=0.73)
+    raw = json.loads(json.dumps(w.to_json()))
+    again = ExitWeights.from_json(raw)
+    assert again.threshold == 0.73
+    np.testing.assert_array_equal(again.weight_hh, w.weight_hh)
+    raw["features"] = raw["features"][:-1]
+    try:
+        ExitWeights.from_json(raw)
+    except ValueError as e:
+        assert "refit" in str(e)
+    else:
+        raise AssertionError("weights fitted on other features must be refused")
+
+
+def test_exit_features_see_only_what_was_read_and_the_scores() -> None:
+    from reasoning.search import Moment
+
+    enc = SentenceEmbedder()
+    q = "how long does the dough rise?"
+    items = [
+        ("gist", Moment("v", 0, 60, 0.1, "Baking bread at home.", "scene")),
+        ("span", Moment("v", 20, 30, 3.0, "Leave the dough to rise for an hour.", "span")),
+        ("span", Moment("v", 40, 50, 1.0, "Then bake it for forty minutes.", "span")),
+    ]
+    texts = [m.text for _, m in items]
+    tokens = token_counts(texts)
+    x = exit_features(q, enc.embed([q])[0], items, enc.embed(texts), tokens)
+    f = {name: x[:, i] for i, name in enumerate(EXIT_FEATURES)}
+    assert list(f["is_gist"]) == [1, 0, 0]
+    assert f["score"][0] == 0 and f["score"][1] == pytest.approx(3.0 / 5)
+    assert f["score_drop"][1] == 0 and f["score_drop"][2] == pytest.approx(2.0 / 5)
+    assert f["next_drop"][1] == pytest.approx(2.0 / 5) and f["next_drop"][2] == 1.0  # nothing after it
+    assert np.all(np.diff(f["q_cover"]) >= 0) and f["q_cover"][1] > f["q_cover"][0]  # "dough", "rise"
+    assert np.all(np.diff(f["log_tokens"]) > 0) and f["redundancy"][0] == 0
+    assert list(f["spans_left"] * 10) == [2, 1, 0]
+
+
+# ------------------------------------------------ a whole video, part by part (GRU-Mem, real server)
+
+
+class Gated(OpenAIChatLLM):
+    """The real vLLM server, with some reading steps' decisions pinned by narrowing the schema the
+    server decodes under (`{"const": value}`): the model still writes its memory; which step updates
+    or exits is made certain. Every step's schema is kept in `schemas`."""
+
+    def __init__(self, served: OpenAIChatLLM, pins: dict[int, dict[str, bool]]) -> None:
+        super().__init__(served.url, served.name, max_retries=0)
+        self.pins, self.step, self.schemas = pins, 0, []  # type: ignore[var-annotated]
+
+    def chat_json(self, messages, schema, max_tokens=256):  # type: ignore[no-untyped-def]
+        if "exit" in schema["properties"]:
+            self.step += 1
+            props = dict(schema["properties"])
+            for key, value in self.pins.get(self.step, {}).items():
+                props[key] = {"type": "boolean", "const": value}
+            schema = {**schema, "properties": props}
+            self.schemas.append(schema)
+        return super().chat_json(messages, schema, max_tokens)
+
+
+def test_the_parts_of_a_whole_video_cover_its_lines_once_in_order(library) -> None:  # type: ignore[no-untyped-def]
+    store, ids = library
+    parts = whole_chunks(store, ids["photo"], 60)
+    lines = [line for p in parts for line in p.lines]
+    assert len(parts) > 2 and [n.number for n in parts] == list(range(1, len(parts) + 1))
+    with store.session() as s:
+        cues = s.execute(
+            select(TranscriptCue.start)
+            .where(TranscriptCue.video_id == ids["photo"])
+            .order_by(TranscriptCue.start)
+        ).all()
+    assert [a for a, _, _ in lines] == [c.start for c in cues]
+    for p in parts:
+        sizes = token_counts([t for _, _, t in p.lines])
+        assert sum(sizes) <= 60 or len(p.lines) == 1
+
+
+def test_a_whole_video_read_part_by_part_on_the_server(library, served) -> None:  # type: ignore[no-untyped-def]
+    store, ids = library
+    pins = {1: {"update": False, "exit": True}, 2: {"exit": False}, 3: {"update": True, "exit": True}}
+    llm = Gated(served, pins)
+    options = WholeOptions(chunk_tokens=60, memory_chars=200)
+    answer = read_whole(store, ids["photo"], "What does the video teach, step by step?", llm, options)
+    reading = answer.reading
+    assert isinstance(reading, WholeReading)
+    assert reading.exit == "model" and len(reading.steps) == 3 < reading.chunks  # its exit gate stopped it
+    assert reading.steps[0].update is False and reading.steps[0].memory == ""  # the update gate kept it empty
+    assert reading.steps[0].exit and reading.steps[0].ignored  # nothing kept: its exit is not followed
+    assert [s["properties"]["exit"].get("const") for s in llm.schemas] == [True, False, True]
+    assert reading.steps[2].update and 0 < len(reading.steps[2].memory) <= 200
+    assert reading.memory == reading.steps[2].memory
+    assert reading.tokens == llm.prompt_tokens > 0
+    assert answer.engine == f"gru-mem:{served.name}"
+    read_spans = {(s.chunk.start, s.chunk.end) for s in reading.steps}
+    assert all((c.start, c.end) in read_spans for c in answer.citations)
+    out = answer.to_json()
+    assert out["exit"] == {"reason": "model", "after": 3, "of": reading.chunks}
+    assert [r["update"] for r in out["read"]][0] is False  # type: ignore[index]
+    free = read_whole(
+        store, ids["bread"], "What is made in this video?", served, WholeOptions(chunk_tokens=60)
+    )
+    assert isinstance(free.reading, WholeReading) and free.reading.exit in ("model", "all read")
+    assert len(free.reading.memory) <= WholeOptions().memory_chars

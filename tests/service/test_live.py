@@ -12,6 +12,7 @@ said again (the memory folds it), after the others have looked at the first libr
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 import sys
@@ -278,6 +279,9 @@ def test_the_editors_page_searches_and_jumps_the_player(
     assert "llm:qwen0.5b did not answer" in warning and "could not be reached" in warning, warning
     assert "extractive answer" in warning
     assert page.locator("#answer .hit").count() >= 1
+    reading = page.inner_text("#answer .reading")  # what was read, and why reading stopped
+    assert re.fullmatch(r"read (\d+) of (\d+) pieces of evidence \((\d+) tokens\): .+", reading), reading
+    assert page.get_attribute("#answer .reading", "title").count("tokens") == int(reading.split()[1])
     assert server.post("/v1/ask", json={"question": "what do the submarines do?"}).status_code == 503
 
     # a deep link opens the player at its moment
