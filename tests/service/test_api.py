@@ -91,6 +91,17 @@ def test_upload_ingest_search_hierarchy_export_ask(client: TestClient, cfg: Sett
     assert answer.status_code == 200 and body["engine"] == "extractive"
     assert [(c["start"], c["end"]) for c in body["citations"]] == [(12.0, 18.0)]
     assert body["citations"][0]["link"] == f"/videos/{vid}?t=12.00"
+    assert body["exit"]["reason"] in ("gate", "all read") and body["exit"]["after"] == len(body["read"])
+    assert body["tokens"] == sum(r["tokens"] for r in body["read"]) > 0
+    assert body["read"][-1]["role"] == "span" and 0 <= body["read"][-1]["stop"] <= 1
+    every = client.post(
+        "/v1/ask", json={"question": "What does the giraffe eat?", "video": vid, "exit_gate": False}, headers=H
+    ).json()
+    assert every["exit"]["reason"] == "off" and "stop" not in every["read"][0]
+    assert every["exit"]["after"] == every["exit"]["of"] >= body["exit"]["after"]
+    for whole, why in (({"mode": "whole"}, "give `video`"), ({"mode": "whole", "video": vid}, "LLM engine")):
+        refused = client.post("/v1/ask", json={"question": "How does the talk go?", **whole}, headers=H)
+        assert refused.status_code == 422 and why in refused.json()["error"]["message"], refused.text
 
 
 def _without_slot_ids(stats: dict) -> dict:
