@@ -95,7 +95,9 @@ def test_upload_ingest_search_hierarchy_export_ask(client: TestClient, cfg: Sett
     assert body["tokens"] == sum(r["tokens"] for r in body["read"]) > 0
     assert body["read"][-1]["role"] == "span" and 0 <= body["read"][-1]["stop"] <= 1
     every = client.post(
-        "/v1/ask", json={"question": "What does the giraffe eat?", "video": vid, "exit_gate": False}, headers=H
+        "/v1/ask",
+        json={"question": "What does the giraffe eat?", "video": vid, "exit_gate": False},
+        headers=H,
     ).json()
     assert every["exit"]["reason"] == "off" and "stop" not in every["read"][0]
     assert every["exit"]["after"] == every["exit"]["of"] >= body["exit"]["after"]
