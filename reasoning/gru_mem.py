@@ -24,7 +24,7 @@ served model's own, and `Answer.reading` reports every one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -135,7 +135,6 @@ class WholeReading:
     memory: str
     answer_tokens: int = 0
     note: str = ""
-    extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def tokens(self) -> int:

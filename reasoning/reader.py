@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -144,10 +144,6 @@ class Reading:
     the whole pack read; `note` says why when it was not asked for)."""
     threshold: float | None = None
     note: str = ""
-    features: np.ndarray | None = field(default=None, repr=False)
-    """(candidates, len(EXIT_FEATURES)): every candidate's features, for fitting."""
-    all_tokens: list[int] = field(default_factory=list, repr=False)
-    """Tokens of every candidate (read or not), for measuring."""
 
     @property
     def tokens(self) -> int:
@@ -231,13 +227,13 @@ def read(
     items = candidates(retrieved, opts)
     texts = [m.text for _, m in items]
     tokens = token_counts(texts)
-    vectors = embedder.embed(texts) if items else np.zeros((0, len(qvec)), np.float32)
-    feats = exit_features(question, qvec, items, vectors, tokens)
     w = weights or (load_exit_weights() if opts.gate else None)
-    if not opts.gate or w is None:
+    if not opts.gate or w is None:  # the whole pack is read: no features to compute
         note = "" if not opts.gate else f"no exit weights at {MODEL_FILE}: the gate is off"
         read_ = [ReadItem(m, role, n) for (role, m), n in zip(items, tokens, strict=True)]
-        return Reading(read_, len(items), "off", None, note, feats, tokens)
+        return Reading(read_, len(items), "off", None, note)
+    vectors = embedder.embed(texts) if items else np.zeros((0, len(qvec)), np.float32)
+    feats = exit_features(question, qvec, items, vectors, tokens)
     threshold = w.threshold if opts.threshold is None else opts.threshold
     h = np.zeros(w.hidden)
     read_ = []
@@ -246,5 +242,5 @@ def read(
         p = w.prob(feats[t], h)
         read_.append(ReadItem(m, role, n, p))
         if role == "span" and p >= threshold and t < len(items) - 1:
-            return Reading(read_, len(items), "gate", threshold, "", feats, tokens)
-    return Reading(read_, len(items), "all read", threshold, "", feats, tokens)
+            return Reading(read_, len(items), "gate", threshold)
+    return Reading(read_, len(items), "all read", threshold)
