@@ -242,15 +242,20 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     library_id: Mapped[int] = mapped_column(ForeignKey("libraries.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(16), default="ingest")
+    kind: Mapped[str] = mapped_column(String(16), default="ingest")  # ingest | regate | generate
     source: Mapped[str] = mapped_column(Text)
     title: Mapped[str] = mapped_column(String(512))
     upload: Mapped[bool] = mapped_column(default=False)
     """Whether `source` is the service's own copy (removed with the video or when the job fails)."""
-    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued|running|done|failed
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued|running|done|failed|cancelled
     stage: Mapped[str | None] = mapped_column(String(32))
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     video_id: Mapped[str | None] = mapped_column(ForeignKey("videos.id", ondelete="SET NULL"))
+    request: Mapped[dict | None] = mapped_column(JSON)
+    """A generation job's edit request (`reasoning.generate.EditRequest`), as the caller sent it."""
+    result: Mapped[dict | None] = mapped_column(JSON)
+    """A generation job's output (plan, artifact, timeline, files), or while it runs what its
+    backend must not lose (`{"saved": {...}}`: a remote job's id)."""
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     owner: Mapped[str | None] = mapped_column(String(128))

@@ -1,4 +1,4 @@
-"""`vidmem` on the command line: ingest, show, search, list, delete, reindex, models, demo.
+"""`vidmem` on the command line: ingest, show, search, ask, edit, list, delete, reindex, models, demo.
 
 Progress and errors go to stderr; results (tables or `--json`) go to stdout. Every error is one
 line starting with `error:` and a non-zero exit status.
@@ -508,6 +508,138 @@ def delete(video_id: str, home: HomeOpt = None, database_url: DbOpt = None) -> N
         out.print(f"deleted {video_id}")
 
 
+def _time(text: str) -> float:
+    """Seconds from `SS.s` or `HH:MM:SS(.mmm)`."""
+    from kernels.timecode import parse_hms
+
+    try:
+        return float(text)
+    except ValueError:
+        return parse_hms(text)
+
+
+@app.command()
+def edit(
+    video_id: str,
+    operation: Annotated[
+        str,
+        typer.Argument(
+            help="generate, extend, bridge, retake, title, freeze, slowmo, pip, trim or crossfade."
+        ),
+    ],
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at", help="The time of an insertion (seconds or HH:MM:SS; snapped to a shot boundary)."
+        ),
+    ] = None,
+    span: Annotated[
+        tuple[str, str] | None, typer.Option("--span", help="START END to replace (seconds or HH:MM:SS).")
+    ] = None,
+    duration: Annotated[
+        float | None,
+        typer.Option("--duration", help="Seconds of the result (snapped to the backend's frame grid)."),
+    ] = None,
+    prompt: Annotated[
+        str, typer.Option("--prompt", help="What to show (written from the scenes around when empty).")
+    ] = "",
+    text: Annotated[str | None, typer.Option("--text", help="A title card's text.")] = None,
+    speed: Annotated[float, typer.Option("--speed", help="slowmo: playback speed (< 1).")] = 0.5,
+    overlay: Annotated[
+        str | None, typer.Option("--overlay", help="pip: [VIDEO_ID@]START of the moment to inset.")
+    ] = None,
+    audio: Annotated[str, typer.Option("--audio", help="keep, silence or generate.")] = "keep",
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    backend: Annotated[
+        str, typer.Option("--backend", help="ffmpeg (default), diffusers or http.")
+    ] = "ffmpeg",
+    queue: Annotated[
+        bool,
+        typer.Option(
+            "--queue", help="Queue it as a job for the service's workers instead of rendering here."
+        ),
+    ] = False,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Folder for the insert, timeline files and preview (default: home/edits/cli-<time>).",
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Render an insert or edit of a video here, and write its timeline (.otio, .edl, FCP .xml) and a
+    preview. A request that cannot be honoured exits with status 2 and says why; nothing is written."""
+    import time
+
+    from pydantic import ValidationError
+
+    from reasoning.generate import BackendError, EditRequest, RequestError, Run, prepare, run_edit
+
+    cfg = _settings(home, database_url)
+    with _errors():
+        if (at is None) == (span is None):
+            raise typer.BadParameter("give the anchor: --at TIME for an insertion, or --span START END")
+        fields: dict[str, Any] = {
+            "video_id": video_id,
+            "operation": operation,
+            "anchor": _time(at) if at is not None else tuple(_time(t) for t in span or ()),
+            "duration": duration,
+            "prompt": prompt,
+            "text": text,
+            "speed": speed,
+            "audio": audio,
+            "seed": seed,
+            "backend": backend,
+        }
+        if overlay is not None:
+            vid, _, start = overlay.rpartition("@")
+            fields["overlay"] = {"video_id": vid or None, "start": _time(start)}
+        try:
+            request = EditRequest.model_validate(fields)
+            store = _store(cfg)
+            plan, engine = prepare(store, request, None, cfg.generation_options())
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            err.print(
+                f"[red]error:[/red] {escape(where + ': ' if where else '')}{escape(first['msg'])}",
+                highlight=False,
+            )
+            raise typer.Exit(2) from None
+        except RequestError as e:
+            err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+            raise typer.Exit(2) from None
+        if queue:
+            from service import jobs
+
+            job = jobs.enqueue_edit(store, plan.source.library, request.model_dump(mode="json"),
+                                    f"{operation} at {hms(plan.start / plan.source.fps)}")  # fmt: skip
+            _print_jobs([jobs.job_json(*jobs.get_job(store, job.id))], as_json)
+            return
+        folder = out_dir or cfg.edits_dir / f"cli-{time.strftime('%Y%m%d-%H%M%S')}"
+        for note in plan.notes:
+            err.print(f"note: {escape(note)}", highlight=False)
+        try:
+            with stage_progress() as report:
+                result = run_edit(store, plan, engine, folder, Run(lambda f: report("render", f)))
+        except BackendError as e:
+            err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+            raise typer.Exit(1) from None
+    result["folder"] = str(folder.resolve())
+    if as_json:
+        out.print_json(json.dumps(result))
+        return
+    t = result["timeline"]
+    out.print(
+        f"{operation} at {t['insert_at_hms']} ({plan.frames} frames at {plan.fps:g} fps), timeline {hms(t['seconds'])}"
+    )
+    for kind, name in result["files"].items():
+        out.print(f"  {kind:<8} {folder / name}", highlight=False)
+
+
 @app.command()
 def reindex(
     all_rows: Annotated[
@@ -527,6 +659,79 @@ def reindex(
         for name, n in counts.items():
             out.print(f"{name}: {n} vectors", highlight=False)
         out.print(f"rebuilt {len(counts)} index(es)")
+
+
+jobs_app = typer.Typer(
+    no_args_is_help=True, help="The service's job queue: ingestions, regates, generations."
+)
+app.add_typer(jobs_app, name="jobs")
+
+
+def _print_jobs(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table("id", "kind", "status", "stage", "progress", "title", "error")
+    for j in rows:
+        table.add_row(j["id"], j["kind"], j["status"], j["stage"] or "", f"{100 * j['progress']:.0f}%",
+                      escape(j["title"]), escape(j["error"] or ""))  # fmt: skip
+    out.print(table)
+
+
+@jobs_app.command("list")
+def jobs_list(
+    status: Annotated[
+        str | None, typer.Option("--status", help="queued, running, done, failed or cancelled.")
+    ] = None,
+    library: LibOpt = None,
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Jobs, newest first."""
+    from service import jobs
+
+    cfg = _settings(home, database_url)
+    with _errors():
+        store = _store(cfg)
+        lib = store.find_library(library) if library else None
+        if library and lib is None:
+            raise CliError(f"no library named {library!r}")
+        rows = [jobs.job_json(j, name) for j, name in jobs.list_jobs(store, lib.id if lib else None, status)]
+    _print_jobs(rows, as_json)
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str, home: HomeOpt = None, database_url: DbOpt = None) -> None:
+    """One job as JSON (a generation's request and result included)."""
+    from service import jobs
+
+    with _errors():
+        out.print_json(
+            json.dumps(jobs.job_json(*jobs.get_job(_store(_settings(home, database_url)), job_id)))
+        )
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str, home: HomeOpt = None, database_url: DbOpt = None) -> None:
+    """Cancel a queued job or a running generation."""
+    from service import jobs
+
+    with _errors():
+        store = _store(_settings(home, database_url))
+        jobs.cancel(store, job_id)
+        _print_jobs([jobs.job_json(*jobs.get_job(store, job_id))], False)
+
+
+@jobs_app.command("retry")
+def jobs_retry(job_id: str, home: HomeOpt = None, database_url: DbOpt = None) -> None:
+    """Queue a failed or cancelled generation again."""
+    from service import jobs
+
+    with _errors():
+        store = _store(_settings(home, database_url))
+        jobs.retry(store, job_id)
+        _print_jobs([jobs.job_json(*jobs.get_job(store, job_id))], False)
 
 
 memory_app = typer.Typer(

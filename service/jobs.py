@@ -5,7 +5,9 @@ job with one conditional UPDATE (two workers cannot both win it), runs it, and r
 progress and a heartbeat as it goes. Its `kind` says what it runs: `ingest` the normal pipeline
 (`indexers.ingest`, which checkpoints every stage), `regate` a library's memory forgotten and gated
 again (`indexers.pipeline.regate`, from the vectors in the catalog: no decoding, no embedding
-model). A running job is taken over when its worker is gone: at once when the owner was a process on
+model), `generate` an edit request rendered by a generation backend onto a timeline
+(`reasoning.generate`, into `home/edits/<job id>/`). A queued job, or a running generation, can be
+cancelled; a failed or cancelled generation retried. A running job is taken over when its worker is gone: at once when the owner was a process on
 this host that no longer exists (a server killed with SIGKILL and started again), else when its
 heartbeat is older than `job_stale_seconds`. An ingestion then finds the video by its content hash
 and resumes at the first unfinished stage; what a killed stage half-wrote was never committed. A
@@ -73,7 +75,7 @@ def _not_zombie(pid: int) -> bool:
 
 
 def job_json(job: Job, library: str) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "id": job.id,
         "kind": job.kind,
         "library": library,
@@ -87,6 +89,12 @@ def job_json(job: Job, library: str) -> dict[str, Any]:
         "created_at": iso(job.created_at),
         "updated_at": iso(job.updated_at),
     }
+    if job.kind == "generate":
+        result = dict(job.result or {})
+        result.pop("saved", None)
+        out["request"] = job.request
+        out["result"] = result or None
+    return out
 
 
 def enqueue(store: Store, library: str, source: Path, title: str, upload: bool) -> Job:
@@ -116,6 +124,64 @@ def enqueue_regate(store: Store, library: str) -> Job:
         job = Job(library_id=lib.id, kind="regate", source="", title="memory regate", status="queued")
         s.add(job)
         s.flush()
+        return job
+
+
+def enqueue_edit(store: Store, library: str, request: dict[str, Any], title: str) -> Job:
+    """A queued generation job for a checked edit request (`reasoning.generate.prepare` passed)."""
+    with store.session() as s:
+        lib = store.library(s, library, create=False)
+        job = Job(
+            library_id=lib.id,
+            kind="generate",
+            source=request["video_id"],
+            title=title,
+            status="queued",
+            video_id=request["video_id"],
+            request=request,
+        )
+        s.add(job)
+        s.flush()
+        return job
+
+
+class JobStateError(StoreError):
+    """A cancel or retry that the job's status does not allow."""
+
+
+def cancel(store: Store, job_id: str) -> Job:
+    """Cancel a queued job, or a running generation (its worker stops at its next progress report)."""
+    with store.session() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise StoreError(f"no job with id {job_id!r}")
+        if job.status == "queued" or (job.status == "running" and job.kind == "generate"):
+            job.status, job.owner = "cancelled", None
+        elif job.status != "cancelled":
+            raise JobStateError(
+                f"job {job_id} is {job.status}; only a queued job or a running generation can be cancelled"
+            )
+        s.flush()
+        s.refresh(job)
+        s.expunge(job)
+        return job
+
+
+def retry(store: Store, job_id: str) -> Job:
+    """Queue a failed or cancelled generation again, from the start."""
+    with store.session() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise StoreError(f"no job with id {job_id!r}")
+        if job.kind != "generate" or job.status not in ("failed", "cancelled"):
+            raise JobStateError(
+                f"job {job_id} is a {job.status} {job.kind} job; only a failed or cancelled generation can be retried"
+            )
+        job.status, job.error, job.attempts, job.result = "queued", None, 0, None
+        job.stage, job.progress, job.owner, job.heartbeat = None, 0.0, None, None
+        s.flush()
+        s.refresh(job)
+        s.expunge(job)
         return job
 
 
@@ -204,6 +270,7 @@ class _Reporter:
         self.store, self.job_id, self.library_id = store, job.id, job.library_id
         self.uri = str(Path(job.source).resolve())
         self.makes_video = job.kind == "ingest"
+        self.cancellable = job.kind == "generate"
         self.video_id: str | None = None
         self.last = 0.0
         self.lock = threading.Lock()
@@ -221,7 +288,15 @@ class _Reporter:
                 )
             if self.video_id is not None:
                 values["video_id"] = self.video_id
-            s.execute(update(Job).where(Job.id == self.job_id).values(heartbeat=time.time(), **values))
+            moved = s.execute(  # type: ignore[attr-defined]
+                update(Job)
+                .where(Job.id == self.job_id, Job.status == "running")
+                .values(heartbeat=time.time(), **values)
+            ).rowcount
+        if moved == 0 and self.cancellable:
+            from reasoning.generate import Cancelled
+
+            raise Cancelled(f"job {self.job_id} was cancelled")
 
     def beat(self) -> None:
         with self.lock, self.store.session() as s:
@@ -251,6 +326,13 @@ def run_job(store: Store, settings: Any, job_id: str) -> None:
 
     beat = threading.Thread(target=heartbeat, daemon=True)
     beat.start()
+    if job.kind == "generate":
+        try:
+            _run_generate(store, settings, job, reporter)
+        finally:
+            stop.set()
+            beat.join()
+        return
     try:
         if job.kind == "regate":
             regate(store, library, settings.memory_options(), reporter)
@@ -280,10 +362,44 @@ def run_job(store: Store, settings: Any, job_id: str) -> None:
         beat.join()
 
 
+def _run_generate(store: Store, settings: Any, job: Job, reporter: _Reporter) -> None:
+    """Render a generation job into `home/edits/<id>/`. A bad request (the video deleted since) or
+    a backend failure fails it with the message; a cancel stops it and removes what it wrote."""
+    from reasoning.generate import BackendError, Cancelled, EditRequest, RequestError, Run, prepare, run_edit
+
+    out = settings.edits_dir / job.id
+    saved = dict((job.result or {}).get("saved") or {})
+
+    def keep(state: dict[str, Any]) -> None:
+        with store.session() as s:
+            s.execute(update(Job).where(Job.id == job.id).values(result={"saved": state}))
+
+    run = Run(lambda f: reporter("render", f), saved, keep)
+    try:
+        request = EditRequest.model_validate(job.request or {})
+        plan, backend = prepare(store, request, None, settings.generation_options())
+        reporter("render", 0.0)
+        result = run_edit(store, plan, backend, out, run, job.id)
+    except Cancelled:
+        shutil.rmtree(out, ignore_errors=True)
+    except (RequestError, BackendError, ValueError) as e:
+        _finish(store, job.id, "failed", error=str(e)[:2000])
+    except Exception as e:  # a bug, not the request: a short message, the log has the rest
+        log.exception("job %s failed", job.id)
+        _finish(store, job.id, "failed", error=f"generation failed ({type(e).__name__})")
+    else:
+        _finish(store, job.id, "done", result=result)
+
+
 def _finish(store: Store, job_id: str, status: str, **values: Any) -> None:
+    """The job's end, unless it was cancelled meanwhile (a cancel is the last word)."""
     with store.session() as s:
         extra = {"progress": 1.0, "stage": None} if status == "done" else {}
-        s.execute(update(Job).where(Job.id == job_id).values(status=status, owner=None, **extra, **values))
+        s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status != "cancelled")
+            .values(status=status, owner=None, **extra, **values)
+        )
 
 
 def work(settings: Any, stop: threading.Event | None = None, poll: float = 0.5, once: bool = False) -> None:

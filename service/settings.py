@@ -200,6 +200,15 @@ class Settings(BaseSettings):
     def uploads_dir(self) -> Path:
         return self.home / "uploads"
 
+    @property
+    def edits_dir(self) -> Path:
+        """Where generation jobs write their insert, timeline files and preview (a folder per job)."""
+        return self.home / "edits"
+
+    def generation_options(self) -> dict[str, dict[str, Any]]:
+        """Constructor options of each generation backend, by name (the ffmpeg backend takes none)."""
+        return {}
+
     def memory_options(self) -> MemoryOptions:
         from memory.gate import MemoryOptions
 

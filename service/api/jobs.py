@@ -20,7 +20,7 @@ def list_jobs(
     who: Caller,
     svc: Svc,
     library: Annotated[str | None, Query(max_length=128)] = None,
-    status: Literal["queued", "running", "done", "failed"] | None = None,
+    status: Literal["queued", "running", "done", "failed", "cancelled"] | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[JobOut]:
     """Jobs, newest first: of the named library, else every library the key may read."""

@@ -8,7 +8,7 @@ links, a moment `Moment.to_json()` plus its `link`, a job `service.jobs.job_json
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -155,19 +155,29 @@ class VideoOut(VideoFacts):
 
 class JobOut(Out):
     id: str
-    kind: Literal["ingest", "regate"] = Field(
-        description="What it runs: `ingest` a file, or `regate` the library's memory."
+    kind: Literal["ingest", "regate", "generate"] = Field(
+        description="What it runs: `ingest` a file, `regate` the library's memory, or `generate` an edit "
+        "(an insert rendered by a generation backend onto a timeline)."
     )
     library: str
     title: str
-    status: Literal["queued", "running", "done", "failed"]
-    stage: str | None = Field(description="The ingestion stage running or last done.")
+    status: Literal["queued", "running", "done", "failed", "cancelled"]
+    stage: str | None = Field(description="The stage running or last done (`render` for a generation).")
     progress: float = Field(ge=0, le=1)
     video_id: str | None
     error: str | None
     attempts: int
     created_at: str
     updated_at: str
+    request: dict[str, Any] | None = Field(
+        default=None, description="A generation's edit request, as sent (`POST /v1/edits`)."
+    )
+    result: dict[str, Any] | None = Field(
+        default=None,
+        description="A finished generation: `plan` (the request in frames: anchor snapped, duration on the "
+        "backend's grid, prompt and where it came from), `artifact` (the rendered insert), `timeline` "
+        "(frames, fps, where the insert lies), `files` (names under `/v1/jobs/{id}/files/`) and `preview`.",
+    )
 
 
 # --- timelines ----------------------------------------------------------------------------------------

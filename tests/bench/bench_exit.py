@@ -10,7 +10,11 @@ transcripts, each answered by the same served model from three packs:
   lines to a numbered piece of evidence (so the model can cite it), and nothing else.
 No tool rounds (the pack is what is measured). Per pack: prompt tokens (the server's `usage`),
 evidence tokens, p50 seconds, the share answered, and **faithful**: the answer cites a span
-overlapping the gold answer (right video), as in docs/benchmarks/ask.md.
+overlapping the gold answer (right video), as in docs/benchmarks/ask.md. "Equal faithfulness" is
+judged on the paired difference (same questions): its 95% interval (normal, paired) is printed.
+
+Each question's rows are appended to the bench work folder as they come, so a run that is stopped
+resumes where it was (`--fresh` starts over).
 
 Run: .venv/bin/python -m tests.bench.bench_exit [--every 4] [--model smollm2] [--packs gate top5 whole3]
 """
@@ -50,6 +54,14 @@ def whole_pack(store, question: str, enc):  # type: ignore[no-untyped-def]
     return out
 
 
+def paired_interval(a: list[float], b: list[float]) -> tuple[float, float]:
+    """95% normal interval, in points, of the mean paired difference a - b (same questions)."""
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    half = 1.96 * statistics.stdev(d) / len(d) ** 0.5 if len(d) > 1 else float("inf")
+    mean = statistics.mean(d)
+    return 100 * (mean - half), 100 * (mean + half)
+
+
 def main() -> None:
     from memory.runtime.llm import make_llm
     from memory.runtime.text import SentenceEmbedder, token_counts
@@ -64,6 +76,7 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--packs", nargs="+", default=list(PACKS), choices=list(PACKS))
     ap.add_argument("--max-model-len", type=int, default=8192)
+    ap.add_argument("--fresh", action="store_true", help="Forget the rows of an earlier, stopped run.")
     args = ap.parse_args()
     folds_file = WORK / "exit-folds.json"
     if not folds_file.is_file():
@@ -76,14 +89,24 @@ def main() -> None:
     store, ids = open_library()
     questions = [q for q in read_questions(DATA, "dev")[:: args.every] if q.text.strip()]
     enc = SentenceEmbedder()
-    rows: dict[str, dict[str, list[float]]] = {PACKS[p]: {} for p in args.packs}
+    done_file = WORK / f"exit-llm-{args.model}-{args.every}.jsonl"
+    if args.fresh:
+        done_file.unlink(missing_ok=True)
+    done = {}
+    if done_file.is_file():
+        for line in done_file.read_text().splitlines():
+            row = json.loads(line)
+            done[(row["n"], row["pack"])] = row
     cache = Settings().cache_dir  # the machine's model cache, where `make models` converted the LLMs
+    todo = [(n, q) for n, q in enumerate(questions) if any((n, p) not in done for p in args.packs)]
     with server_for(args.model, cache, max_model_len=args.max_model_len, kv_cache_gib=2) as server:
         llm = make_llm(server.served_name, url=server.url)
         t0 = time.perf_counter()
-        for n, q in enumerate(questions, 1):
+        for n, q in todo:
             gold = ids[q.video]
             for pack in args.packs:
+                if (n, pack) in done:
+                    continue
                 before = llm.prompt_tokens
                 t = time.perf_counter()
                 if pack == "whole3":
@@ -98,20 +121,34 @@ def main() -> None:
                     )
                     answer = ask(store, q.text, LLMEngine(llm, options), LIBRARY, None, options, enc)
                     evidence = answer.evidence
-                r = rows[PACKS[pack]]
-                r.setdefault("seconds", []).append(time.perf_counter() - t)
-                r.setdefault("prompt", []).append(llm.prompt_tokens - before)
-                r.setdefault("evidence", []).append(sum(token_counts([e.text for e in evidence])))
                 ok = [
                     c
                     for c in answer.citations
                     if c.video_id == gold and min(c.end, q.end) > max(c.start, q.start)
                 ]
-                r.setdefault("faithful", []).append(float(bool(ok)))
-                r.setdefault("answerable", []).append(float(answer.answerable))
-                r.setdefault("fell_back", []).append(float(answer.fallback is not None))
-            print(f"\r{n}/{len(questions)} questions, {time.perf_counter() - t0:.0f} s", end="", flush=True)
+                row = {
+                    "n": n,
+                    "pack": pack,
+                    "seconds": time.perf_counter() - t,
+                    "prompt": llm.prompt_tokens - before,
+                    "evidence": sum(token_counts([e.text for e in evidence])),
+                    "faithful": float(bool(ok)),
+                    "answerable": float(answer.answerable),
+                    "fell_back": float(answer.fallback is not None),
+                }
+                done[(n, pack)] = row
+                with done_file.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+            print(
+                f"\r{n + 1}/{len(questions)} questions, {time.perf_counter() - t0:.0f} s", end="", flush=True
+            )
     print()
+    rows: dict[str, dict[str, list[float]]] = {PACKS[p]: {} for p in args.packs}
+    for n in range(len(questions)):
+        for pack in args.packs:
+            for key, value in done[(n, pack)].items():
+                if key not in ("n", "pack"):
+                    rows[PACKS[pack]].setdefault(key, []).append(value)
     table = {
         name: {
             "questions": len(r["seconds"]),
@@ -149,10 +186,11 @@ def main() -> None:
     for other in ("whole3", "top5"):
         if gate and PACKS[other] in table:
             o = table[PACKS[other]]
+            low, high = paired_interval(rows[PACKS["gate"]]["faithful"], rows[PACKS[other]]["faithful"])
             lines.append(
                 f"\nAgainst {PACKS[other]}: {o['prompt_tokens'] / gate['prompt_tokens']:.2f}x fewer prompt tokens, "
                 f"{o['evidence_tokens'] / gate['evidence_tokens']:.2f}x fewer evidence tokens, faithfulness "
-                f"{gate['faithful'] - o['faithful']:+.1f} points."
+                f"{gate['faithful'] - o['faithful']:+.1f} points (paired 95% interval {low:+.1f} to {high:+.1f})."
             )
     write_results("exit_llm", {"model": args.model, "table": table}, "\n".join(lines) + "\n")
     print("\n".join(lines))
