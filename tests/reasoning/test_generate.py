@@ -109,7 +109,9 @@ OPERATIONS: dict[str, dict[str, Any]] = {
 
 
 @pytest.mark.parametrize("operation", list(OPERATIONS))
-def test_each_operation_lands_on_a_timeline_frame_exactly(operation: str, footage: tuple[Store, str, Path]) -> None:
+def test_each_operation_lands_on_a_timeline_frame_exactly(
+    operation: str, footage: tuple[Store, str, Path]
+) -> None:
     import opentimelineio as otio
 
     store, vid, root = footage
@@ -145,13 +147,23 @@ def test_each_operation_lands_on_a_timeline_frame_exactly(operation: str, footag
     else:
         (clip,) = inserts
         meta = clip.metadata["vidmem"]
-        assert meta["job"] == f"test-{operation}" and meta["backend"] == "ffmpeg" and meta["operation"] == operation
+        assert (
+            meta["job"] == f"test-{operation}"
+            and meta["backend"] == "ffmpeg"
+            and meta["operation"] == operation
+        )
         assert clip.source_range.duration.to_frames() == plan.frames
     edl = otio.adapters.read_from_file(str(out / "edit.edl"), rate=plan.source.fps)
     assert edl.duration().to_frames() == timeline["frames"]
     if operation != "crossfade":
-        want = [(c.source_range.start_time.to_frames(), c.source_range.duration.to_frames()) for c in video.find_clips()]
-        got = [(c.source_range.start_time.to_frames(), c.source_range.duration.to_frames()) for c in edl.find_clips()]
+        want = [
+            (c.source_range.start_time.to_frames(), c.source_range.duration.to_frames())
+            for c in video.find_clips()
+        ]
+        got = [
+            (c.source_range.start_time.to_frames(), c.source_range.duration.to_frames())
+            for c in edl.find_clips()
+        ]
         assert got == want
     fcp = otio.adapters.read_from_file(str(out / "edit.xml"))
     assert fcp.video_tracks()[0].duration().to_frames() == timeline["frames"]
@@ -164,7 +176,10 @@ def test_bridge_and_extension_start_on_their_conditioning_frame(footage: tuple[S
 
     store, vid, root = footage
     cuts = boundaries(store, vid)
-    for operation, given in (("bridge", {"anchor": (6.0, 7.0)}), ("extend", {"anchor": 5.0, "duration": 1.0})):
+    for operation, given in (
+        ("bridge", {"anchor": (6.0, 7.0)}),
+        ("extend", {"anchor": 5.0, "duration": 1.0}),
+    ):
         plan, backend = prepare(store, request(vid, operation, **given))
         run_edit(store, plan, backend, root / f"cond-{operation}")
         first = grab(root / f"cond-{operation}" / "insert.mp4", 0, plan.fps)
