@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 from pydantic_settings import (
@@ -121,6 +121,30 @@ class Settings(BaseSettings):
         description="Virtual environment of the local vLLM server that `vidmem llm serve` starts; `.venv-vllm` in a source checkout (built by `make vllm`), else `home/vllm-venv`, when unset.",
     )
 
+    # the generation bridge
+    generation_url: str | None = Field(
+        None,
+        description="Base URL of the `http` generation backend's server (e.g. `http://gpu-box:8091` for vLLM-Omni, `http://gpu-box:8188` for ComfyUI); unset: no `http` backend.",
+    )
+    generation_protocol: Literal["openai-videos", "comfyui"] = Field(
+        "openai-videos",
+        description="What the server at `generation_url` speaks: `openai-videos` (`/v1/videos`, as vLLM-Omni serves it) or `comfyui` (`/prompt`, `/history`, `/view`).",
+    )
+    generation_model: str = Field("", description="Model name sent to an `openai-videos` server.")
+    generation_workflow: Path | None = Field(
+        None,
+        description="ComfyUI workflow template (API-format JSON with `{{prompt}}`, `{{seed}}`, `{{frames}}`, `{{image}}`… placeholders) for the `comfyui` protocol.",
+    )
+    generation_api_key: str | None = Field(
+        None, description="Bearer key of the generation server, if it asks for one."
+    )
+    generation_fps: float = Field(
+        24.0,
+        gt=0,
+        le=240,
+        description="Frame rate the remote model renders at (its pieces are conformed to the video's).",
+    )
+
     # the service (`vidmem serve`)
     host: str = Field("127.0.0.1", description="Address `vidmem serve` listens on.")
     port: int = Field(8765, ge=0, le=65535, description="Port `vidmem serve` listens on.")
@@ -207,7 +231,16 @@ class Settings(BaseSettings):
 
     def generation_options(self) -> dict[str, dict[str, Any]]:
         """Constructor options of each generation backend, by name (the ffmpeg backend takes none)."""
-        return {}
+        return {
+            "http": {
+                "url": self.generation_url,
+                "protocol": self.generation_protocol,
+                "model": self.generation_model,
+                "workflow": self.generation_workflow,
+                "api_key": self.generation_api_key,
+                "fps": self.generation_fps,
+            }
+        }
 
     def memory_options(self) -> MemoryOptions:
         from memory.gate import MemoryOptions

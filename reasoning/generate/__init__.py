@@ -167,8 +167,11 @@ def run_edit(
     if plan.frames > 0:
         inner = Run(lambda f: outer(0.8 * f), run.saved, run.keep)
         artifact = backend.render(plan, out, inner)
-        if artifact.frames != plan.frames:
-            raise BackendError(f"{backend.name} made {artifact.frames} frames, not the {plan.frames} planned")
+        if artifact.frames != plan.timeline_frames or artifact.fps != plan.source.fps:
+            raise BackendError(
+                f"{backend.name} delivered {artifact.frames} frames at {artifact.fps:g} fps, not the "
+                f"{plan.timeline_frames} at {plan.source.fps:g} fps planned"
+            )
     cut = lay_out(plan, artifact.path if artifact else None)
     seed = plan.request.seed
     metadata = {

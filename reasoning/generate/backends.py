@@ -1,8 +1,8 @@
 """One protocol for every generation backend, and the registry that picks one by name.
 
 A backend says what it can do (`operations`, `grid`, `fps`, `audio`, `masks`, `describe`) and
-renders a `Plan` into an `Artifact`: a video file of exactly `plan.frames` frames at `plan.fps`, at
-the source's size, with a sound track. It reports progress through `Run.progress` and keeps what it
+renders a `Plan` into an `Artifact`: a video file at the source's rate and size with exactly
+`plan.timeline_frames` frames (its own `plan.frames` at `plan.fps`, conformed), with a sound track. It reports progress through `Run.progress` and keeps what it
 must not lose across a worker crash (a remote job's id) with `Run.remember`; a restarted job gets
 that back in `Run.saved`, so a remote backend resumes polling instead of submitting again.
 """

@@ -172,3 +172,35 @@ def run_ffmpeg(args: list[str], frames: int, progress: Callable[[float], None], 
         last = err.strip().splitlines()[-3:] or ["no message"]
         raise BackendError(f"ffmpeg failed while {what}: {' / '.join(last)[-600:]}")
     progress(1.0)
+
+
+def conform(
+    video: Path,
+    out: Path,
+    frames: int,
+    fps: float,
+    width: int,
+    height: int,
+    sound: tuple[Path, int, float] | None,
+    progress: Callable[[float], None],
+) -> Path:
+    """A backend's raw video made into a piece: exactly `frames` frames at `fps`, `width` x `height`
+    (scaled to fit and padded, never stretched), BT.709, with a sound track: the source's from frame
+    `sound[1]` at rate `sound[2]` of file `sound[0]` when given, else silence."""
+    n = frames
+    inputs = ["-i", str(video)]
+    if sound is not None:
+        path, first, rate = sound
+        inputs += [*seek(first, rate), "-t", f"{(n + 2) / fps:.6f}", "-i", str(path)]
+    else:
+        inputs += ["-f", "lavfi", "-t", f"{n / fps + 1:.6f}", "-i", f"anullsrc=r={RATE}:cl=stereo"]
+    graph = (
+        f"[0:v]setpts=PTS-STARTPTS,scale={width}:{height}:force_original_aspect_ratio=decrease:flags=bicubic:{TO_709},"
+        f"pad={width}:{height}:(ow-iw)/2:(oh-ih)/2,setsar=1,fps={fps},format=yuv420p,"
+        f"tpad=stop_mode=clone:stop={n},trim=end_frame={n},setpts=PTS-STARTPTS[vo];"
+        f"[1:a]asetpts=PTS-STARTPTS,aresample={RATE},aformat=sample_fmts=fltp:channel_layouts=stereo,apad,"
+        f"atrim=end_sample={round(n / fps * RATE)},asetpts=PTS-STARTPTS[ao]"
+    )
+    args = [*inputs, "-filter_complex", graph, "-map", "[vo]", "-map", "[ao]", *VIDEO_CODEC, *AUDIO_CODEC]
+    run_ffmpeg([*args, "-r", f"{fps}", str(out)], n, progress, "conforming the backend's video")
+    return out

@@ -221,6 +221,12 @@ class Plan:
     def seconds(self) -> float:
         return self.frames / self.fps
 
+    @property
+    def timeline_frames(self) -> int:
+        """Frames the piece has on the timeline, at the source's rate (what a backend delivers: a
+        model rendering 8k+1 frames at 24 fps for a 30 fps video is conformed to 30 fps)."""
+        return self.frames if self.fps == self.source.fps else round(self.frames * self.source.fps / self.fps)
+
     def to_json(self) -> dict[str, Any]:
         fps = self.source.fps
         return {
@@ -232,6 +238,7 @@ class Plan:
             "end_hms": hms(self.end / fps, millis=True),
             "frames": self.frames,
             "fps": self.fps,
+            "timeline_frames": self.timeline_frames,
             "seconds": round(self.seconds, 4),
             "prompt": self.prompt,
             "prompt_source": self.prompt_source,

@@ -57,7 +57,7 @@ def lay_out(plan: Plan, insert: Path | None) -> Cut:
     """Where everything goes, in frames of the source's rate (the insert conformed to it)."""
     src = Path(plan.source.path)
     last = max(1, round(plan.source.duration * plan.source.fps))
-    s, e, n = plan.start, plan.end, plan.frames
+    s, e, n = plan.start, plan.end, plan.timeline_frames
 
     def piece(kind: str, path: Path, first: int, frames: int) -> list[Piece]:
         return [Piece(kind, path, first, frames)] if frames > 0 else []
