@@ -19,7 +19,7 @@ from pydantic import ConfigDict
 
 from memory import Store
 from reasoning.search import Moment
-from reasoning.tools import TOOLS, read_context, search_moments
+from reasoning.tools import EDIT_TOOLS, TOOLS, Edits, call_agent_tool, read_context, search_moments
 
 
 def to_document(m: Moment) -> Document:
@@ -46,8 +46,14 @@ class VidmemRetriever(BaseRetriever):
         ]
 
 
-def langchain_tools(store: Store, library: str | None = "default") -> list[StructuredTool]:
-    """`search_moments` and `read_context` as LangChain tools, bound to one library."""
+def langchain_tools(
+    store: Store,
+    library: str | None = "default",
+    edits: Edits | None = None,
+    backend_options: dict[str, dict[str, Any]] | None = None,
+) -> list[StructuredTool]:
+    """`search_moments` and `read_context` as LangChain tools, bound to one library; with `edits`
+    (e.g. `service.jobs.QueueEdits`), also `request_insert`, `request_edit` and `job_status`."""
     specs = {t["function"]["name"]: t["function"] for t in TOOLS}
 
     def search(query: str, video_id: str | None = None, top: int = 5) -> list[dict[str, Any]]:
@@ -56,7 +62,7 @@ def langchain_tools(store: Store, library: str | None = "default") -> list[Struc
     def context(video_id: str, start: float, end: float) -> dict[str, Any]:
         return read_context(store, video_id, start, end, library).to_json()
 
-    return [
+    tools = [
         StructuredTool.from_function(
             func=search,
             name="search_moments",
@@ -70,3 +76,14 @@ def langchain_tools(store: Store, library: str | None = "default") -> list[Struc
             args_schema=specs["read_context"]["parameters"],
         ),
     ]
+    for spec in (t["function"] for t in EDIT_TOOLS if edits is not None):
+
+        def run(_name: str = spec["name"], **arguments: Any) -> Any:
+            return call_agent_tool(store, _name, arguments, library, edits, backend_options)
+
+        tools.append(
+            StructuredTool.from_function(
+                func=run, name=spec["name"], description=spec["description"], args_schema=spec["parameters"]
+            )
+        )
+    return tools

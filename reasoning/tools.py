@@ -1,8 +1,11 @@
-"""The tools an agent (or the answer loop) calls: search moments, read the context around one.
+"""The tools an agent (or the answer loop) calls: search moments, read the context around one, and
+request an insert or an edit and follow its job.
 
-`TOOLS` holds their OpenAI-format definitions (JSON Schema parameters) — what an LLM is offered and
-what the REST API and LangChain expose; `call_tool` runs one by name on validated arguments. The
-same two functions back all of them, so an agent sees one behaviour everywhere.
+`TOOLS` holds the reading tools' OpenAI-format definitions (JSON Schema parameters) — what the answer
+loop offers an LLM; `AGENT_TOOLS` adds `request_insert`, `request_edit` and `job_status` — what an
+agent gets over the API, LangChain and MCP. `call_tool` runs a reading tool, `call_agent_tool` any of
+them, returning JSON. The same functions back every surface, so an agent sees one behaviour
+everywhere. Edits go through an `Edits` (the service's job queue), which this package cannot import.
 
 A call that cannot run (an unknown tool, missing or mistyped arguments, a video that does not exist
 or is outside the caller's scope, a span that is reversed or past the video's end) raises `ToolError`,
@@ -13,7 +16,7 @@ model as the tool's result instead of failing the question.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 
@@ -65,6 +68,104 @@ TOOLS: list[dict[str, Any]] = [
         },
     },
 ]
+
+
+POINT = ["generate", "extend", "title", "freeze"]
+SPAN = ["bridge", "retake", "slowmo", "pip", "trim", "crossfade"]
+_COMMON: dict[str, Any] = {
+    "video_id": {"type": "string"},
+    "duration": {
+        "type": "number",
+        "exclusiveMinimum": 0,
+        "description": "Seconds of the result (snapped to the backend's frame grid).",
+    },
+    "intent": {
+        "type": "string",
+        "description": "What the result should show, in plain words (the prompt); empty: written from the scenes around.",
+    },
+    "seed": {"type": "integer", "minimum": 0},
+    "backend": {
+        "type": "string",
+        "description": "ffmpeg (renders without a model), diffusers or http (a video model).",
+    },
+}
+
+EDIT_TOOLS: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "function": {
+            "name": "request_insert",
+            "description": "Insert new material at a time of a video (snapped to the nearest shot boundary): generate "
+            "(from a prompt), extend (continue the shot that ends there), title (a title card), freeze (hold the "
+            "frame). Returns the job that renders it onto a timeline.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    **_COMMON,
+                    "operation": {"type": "string", "enum": POINT},
+                    "at": {"type": "number", "minimum": 0, "description": "Seconds."},
+                    "text": {"type": "string", "description": "A title card's text."},
+                },
+                "required": ["video_id", "operation", "at"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "request_edit",
+            "description": "Change a span of a video: bridge (a transition from the frame before to the frame after), "
+            "retake (regenerate it from a prompt), slowmo, pip (inset another moment), trim (cut it out), crossfade "
+            "(cut it out and dissolve the join). Returns the job that renders it onto a timeline.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    **_COMMON,
+                    "operation": {"type": "string", "enum": SPAN},
+                    "start": {"type": "number", "minimum": 0, "description": "Seconds."},
+                    "end": {"type": "number", "minimum": 0, "description": "Seconds."},
+                    "speed": {
+                        "type": "number",
+                        "exclusiveMinimum": 0.05,
+                        "exclusiveMaximum": 1,
+                        "description": "slowmo: playback speed.",
+                    },
+                    "overlay_video_id": {
+                        "type": "string",
+                        "description": "pip: the video to inset (default: this one).",
+                    },
+                    "overlay_start": {"type": "number", "minimum": 0, "description": "pip: seconds into it."},
+                },
+                "required": ["video_id", "operation", "start", "end"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "job_status",
+            "description": "The status and progress of a job; when a generation is done, its timeline and files.",
+            "parameters": {
+                "type": "object",
+                "properties": {"job_id": {"type": "string"}},
+                "required": ["job_id"],
+            },
+        },
+    },
+]
+AGENT_TOOLS: list[dict[str, Any]] = [*TOOLS, *EDIT_TOOLS]
+
+
+class Edits(Protocol):
+    """Where checked edit requests go, and where their jobs are read (the service's job queue)."""
+
+    def submit(self, request: Any, plan: Any) -> dict[str, Any]:
+        """Queue `request` (checked: `plan`); the job as JSON."""
+        ...
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        """The job as JSON; `ToolError` if there is none the caller may read."""
+        ...
 
 
 def search_moments(
@@ -163,3 +264,75 @@ def _argument(tool: str, arguments: dict[str, Any], key: str, kind: type) -> Any
     if not isinstance(value, kind):
         raise ToolError(f"{tool}: {key} must be a {kind.__name__}, got {value!r}")
     return value
+
+
+def edit_request(name: str, arguments: dict[str, Any]) -> Any:
+    """The `EditRequest` a `request_insert` / `request_edit` call asks for; `ToolError` if malformed."""
+    from pydantic import ValidationError
+
+    from reasoning.generate import EditRequest
+
+    allowed = POINT if name == "request_insert" else SPAN
+    operation = arguments.get("operation")
+    if operation not in allowed:
+        raise ToolError(f"{name}: operation must be one of {', '.join(allowed)}, got {operation!r}")
+    fields: dict[str, Any] = {
+        "video_id": _argument(name, arguments, "video_id", str),
+        "operation": operation,
+        "prompt": arguments.get("intent") or "",
+    }
+    if name == "request_insert":
+        fields["anchor"] = _argument(name, arguments, "at", float)
+    else:
+        fields["anchor"] = (
+            _argument(name, arguments, "start", float),
+            _argument(name, arguments, "end", float),
+        )
+    for key in ("duration", "seed", "backend", "text", "speed"):
+        if arguments.get(key) is not None:
+            fields[key] = arguments[key]
+    if operation == "pip":
+        fields["overlay"] = {
+            "video_id": arguments.get("overlay_video_id"),
+            "start": arguments.get("overlay_start", 0.0),
+        }
+    try:
+        return EditRequest.model_validate(fields)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ToolError(f"{name}: {where + ': ' if where else ''}{first['msg']}") from None
+
+
+def call_agent_tool(
+    store: Store,
+    name: str,
+    arguments: dict[str, Any],
+    library: str | None,
+    edits: Edits | None,
+    backend_options: dict[str, dict[str, Any]] | None = None,
+    embedder: Embedder | None = None,
+) -> Any:
+    """Run any tool of `AGENT_TOOLS` by name; JSON out. A request is checked here (anchor inside the
+    video and snapped, duration on the backend's grid, an operation the backend can do) and only
+    then submitted: a `ToolError` says why it cannot be, and nothing is queued."""
+    if not isinstance(arguments, dict):
+        raise ToolError(f"{name}: arguments must be a JSON object, got {arguments!r}")
+    if name in ("search_moments", "read_context"):
+        return [m.to_json() for m in call_tool(store, name, arguments, library, None, embedder)]
+    if edits is None:
+        raise ToolError(f"{name}: edits are not available here (no job queue)")
+    if name == "job_status":
+        return edits.status(_argument(name, arguments, "job_id", str))
+    if name in ("request_insert", "request_edit"):
+        from reasoning.generate import RequestError, prepare
+
+        request = edit_request(name, arguments)
+        try:
+            plan, _ = prepare(store, request, library, backend_options)
+        except RequestError as e:
+            raise ToolError(f"{name}: {e}") from None
+        return edits.submit(request, plan)
+    raise ToolError(
+        f"unknown tool {name!r}; choose one of {', '.join(t['function']['name'] for t in AGENT_TOOLS)}"
+    )

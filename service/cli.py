@@ -661,6 +661,14 @@ def reindex(
         out.print(f"rebuilt {len(counts)} index(es)")
 
 
+@app.command()
+def mcp(library: LibOpt = None, home: HomeOpt = None, database_url: DbOpt = None) -> None:
+    """Serve the agent tools (search, read, request inserts and edits, job status) over MCP on stdio."""
+    from service.mcp import build_server
+
+    build_server(_settings(home, database_url), library).run("stdio")
+
+
 jobs_app = typer.Typer(
     no_args_is_help=True, help="The service's job queue: ingestions, regates, generations."
 )

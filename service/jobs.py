@@ -145,6 +145,36 @@ def enqueue_edit(store: Store, library: str, request: dict[str, Any], title: str
         return job
 
 
+class QueueEdits:
+    """`reasoning.tools.Edits` over this queue for one caller: requests land as `generate` jobs of
+    the video's library; `status` reads only jobs of `library` (None: any)."""
+
+    def __init__(self, store: Store, library: str | None) -> None:
+        self.store, self.library = store, library
+
+    def submit(self, request: Any, plan: Any) -> dict[str, Any]:
+        from kernels.timecode import hms
+
+        at = hms(plan.start / plan.source.fps)
+        job = enqueue_edit(
+            self.store, plan.source.library, request.model_dump(mode="json"), f"{plan.operation} at {at}"
+        )
+        return {**job_json(*get_job(self.store, job.id)), "plan": plan.to_json()}
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        from reasoning.tools import ToolError
+
+        try:
+            job, name = get_job(self.store, job_id)
+        except StoreError:
+            job, name = None, ""
+        if job is None or (self.library is not None and name != self.library):
+            raise ToolError(
+                f"job_status: no job with id {job_id!r}; use the id request_insert or request_edit returned"
+            )
+        return job_json(job, name)
+
+
 class JobStateError(StoreError):
     """A cancel or retry that the job's status does not allow."""
 

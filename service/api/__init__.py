@@ -6,7 +6,7 @@
 - `models`: the request and response bodies (what `/openapi.json` describes);
 - routers: `health` (`/health`, `/ready`), `auth` (session, me, keys), `libraries`, `videos`
   (uploads, imports, facts, timeline, hierarchy, export, media, thumbnail, delete), `jobs`,
-  `edits` (generation requests; a job's cancel, retry and files),
+  `edits` (generation requests; a job's cancel, retry and files), `tools` (the agent tools),
   `memory` (a library's memory, a video's decisions, regate), `search` (search, ask), `page` (the
   editor's page).
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.api import auth, edits, health, jobs, libraries, memory, page, search, videos
+from service.api import auth, edits, health, jobs, libraries, memory, page, search, tools, videos
 
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
@@ -27,6 +27,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     videos.router,
     jobs.router,
     edits.router,
+    tools.router,
     memory.router,
     search.router,
     page.router,

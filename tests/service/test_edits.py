@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -195,3 +196,92 @@ def test_the_cli_renders_here_queues_and_refuses(client: TestClient, cfg: Settin
     assert [j["id"] for j in listed] == [queued[0]["id"]]
     cli(home, "jobs", "cancel", queued[0]["id"])
     assert jobs.get_job(client.app.state.service.store, queued[0]["id"])[0].status == "cancelled"  # type: ignore[attr-defined]
+
+
+# --- agents: the same tools over REST, LangChain and MCP --------------------------------------------
+
+
+def test_agent_tools_over_rest(client: TestClient, cfg: Settings) -> None:
+    names = [t["function"]["name"] for t in client.get("/v1/tools", headers=H).json()]
+    assert names == ["search_moments", "read_context", "request_insert", "request_edit", "job_status"]
+    vid = video_id(client)
+    before = count_jobs(client)
+    call = {
+        "arguments": {"video_id": vid, "operation": "title", "at": 4.1, "text": "Intro", "intent": "a title"}
+    }
+    r = client.post("/v1/tools/request_insert", json=call, headers=H)
+    assert r.status_code == 200, r.text
+    job = r.json()["result"]
+    assert job["kind"] == "generate" and job["status"] == "queued"
+    assert job["plan"]["start_hms"] == "00:00:04.000" or job["plan"]["notes"]  # snapped to a boundary
+    for bad, says in (
+        ({"video_id": vid, "operation": "generate", "at": 2.0, "intent": "x"}, "backends that can"),
+        ({"video_id": vid, "operation": "slowmo", "at": 2.0}, "operation must be one of"),
+        ({"video_id": vid, "operation": "title", "at": 99.0, "text": "x"}, "past its end"),
+        ({"video_id": vid, "operation": "title"}, "'at' is missing"),
+    ):
+        r = client.post("/v1/tools/request_insert", json={"arguments": bad}, headers=H)
+        assert r.status_code == 422 and says in error(r)["message"], r.text
+    assert count_jobs(client) == before + 1  # the refused calls queued nothing
+    run_jobs(cfg)
+    status = client.post("/v1/tools/job_status", json={"arguments": {"job_id": job["id"]}}, headers=H).json()
+    assert (
+        status["result"]["status"] == "done" and status["result"]["result"]["timeline"]["insert_frames"] == 48
+    )
+    moments = client.post("/v1/tools/search_moments", json={"arguments": {"query": "rabbit"}}, headers=H)
+    assert moments.status_code == 200 and isinstance(moments.json()["result"], list)
+    assert client.post("/v1/tools/nope", json={"arguments": {}}, headers=H).status_code == 404
+
+
+def test_agent_tools_in_langchain(client: TestClient, cfg: Settings) -> None:
+    from memory import Store
+    from reasoning.langchain import langchain_tools
+
+    store = Store(cfg.home)
+    tools = {t.name: t for t in langchain_tools(store, "cuts", jobs.QueueEdits(store, "cuts"))}
+    assert set(tools) == {"search_moments", "read_context", "request_insert", "request_edit", "job_status"}
+    vid = video_id(client)
+    job = tools["request_edit"].invoke({"video_id": vid, "operation": "trim", "start": 2.0, "end": 4.5})
+    assert job["kind"] == "generate" and job["request"]["anchor"] == [2.0, 4.5]
+    run_jobs(cfg)
+    assert tools["job_status"].invoke({"job_id": job["id"]})["status"] == "done"
+    store.close()
+
+
+def test_agent_tools_over_mcp_with_the_sdk_client(client: TestClient, cfg: Settings) -> None:
+    """`vidmem mcp` started by the official SDK's stdio client, as an agent host starts it."""
+    import anyio
+    from mcp import ClientSession, StdioServerParameters, stdio_client
+
+    from tests.helpers import VIDMEM
+
+    vid = video_id(client)
+    params = StdioServerParameters(
+        command=str(VIDMEM), args=["mcp", "--home", str(cfg.home), "--library", "cuts"], env=dict(os.environ)
+    )
+
+    async def session() -> dict[str, Any]:
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as s:
+            await s.initialize()
+            listed = [t.name for t in (await s.list_tools()).tools]
+            made = await s.call_tool(
+                "request_edit", {"video_id": vid, "operation": "slowmo", "start": 3.0, "end": 4.0}
+            )
+            wrong = await s.call_tool("request_insert", {"video_id": vid, "operation": "freeze", "at": 500.0})
+            found = await s.call_tool("search_moments", {"query": "bunny", "top": 3})
+            return {"listed": listed, "made": made, "wrong": wrong, "found": found}
+
+    out = anyio.run(session)
+    assert sorted(out["listed"]) == [
+        "job_status",
+        "read_context",
+        "request_edit",
+        "request_insert",
+        "search_moments",
+    ]
+    assert not out["made"].is_error, out["made"].content
+    job = json.loads(out["made"].content[0].text)
+    assert job["kind"] == "generate" and job["plan"]["operation"] == "slowmo"
+    assert out["wrong"].is_error and "past its end" in out["wrong"].content[0].text
+    assert not out["found"].is_error
+    assert jobs.get_job(client.app.state.service.store, job["id"])[0].status == "queued"  # type: ignore[attr-defined]
