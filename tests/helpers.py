@@ -304,3 +304,66 @@ class Server:
 
     def post(self, path: str, **kw: Any) -> httpx.Response:
         return httpx.post(f"{self.url}{path}", headers=AUTH, timeout=60, **kw)
+
+
+# --- the edit agent: a narrated excerpt and intents about it (tests/reasoning, tests/bench) ----------
+
+EDIT_CUES = [
+    (2.0, 7.0, "Welcome back to the workshop, today we edit a short film."),
+    (9.0, 14.0, "First we open the file menu and import the footage."),
+    (17.0, 22.0, "The rabbit wakes up and stretches in the morning sun."),
+    (25.0, 30.0, "Here a butterfly lands on the flower."),
+    (33.0, 38.0, "Now we trim the clip so the intro is shorter."),
+    (41.0, 46.0, "The squirrels throw nuts at the rabbit."),
+    (49.0, 54.0, "Let us add a title for the second chapter."),
+    (57.0, 62.0, "The rabbit smiles at the camera."),
+    (65.0, 70.0, "Next we export the project to a video file."),
+    (73.0, 78.0, "The apple falls from the tree."),
+    (81.0, 86.0, "Thanks for watching, subscribe for more tutorials."),
+    (88.0, 93.0, "The end credits roll over the meadow."),
+]
+"""Subtitles laid over 96 s of Big Buck Bunny: what the edit agent's intents refer to."""
+
+INTENTS = [  # (intent, the operation meant, the cue it is about: 1-based)
+    ("slow down the moment where they open the file menu", "slowmo", 2),
+    ("put a title card saying Chapter Two before the part about the second chapter", "title", 7),
+    ("freeze on the rabbit smiling at the camera", "freeze", 8),
+    ("cut out the part where they thank viewers and ask to subscribe", "trim", 11),
+    ("make the shot of the apple falling last longer", "extend", 10),
+    ("slow motion for the butterfly landing on the flower", "slowmo", 4),
+    ("remove the welcome intro", "trim", 1),
+    ("add a title 'Export' before they export the project", "title", 9),
+    ("hold the frame where the rabbit wakes up", "freeze", 3),
+    ("crossfade over the squirrels throwing nuts", "crossfade", 6),
+    ("extend the end credits", "extend", 12),
+    ("slow down the squirrels throwing nuts", "slowmo", 6),
+    ("cut the explanation about trimming the clip", "trim", 5),
+    ("insert a title 'Morning' before the rabbit stretches", "title", 3),
+    ("freeze frame on the butterfly", "freeze", 4),
+    ("bridge over the apple falling from the tree", "bridge", 10),
+    ("slow down the end credits", "slowmo", 12),
+    ("drop the part where they import the footage", "trim", 2),
+    ("add a title card 'The End' after the credits", "title", 12),
+    ("make the welcome shot last a bit longer", "extend", 1),
+    ("dissolve across the part where the rabbit smiles", "crossfade", 8),
+    ("freeze on the moment they export the video", "freeze", 9),
+    ("slow motion when the apple falls", "slowmo", 10),
+    ("replace the butterfly moment with a transition", "bridge", 4),
+]
+
+
+def edit_footage(folder: Path) -> tuple[Path, Path]:
+    """96 s of Big Buck Bunny at 320x180 and the subtitles `EDIT_CUES` (ingest them with it)."""
+    import subprocess
+
+    from tests.conftest import shared
+    from tests.media import write_srt
+
+    clip = folder / "workshop.mp4"
+    if not clip.is_file():
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-y", "-t", "96", "-i", str(shared("bbb_10min.mp4")), "-vf", "scale=320:180",
+             "-c:v", "libx264", "-crf", "20", "-preset", "veryfast", "-c:a", "aac", str(clip)],
+            check=True,
+        )  # fmt: skip
+    return clip, write_srt(folder / "workshop.srt", EDIT_CUES)
