@@ -145,6 +145,18 @@ class Settings(BaseSettings):
         description="Frame rate the remote model renders at (its pieces are conformed to the video's).",
     )
 
+    diffusers_model: Path | None = Field(
+        None,
+        description="Folder of a diffusers video pipeline (`save_pretrained` layout, e.g. LTX-Video) for the `diffusers` generation backend; unset: no `diffusers` backend. No weights ship with vidmem.",
+    )
+    diffusers_device: str = Field(
+        "cpu", description="Device of the diffusers pipeline (`cuda`, `cuda:1`, `cpu`)."
+    )
+    diffusers_dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Weights dtype of the diffusers pipeline (`bfloat16` on GPUs)."
+    )
+    diffusers_steps: int = Field(40, ge=1, le=200, description="Denoising steps of the diffusers pipeline.")
+
     # the service (`vidmem serve`)
     host: str = Field("127.0.0.1", description="Address `vidmem serve` listens on.")
     port: int = Field(8765, ge=0, le=65535, description="Port `vidmem serve` listens on.")
@@ -232,6 +244,12 @@ class Settings(BaseSettings):
     def generation_options(self) -> dict[str, dict[str, Any]]:
         """Constructor options of each generation backend, by name (the ffmpeg backend takes none)."""
         return {
+            "diffusers": {
+                "model": self.diffusers_model,
+                "device": self.diffusers_device,
+                "dtype": self.diffusers_dtype,
+                "steps": self.diffusers_steps,
+            },
             "http": {
                 "url": self.generation_url,
                 "protocol": self.generation_protocol,
@@ -239,7 +257,7 @@ class Settings(BaseSettings):
                 "workflow": self.generation_workflow,
                 "api_key": self.generation_api_key,
                 "fps": self.generation_fps,
-            }
+            },
         }
 
     def memory_options(self) -> MemoryOptions:

@@ -109,7 +109,7 @@ BACKENDS: Registry[type[Backend]] = Registry(
 
 CAPABILITIES: dict[str, dict[str, Any]] = {
     "ffmpeg": {"operations": {"extend", "bridge", "title", "freeze", "slowmo", "pip", "trim", "crossfade"}},
-    "diffusers": {"operations": {"generate", "extend", "bridge", "retake"}, "masks": True},
+    "diffusers": {"operations": {"generate", "extend", "bridge", "retake"}},
     "http": {"operations": {"generate", "extend", "bridge", "retake"}, "masks": True},
 }
 """What each registered backend can do, known without importing it (for refusals that name the

@@ -1,0 +1,173 @@
+"""The `diffusers` backend with the real `LTXConditionPipeline` class built from tiny randomly
+initialised components (the configurations of diffusers' own LTX condition pipeline tests; the T5
+tokenizer replaced by a word-level one built here, since the hub is out of reach), saved to a folder
+and loaded through the backend as a user's model would be — with the hub switched off and a socket
+guard that fails the test on any connection off this machine. Random weights make no picture worth
+looking at: what is checked is the plumbing — the conditioning frames reach the model, the frame grid,
+progress per denoising step, a cancel that stops it, and the written piece."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from indexers import ingest
+from indexers.captions import CaptionOptions
+from indexers.pipeline import IngestOptions
+from memory import Store
+from reasoning.generate import Cancelled, EditRequest, Run, prepare, run_edit
+from reasoning.generate.media import count_frames, grab
+from tests.conftest import shared
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Any connection to a host other than this machine fails the test."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    connect = socket.socket.connect
+
+    def guarded(self: socket.socket, address: Any) -> Any:
+        host = address[0] if isinstance(address, tuple) else str(address)
+        if self.family in (socket.AF_INET, socket.AF_INET6) and host not in ("127.0.0.1", "::1", "localhost"):
+            raise AssertionError(f"network access to {address} during a diffusers test")
+        return connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    yield
+
+
+def tiny_ltx(folder: Path) -> Path:
+    """A tiny LTX condition pipeline, saved like a downloaded one."""
+    import torch
+    from diffusers import (
+        AutoencoderKLLTXVideo,
+        FlowMatchEulerDiscreteScheduler,
+        LTXConditionPipeline,
+        LTXVideoTransformer3DModel,
+    )
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    transformer = LTXVideoTransformer3DModel(
+        in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=4,
+        attention_head_dim=8, cross_attention_dim=32, num_layers=1, caption_channels=32,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    vae = AutoencoderKLLTXVideo(
+        in_channels=3, out_channels=3, latent_channels=8, block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8), layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1), spatio_temporal_scaling=(True, True, False, False),
+        decoder_spatio_temporal_scaling=(True, True, False, False),
+        decoder_inject_noise=(False, False, False, False, False), upsample_residual=(False, False, False, False),
+        upsample_factor=(1, 1, 1, 1), timestep_conditioning=False, patch_size=1, patch_size_t=1,
+        encoder_causal=True, decoder_causal=False,
+    )  # fmt: skip
+    words = ["<pad>", "</s>", "<unk>", "a", "rabbit", "hops", "in", "the", "meadow", "keeps", "hopping"]
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    )
+    torch.manual_seed(0)
+    text_encoder = T5EncoderModel(
+        T5Config(
+            vocab_size=len(words), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, pad_token_id=0
+        )
+    )
+    pipe = LTXConditionPipeline(
+        transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(),
+        text_encoder=text_encoder, tokenizer=tokenizer,
+    )  # fmt: skip
+    pipe.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def setup(
+    tmp_path_factory: pytest.TempPathFactory, model_cache: Path
+) -> Iterator[tuple[Store, str, dict[str, Any]]]:
+    root = tmp_path_factory.mktemp("diffusers")
+    clip = root / "clip.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-t", "8", "-i", str(shared("bbb_10min.mp4")), "-vf", "scale=160:90",
+         "-c:v", "libx264", "-crf", "18", "-preset", "veryfast", "-c:a", "aac", str(clip)],
+        check=True,
+    )  # fmt: skip
+    store = Store(root / "home")
+    options = IngestOptions(library="d", captions=CaptionOptions(llm=None), look=None)
+    vid = ingest(store, clip, options, cache_dir=model_cache).video_id
+    model = tiny_ltx(root / "tiny-ltx")
+    yield store, vid, {"diffusers": {"model": model, "steps": 2, "max_width": 64}}
+    store.close()
+
+
+def test_diffusers_renders_on_the_ltx_grid_with_progress(setup: Any, tmp_path: Path) -> None:
+    store, vid, options = setup
+    req = EditRequest(
+        video_id=vid,
+        operation="extend",
+        anchor=4.0,
+        duration=0.5,
+        prompt="a rabbit hops",
+        seed=1,
+        backend="diffusers",
+    )
+    plan, backend = prepare(store, req, None, options)
+    assert plan.frames == 9 and plan.fps == 24  # 0.5 s at 24 fps on 8k+1 is 9 (the least)
+    steps: list[float] = []
+    result = run_edit(store, plan, backend, tmp_path / "a", Run(steps.append))
+    art = result["artifact"]
+    assert art["pipeline"] == "LTXConditionPipeline" and art["model_frames"] == 9 and art["steps"] == 2
+    assert art["model_size"] == [64, 32] and art["conditions"] == [{"frame_index": 0, "strength": 1.0}]
+    assert count_frames(tmp_path / "a" / "insert.mp4") == plan.timeline_frames
+    assert count_frames(tmp_path / "a" / "preview.mp4") == result["timeline"]["frames"]
+    denoise = [p for p in steps if p <= 0.8]
+    assert len(denoise) >= 2 and denoise == sorted(denoise) and steps[-1] == 1.0
+
+
+def test_the_conditioning_frame_reaches_the_model(setup: Any, tmp_path: Path) -> None:
+    """Same seed and prompt: the same conditioning frame gives the same piece; another frame, another."""
+    store, vid, options = setup
+
+    def piece(frame_time: float, name: str) -> np.ndarray:
+        req = EditRequest(video_id=vid, operation="generate", anchor=4.0, duration=0.4, prompt="a rabbit", seed=5,
+                          backend="diffusers", conditions=[{"time": frame_time, "position": 0}])  # fmt: skip
+        plan, backend = prepare(store, req, None, options)
+        run_edit(store, plan, backend, tmp_path / name)
+        return grab(tmp_path / name / "insert.mp4", 0, plan.source.fps).astype(np.float64)
+
+    a, again, other = piece(1.0, "a"), piece(1.0, "again"), piece(6.5, "other")
+    assert np.abs(a - again).max() <= 2  # deterministic
+    assert np.abs(a - other).mean() > 1.0  # the frame went in
+
+
+def test_a_cancel_stops_the_denoising(setup: Any, tmp_path: Path) -> None:
+    store, vid, options = setup
+    req = EditRequest(
+        video_id=vid, operation="generate", anchor=4.0, duration=0.4, prompt="a rabbit", backend="diffusers"
+    )
+    plan, backend = prepare(store, req, None, options)
+
+    def stop(fraction: float) -> None:
+        if fraction > 0:
+            raise Cancelled("cancelled")
+
+    with pytest.raises(Cancelled):
+        run_edit(store, plan, backend, tmp_path / "c", Run(stop))
+    assert not (tmp_path / "c" / "insert.mp4").exists()
+
+
+def test_without_a_model_folder_the_request_is_refused(setup: Any) -> None:
+    from reasoning.generate import RequestError
+
+    store, vid, _ = setup
+    req = EditRequest(video_id=vid, operation="generate", anchor=4.0, prompt="a rabbit", backend="diffusers")
+    with pytest.raises(RequestError, match="VIDMEM_DIFFUSERS_MODEL"):
+        prepare(store, req, None, {"diffusers": {"model": None}})
