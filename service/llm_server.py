@@ -228,6 +228,14 @@ class VLLMServer:
         """Start the server and wait until it serves; `LLMServerError` with the log tail otherwise."""
         if self.process is not None:
             return self
+        with socket.socket() as probe:  # a server already there would answer for this one
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", self.port))
+            except OSError:
+                raise LLMServerError(
+                    f"port {self.port} on 127.0.0.1 is already in use (another server?); choose another port"
+                ) from None
         cmd = self.command()
         if self.log_path is None:
             import tempfile
@@ -265,7 +273,8 @@ class VLLMServer:
                 )
             try:
                 with urllib.request.urlopen(f"{self.url}/models", timeout=2) as reply:
-                    if reply.status == 200:
+                    served = [m.get("id") for m in json.loads(reply.read() or b"{}").get("data", [])]
+                    if reply.status == 200 and self.served_name in served:
                         return
             except (urllib.error.URLError, OSError):
                 pass

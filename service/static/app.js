@@ -234,7 +234,88 @@ function drawTimeline(tl) {
       onclick: () => seek(g.start),
     }, lane.dataset.level === "chapters" ? (g.caption || `${i + 1}`) : "")));
   }
+  // keyframe thumbnails along the shot row (a long video's thousands of shots are left plain)
+  const shots = document.querySelectorAll('#timeline .lane[data-level="shots"] .seg');
+  if (tl.video.kind === "video" && shots.length <= 400) {
+    shots.forEach((seg, i) => {
+      const g = tl.shots[i];
+      const t = g.keyframe_time != null ? g.keyframe_time : g.start;
+      seg.style.backgroundImage = `url("/v1/videos/${tl.video.id}/thumbnail?t=${t.toFixed(2)}&width=96")`;
+      seg.classList.add("thumb");
+    });
+  }
+  state.markIn = state.markOut = null;
+  drawMarks();
 }
+
+// --- editing: mark in and out on the timeline, render an insert or edit, follow it, play the preview
+
+const POINT_OPS = new Set(["title", "freeze", "extend", "generate"]);
+
+function drawMarks() {
+  const total = (state.video && state.video.duration) || 1;
+  const marks = $("marks");
+  const a = state.markIn, b = state.markOut;
+  $("in-at").textContent = a != null ? hms(a) : "–";
+  $("out-at").textContent = b != null ? hms(b) : "–";
+  marks.hidden = a == null;
+  if (a == null) return;
+  const end = b != null && b > a ? b : a;
+  const lane = document.querySelector("#timeline .lane");  // marks sit over the lanes, as the playhead
+  marks.style.left = `${(lane.offsetLeft + lane.offsetWidth * Math.min(1, a / total)).toFixed(1)}px`;
+  marks.style.width = `${Math.max(2, lane.offsetWidth * (end - a) / total).toFixed(1)}px`;
+}
+
+$("mark-in").addEventListener("click", () => { state.markIn = $("player").currentTime; drawMarks(); });
+$("mark-out").addEventListener("click", () => { state.markOut = $("player").currentTime; drawMarks(); });
+
+async function followEdit(id) {
+  const job = await api(`/v1/jobs/${id}`);
+  const status = $("edit-status");
+  if (job.status === "queued" || job.status === "running") {
+    status.textContent = `${job.status}${job.status === "running" ? ` ${(100 * job.progress).toFixed(0)}%` : ""}`;
+    followEdit.timer = setTimeout(() => followEdit(id), 1000);
+    return;
+  }
+  if (job.status !== "done") {
+    status.textContent = `${job.status}${job.error ? `: ${job.error}` : ""}`;
+    return;
+  }
+  const r = job.result;
+  status.textContent = `done: ${r.plan.operation} at ${r.timeline.insert_at_hms}, ` +
+    `${r.plan.frames} frames; the cut is ${hms(r.timeline.seconds)}${r.plan.notes.length ? ` (${r.plan.notes.join("; ")})` : ""}`;
+  $("edit-result").hidden = false;
+  $("edit-preview").src = `/v1/jobs/${id}/files/preview.mp4`;
+  const files = [["edit.otio", "OpenTimelineIO"], ["edit.edl", "EDL (CMX 3600)"], ["edit.xml", "FCP XML"]];
+  $("edit-files").replaceChildren(...files.map(([name, label]) =>
+    el("a", { href: `/v1/jobs/${id}/files/${name}`, download: name }, label)));
+}
+
+$("edit-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const op = $("edit-op").value;
+  const status = $("edit-status");
+  if (state.markIn == null) { status.textContent = "mark an in-point first"; return; }
+  const point = POINT_OPS.has(op);
+  if (!point && !(state.markOut > state.markIn)) { status.textContent = `${op} needs an out-point after the in-point`; return; }
+  const words = $("edit-text").value.trim();
+  const body = {
+    video_id: state.video.id,
+    operation: op,
+    anchor: point ? state.markIn : [state.markIn, state.markOut],
+    backend: $("edit-backend").value,
+  };
+  if (op === "title") body.text = words; else if (words) body.prompt = words;
+  clearTimeout(followEdit.timer);
+  $("edit-result").hidden = true;
+  try {
+    const job = await api("/v1/edits", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    status.textContent = "queued";
+    followEdit(job.id);
+  } catch (err) {
+    status.textContent = err.message;
+  }
+});
 
 function seek(seconds) {
   const player = $("player");

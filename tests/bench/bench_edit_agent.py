@@ -32,7 +32,7 @@ def main() -> None:
     from memory.runtime.llm import make_llm
     from reasoning.edit_agent import request_from_intent
     from service import jobs
-    from service.llm_server import server_for
+    from service.llm_server import free_port, server_for
     from service.settings import Settings
     from tests.helpers import EDIT_CUES, INTENTS, edit_footage
 
@@ -47,7 +47,7 @@ def main() -> None:
     vid = ingest(store, clip, options, cache_dir=cache).video_id
     edits = jobs.QueueEdits(store, "shop")
     rows = []
-    with server_for(args.model, cache, max_model_len=4096, kv_cache_gib=1) as server:
+    with server_for(args.model, cache, port=free_port(), max_model_len=4096, kv_cache_gib=1) as server:
         llm = make_llm(server.served_name, url=server.url)
         for intent, meant, cue in INTENTS:
             r = request_from_intent(store, llm, intent, vid, edits, "shop")

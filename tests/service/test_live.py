@@ -399,3 +399,65 @@ def test_the_page_lists_the_other_times_a_line_was_said_and_mutes_shots_not_kept
     page.wait_for_function("document.querySelector('#video-title').textContent === 'intro.srt'")
     assert errors == []
     page.close()
+
+
+def test_an_editor_marks_in_and_out_renders_and_downloads_the_cut(
+    scenario: Scenario, browser: Any, tmp_path: Path
+) -> None:
+    """On the page: keyframe thumbnails along the shot row; mark in and out on the player, choose an
+    operation, render it through the server's workers, follow its progress, play the preview,
+    download the EDL; and a request the backend cannot do is refused on the page with the reason."""
+    server, vid = scenario.server, scenario.video_id
+    page = browser.new_page(viewport={"width": 1360, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{server.url}/")
+    page.fill("#login-key", KEY)
+    page.click("#login-form button")
+    page.wait_for_selector("#videos li a")
+    page.goto(f"{server.url}/videos/{vid}")
+    page.wait_for_function("document.querySelector('#player').readyState >= 1")
+    shots = page.locator('.lane[data-level="shots"] .seg')
+    assert shots.count() > 1
+    assert "/thumbnail?t=" in (shots.first.get_attribute("style") or "")
+    page.wait_for_function(  # the thumbnail really loads (same session cookie as the page)
+        "fetch(getComputedStyle(document.querySelector('.lane[data-level=shots] .seg')).backgroundImage"
+        ".slice(5, -2)).then(r => r.ok && r.headers.get('content-type') === 'image/jpeg')"
+    )
+
+    def mark(button: str, at: float) -> None:
+        page.evaluate(f"document.querySelector('#player').currentTime = {at}")
+        page.wait_for_function(f"Math.abs(document.querySelector('#player').currentTime - {at}) < 0.05")
+        page.click(button)
+
+    mark("#mark-in", 10.0)
+    page.select_option("#edit-op", "generate")
+    page.fill("#edit-text", "a red balloon")
+    page.click("#edit-form button[type=submit]")
+    page.wait_for_function("document.querySelector('#edit-status').textContent.includes('backends that can')")
+
+    mark("#mark-out", 14.0)
+    assert page.inner_text("#in-at") == "00:00:10" and page.inner_text("#out-at") == "00:00:14"
+    assert page.is_visible("#marks")
+    page.select_option("#edit-op", "trim")
+    page.click("#edit-form button[type=submit]")
+    seen: list[str] = []
+    deadline = time.monotonic() + 300
+    while "done" not in (status := page.inner_text("#edit-status")):
+        seen.append(status)
+        assert time.monotonic() < deadline and "failed" not in status, status
+        time.sleep(0.2)
+    assert any(s.startswith(("queued", "running")) for s in seen), seen
+    page.wait_for_function("document.querySelector('#edit-preview').readyState >= 1")
+    duration = page.evaluate("document.querySelector('#edit-preview').duration")
+    jobs = server.get("/v1/jobs", params={"library": "main"}).json()
+    job = next(j for j in jobs if j["kind"] == "generate" and j["status"] == "done")
+    assert job["request"]["operation"] == "trim"
+    assert abs(duration - job["result"]["timeline"]["seconds"]) < 0.1
+    assert job["result"]["timeline"]["seconds"] < 60.0 - 3.5  # about four seconds are gone
+    with page.expect_download() as download:
+        page.click("#edit-files a[download='edit.edl']")
+    edl = Path(download.value.path()).read_text()
+    assert "FROM CLIP NAME:" in edl and "talk.mp4" in edl
+    assert errors == []
+    page.close()
