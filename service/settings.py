@@ -149,6 +149,10 @@ class Settings(BaseSettings):
         None,
         description="Folder of a diffusers video pipeline (`save_pretrained` layout, e.g. LTX-Video) for the `diffusers` generation backend; unset: no `diffusers` backend. No weights ship with vidmem.",
     )
+    diffusers_pipeline: Literal["ltx-condition", "wan-vace"] = Field(
+        "ltx-condition",
+        description="Which diffusers pipeline `diffusers_model` holds: `ltx-condition` (LTX-Video, `LTXConditionPipeline`) or `wan-vace` (Wan VACE, `WanVACEPipeline`: masks).",
+    )
     diffusers_device: str = Field(
         "cpu", description="Device of the diffusers pipeline (`cuda`, `cuda:1`, `cpu`)."
     )
@@ -246,6 +250,7 @@ class Settings(BaseSettings):
         return {
             "diffusers": {
                 "model": self.diffusers_model,
+                "pipeline": self.diffusers_pipeline,
                 "device": self.diffusers_device,
                 "dtype": self.diffusers_dtype,
                 "steps": self.diffusers_steps,

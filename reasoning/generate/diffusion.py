@@ -1,11 +1,17 @@
 """The `diffusers` generation backend: a video diffusion pipeline loaded from a folder the user names.
 
-LTX-Video through `diffusers.LTXConditionPipeline` (text-to-video, an extension from the shot's
-last frame, a bridge held to the frames on both sides, a retake held to both ends of its span): the
-plan's conditioning frames become `LTXVideoCondition` items at their frame index and strength; the
-frame count is LTX's grid (8k+1, 9 to 257), rendered at `fps` and at the source's shape scaled to
-at most `max_width` with sides divisible by 32; each denoising step reports progress (and is where
-a cancel stops it). The result is conformed to the timeline like any piece (rate, size, sound).
+Two pipelines (`pipeline`):
+- `ltx-condition`: LTX-Video through `diffusers.LTXConditionPipeline` (text-to-video, an extension
+  from the shot's last frame, a bridge held to the frames on both sides, a retake held to both ends of
+  its span): the plan's conditioning frames become `LTXVideoCondition` items at their frame index and
+  strength; LTX's grid (8k+1 frames, 9 to 257) at 24 fps; sides multiples of 32.
+- `wan-vace`: Wan VACE through `diffusers.WanVACEPipeline`, for masks: a retake gets the span's own
+  frames as `video` and, per frame, a `mask` white inside the request's box (regenerated) and black
+  outside (kept); known frames (an extension's first, a bridge's ends) are given and the rest masked.
+  Wan's grid (4k+1 frames, 5 to 129) at 16 fps; sides multiples of 16.
+Frames are rendered at the source's shape scaled to at most `max_width`; each denoising step reports
+progress (and is where a cancel stops it). The result is conformed to the timeline like any piece
+(rate, size, sound).
 
 No diffusion weights ship in any package: `model` is a local folder (`from_pretrained`, the hub
 switched off). The tests build the same pipeline class from tiny randomly initialised components,
@@ -26,7 +32,11 @@ from reasoning.generate.backends import Artifact, Backend, BackendError, Run
 from reasoning.generate.media import conform, ffmpeg_path, has_audio, still
 from reasoning.generate.request import FrameGrid, Plan, RequestError
 
-PIPELINES = {"ltx-condition": "LTXConditionPipeline"}
+PIPELINES = {"ltx-condition": "LTXConditionPipeline", "wan-vace": "WanVACEPipeline"}
+SHAPE = {  # frame grid, frame rate, side multiple
+    "ltx-condition": (FrameGrid(multiple=8, offset=1, least=9, most=257), 24.0, 32),
+    "wan-vace": (FrameGrid(multiple=4, offset=1, least=5, most=129), 16.0, 16),
+}
 
 
 class DiffusersBackend(Backend):
@@ -43,7 +53,7 @@ class DiffusersBackend(Backend):
         dtype: str = "float32",
         steps: int = 40,
         guidance: float = 3.0,
-        fps: float = 24.0,
+        fps: float | None = None,
         max_width: int = 704,
     ) -> None:
         if not model:
@@ -56,11 +66,21 @@ class DiffusersBackend(Backend):
             )
         self.model, self.pipeline_name = Path(model), pipeline
         self.device, self.dtype, self.steps, self.guidance = device, dtype, steps, guidance
-        self.rate, self.max_width = float(fps), max_width
+        self.grid, rate, self.side = SHAPE[pipeline]
+        self.rate, self.max_width = float(fps or rate), max_width
+        self.masks = pipeline == "wan-vace"
         self._pipe: Any = None
 
     def fps(self, source_fps: float) -> float:
         return self.rate
+
+    def check(self, plan: Plan) -> None:
+        if plan.request.mask is not None and not self.masks:
+            raise RequestError(
+                f"the {self.pipeline_name} pipeline cannot work inside a mask; the wan-vace pipeline can "
+                "(VIDMEM_DIFFUSERS_PIPELINE=wan-vace with a Wan VACE model folder)"
+            )
+        super().check(plan)
 
     def load(self) -> Any:
         if self._pipe is None:
@@ -78,25 +98,25 @@ class DiffusersBackend(Backend):
 
     def size(self, plan: Plan) -> tuple[int, int]:
         """The model's frame size: the source's shape, at most `max_width` wide, sides multiples of 32."""
-        w, h = plan.source.width, plan.source.height
+        w, h, k = plan.source.width, plan.source.height, self.side
         scale = min(1.0, self.max_width / w)
-        return max(32, int(w * scale) // 32 * 32), max(32, int(h * scale) // 32 * 32)
+        return max(k, int(w * scale) // k * k), max(k, int(h * scale) // k * k)
 
     def render(self, plan: Plan, out: Path, run: Run) -> Artifact:
         import torch
-        from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
         from PIL import Image
 
         out.mkdir(parents=True, exist_ok=True)
         pipe = self.load()
         width, height = self.size(plan)
-        conditions = []
+        images = {}
         for c in plan.conditions:
             frame = still(
                 Path(plan.source.path), c.frame, plan.source.fps, out / f"condition-{c.position}.png"
             )
-            image = Image.open(frame).convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
-            conditions.append(LTXVideoCondition(image=image, frame_index=c.position, strength=c.strength))
+            images[c.position] = (
+                Image.open(frame).convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
+            )
         seed = plan.request.seed if plan.request.seed is not None else 0
         steps = self.steps
 
@@ -104,20 +124,29 @@ class DiffusersBackend(Backend):
             run.progress(0.9 * (i + 1) / steps)  # may raise Cancelled: the pipeline stops here
             return kwargs
 
-        result = pipe(
-            conditions=conditions or None,
-            prompt=plan.prompt,
-            negative_prompt=plan.request.negative_prompt or None,
-            width=width,
-            height=height,
-            num_frames=plan.frames,
-            frame_rate=int(round(plan.fps)),
-            num_inference_steps=steps,
-            guidance_scale=self.guidance,
-            generator=torch.Generator(device="cpu").manual_seed(seed),
-            output_type="np",
-            callback_on_step_end=step,
-        )
+        common = {
+            "prompt": plan.prompt,
+            "negative_prompt": plan.request.negative_prompt or None,
+            "width": width,
+            "height": height,
+            "num_frames": plan.frames,
+            "num_inference_steps": steps,
+            "guidance_scale": self.guidance,
+            "generator": torch.Generator(device="cpu").manual_seed(seed),
+            "output_type": "np",
+            "callback_on_step_end": step,
+        }
+        if self.pipeline_name == "wan-vace":
+            video, mask = self._vace_inputs(plan, images, width, height)
+            result = pipe(video=video, mask=mask, **common)
+        else:
+            from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
+
+            conditions = [
+                LTXVideoCondition(image=images[c.position], frame_index=c.position, strength=c.strength)
+                for c in plan.conditions
+            ]
+            result = pipe(conditions=conditions or None, frame_rate=int(round(plan.fps)), **common)
         frames = np.asarray(result.frames[0])  # (T, H, W, 3) in [0, 1]
         if frames.shape[0] != plan.frames:
             raise BackendError(f"the pipeline made {frames.shape[0]} frames, not {plan.frames}")
@@ -139,9 +168,51 @@ class DiffusersBackend(Backend):
             "steps": steps,
             "seed": seed,
             "conditions": [{"frame_index": c.position, "strength": c.strength} for c in plan.conditions],
+            "mask": plan.request.mask.model_dump() if plan.request.mask is not None else None,
             "renders": self.describe,
         }
         return Artifact(piece, n, rate, plan.source.width, plan.source.height, True, self.name, details)
+
+    def _vace_inputs(
+        self, plan: Plan, images: dict[int, Any], width: int, height: int
+    ) -> tuple[list[Any], list[Any]]:
+        """VACE's `video` and `mask` (white: generate, black: keep). A retake starts from its span's
+        own frames, masked inside the box (or whole); elsewhere known frames are kept, the rest made."""
+        from PIL import Image, ImageDraw
+
+        n = plan.frames
+        gray = Image.new("RGB", (width, height), (128, 128, 128))
+        keep, make = Image.new("L", (width, height), 0), Image.new("L", (width, height), 255)
+        if plan.operation == "retake":
+            span = (plan.end - plan.start) / plan.source.fps
+            video = _span_frames(Path(plan.source.path), plan.start / plan.source.fps, span, n, width, height)
+            box = make
+            if plan.request.mask is not None:
+                m = plan.request.mask
+                box = keep.copy()
+                ImageDraw.Draw(box).rectangle(
+                    [m.x * width, m.y * height, (m.x + m.width) * width - 1, (m.y + m.height) * height - 1],
+                    fill=255,
+                )
+            return video, [box] * n
+        video = [images.get(i, gray) for i in range(n)]
+        mask = [keep if i in images else make for i in range(n)]
+        return video, mask
+
+
+def _span_frames(path: Path, start: float, seconds: float, n: int, width: int, height: int) -> list[Any]:
+    """`n` frames evenly over [start, start + seconds) of `path`, at width x height."""
+    from PIL import Image
+
+    rate = n / max(seconds, 1e-3)
+    cmd = [ffmpeg_path(), "-v", "error", "-nostdin", "-ss", f"{start:.6f}", "-t", f"{seconds + 1:.6f}", "-i", str(path),
+           "-vf", f"setpts=PTS-STARTPTS,fps={rate:.6f},scale={width}:{height},tpad=stop_mode=clone:stop={n}",
+           "-frames:v", str(n), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, timeout=600)
+    size = width * height * 3
+    if res.returncode != 0 or len(res.stdout) < n * size:
+        raise BackendError(f"could not read the span's frames: {res.stderr.decode(errors='replace')[-300:]}")
+    return [Image.frombytes("RGB", (width, height), res.stdout[i * size : (i + 1) * size]) for i in range(n)]
 
 
 def _write(frames: np.ndarray, fps: float, out: Path) -> None:

@@ -36,7 +36,6 @@ class HttpBackend(Backend):
     name = "http"
     operations = frozenset({"generate", "extend", "bridge", "retake"})
     grid = FrameGrid(multiple=8, offset=1, least=9, most=257)
-    masks = True
     describe = "a video model behind an OpenAI-Videos (vLLM-Omni) or ComfyUI server"
 
     def __init__(

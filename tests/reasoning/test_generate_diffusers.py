@@ -171,3 +171,72 @@ def test_without_a_model_folder_the_request_is_refused(setup: Any) -> None:
     req = EditRequest(video_id=vid, operation="generate", anchor=4.0, prompt="a rabbit", backend="diffusers")
     with pytest.raises(RequestError, match="VIDMEM_DIFFUSERS_MODEL"):
         prepare(store, req, None, {"diffusers": {"model": None}})
+
+
+def tiny_wan_vace(folder: Path) -> Path:
+    """A tiny Wan VACE pipeline (diffusers' own test configuration), saved like a downloaded one."""
+    import torch
+    from diffusers import (
+        AutoencoderKLWan,
+        FlowMatchEulerDiscreteScheduler,
+        WanVACEPipeline,
+        WanVACETransformer3DModel,
+    )
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(
+        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+    )
+    torch.manual_seed(0)
+    transformer = WanVACETransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
+        text_dim=32, freq_dim=256, ffn_dim=32, num_layers=3, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32, vace_layers=[0, 2], vace_in_channels=96,
+    )  # fmt: skip
+    words = ["<pad>", "</s>", "<unk>", "a", "rabbit", "without", "the", "logo"]
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    )
+    torch.manual_seed(0)
+    text_encoder = T5EncoderModel(
+        T5Config(
+            vocab_size=len(words), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, pad_token_id=0
+        )
+    )
+    pipe = WanVACEPipeline(transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+                           text_encoder=text_encoder, tokenizer=tokenizer)  # fmt: skip
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def test_wan_vace_retakes_inside_a_mask(setup: Any, tmp_path: Path) -> None:
+    """A retake of about 00:00:02-00:00:03 inside a box: VACE gets the span's own frames and, per frame, a
+    mask white inside the box; the piece lands on Wan's 4k+1 grid at 16 fps and on the timeline."""
+    store, vid, _ = setup
+    model = tiny_wan_vace(tmp_path / "tiny-wan")
+    options = {"diffusers": {"model": model, "pipeline": "wan-vace", "steps": 2, "max_width": 32}}
+    box = {"x": 0.5, "y": 0.0, "width": 0.5, "height": 0.5}
+    req = EditRequest(video_id=vid, operation="retake", anchor=(2.0, 3.0), prompt="the rabbit without the logo",
+                      mask=box, backend="diffusers")  # fmt: skip
+    plan, backend = prepare(store, req, None, options)
+    span = (plan.end - plan.start) / plan.source.fps  # the ends may have moved to shot boundaries
+    assert plan.fps == 16 and plan.frames % 4 == 1 and abs(plan.frames - span * 16) <= 2  # Wan's 4k+1
+    video, mask = backend._vace_inputs(plan, {}, 32, 16)  # type: ignore[attr-defined]
+    assert len(video) == len(mask) == plan.frames
+    first = np.asarray(video[0], np.float64)
+    source = grab(Path(plan.source.path), plan.start, plan.source.fps, 32, 16).astype(np.float64)
+    assert np.abs(first - source).mean() < 12  # the span's own first frame
+    m = np.asarray(mask[0])
+    assert m[:8, 16:].min() == 255 and m[8:, :].max() == 0 and m[:, :16].max() == 0  # white only in the box
+    result = run_edit(store, plan, backend, tmp_path / "retake")
+    assert result["artifact"]["pipeline"] == "WanVACEPipeline" and result["artifact"]["mask"] == box
+    assert count_frames(tmp_path / "retake" / "insert.mp4") == plan.timeline_frames
+    ltx_only = {"diffusers": {"model": setup[2]["diffusers"]["model"], "steps": 2}}
+    from reasoning.generate import RequestError
+
+    with pytest.raises(RequestError, match="wan-vace pipeline can"):
+        prepare(store, req, None, ltx_only)
