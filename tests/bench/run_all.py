@@ -36,7 +36,9 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("tests.fit.exit_folds", ["--every", "3", "--dry-run"]),
     ("tests.bench.bench_exit", ["--every", "4", "--packs", "gate", "whole3"]),
     ("tests.bench.bench_stream", []),
+    ("tests.bench.bench_edit_agent", ["--model", "qwen0.5b"]),
 ]
+# tests.bench.bench_diffusers_gpu needs a CUDA GPU: run it by hand on a GPU machine.
 
 
 def main() -> int:
