@@ -2,7 +2,8 @@
 turned by the reasoning LLM into a checked edit request and a queued job.
 
 The LLM does what it is good at and nothing it is bad at: vidmem finds the candidate moments
-(`search_moments` inside the video, with their times), the model picks the operation, the moment,
+(hybrid search inside the video at the level of transcript cues, else shots: an edit wants a tight
+moment, not the long refined span an answer reads), the model picks the operation, the moment,
 where relative to it (before, after, over it), a length, and writes the prompt from what the moment
 says — under a JSON schema (vLLM structured output), never free text with timestamps in it. The
 times come from the moment it picked; the request is then checked like any other (anchor inside the
@@ -19,10 +20,11 @@ from typing import Any
 from kernels.timecode import hms
 from memory import Store
 from memory.runtime.llm import LLM, LLMError
-from memory.runtime.text import Embedder
+from memory.runtime.text import Embedder, SentenceEmbedder
 from reasoning.generate.backends import CAPABILITIES
 from reasoning.generate.request import POINT_OPERATIONS
-from reasoning.tools import Edits, ToolError, call_agent_tool, search_moments
+from reasoning.search import SearchOptions, search
+from reasoning.tools import Edits, ToolError, call_agent_tool
 
 WHAT = {
     "title": "a title card with text, inserted before or after the moment",
@@ -129,7 +131,10 @@ def request_from_intent(
     """Find where `intent` applies in the video, let `llm` choose the edit, check it and queue it."""
     t0 = time.perf_counter()
     result = IntentResult(intent)
-    moments = search_moments(store, intent, library, video_id, top, embedder)
+    embedder = embedder or SentenceEmbedder()
+    moments = search(store, intent, library, video_id, SearchOptions(top=top, level="cue"), embedder)
+    if not moments:  # no transcript: the shots' captions and tags
+        moments = search(store, intent, library, video_id, SearchOptions(top=top, level="shot"), embedder)
     if not moments:
         result.error = "nothing in the video matches the request"
         result.seconds = time.perf_counter() - t0
