@@ -41,7 +41,8 @@ WHAT = {
 
 SYSTEM = (
     "You turn a video editor's request into one edit. You are given the request and numbered moments "
-    "of the video that match it, with their times. Choose the operation, the moment it applies to, and "
+    "of the video that match it, with their times, the best match first. Choose the moment the request "
+    "is about (the one whose words match it), the operation, and "
     "where: before the moment, after it, or over it. Give a length in seconds for inserted material, and "
     "write a short visual prompt describing what the result shows, from the moment's content. For a "
     "title, also give its text. Operations:\n"
@@ -83,15 +84,15 @@ class IntentResult:
 def schema(operations: list[str], moments: int) -> dict[str, Any]:
     return {
         "type": "object",
-        "properties": {
-            "operation": {"type": "string", "enum": operations},
+        "properties": {  # the moment first: what the request is about, then what to do to it
             "moment": {"type": "integer", "minimum": 1, "maximum": moments},
+            "operation": {"type": "string", "enum": operations},
             "where": {"type": "string", "enum": ["before", "after", "over"]},
             "seconds": {"type": "number", "minimum": 0.5, "maximum": 8},
             "prompt": {"type": "string", "minLength": 3, "maxLength": 300},
             "text": {"type": "string", "maxLength": 80},
         },
-        "required": ["operation", "moment", "where", "seconds", "prompt"],
+        "required": ["moment", "operation", "where", "seconds", "prompt"],
     }
 
 
