@@ -247,6 +247,17 @@ def main() -> None:
             spans = only_spans(d)
             policies = {f"fixed top-{j}": (spans, fixed_pack(spans, j)) for j in range(1, options.spans + 1)}
             policies["every candidate (gists + 5 spans)"] = (d, len(d["hit"]))
+            # bounds on any stop decision over these candidates (they see the answer; no policy can)
+            five = fixed_pack(spans, options.spans)
+            first = next((t for t, h in enumerate(spans["hit"][:five]) if h), None)
+            policies["oracle: stops at the first span that holds it"] = (
+                spans,
+                five if first is None else first + 1,
+            )
+            policies["oracle that also knows when none holds it"] = (
+                spans,
+                min(five, 1) if first is None else first + 1,
+            )
             policies["vidmem exit gate"] = (d, stop_at(d, gate.run(np.array(d["x"])), gate.threshold))
             policies["exit gate without recurrence"] = (
                 d,
