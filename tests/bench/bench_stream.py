@@ -93,18 +93,25 @@ class RSS:
     def __init__(self, pid: int, interval: float = 0.5) -> None:
         self.root = psutil.Process(pid)
         self.peak: dict[str, int] = {}
+        self.parts: dict[str, dict[str, int]] = {}
+        """Per phase, the peaks of the API process alone and of its children (workers, their helpers):
+        where memory grows."""
         self.phase = "start"
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self.stop.wait(0.5):
-            total = 0
+            api = children = 0
             with contextlib.suppress(psutil.Error):
-                for p in [self.root, *self.root.children(recursive=True)]:
+                api = self.root.memory_info().rss
+                for p in self.root.children(recursive=True):
                     with contextlib.suppress(psutil.Error):
-                        total += p.memory_info().rss
+                        children += p.memory_info().rss
+            total = api + children
             self.peak[self.phase] = max(self.peak.get(self.phase, 0), total)
+            part = self.parts.setdefault(self.phase, {"api": 0, "children": 0})
+            part["api"], part["children"] = max(part["api"], api), max(part["children"], children)
 
 
 def ask_seen(server: Server, queries: list[str], seen: list[str]) -> dict[str, float]:
@@ -172,7 +179,7 @@ def main() -> None:
         seen: list[str] = []
         t_stream = time.perf_counter()
         for n, path in enumerate(segments, 1):
-            rss.phase = "first segment" if n == 1 else "stream"
+            rss.phase = f"segment {n}"
             if load is not None:
                 load.phase = "ingesting"
             queued = server.post(f"/v1/libraries/{LIBRARY}/imports", json={"path": path.name})
@@ -196,6 +203,8 @@ def main() -> None:
                 "live": memory["slots"]["live"],
                 "budget": memory["budget"],
                 "units": memory["units"],
+                "rss_api_mib": round(rss.parts.get(f"segment {n}", {}).get("api", 0) / 2**20),
+                "rss_workers_mib": round(rss.parts.get(f"segment {n}", {}).get("children", 0) / 2**20),
             }
             rows.append(row)
             print(row, flush=True)
@@ -229,7 +238,7 @@ def main() -> None:
     }
     idle_p95 = max(lat.get(p, {}).get("p95_ms", 0.0) for p in ("idle", "idle at the end"))
     shares = [r["gate_share"] for r in rows]
-    rss_first = rss.peak.get("first segment", 0) / 2**20
+    rss_first = rss.peak.get("segment 1", 0) / 2**20
     rss_all = max(rss.peak.values()) / 2**20
     summary = {
         "bank_within_budget": all(r["live"] <= r["budget"] for r in rows),
@@ -255,13 +264,13 @@ def main() -> None:
         f"{args.per_hour:g} --clients {args.clients}`",
         f"Machine: {machine()}.",
         "",
-        "| after | ingest s | memory stage s | gate share % | live slots | budget B | units gated |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| after | ingest s | memory stage s | gate share % | live slots | budget B | units gated | peak RSS API MiB | peak RSS workers MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['minutes']} min | {r['ingest_s']} | {r['memory_s']} | {r['gate_share']} | {r['live']} | "
-            f"{r['budget']} | {r['units']} |"
+            f"{r['budget']} | {r['units']} | {r['rss_api_mib']} | {r['rss_workers_mib']} |"
         )
     lines += [
         "",
