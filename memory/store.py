@@ -93,6 +93,14 @@ class Store:
             raise StoreError(f"no video with id {video_id!r}; `vidmem list` shows the ids")
         return video
 
+    def video_in(self, session: Session, video_id: str, library: str | None) -> Video | None:
+        """The video, if it exists and (given `library`) belongs to it: a video of another library
+        is as absent as one that does not exist."""
+        video = session.get(Video, video_id)
+        if video is None or (library is not None and video.library.name != library):
+            return None
+        return video
+
     @contextmanager
     def memory_lock(self, library_id: int) -> Iterator[None]:
         """One writer of a library's memory at a time: a file lock for the processes of this host,

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from sqlalchemy import select
 
 from kernels.timecode import hms
-from memory import Store, StoreError, TranscriptCue
+from memory import Store, TranscriptCue
 from memory.runtime.text import Embedder, SentenceEmbedder
 from reasoning.retrieve import RetrieveOptions, retrieve
 from reasoning.search import Moment
@@ -190,11 +190,8 @@ def read_context(store: Store, video_id: str, start: float, end: float, library:
         raise ToolError(f"end ({end:g} s) must be after start ({start:g} s)")
     end = min(end, start + MAX_CONTEXT_SECONDS)
     with store.session() as s:
-        try:
-            video = store.get_video(s, video_id)
-        except StoreError:
-            video = None
-        if video is None or (library is not None and video.library.name != library):
+        video = store.video_in(s, video_id, library)
+        if video is None:
             where = f" in library {library!r}" if library is not None else ""
             raise ToolError(
                 f"no video with id {video_id!r}{where}; use a video_id from the evidence or from search_moments"

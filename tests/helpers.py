@@ -354,16 +354,9 @@ INTENTS = [  # (intent, the operation meant, the cue it is about: 1-based)
 
 def edit_footage(folder: Path) -> tuple[Path, Path]:
     """96 s of Big Buck Bunny at 320x180 and the subtitles `EDIT_CUES` (ingest them with it)."""
-    import subprocess
-
-    from tests.conftest import shared
-    from tests.media import write_srt
+    from tests.media import bbb_excerpt, write_srt
 
     clip = folder / "workshop.mp4"
     if not clip.is_file():
-        subprocess.run(
-            ["ffmpeg", "-v", "error", "-y", "-t", "96", "-i", str(shared("bbb_10min.mp4")), "-vf", "scale=320:180",
-             "-c:v", "libx264", "-crf", "20", "-preset", "veryfast", "-c:a", "aac", str(clip)],
-            check=True,
-        )  # fmt: skip
+        bbb_excerpt(clip, 96, 320, 180)
     return clip, write_srt(folder / "workshop.srt", EDIT_CUES)

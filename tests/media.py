@@ -724,3 +724,13 @@ def make_slide_clip(
         out,
     )
     return SlideClip(out, tuple(shots))
+
+
+def bbb_excerpt(out: Path, seconds: float, width: int, height: int) -> Path:
+    """The first `seconds` of the shared `bbb_10min.mp4` (real footage with hard cuts and sound) at
+    width x height, H.264 CRF 18 with AAC: real media for the generation bridge's tests."""
+    from tests.conftest import shared
+
+    _ffmpeg("-t", f"{seconds:g}", "-i", shared("bbb_10min.mp4"), "-vf", f"scale={width}:{height}",
+            "-c:v", "libx264", "-crf", "18", "-preset", "veryfast", "-c:a", "aac", out)  # fmt: skip
+    return out

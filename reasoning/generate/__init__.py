@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 
 from kernels.timecode import hms
-from memory import Segment, Store, StoreError, TranscriptCue
+from memory import Segment, Store, TranscriptCue
 from reasoning.generate.backends import (
     BACKENDS,
     CAPABILITIES,
@@ -56,11 +56,8 @@ def load_source(store: Store, video_id: str, library: str | None = None) -> Sour
     """The video as a plan needs it; `RequestError` if it does not exist (or is outside `library`),
     has no picture, or its file is gone."""
     with store.session() as s:
-        try:
-            video = store.get_video(s, video_id)
-        except StoreError:
-            video = None
-        if video is None or (library is not None and video.library.name != library):
+        video = store.video_in(s, video_id, library)
+        if video is None:
             where = f" in library {library!r}" if library is not None else ""
             raise RequestError(f"no video with id {video_id!r}{where}")
         if video.kind != "video" or not video.fps or not video.width or not video.height:

@@ -41,6 +41,12 @@ class Artifact:
     details: dict[str, Any] = field(default_factory=dict)
     """Backend facts worth keeping with the job (a remote id, the pipeline class, the seed used)."""
 
+    @classmethod
+    def piece(cls, path: Path, plan: Plan, backend: str, details: dict[str, Any]) -> Artifact:
+        """A piece conformed to the plan's timeline (`media.conform`), with sound."""
+        s = plan.source
+        return cls(path, plan.timeline_frames, s.fps, s.width, s.height, True, backend, details)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "file": self.path.name,

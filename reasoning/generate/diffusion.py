@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from reasoning.generate.backends import Artifact, Backend, BackendError, Run
-from reasoning.generate.media import conform, ffmpeg_path, has_audio, still
+from reasoning.generate.media import conform, ffmpeg_path, still
 from reasoning.generate.request import FrameGrid, Plan, RequestError
 
 PIPELINES = {"ltx-condition": "LTXConditionPipeline", "wan-vace": "WanVACEPipeline"}
@@ -152,13 +152,7 @@ class DiffusersBackend(Backend):
             raise BackendError(f"the pipeline made {frames.shape[0]} frames, not {plan.frames}")
         raw = out / "model.mp4"
         _write(frames, plan.fps, raw)
-        src = Path(plan.source.path)
-        sound = (
-            (src, plan.start, plan.source.fps) if plan.request.audio == "keep" and has_audio(src) else None
-        )
-        n, rate = plan.timeline_frames, plan.source.fps
-        piece = conform(raw, out / "insert.mp4", n, rate, plan.source.width, plan.source.height, sound,
-                        lambda f: run.progress(0.9 + 0.1 * f))  # fmt: skip
+        piece = conform(raw, plan, out / "insert.mp4", lambda f: run.progress(0.9 + 0.1 * f))
         details = {
             "pipeline": type(pipe).__name__,
             "model": str(self.model),
@@ -171,7 +165,7 @@ class DiffusersBackend(Backend):
             "mask": plan.request.mask.model_dump() if plan.request.mask is not None else None,
             "renders": self.describe,
         }
-        return Artifact(piece, n, rate, plan.source.width, plan.source.height, True, self.name, details)
+        return Artifact.piece(piece, plan, self.name, details)
 
     def _vace_inputs(
         self, plan: Plan, images: dict[int, Any], width: int, height: int

@@ -167,9 +167,6 @@ class FfmpegBackend(Backend):
         )
         return inputs, graph, "[xa]"
 
-    def _trim(self, plan: Plan, src: Path, out: Path, keep: bool) -> tuple[list[str], str, str | None]:
-        raise AssertionError("a trim renders nothing")  # bridge.run_edit never renders a trim
-
 
 def _count(inputs: list[str]) -> int:
     return inputs.count("-i")

@@ -13,10 +13,14 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from reasoning.generate.backends import BackendError, Cancelled
+
+if TYPE_CHECKING:
+    from reasoning.generate.request import Plan
 
 RATE = 48000
 """Audio sample rate of every file written."""
@@ -29,8 +33,8 @@ TO_709 = "out_color_matrix=bt709:out_range=tv"
 
 VIDEO_CODEC = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p", *COLOUR]
 PREVIEW_CODEC = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "8", "-pix_fmt", "yuv420p", *COLOUR]
-"""The preview re-encodes the insert: near-lossless (about 48 dB against it), so an editor can
-compare the two frame by frame."""
+"""The preview re-encodes the insert near-lossless, so an editor can compare the two frame by frame
+(tests/reasoning/test_generate.py holds the in-point at >= 45 dB against the insert)."""
 AUDIO_CODEC = ["-c:a", "aac", "-b:a", "128k", "-ar", str(RATE), "-ac", "2"]
 
 
@@ -46,50 +50,22 @@ def seek(frame: int, fps: float) -> list[str]:
     return ["-ss", f"{max(0.0, (frame - 0.5) / fps):.6f}"] if frame > 0 else []
 
 
-def has_audio(path: Path) -> bool:
+def _streams(path: Path, select: str, entries: str, *extra: str, timeout: float = 60) -> list[dict]:
+    """ffprobe's `entries` of the streams `select` of `path` (empty when it has none)."""
+    cmd = ["ffprobe", "-v", "error", *extra, "-select_streams", select, "-show_entries", f"stream={entries}"]
     res = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-select_streams",
-            "a",
-            "-show_entries",
-            "stream=index",
-            "-of",
-            "json",
-            "-i",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+        [*cmd, "-of", "json", "-i", str(path)], capture_output=True, text=True, timeout=timeout
     )
-    return bool(json.loads(res.stdout or "{}").get("streams"))
+    return list(json.loads(res.stdout or "{}").get("streams") or [])
+
+
+def has_audio(path: Path) -> bool:
+    return bool(_streams(path, "a", "index"))
 
 
 def count_frames(path: Path) -> int:
     """Video frames in `path`, counted by decoding (not the container's claim)."""
-    res = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-count_frames",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=nb_read_frames",
-            "-of",
-            "json",
-            "-i",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    streams = json.loads(res.stdout or "{}").get("streams") or [{}]
+    streams = _streams(path, "v:0", "nb_read_frames", "-count_frames", timeout=600) or [{}]
     return int(streams[0].get("nb_read_frames", 0))
 
 
@@ -110,26 +86,10 @@ def grab(
         "rgb24",
         "-",
     ]
-    probe = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=width,height",
-            "-of",
-            "json",
-            "-i",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    info = (json.loads(probe.stdout or "{}").get("streams") or [{}])[0]
-    w, h = width or info.get("width"), height or info.get("height")
+    if not (width and height):  # the frame's own size
+        info = (_streams(path, "v:0", "width,height") or [{}])[0]
+        width, height = info.get("width"), info.get("height")
+    w, h = width, height
     res = subprocess.run(cmd, capture_output=True, timeout=120)
     if res.returncode != 0 or not w or not h or len(res.stdout) < w * h * 3:
         reason = res.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no frame"]
@@ -174,24 +134,16 @@ def run_ffmpeg(args: list[str], frames: int, progress: Callable[[float], None], 
     progress(1.0)
 
 
-def conform(
-    video: Path,
-    out: Path,
-    frames: int,
-    fps: float,
-    width: int,
-    height: int,
-    sound: tuple[Path, int, float] | None,
-    progress: Callable[[float], None],
-) -> Path:
-    """A backend's raw video made into a piece: exactly `frames` frames at `fps`, `width` x `height`
-    (scaled to fit and padded, never stretched), BT.709, with a sound track: the source's from frame
-    `sound[1]` at rate `sound[2]` of file `sound[0]` when given, else silence."""
-    n = frames
+def conform(video: Path, plan: Plan, out: Path, progress: Callable[[float], None]) -> Path:
+    """A model's raw video made into the plan's piece at `out`: exactly `plan.timeline_frames`
+    frames at the source's rate and size (scaled to fit and padded, never stretched), BT.709, with a
+    sound track: the source's from the edit's start when the audio is kept, else silence."""
+    n, fps = plan.timeline_frames, plan.source.fps
+    width, height = plan.source.width, plan.source.height
+    src = Path(plan.source.path)
     inputs = ["-i", str(video)]
-    if sound is not None:
-        path, first, rate = sound
-        inputs += [*seek(first, rate), "-t", f"{(n + 2) / fps:.6f}", "-i", str(path)]
+    if plan.request.audio == "keep" and has_audio(src):
+        inputs += [*seek(plan.start, fps), "-t", f"{(n + 2) / fps:.6f}", "-i", str(src)]
     else:
         inputs += ["-f", "lavfi", "-t", f"{n / fps + 1:.6f}", "-i", f"anullsrc=r={RATE}:cl=stereo"]
     graph = (

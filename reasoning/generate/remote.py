@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from reasoning.generate.backends import Artifact, Backend, BackendError, Run
-from reasoning.generate.media import conform, has_audio, still
+from reasoning.generate.media import conform, still
 from reasoning.generate.request import FrameGrid, Plan, RequestError
 
 PROTOCOLS = ("openai-videos", "comfyui")
@@ -84,13 +84,7 @@ class HttpBackend(Backend):
                     remote = self._comfy(client, plan, frames, raw, run)
             except httpx.HTTPError as e:
                 raise BackendError(f"the generation server at {self.url} failed: {e}") from None
-        src = Path(plan.source.path)
-        sound = (
-            (src, plan.start, plan.source.fps) if plan.request.audio == "keep" and has_audio(src) else None
-        )
-        n, rate = plan.timeline_frames, plan.source.fps  # delivered at the timeline's rate
-        piece = conform(raw, out / "insert.mp4", n, rate, plan.source.width, plan.source.height, sound,
-                        lambda f: run.progress(0.9 + 0.1 * f))  # fmt: skip
+        piece = conform(raw, plan, out / "insert.mp4", lambda f: run.progress(0.9 + 0.1 * f))
         raw.unlink(missing_ok=True)
         details = {
             "protocol": self.protocol,
@@ -98,7 +92,7 @@ class HttpBackend(Backend):
             "server": self.url,
             "renders": self.describe,
         }
-        return Artifact(piece, n, rate, plan.source.width, plan.source.height, True, self.name, details)
+        return Artifact.piece(piece, plan, self.name, details)
 
     # --- OpenAI Videos (vLLM-Omni) -----------------------------------------------------------------
 

@@ -336,9 +336,9 @@ def plan_edit(
                 f"pip: the overlay's start ({request.overlay.start:g} s) is past the end of video "
                 f"{overlay.video_id} ({overlay.duration:g} s)"
             )
-    plan = Plan(request, source, out_fps, start, end, frames, prompt, prompt_source, conditions, notes)
-    plan.overlay = overlay
-    return plan
+    return Plan(
+        request, source, out_fps, start, end, frames, prompt, prompt_source, conditions, notes, overlay
+    )
 
 
 def _snap_span(t: float, source: Source, notes: list[str]) -> int:

@@ -6,7 +6,6 @@ reason, and nothing is written."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from memory import Store
 from reasoning.generate import EditRequest, RequestError, prepare, run_edit
 from reasoning.generate.media import count_frames, grab, psnr
 from reasoning.generate.request import FrameGrid
-from tests.conftest import shared
+from tests.media import bbb_excerpt
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +28,7 @@ def footage(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> tupl
     """24 s of Big Buck Bunny (real footage with hard cuts and sound) at 480x270, ingested without
     the vision stage."""
     root = tmp_path_factory.mktemp("generate")
-    clip = root / "bbb24.mp4"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-t", "24", "-i", str(shared("bbb_10min.mp4")), "-vf", "scale=480:270",
-         "-c:v", "libx264", "-crf", "18", "-preset", "veryfast", "-c:a", "aac", str(clip)],
-        check=True,
-    )  # fmt: skip
+    clip = bbb_excerpt(root / "bbb24.mp4", 24, 480, 270)
     store = Store(root / "home")
     options = IngestOptions(library="edits", captions=CaptionOptions(llm=None), look=None)
     video_id = ingest(store, clip, options, cache_dir=model_cache).video_id

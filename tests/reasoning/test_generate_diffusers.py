@@ -9,7 +9,6 @@ progress per denoising step, a cancel that stops it, and the written piece."""
 from __future__ import annotations
 
 import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from indexers.pipeline import IngestOptions
 from memory import Store
 from reasoning.generate import Cancelled, EditRequest, Run, prepare, run_edit
 from reasoning.generate.media import count_frames, grab
-from tests.conftest import shared
+from tests.media import bbb_excerpt
 
 
 @pytest.fixture(autouse=True)
@@ -42,6 +41,25 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+def tiny_text(words: list[str]) -> tuple[Any, Any]:
+    """A word-level tokenizer of `words` and a tiny T5 encoder (32 wide) to go with it: what both
+    tiny pipelines take in place of a T5 tokenizer the hub would have given."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    )
+    torch.manual_seed(0)
+    config = T5Config(
+        vocab_size=len(words), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, pad_token_id=0
+    )
+    return tokenizer, T5EncoderModel(config)
+
+
 def tiny_ltx(folder: Path) -> Path:
     """A tiny LTX condition pipeline, saved like a downloaded one."""
     import torch
@@ -51,8 +69,6 @@ def tiny_ltx(folder: Path) -> Path:
         LTXConditionPipeline,
         LTXVideoTransformer3DModel,
     )
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
     torch.manual_seed(0)
     transformer = LTXVideoTransformer3DModel(
@@ -69,17 +85,8 @@ def tiny_ltx(folder: Path) -> Path:
         upsample_factor=(1, 1, 1, 1), timestep_conditioning=False, patch_size=1, patch_size_t=1,
         encoder_causal=True, decoder_causal=False,
     )  # fmt: skip
-    words = ["<pad>", "</s>", "<unk>", "a", "rabbit", "hops", "in", "the", "meadow", "keeps", "hopping"]
-    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
-    )
-    torch.manual_seed(0)
-    text_encoder = T5EncoderModel(
-        T5Config(
-            vocab_size=len(words), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, pad_token_id=0
-        )
+    tokenizer, text_encoder = tiny_text(
+        ["<pad>", "</s>", "<unk>", "a", "rabbit", "hops", "in", "the", "meadow", "keeps", "hopping"]
     )
     pipe = LTXConditionPipeline(
         transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(),
@@ -94,12 +101,7 @@ def setup(
     tmp_path_factory: pytest.TempPathFactory, model_cache: Path
 ) -> Iterator[tuple[Store, str, dict[str, Any]]]:
     root = tmp_path_factory.mktemp("diffusers")
-    clip = root / "clip.mp4"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-t", "8", "-i", str(shared("bbb_10min.mp4")), "-vf", "scale=160:90",
-         "-c:v", "libx264", "-crf", "18", "-preset", "veryfast", "-c:a", "aac", str(clip)],
-        check=True,
-    )  # fmt: skip
+    clip = bbb_excerpt(root / "clip.mp4", 8, 160, 90)
     store = Store(root / "home")
     options = IngestOptions(library="d", captions=CaptionOptions(llm=None), look=None)
     vid = ingest(store, clip, options, cache_dir=model_cache).video_id
@@ -182,8 +184,6 @@ def tiny_wan_vace(folder: Path) -> Path:
         WanVACEPipeline,
         WanVACETransformer3DModel,
     )
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
     torch.manual_seed(0)
     vae = AutoencoderKLWan(
@@ -195,18 +195,7 @@ def tiny_wan_vace(folder: Path) -> Path:
         text_dim=32, freq_dim=256, ffn_dim=32, num_layers=3, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
         rope_max_seq_len=32, vace_layers=[0, 2], vace_in_channels=96,
     )  # fmt: skip
-    words = ["<pad>", "</s>", "<unk>", "a", "rabbit", "without", "the", "logo"]
-    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
-    )
-    torch.manual_seed(0)
-    text_encoder = T5EncoderModel(
-        T5Config(
-            vocab_size=len(words), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, pad_token_id=0
-        )
-    )
+    tokenizer, text_encoder = tiny_text(["<pad>", "</s>", "<unk>", "a", "rabbit", "without", "the", "logo"])
     pipe = WanVACEPipeline(transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
                            text_encoder=text_encoder, tokenizer=tokenizer)  # fmt: skip
     pipe.save_pretrained(folder)

@@ -31,8 +31,8 @@ from reasoning.generate import BackendError, EditRequest, prepare, run_edit
 from reasoning.generate.media import count_frames, grab, psnr
 from service import jobs
 from service.settings import Settings
-from tests.conftest import shared
 from tests.helpers import run_jobs, settings_for
+from tests.media import bbb_excerpt
 
 MODEL_SIZE = (256, 144)
 """What the fake model renders at: never the video's size, so conforming is exercised."""
@@ -188,12 +188,7 @@ def remote() -> Iterator[tuple[Remote, str]]:
 def cfg(tmp_path_factory: pytest.TempPathFactory, remote: tuple[Remote, str]) -> Settings:
     tmp = tmp_path_factory.mktemp("remote")
     cfg = settings_for(tmp, generation_url=remote[1], generation_fps=16.0)
-    clip = cfg.media_roots[0] / "bunny.mp4"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-t", "12", "-i", str(shared("bbb_10min.mp4")), "-vf", "scale=320:180",
-         "-c:v", "libx264", "-crf", "18", "-preset", "veryfast", "-c:a", "aac", str(clip)],
-        check=True,
-    )  # fmt: skip
+    clip = bbb_excerpt(cfg.media_roots[0] / "bunny.mp4", 12, 320, 180)
     store = Store(cfg.home)
     with store.session() as s:
         store.library(s, "gen")
@@ -260,24 +255,32 @@ def test_openai_videos_extend_sends_its_conditioning_frame(cfg: Settings, remote
     store.close()
 
 
+WORKFLOW = {
+    "3": {
+        "class_type": "LTXVSampler",
+        "inputs": {"seed": "{{seed}}", "length": "{{frames}}", "fps": "{{fps}}"},
+    },
+    "5": {"class_type": "LoadImage", "inputs": {"image": "{{image}}"}},
+    "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "{{prompt}}"}},
+    "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "{{negative_prompt}}"}},
+    "9": {"class_type": "SaveAnimatedWEBP", "inputs": {"images": ["3", 0]}},
+}
+"""An LTX image-to-video workflow template in ComfyUI's API format."""
+
+
+def comfyui(url: str, folder: Path) -> dict[str, dict[str, Any]]:
+    """Backend options for the fake ComfyUI at `url`, with `WORKFLOW` written into `folder`."""
+    path = folder / "ltx.json"
+    path.write_text(json.dumps(WORKFLOW))
+    return {"http": {"url": url, "protocol": "comfyui", "workflow": path, "fps": 24.0}}
+
+
 def test_comfyui_workflow_is_filled_queued_followed_and_fetched(
     cfg: Settings, remote: tuple[Remote, str], tmp_path: Path
 ) -> None:
     fake, url = remote
     store, vid = video(cfg)
-    workflow = {
-        "3": {
-            "class_type": "LTXVSampler",
-            "inputs": {"seed": "{{seed}}", "length": "{{frames}}", "fps": "{{fps}}"},
-        },
-        "5": {"class_type": "LoadImage", "inputs": {"image": "{{image}}"}},
-        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "{{prompt}}"}},
-        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "{{negative_prompt}}"}},
-        "9": {"class_type": "SaveAnimatedWEBP", "inputs": {"images": ["3", 0]}},
-    }
-    path = tmp_path / "ltx.json"
-    path.write_text(json.dumps(workflow))
-    options = {"http": {"url": url, "protocol": "comfyui", "workflow": path, "fps": 24.0}}
+    options = comfyui(url, tmp_path)
     fake.posts.clear()
     req = EditRequest(
         video_id=vid,
@@ -299,15 +302,16 @@ def test_comfyui_workflow_is_filled_queued_followed_and_fetched(
     store.close()
 
 
-def test_a_remote_failure_fails_with_the_servers_reason(cfg: Settings, remote: tuple[Remote, str]) -> None:
+@pytest.mark.parametrize("protocol", ["openai-videos", "comfyui"])
+def test_a_remote_failure_fails_with_the_servers_reason(
+    protocol: str, cfg: Settings, remote: tuple[Remote, str], tmp_path: Path
+) -> None:
     store, vid = video(cfg)
-    for protocol in ("openai-videos",):
-        req = EditRequest(
-            video_id=vid, operation="generate", anchor=4.0, prompt="please fail", backend="http"
-        )
-        plan, backend = prepare(store, req, None, cfg.generation_options())
-        with pytest.raises(BackendError, match="CUDA out of memory"):
-            run_edit(store, plan, backend, cfg.home / f"gen-fail-{protocol}")
+    options = cfg.generation_options() if protocol == "openai-videos" else comfyui(remote[1], tmp_path)
+    req = EditRequest(video_id=vid, operation="extend", anchor=4.0, prompt="please fail", backend="http")
+    plan, backend = prepare(store, req, None, options)
+    with pytest.raises(BackendError, match="CUDA out of memory"):
+        run_edit(store, plan, backend, tmp_path / "out")
     store.close()
     bad = Settings(**{**cfg.model_dump(), "generation_url": None})
     store, vid = video(cfg)

@@ -23,20 +23,15 @@ from reasoning.generate.media import count_frames
 from service import jobs
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import shared
 from tests.helpers import H, cli, error, run_jobs, settings_for
+from tests.media import bbb_excerpt
 
 
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     tmp = tmp_path_factory.mktemp("edits")
     cfg = settings_for(tmp)
-    clip = cfg.media_roots[0] / "bunny.mp4"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-t", "16", "-i", str(shared("bbb_10min.mp4")), "-vf", "scale=320:180",
-         "-c:v", "libx264", "-crf", "18", "-preset", "veryfast", "-c:a", "aac", str(clip)],
-        check=True,
-    )  # fmt: skip
+    bbb_excerpt(cfg.media_roots[0] / "bunny.mp4", 16, 320, 180)
     return cfg
 
 
@@ -213,7 +208,14 @@ def test_agent_tools_over_rest(client: TestClient, cfg: Settings) -> None:
     assert r.status_code == 200, r.text
     job = r.json()["result"]
     assert job["kind"] == "generate" and job["status"] == "queued"
-    assert job["plan"]["start_hms"] == "00:00:04.000" or job["plan"]["notes"]  # snapped to a boundary
+    from memory import Store
+    from reasoning.generate import load_source
+
+    store = Store(cfg.home)
+    source = load_source(store, vid)
+    store.close()
+    cuts = {round(b * source.fps) for b in source.boundaries}  # in frames: the plan's times are rounded
+    assert job["plan"]["start"] == job["plan"]["end"] and round(job["plan"]["start"] * source.fps) in cuts
     for bad, says in (
         ({"video_id": vid, "operation": "generate", "at": 2.0, "intent": "x"}, "backends that can"),
         ({"video_id": vid, "operation": "slowmo", "at": 2.0}, "operation must be one of"),
