@@ -149,9 +149,9 @@ class Settings(BaseSettings):
         None,
         description="Folder of a diffusers video pipeline (`save_pretrained` layout, e.g. LTX-Video) for the `diffusers` generation backend; unset: no `diffusers` backend. No weights ship with vidmem.",
     )
-    diffusers_pipeline: Literal["ltx-condition", "wan-vace"] = Field(
+    diffusers_pipeline: Literal["ltx-condition", "ltx2-condition", "wan-vace"] = Field(
         "ltx-condition",
-        description="Which diffusers pipeline `diffusers_model` holds: `ltx-condition` (LTX-Video, `LTXConditionPipeline`) or `wan-vace` (Wan VACE, `WanVACEPipeline`: masks).",
+        description="Which diffusers pipeline `diffusers_model` holds: `ltx-condition` (LTX-Video, `LTXConditionPipeline`), `ltx2-condition` (LTX-2, `LTX2ConditionPipeline`: also `audio: generate`) or `wan-vace` (Wan VACE, `WanVACEPipeline`: masks).",
     )
     diffusers_device: str = Field(
         "cpu", description="Device of the diffusers pipeline (`cuda`, `cuda:1`, `cpu`)."

@@ -93,7 +93,8 @@ class Backend(ABC):
         """`RequestError` for what this backend cannot do with `plan` (beyond its operation)."""
         if plan.request.audio not in self.audio:
             raise RequestError(
-                f"the {self.name} backend cannot make audio {plan.request.audio!r}; it does {', '.join(sorted(self.audio))}"
+                f"the {self.name} backend cannot make audio {plan.request.audio!r}; it does "
+                f"{', '.join(sorted(self.audio))}; " + _who_can("sound")
             )
         if plan.request.mask is not None and not self.masks:
             raise RequestError(f"the {self.name} backend cannot work inside a mask; {_who_can('masks')}")
@@ -115,7 +116,7 @@ BACKENDS: Registry[type[Backend]] = Registry(
 
 CAPABILITIES: dict[str, dict[str, Any]] = {
     "ffmpeg": {"operations": {"extend", "bridge", "title", "freeze", "slowmo", "pip", "trim", "crossfade"}},
-    "diffusers": {"operations": {"generate", "extend", "bridge", "retake"}, "masks": True},
+    "diffusers": {"operations": {"generate", "extend", "bridge", "retake"}, "masks": True, "sound": True},
     "http": {"operations": {"generate", "extend", "bridge", "retake"}},
 }
 """What each registered backend can do, known without importing it (for refusals that name the

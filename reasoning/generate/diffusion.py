@@ -1,10 +1,13 @@
 """The `diffusers` generation backend: a video diffusion pipeline loaded from a folder the user names.
 
-Two pipelines (`pipeline`):
+Three pipelines (`pipeline`):
 - `ltx-condition`: LTX-Video through `diffusers.LTXConditionPipeline` (text-to-video, an extension
   from the shot's last frame, a bridge held to the frames on both sides, a retake held to both ends of
   its span): the plan's conditioning frames become `LTXVideoCondition` items at their frame index and
   strength; LTX's grid (8k+1 frames, 9 to 257) at 24 fps; sides multiples of 32.
+- `ltx2-condition`: LTX-2 through `diffusers.LTX2ConditionPipeline`, the same operations and grid
+  (`LTX2VideoCondition` items), and a sound track made with the picture: with `audio: generate` the
+  pipeline's own audio (its vocoder's rate) becomes the piece's sound, the one backend that does so.
 - `wan-vace`: Wan VACE through `diffusers.WanVACEPipeline`, for masks: a retake gets the span's own
   frames as `video` and, per frame, a `mask` white inside the request's box (regenerated) and black
   outside (kept); known frames (an extension's first, a bridge's ends) are given and the rest masked.
@@ -32,9 +35,14 @@ from reasoning.generate.backends import Artifact, Backend, BackendError, Run
 from reasoning.generate.media import conform, ffmpeg_path, still
 from reasoning.generate.request import FrameGrid, Plan, RequestError
 
-PIPELINES = {"ltx-condition": "LTXConditionPipeline", "wan-vace": "WanVACEPipeline"}
+PIPELINES = {
+    "ltx-condition": "LTXConditionPipeline",
+    "ltx2-condition": "LTX2ConditionPipeline",
+    "wan-vace": "WanVACEPipeline",
+}
 SHAPE = {  # frame grid, frame rate, side multiple
     "ltx-condition": (FrameGrid(multiple=8, offset=1, least=9, most=257), 24.0, 32),
+    "ltx2-condition": (FrameGrid(multiple=8, offset=1, least=9, most=257), 24.0, 32),
     "wan-vace": (FrameGrid(multiple=4, offset=1, least=5, most=129), 16.0, 16),
 }
 
@@ -43,7 +51,7 @@ class DiffusersBackend(Backend):
     name = "diffusers"
     operations = frozenset({"generate", "extend", "bridge", "retake"})
     grid = FrameGrid(multiple=8, offset=1, least=9, most=257)
-    describe = "a diffusers video pipeline (LTX-Video condition pipeline) from a local folder"
+    describe = "a diffusers video pipeline (LTX-Video, LTX-2 with sound, Wan VACE) from a local folder"
 
     def __init__(
         self,
@@ -69,6 +77,9 @@ class DiffusersBackend(Backend):
         self.grid, rate, self.side = SHAPE[pipeline]
         self.rate, self.max_width = float(fps or rate), max_width
         self.masks = pipeline == "wan-vace"
+        self.sound = pipeline == "ltx2-condition"
+        if self.sound:
+            self.audio = frozenset({"keep", "silence", "generate"})
         self._pipe: Any = None
 
     def fps(self, source_fps: float) -> float:
@@ -79,6 +90,11 @@ class DiffusersBackend(Backend):
             raise RequestError(
                 f"the {self.pipeline_name} pipeline cannot work inside a mask; the wan-vace pipeline can "
                 "(VIDMEM_DIFFUSERS_PIPELINE=wan-vace with a Wan VACE model folder)"
+            )
+        if plan.request.audio == "generate" and not self.sound:
+            raise RequestError(
+                f"the {self.pipeline_name} pipeline makes no sound; the ltx2-condition pipeline does "
+                "(VIDMEM_DIFFUSERS_PIPELINE=ltx2-condition with an LTX-2 model folder)"
             )
         super().check(plan)
 
@@ -139,6 +155,14 @@ class DiffusersBackend(Backend):
         if self.pipeline_name == "wan-vace":
             video, mask = self._vace_inputs(plan, images, width, height)
             result = pipe(video=video, mask=mask, **common)
+        elif self.pipeline_name == "ltx2-condition":
+            from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
+
+            conditions2 = [
+                LTX2VideoCondition(frames=images[c.position], index=c.position, strength=c.strength)
+                for c in plan.conditions
+            ]
+            result = pipe(conditions=conditions2 or None, frame_rate=float(plan.fps), **common)
         else:
             from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
 
@@ -152,7 +176,12 @@ class DiffusersBackend(Backend):
             raise BackendError(f"the pipeline made {frames.shape[0]} frames, not {plan.frames}")
         raw = out / "model.mp4"
         _write(frames, plan.fps, raw)
-        piece = conform(raw, plan, out / "insert.mp4", lambda f: run.progress(0.9 + 0.1 * f))
+        sound = None
+        if plan.request.audio == "generate":
+            sound = _write_sound(
+                result.audio[0], int(pipe.vocoder.config.output_sampling_rate), out / "model.wav"
+            )
+        piece = conform(raw, plan, out / "insert.mp4", lambda f: run.progress(0.9 + 0.1 * f), sound)
         details = {
             "pipeline": type(pipe).__name__,
             "model": str(self.model),
@@ -163,6 +192,7 @@ class DiffusersBackend(Backend):
             "seed": seed,
             "conditions": [{"frame_index": c.position, "strength": c.strength} for c in plan.conditions],
             "mask": plan.request.mask.model_dump() if plan.request.mask is not None else None,
+            "sound": "generated" if sound is not None else plan.request.audio,
             "renders": self.describe,
         }
         return Artifact.piece(piece, plan, self.name, details)
@@ -220,3 +250,21 @@ def _write(frames: np.ndarray, fps: float, out: Path) -> None:
         raise BackendError(
             f"could not write the model's frames: {res.stderr.decode(errors='replace')[-300:]}"
         )
+
+
+def _write_sound(audio: Any, rate: int, out: Path) -> Path:
+    """The pipeline's audio ((channels, samples) floats in [-1, 1]) as a 16-bit WAV file."""
+    import wave
+
+    data = np.asarray(audio.float().cpu() if hasattr(audio, "cpu") else audio, dtype=np.float32)
+    if data.ndim == 1:
+        data = data[None]
+    if data.size == 0:
+        raise BackendError("the pipeline made no sound")
+    pcm = (np.clip(data.T, -1, 1) * 32767).astype("<i2")  # interleaved (samples, channels)
+    with wave.open(str(out), "wb") as f:
+        f.setnchannels(pcm.shape[1])
+        f.setsampwidth(2)
+        f.setframerate(rate)
+        f.writeframes(pcm.tobytes())
+    return out

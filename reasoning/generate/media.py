@@ -134,15 +134,20 @@ def run_ffmpeg(args: list[str], frames: int, progress: Callable[[float], None], 
     progress(1.0)
 
 
-def conform(video: Path, plan: Plan, out: Path, progress: Callable[[float], None]) -> Path:
+def conform(
+    video: Path, plan: Plan, out: Path, progress: Callable[[float], None], sound: Path | None = None
+) -> Path:
     """A model's raw video made into the plan's piece at `out`: exactly `plan.timeline_frames`
     frames at the source's rate and size (scaled to fit and padded, never stretched), BT.709, with a
-    sound track: the source's from the edit's start when the audio is kept, else silence."""
+    sound track: the model's own `sound` when it made one, the source's from the edit's start when the
+    audio is kept, else silence (each padded or cut to the piece's length)."""
     n, fps = plan.timeline_frames, plan.source.fps
     width, height = plan.source.width, plan.source.height
     src = Path(plan.source.path)
     inputs = ["-i", str(video)]
-    if plan.request.audio == "keep" and has_audio(src):
+    if sound is not None:
+        inputs += ["-i", str(sound)]
+    elif plan.request.audio == "keep" and has_audio(src):
         inputs += [*seek(plan.start, fps), "-t", f"{(n + 2) / fps:.6f}", "-i", str(src)]
     else:
         inputs += ["-f", "lavfi", "-t", f"{n / fps + 1:.6f}", "-i", f"anullsrc=r={RATE}:cl=stereo"]

@@ -52,6 +52,16 @@ def test_frame_grids_snap_to_the_nearest_valid_count() -> None:
     assert FrameGrid().snap(47.4) == 47
 
 
+def test_the_capability_table_says_what_the_backends_do() -> None:
+    """Refusals name backends from `CAPABILITIES` without importing them: it must match the classes."""
+    from reasoning.generate.backends import BACKENDS, CAPABILITIES, _who_can
+
+    assert set(CAPABILITIES) == set(BACKENDS.names())
+    for name, cap in CAPABILITIES.items():
+        assert cap["operations"] == BACKENDS.get(name).operations, name
+    assert _who_can("masks") == _who_can("sound") == "backends that can: diffusers"  # wan-vace, ltx2
+
+
 def test_requests_that_cannot_be_honoured_say_why(footage: tuple[Store, str, Path]) -> None:
     store, vid, root = footage
     before = sorted(p.name for p in root.iterdir())
