@@ -117,7 +117,7 @@ BACKENDS: Registry[type[Backend]] = Registry(
 CAPABILITIES: dict[str, dict[str, Any]] = {
     "ffmpeg": {"operations": {"extend", "bridge", "title", "freeze", "slowmo", "pip", "trim", "crossfade"}},
     "diffusers": {"operations": {"generate", "extend", "bridge", "retake"}, "masks": True, "sound": True},
-    "http": {"operations": {"generate", "extend", "bridge", "retake"}},
+    "http": {"operations": {"generate", "extend", "bridge", "retake"}, "sound": True},
 }
 """What each registered backend can do, known without importing it (for refusals that name the
 backends that can). Kept equal to the classes' attributes by a test."""

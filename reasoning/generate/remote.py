@@ -13,7 +13,8 @@
 
 The remote id is remembered in the job (`Run.remember`) as soon as the server gives it, so a worker
 that dies mid-job is followed by one that resumes polling the same remote job instead of submitting
-it again. What comes back is conformed to the plan (frames, rate, size, sound) like any piece.
+it again. What comes back is conformed to the plan (frames, rate, size, sound) like any piece; with
+`audio: generate` its own sound track is kept (a model that made none fails the job saying so).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 import httpx
 
 from reasoning.generate.backends import Artifact, Backend, BackendError, Run
-from reasoning.generate.media import conform, still
+from reasoning.generate.media import conform, has_audio, still
 from reasoning.generate.request import FrameGrid, Plan, RequestError
 
 PROTOCOLS = ("openai-videos", "comfyui")
@@ -36,6 +37,7 @@ class HttpBackend(Backend):
     name = "http"
     operations = frozenset({"generate", "extend", "bridge", "retake"})
     grid = FrameGrid(multiple=8, offset=1, least=9, most=257)
+    audio = frozenset({"keep", "silence", "generate"})
     describe = "a video model behind an OpenAI-Videos (vLLM-Omni) or ComfyUI server"
 
     def __init__(
@@ -84,7 +86,15 @@ class HttpBackend(Backend):
                     remote = self._comfy(client, plan, frames, raw, run)
             except httpx.HTTPError as e:
                 raise BackendError(f"the generation server at {self.url} failed: {e}") from None
-        piece = conform(raw, plan, out / "insert.mp4", lambda f: run.progress(0.9 + 0.1 * f))
+        sound = None
+        if plan.request.audio == "generate":
+            if not has_audio(raw):
+                raise BackendError(
+                    f"the model at {self.url} made no sound; ask for audio keep or silence, or serve a "
+                    "model that makes sound (LTX-2)"
+                )
+            sound = raw
+        piece = conform(raw, plan, out / "insert.mp4", lambda f: run.progress(0.9 + 0.1 * f), sound)
         raw.unlink(missing_ok=True)
         details = {
             "protocol": self.protocol,

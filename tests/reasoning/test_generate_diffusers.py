@@ -341,7 +341,7 @@ def test_ltx2_makes_the_sound_with_the_picture(setup: Any, tmp_path: Path) -> No
     ltx1 = {"diffusers": {**ltx["diffusers"], "pipeline": "ltx-condition"}}
     with pytest.raises(RequestError, match="ltx2-condition pipeline does"):
         prepare(store, req, None, ltx1)  # LTX-Video makes no sound
-    with pytest.raises(RequestError, match="backends that can: diffusers"):
+    with pytest.raises(RequestError, match="backends that can: diffusers, http"):
         prepare(store, EditRequest(**{**req.model_dump(), "backend": "ffmpeg"}), None, {})
 
 

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import uvicorn
 from fastapi import FastAPI, Form, Request, UploadFile
@@ -38,7 +39,8 @@ MODEL_SIZE = (256, 144)
 """What the fake model renders at: never the video's size, so conforming is exercised."""
 
 
-def render(out: Path, frames: int, fps: float, image: Path | None) -> None:
+def render(out: Path, frames: int, fps: float, image: Path | None, sound: bool = False) -> None:
+    """The fake model's video; with `sound`, a 440 Hz tone as its own sound track (as LTX-2 makes)."""
     w, h = MODEL_SIZE
     if image is not None:
         src = ["-loop", "1", "-i", str(image)]
@@ -46,8 +48,9 @@ def render(out: Path, frames: int, fps: float, image: Path | None) -> None:
     else:
         src = ["-f", "lavfi", "-i", f"testsrc2=size={w}x{h}:rate={fps}"]
         graph = "null"
+    tone = ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-shortest"] if sound else []
     subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", *src, "-vf", graph, "-frames:v", str(frames), "-r", f"{fps}",
+        ["ffmpeg", "-v", "error", "-y", *src, *tone, "-vf", graph, "-frames:v", str(frames), "-r", f"{fps}",
          "-c:v", "libx264", "-crf", "12", "-pix_fmt", "yuv420p", str(out)],
         check=True,
     )  # fmt: skip
@@ -76,7 +79,7 @@ class Remote:
                     {"code": "oom", "message": "CUDA out of memory (fake)"},
                 )
             else:
-                render(job["file"], job["frames"], job["fps"], job["image"])
+                render(job["file"], job["frames"], job["fps"], job["image"], "sound" in job["prompt"])
                 job["status"] = "completed"
         else:
             job["status"], job["progress"] = "in_progress", 30 * job["polls"]
@@ -299,6 +302,34 @@ def test_comfyui_workflow_is_filled_queued_followed_and_fetched(
     assert plan.frames % 8 == 1
     assert count_frames(tmp_path / "out" / "insert.mp4") == plan.timeline_frames
     assert result["artifact"]["protocol"] == "comfyui"
+    store.close()
+
+
+def test_the_remote_models_own_sound_is_kept_when_asked_for(
+    cfg: Settings, remote: tuple[Remote, str], tmp_path: Path
+) -> None:
+    """`audio: generate` keeps the sound the remote model made (the fake's 440 Hz tone), where `keep`
+    lays the source's sound; a model that made none fails the job saying so."""
+    store, vid = video(cfg)
+
+    def sound(prompt: str, audio: str, name: str) -> np.ndarray:
+        req = EditRequest(video_id=vid, operation="generate", anchor=4.0, duration=1.0, prompt=prompt,
+                          audio=audio, backend="http")  # fmt: skip
+        plan, backend = prepare(store, req, None, cfg.generation_options())
+        run_edit(store, plan, backend, tmp_path / name)
+        res = subprocess.run(["ffmpeg", "-v", "error", "-i", str(tmp_path / name / "insert.mp4"), "-map", "0:a:0",
+                              "-ac", "1", "-ar", "16000", "-f", "f32le", "-"], capture_output=True, check=True)  # fmt: skip
+        return np.frombuffer(res.stdout, "<f4")
+
+    def peak_hz(x: np.ndarray) -> float:
+        spectrum = np.abs(np.fft.rfft(x[: 16000 // 2]))
+        return float(np.argmax(spectrum) * 16000 / (16000 // 2))
+
+    made = sound("a rabbit with sound", "generate", "made")
+    kept = sound("a rabbit with sound", "keep", "kept")
+    assert abs(peak_hz(made) - 440) <= 4 and abs(peak_hz(kept) - 440) > 20
+    with pytest.raises(BackendError, match="made no sound"):
+        sound("a silent rabbit", "generate", "none")
     store.close()
 
 
