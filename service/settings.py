@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     )
     llm_url: str | None = Field(
         None,
-        description="Base URL of an OpenAI-compatible server (vLLM), e.g. `http://127.0.0.1:8000/v1`; replaces the embedded LLM.",
+        description="Base URL of an OpenAI-compatible server (vLLM), e.g. `http://127.0.0.1:8000/v1`; replaces the embedded LLM. Several replicas of the same model: their URLs separated by commas (each request goes to the one with the fewest in flight; one that fails is skipped until it answers again).",
     )
     llm_model: str | None = Field(
         None, description="Model name served at `llm_url` (what vLLM was started with)."

@@ -740,65 +740,165 @@ class _JsonClosed:
         )
 
 
-class OpenAIChatLLM(LLM):
-    """Any OpenAI-compatible chat-completions server (vLLM, llama.cpp server, a hosted API).
+@dataclass
+class Endpoint:
+    """One server of an `OpenAIChatLLM` (a vLLM replica) and what the client knows of its health."""
 
-    `chat_batch` sends up to `max_concurrency` requests at once: vLLM batches concurrent requests on
+    url: str
+    client: Any = None
+    busy: int = 0
+    """Requests in flight to it now."""
+    served: int = 0
+    """Requests it answered."""
+    failures: int = 0
+    """Failures in a row; reset by an answer."""
+    down_until: float = 0.0
+    """`time.monotonic()` before which it is skipped (unless every endpoint is down)."""
+    last_error: str = ""
+
+    def state(self) -> dict[str, Any]:
+        up = self.down_until <= time.monotonic()
+        return {"url": self.url, "up": up, "busy": self.busy, "served": self.served,
+                "failures": self.failures, "last_error": self.last_error}  # fmt: skip
+
+
+class OpenAIChatLLM(LLM):
+    """Any OpenAI-compatible chat-completions server (vLLM, llama.cpp server, a hosted API), or
+    several serving the same model (vLLM replicas).
+
+    `chat_batch` sends up to `max_concurrency` requests per endpoint at once: vLLM batches concurrent requests on
     the GPU, so this is how a batch is made fast there. Every failure becomes an `LLMError` that names
     the URL, so a user sees "server down at http://…" rather than a stack of httpx frames.
+
+    With several URLs each request goes to the endpoint with the fewest requests in flight (ties in
+    turn), so a batch spreads over the replicas. An endpoint that cannot be reached, times out or
+    answers 5xx (or 401/403/404) is skipped for `cooldown` seconds, doubling with each failure in a
+    row up to 8×, and the request goes to the next; after the cool-down one request probes it again,
+    and an answer puts it back. When every endpoint is down each is still tried once before
+    `LLMUnavailable` (naming all of them) is raised. A reply the model got wrong (400/422, bad JSON)
+    is the request's fault, not the server's: it is not retried elsewhere.
     """
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         model: str,
         api_key: str | None = None,
         timeout: float = 120.0,
         max_concurrency: int = 4,
         max_retries: int = 2,
+        cooldown: float = 5.0,
     ) -> None:
         super().__init__()
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(
-                f"url must start with http:// or https://, got {url!r} (e.g. http://127.0.0.1:8000/v1)"
-            )
-        self.url = url.rstrip("/")
+        urls = split_urls(url) if isinstance(url, str) else [u.strip() for u in url if u.strip()]
+        if not urls:
+            raise ValueError("no server URL given (e.g. http://127.0.0.1:8000/v1)")
+        for u in urls:
+            if not u.startswith(("http://", "https://")):
+                raise ValueError(
+                    f"url must start with http:// or https://, got {u!r} (e.g. http://127.0.0.1:8000/v1)"
+                )
+        self.endpoints = [Endpoint(u.rstrip("/")) for u in dict.fromkeys(urls)]
+        self.url = self.endpoints[0].url
+        """The first endpoint (the only one, usually)."""
         self.name = model
         self.api_key = api_key
         self.timeout = timeout
         """Seconds for one request, connection included."""
-        self.max_concurrency = max_concurrency
+        self.max_concurrency = max_concurrency * len(self.endpoints)
         self.max_retries = max_retries
-        self._client: Any = None
-        self._client_lock = threading.Lock()
+        self.cooldown = cooldown
+        self._lock = threading.Lock()
+        self._turn = 0
 
-    def _get_client(self) -> Any:
-        with self._client_lock:
-            if self._client is None:
+    def _get_client(self, endpoint: Endpoint | None = None) -> Any:
+        endpoint = endpoint or self.endpoints[0]
+        with self._lock:
+            if endpoint.client is None:
                 try:
                     from openai import OpenAI
                 except ImportError as e:
                     raise ModelMissing(
                         "the OpenAI-compatible engine needs the `openai` package: pip install openai"
                     ) from e
-                self._client = OpenAI(
-                    base_url=self.url,
+                endpoint.client = OpenAI(
+                    base_url=endpoint.url,
                     api_key=self.api_key or "EMPTY",  # vLLM without --api-key accepts any key
                     timeout=self.timeout,
-                    max_retries=self.max_retries,
+                    # one endpoint: the client retries it; several: a failure moves to the next one
+                    max_retries=self.max_retries if len(self.endpoints) == 1 else 0,
                 )
-            return self._client
+            return endpoint.client
+
+    def _pick(self, tried: set[int]) -> int:
+        """The endpoint for the next attempt: up and not yet tried by this request, fewest in flight
+        (ties in turn); else the untried one that comes back soonest; else the one that does."""
+        now = time.monotonic()
+        with self._lock:
+            n = len(self.endpoints)
+            order = [(self._turn + k) % n for k in range(n)]
+            self._turn = (self._turn + 1) % n
+            fresh = [i for i in order if i not in tried] or order
+            up = [i for i in fresh if self.endpoints[i].down_until <= now]
+            if up:
+                i = min(up, key=lambda j: self.endpoints[j].busy)
+            else:
+                i = min(fresh, key=lambda j: self.endpoints[j].down_until)
+            self.endpoints[i].busy += 1
+            return i
+
+    def _done(self, endpoint: Endpoint, error: str | None) -> None:
+        with self._lock:
+            endpoint.busy -= 1
+            if error is None:
+                endpoint.served += 1
+                endpoint.failures, endpoint.down_until = 0, 0.0
+            else:
+                endpoint.failures += 1
+                wait = self.cooldown * 2 ** min(endpoint.failures - 1, 3)
+                endpoint.down_until, endpoint.last_error = time.monotonic() + wait, error
+
+    def health(self) -> list[dict[str, Any]]:
+        """Each endpoint's state: up or cooling down, in flight, answered, failures in a row."""
+        with self._lock:
+            return [e.state() for e in self.endpoints]
 
     def _create(self, messages: Sequence[Message], max_tokens: int, **extra: Any) -> Any:
         """`choices[0].message` of one chat completion (greedy), with usage counted; every failure
         an `LLMError` naming the URL. `extra` carries `response_format`, `tools`, `tool_choice`."""
+        if len(self.endpoints) == 1:
+            return self._ask(self.endpoints[0], messages, max_tokens, extra)
+        tried: set[int] = set()
+        errors: list[str] = []
+        for _ in range(len(self.endpoints) + self.max_retries):
+            i = self._pick(tried)
+            endpoint = self.endpoints[i]
+            tried.add(i)
+            try:
+                message = self._ask(endpoint, messages, max_tokens, extra)
+            except LLMUnavailable as e:
+                self._done(endpoint, str(e))
+                errors.append(str(e))
+                continue
+            except BaseException:
+                self._done(endpoint, None)  # the server answered: the request was at fault
+                raise
+            self._done(endpoint, None)
+            return message
+        raise LLMUnavailable(
+            f"no endpoint of {self.name!r} answered: " + "; ".join(errors[-len(self.endpoints) :])
+        )
+
+    def _ask(
+        self, endpoint: Endpoint, messages: Sequence[Message], max_tokens: int, extra: dict[str, Any]
+    ) -> Any:
         import openai
 
-        where = self._where()
+        where = self._where(endpoint)
         try:
-            response = self._get_client().chat.completions.create(
+            response = self._get_client(endpoint).chat.completions.create(
                 model=self.name, messages=list(messages), max_tokens=max_tokens, temperature=0.0, **extra
             )
         except openai.APITimeoutError as e:
@@ -820,8 +920,9 @@ class OpenAIChatLLM(LLM):
             self._count(int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0))
         return choices[0].message
 
-    def _where(self) -> str:
-        return f"{self.url}/chat/completions (model {self.name!r})"
+    def _where(self, endpoint: Endpoint | None = None) -> str:
+        urls = [endpoint.url] if endpoint else [e.url for e in self.endpoints]
+        return f"{' or '.join(urls)}/chat/completions (model {self.name!r})"
 
     def _one(self, messages: Sequence[Message], max_tokens: int) -> str:
         message = self._create(messages, max_tokens)
@@ -884,6 +985,11 @@ class OpenAIChatLLM(LLM):
             return list(pool.map(lambda c: self._one(c, max_tokens), conversations))
 
 
+def split_urls(urls: str) -> list[str]:
+    """Server URLs given as one string: separated by commas or whitespace (`VIDMEM_LLM_URL`)."""
+    return [u for u in urls.replace(",", " ").split() if u]
+
+
 def make_llm(
     name: str = DEFAULT_LLM,
     cache_dir: Path | None = None,
@@ -895,7 +1001,8 @@ def make_llm(
     timeout: float = 120.0,
     max_retries: int = 2,
 ) -> LLM:
-    """An engine by name: with `url`, `name` is the model served there; otherwise an embedded model
+    """An engine by name: with `url` (one, or several replicas separated by commas), `name` is the
+    model served there; otherwise an embedded model
     (`LLMS`) or a local transformers folder. Unknown names raise `ModelMissing` listing the known ones.
     """
     if url:

@@ -111,6 +111,34 @@ def test_server_errors_name_the_url() -> None:
         OpenAIChatLLM(server.url, "m", max_retries=0).chat(user("hi"))
 
 
+def test_replicas_share_the_work_and_a_failing_one_is_skipped_until_it_recovers() -> None:
+    """Two OpenAI-compatible servers on 127.0.0.1 (speaking the chat-completions protocol; the real
+    vLLM replicas are in test_llm_server.py): a batch spreads over both; one answering 500 gets at most
+    the request in flight to it before it is skipped, every request still answered by the other;
+    once it answers again and its cool-down has passed it takes work again."""
+    with ChatServer(lambda b: "a") as a, ChatServer(lambda b: "b") as b:
+        llm = OpenAIChatLLM(f"{a.url}, {b.url}", "m", max_concurrency=1, cooldown=2.0)
+        assert [e["url"] for e in llm.health()] == [a.url, b.url]
+        replies = llm.chat_batch([user(str(i)) for i in range(8)], max_tokens=4)
+        assert sorted(set(replies)) == ["a", "b"]  # both took work (fewest in flight, ties in turn)
+        b.mode, before = "500", len(b.requests)
+        assert llm.chat_batch([user(str(i)) for i in range(8)], max_tokens=4) == ["a"] * 8
+        assert len(b.requests) - before == 1  # the one in flight to it, then skipped
+        state = llm.health()[1]
+        assert not state["up"] and "HTTP 500" in state["last_error"] and state["failures"] >= 1
+        failed = len(b.requests)
+        assert llm.chat_batch([user(str(i)) for i in range(4)], max_tokens=4) == ["a"] * 4
+        assert len(b.requests) == failed  # still cooling down: not tried
+        b.mode = "ok"
+        time.sleep(2.1)  # past its cool-down
+        assert "b" in llm.chat_batch([user(str(i)) for i in range(8)], max_tokens=4)
+        assert llm.health()[1]["up"] and llm.health()[1]["failures"] == 0
+        a.mode = b.mode = "500"
+        with pytest.raises(LLMError, match="no endpoint") as e:
+            llm.chat(user("hi"))
+        assert a.url in str(e.value) and b.url in str(e.value)
+
+
 def test_bad_server_settings_say_how_to_fix() -> None:
     with pytest.raises(ValueError, match="http://"):
         OpenAIChatLLM("localhost:8000", "m")

@@ -150,6 +150,31 @@ def test_dead_server_names_the_url() -> None:
         llm.chat_tools(user("hi"), TOOLS)
 
 
+def test_two_replicas_share_the_work_and_a_killed_one_is_skipped(
+    vllm_server: VLLMServer, tmp_path: Path
+) -> None:
+    """Two real vLLM servers of the same model: a batch is spread over both; SIGKILL one (its whole
+    process group, as a lost machine) and every request is still answered, by the other."""
+    import os
+    import signal
+
+    from service.llm_server import server_for
+
+    second = server_for(SERVED, packaged_model_cache(), port=free_port(), log_path=tmp_path / "second.log")
+    with second:
+        llm = OpenAIChatLLM(f"{vllm_server.url},{second.url}", SERVED, max_retries=0, timeout=60)
+        asks = [user(f"Say the number {i}.") for i in range(6)]
+        assert all(llm.chat_batch(asks, max_tokens=6))
+        assert [e["served"] >= 1 for e in llm.health()] == [True, True]
+        assert second.process is not None
+        os.killpg(second.process.pid, signal.SIGKILL)
+        second.process.wait()
+        first = llm.health()[0]["served"]
+        assert all(llm.chat_batch(asks, max_tokens=6))
+        one, two = llm.health()
+        assert one["served"] == first + len(asks) and not two["up"] and "cannot reach" in two["last_error"]
+
+
 # --- server management -----------------------------------------------------------------------------
 
 
