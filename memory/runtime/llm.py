@@ -868,11 +868,10 @@ class OpenAIChatLLM(LLM):
     def _create(self, messages: Sequence[Message], max_tokens: int, **extra: Any) -> Any:
         """`choices[0].message` of one chat completion (greedy), with usage counted; every failure
         an `LLMError` naming the URL. `extra` carries `response_format`, `tools`, `tool_choice`."""
-        if len(self.endpoints) == 1:
-            return self._ask(self.endpoints[0], messages, max_tokens, extra)
+        n = len(self.endpoints)
         tried: set[int] = set()
         errors: list[str] = []
-        for _ in range(len(self.endpoints) + self.max_retries):
+        for _ in range(n + (self.max_retries if n > 1 else 0)):  # one endpoint: its client retries
             i = self._pick(tried)
             endpoint = self.endpoints[i]
             tried.add(i)
@@ -880,6 +879,8 @@ class OpenAIChatLLM(LLM):
                 message = self._ask(endpoint, messages, max_tokens, extra)
             except LLMUnavailable as e:
                 self._done(endpoint, str(e))
+                if n == 1:
+                    raise
                 errors.append(str(e))
                 continue
             except BaseException:

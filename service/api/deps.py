@@ -56,6 +56,18 @@ class Service:
                 self._engines[key] = make_answer_engine(self.settings, embedder, key)
             return self._engines[key]
 
+    def llm_endpoints(self) -> list[dict[str, Any]]:
+        """What the answer engines built so far know of their LLM servers (replicas): up or cooling
+        down, requests in flight and answered. Nothing is probed."""
+        with self._lock:
+            engines = list(self._engines.values())
+        seen: dict[str, dict[str, Any]] = {}
+        for engine in engines:
+            health = getattr(getattr(engine, "llm", None), "health", None)
+            for state in health() if callable(health) else []:
+                seen.setdefault(state["url"], state)
+        return list(seen.values())
+
 
 def _service(request: Request) -> Service:
     return request.app.state.service  # type: ignore[no-any-return]

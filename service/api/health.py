@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from service.api.deps import Svc
 from service.api.errors import error_response, errors
-from service.api.models import Health, Ready
+from service.api.models import Health, LLMEndpoint, Ready
 
 log = logging.getLogger("vidmem.service")
 router = APIRouter(tags=["service"])
@@ -23,7 +23,7 @@ def health() -> Health:
 
 @router.get("/ready", response_model=Ready, responses=errors(503))
 def ready(svc: Svc) -> Ready | JSONResponse:
-    """Readiness: the catalog answers and the ingestion workers run."""
+    """Readiness: the catalog answers and the ingestion workers run; with the LLM replicas' state."""
     try:
         svc.store.ping()
     except Exception:
@@ -34,4 +34,4 @@ def ready(svc: Svc) -> Ready | JSONResponse:
         return error_response(
             503, "unavailable", f"{alive} of {svc.settings.workers} ingestion workers are running"
         )
-    return Ready(status="ready", workers=alive)
+    return Ready(status="ready", workers=alive, llm=[LLMEndpoint(**e) for e in svc.llm_endpoints()])

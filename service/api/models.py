@@ -90,9 +90,23 @@ class Health(Out):
     status: Literal["ok"]
 
 
+class LLMEndpoint(Out):
+    url: str
+    up: bool = Field(description="False while it is skipped after failures (a cool-down).")
+    busy: int = Field(description="Requests in flight to it.")
+    served: int = Field(description="Requests it answered.")
+    failures: int = Field(description="Failures in a row.")
+    last_error: str = ""
+
+
 class Ready(Out):
     status: Literal["ready"]
     workers: int = Field(description="Ingestion worker processes running.")
+    llm: list[LLMEndpoint] = Field(
+        default_factory=list,
+        description="The LLM servers (replicas) the answer engine has used, as it last saw them; "
+        "empty before the first question. A replica down does not make the service unready.",
+    )
 
 
 class Me(Out):

@@ -511,6 +511,13 @@ def test_the_api_and_the_cli_say_an_unreachable_server(library, tmp_path: Path) 
         assert body["fallback"]["from"] == "llm:qwen0.5b" and url in body["fallback"]["reason"]
         fine = client.post("/v1/ask", json={**question, "engine": "extractive"}, headers=auth).json()
         assert fine["fallback"] is None and fine["engine"] == "extractive"
+        (seen,) = client.get("/ready").json()["llm"]  # what the engine saw of its server
+        assert (
+            seen["url"] == url
+            and not seen["up"]
+            and seen["failures"] >= 1
+            and "cannot reach" in seen["last_error"]
+        )
     env = {"VIDMEM_LLM_URL": url, "VIDMEM_LLM_MODEL": "qwen0.5b", "VIDMEM_LLM": "none"}
     failed = cli(store.home, "ask", "how do I add a layer mask?", "--library", "howto", ok=False, env=env)
     assert failed.returncode == 1 and f"cannot reach {url}" in failed.stderr and "--fallback" in failed.stderr
