@@ -329,6 +329,14 @@ def write(table, args, whole3: float, thresholds: list[float], final: ExitWeight
         f"coverage {gate['coverage'] - top5['coverage']:+.2f} points (target: >= 1.8x at <= 1 point less); "
         f"against the top 3 videos whole: {gate['vs_whole3']:.2f}x fewer tokens.",
         "",
+        "The oracles bound what any stop decision over these candidates can save at the top-5 pack's "
+        "coverage: one that stops at the first span holding the answer, but reads all five when none "
+        f"does, saves {top5['tokens'] / table['oracle: stops at the first span that holds it']['tokens']:.2f}x; "
+        "only one that also knows when no candidate holds it (a question the retrieval missed) saves "
+        f"{top5['tokens'] / table['oracle that also knows when none holds it']['tokens']:.2f}x. The gate cannot "
+        "know that from what it reads, so the 1.8x target is out of reach of a stop rule here; what would "
+        "reach it is a retrieval that misses less.",
+        "",
         "![coverage against tokens](exit.png)",
         "",
         "The gate at other thresholds, pooled over the held-out folds (the line in the plot; the "
