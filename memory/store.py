@@ -14,6 +14,7 @@ from memory.bank import forget, hand_over
 from memory.catalog import EmbeddingRow, Library, Segment, Tag, Video
 from memory.derived import file_lock
 from memory.lexical import LexicalIndex
+from memory.pgvector import PgVectorIndex
 from memory.tags import SPAN_TAG_LIMIT, aggregate_tags, tag_json
 from memory.vectors import VectorIndex
 
@@ -39,7 +40,8 @@ def _alembic_config(engine: Engine) -> Config:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    url = engine.url.render_as_string(hide_password=False)
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))  # an escaped password or socket path
     return cfg
 
 
@@ -57,9 +59,11 @@ class Store:
     """The catalog plus the indexes derived from it: FAISS per (library, space), lexical per library.
 
     `home` holds the SQLite file (when no URL is given) and the `vectors/` and `lexical/` folders.
+    `index="postgres"` keeps the vectors in the catalog's PostgreSQL instead (memory.pgvector), so
+    that several hosts search one index.
     """
 
-    def __init__(self, home: Path, url: str | None = None) -> None:
+    def __init__(self, home: Path, url: str | None = None, index: str = "files") -> None:
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True)
         self.url = url or sqlite_url(self.home)
@@ -68,7 +72,13 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         migrate(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self.vectors = VectorIndex(self.home / "vectors", self._sessions)
+        self.vectors: VectorIndex | PgVectorIndex
+        if index == "postgres":  # vectors in the catalog's PostgreSQL (pgvector): one index for every host
+            self.vectors = PgVectorIndex(self.engine, self._sessions)
+        elif index == "files":
+            self.vectors = VectorIndex(self.home / "vectors", self._sessions)
+        else:
+            raise StoreError(f"unknown index backend {index!r}: files or postgres")
         self.lexical = LexicalIndex(self.home / "lexical", self._sessions)
 
     @contextmanager

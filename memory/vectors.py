@@ -263,6 +263,11 @@ class VectorIndex:
         self._write(path, index)
         return int(index.ntotal)
 
+    def count(self, library_id: int, space: str) -> int:
+        """Vectors the index holds for a library's space (after syncing it with SQL)."""
+        loaded = self._load(library_id, space)
+        return 0 if loaded is None else int(loaded.index.ntotal)
+
     def clear(self) -> None:
         for p in self.folder.glob("*.faiss*"):
             p.unlink()

@@ -48,7 +48,7 @@ def _settings(home: Path | None, database_url: str | None, **extra: Any) -> Sett
 def _store(settings: Settings) -> Store:
     from memory import Store
 
-    return Store(settings.home, settings.database_url)
+    return Store(settings.home, settings.database_url, settings.index_backend)
 
 
 @contextmanager

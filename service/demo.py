@@ -170,7 +170,7 @@ def run_demo(cfg: Settings, workdir: Path, out: Console, err: Console) -> None:
         f"[bold]sample[/bold] {sample} -- narration at " + ", ".join(hms(t) for t, _ in lines),
         highlight=False,
     )
-    store = Store(cfg.home, cfg.database_url)
+    store = Store(cfg.home, cfg.database_url, cfg.index_backend)
     os.environ.setdefault("VIDMEM_PROGRESS", "1")
     with stage_progress() as report:
         opts = IngestOptions(library="demo", transcribe=TranscribeOptions(model=cfg.asr_model))

@@ -434,7 +434,7 @@ def _finish(store: Store, job_id: str, status: str, **values: Any) -> None:
 
 def work(settings: Any, stop: threading.Event | None = None, poll: float = 0.5, once: bool = False) -> None:
     """Claim and run jobs until `stop` is set (or, with `once`, until the queue is empty)."""
-    store = Store(settings.home, settings.database_url)
+    store = Store(settings.home, settings.database_url, settings.index_backend)
     owner = owner_name()
     stop = stop or threading.Event()
     while not stop.is_set():

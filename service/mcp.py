@@ -21,7 +21,7 @@ from service.settings import Settings
 
 
 def build_server(settings: Settings, library: str | None = None) -> MCPServer:
-    store = Store(settings.home, settings.database_url)
+    store = Store(settings.home, settings.database_url, settings.index_backend)
     scope = library or settings.library
     edits = QueueEdits(store, None)
     options = settings.generation_options()

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
         None,
         description="SQLAlchemy URL of the catalog (e.g. postgresql+psycopg://user@host/db); SQLite under `home` when unset.",
     )
+    index_backend: Literal["files", "postgres"] = Field(
+        "files",
+        description="Where the vector index lives: `files` (FAISS files under `home`, one process's copy) or `postgres` (pgvector tables in the catalog's PostgreSQL, shared by every host; needs a PostgreSQL `database_url` with the `vector` extension).",
+    )
     library: str = Field("default", description="Library used when a command names none.")
     decoder: str = Field("pyav", description="Video decoder: `pyav` or `decord`; the other is the fallback.")
     asr_model: str = Field(

@@ -1,7 +1,9 @@
 """Shared fixtures: real SQLite and PostgreSQL stores, media made once per session, the real media.
 
 PostgreSQL is required, not optional: `make test` (and so CI) starts the server and sets
-VIDMEM_TEST_POSTGRES_URL; without it the PostgreSQL-backed tests fail with a message saying so.
+VIDMEM_TEST_POSTGRES_URL; without it the PostgreSQL-backed tests fail with a message saying so. The
+same goes for the PostgreSQL with pgvector that `make postgres` starts from the PyPI wheel
+(VIDMEM_TEST_PGVECTOR_URL), where the `postgres` index backend keeps the vectors.
 """
 
 from __future__ import annotations
@@ -38,12 +40,10 @@ def _fail_on_error_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
         pytest.fail("ERROR logged: " + "; ".join(r.getMessage() for r in errors))
 
 
-def _postgres_url() -> str:
-    url = os.environ.get("VIDMEM_TEST_POSTGRES_URL")
+def _postgres_url(variable: str = "VIDMEM_TEST_POSTGRES_URL") -> str:
+    url = os.environ.get(variable)
     if not url:
-        pytest.fail(
-            "VIDMEM_TEST_POSTGRES_URL is not set: run the tests with `make test`, which starts PostgreSQL"
-        )
+        pytest.fail(f"{variable} is not set: run the tests with `make test`, which starts PostgreSQL")
     return url
 
 
@@ -55,10 +55,20 @@ def postgres_server_url() -> str:
 @pytest.fixture
 def postgres_url(postgres_server_url: str) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    yield from _fresh_database(postgres_server_url)
+
+
+@pytest.fixture
+def pgvector_url() -> Iterator[str]:
+    """A fresh, empty database on the PostgreSQL with pgvector, dropped afterwards."""
+    yield from _fresh_database(_postgres_url("VIDMEM_TEST_PGVECTOR_URL"))
+
+
+def _fresh_database(server_url: str) -> Iterator[str]:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    base = make_url(postgres_server_url)
+    base = make_url(server_url)
     name = f"vidmem_test_{uuid.uuid4().hex[:10]}"
     admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
@@ -71,11 +81,15 @@ def postgres_url(postgres_server_url: str) -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "pgvector"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """A real store on each backend: SQLite file under tmp_path, or a fresh PostgreSQL database."""
-    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
-    s = Store(tmp_path / "home", url)
+    """A real store on each backend: SQLite file under tmp_path, or a fresh PostgreSQL database
+    (FAISS files beside it), or a fresh PostgreSQL database holding the vectors too (pgvector)."""
+    if request.param == "pgvector":
+        s = Store(tmp_path / "home", request.getfixturevalue("pgvector_url"), index="postgres")
+    else:
+        url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+        s = Store(tmp_path / "home", url)
     yield s
     s.close()
 

@@ -360,3 +360,8 @@ def edit_footage(folder: Path) -> tuple[Path, Path]:
     if not clip.is_file():
         bbb_excerpt(clip, 96, 320, 180)
     return clip, write_srt(folder / "workshop.srt", EDIT_CUES)
+
+
+FAISS_FILES = pytest.mark.parametrize("store", ["sqlite", "postgresql"], indirect=True)
+"""For tests of the FAISS files themselves: the `store` fixture on its two catalogs with file indexes
+(not the pgvector one, whose vectors are tables; tests/memory/test_pgvector.py covers those)."""

@@ -29,7 +29,7 @@ class Service:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = Store(settings.home, settings.database_url)
+        self.store = Store(settings.home, settings.database_url, settings.index_backend)
         self.pool = jobs.WorkerPool(settings, settings.workers)
         self.limiter = auth.RateLimiter(settings.rate_limit, settings.rate_limit_burst)
         every = settings.auth_failure_seconds  # wrong keys per client address: no guessing at full speed

@@ -14,6 +14,7 @@ from memory import EmbeddingRow, IngestJob, Library, Segment, Store, Tag, Transc
 from memory.catalog import Base
 from memory.runtime.text import SentenceEmbedder
 from memory.vectors import vector_bytes
+from tests.helpers import FAISS_FILES
 
 SPACE = "text:all-MiniLM-L6-v2"
 
@@ -348,6 +349,7 @@ def _all_hits(store: Store, lib: int, vectors: dict[str, np.ndarray]) -> list[li
     return [store.vectors.search(lib, SPACE, vectors[q], k=6) for q in PARAPHRASES]
 
 
+@FAISS_FILES
 def test_deleted_index_files_are_rebuilt_from_sql(
     store: Store, two_videos: tuple[int, str, str, dict[str, int]], vectors: dict[str, np.ndarray]
 ) -> None:
@@ -369,6 +371,7 @@ def test_deleted_index_files_are_rebuilt_from_sql(
         other.close()
 
 
+@FAISS_FILES
 def test_stale_manifest_triggers_a_rebuild(
     store: Store, two_videos: tuple[int, str, str, dict[str, int]], vectors: dict[str, np.ndarray]
 ) -> None:
@@ -410,6 +413,7 @@ def test_rows_committed_without_their_vectors_are_picked_up(
     assert hits[0][0] == new_id
 
 
+@FAISS_FILES
 def test_corrupt_index_file_is_rebuilt_from_sql(
     store: Store, two_videos: tuple[int, str, str, dict[str, int]], vectors: dict[str, np.ndarray]
 ) -> None:
@@ -426,6 +430,7 @@ def test_corrupt_index_file_is_rebuilt_from_sql(
     assert _ids(after) == _ids(before)
 
 
+@FAISS_FILES
 def test_reindex_counts_equal_sql_rows(store: Store, vectors: dict[str, np.ndarray]) -> None:
     add_windows(store, "main", "a", VIDEO_A, vectors)
     add_windows(store, "main", "b", VIDEO_B, vectors)
@@ -471,6 +476,7 @@ def test_reindex_counts_equal_sql_rows(store: Store, vectors: dict[str, np.ndarr
     assert leftovers(store.vectors.folder) == []
 
 
+@FAISS_FILES
 def test_index_writes_leave_no_temporary_files(
     store: Store, two_videos: tuple[int, str, str, dict[str, int]], vectors: dict[str, np.ndarray]
 ) -> None:
