@@ -64,6 +64,8 @@ class PgVectorIndex:
         self._sessions = sessions
         self.options = options or IndexOptions()
         self._tables: dict[tuple[str, int], str] = {}
+        self._known: set[str] = set()
+        """Tables seen to exist (they are emptied, never dropped)."""
         self._verified: dict[tuple[int, str], Any] = {}
         """(library, space) -> the catalog's `table_top` when its table last agreed with SQL."""
         with engine.begin() as c:
@@ -86,9 +88,11 @@ class PgVectorIndex:
         """This space's tables (one per dimension it was written with)."""
         like = self.table(space, 0)[:-1] + "%"
         with self.engine.connect() as c:
-            return list(
+            names = list(
                 c.scalars(text("SELECT tablename FROM pg_tables WHERE tablename LIKE :p"), {"p": like})
             )
+        self._known.update(names)
+        return names
 
     def _ensure(self, space: str, dim: int) -> str:
         key = (space, dim)
@@ -137,6 +141,7 @@ class PgVectorIndex:
         if whole:
             with self.engine.begin() as c:
                 self._graph(c, name, self.options)
+            self._analyze([name])
 
     def _copy(self, name: str, library_id: int, rows: Iterator[tuple[int, np.ndarray]] | Any) -> int:
         """Binary COPY of (id, vector) rows into a staging table, then in (duplicates skipped)."""
@@ -162,15 +167,18 @@ class PgVectorIndex:
         """Bring the space's table level with SQL for one library: rows no longer retained (or gone)
         out, retained rows missing in. Returns the vectors it holds for the library."""
         tables = self._existing(space)
+        changed: set[str] = set()
         for name in tables:
             with self.engine.begin() as c:
-                c.execute(
+                gone = c.execute(
                     text(
                         f"DELETE FROM {name} t USING embeddings e "
                         "WHERE t.id = e.id AND t.library_id = :lib AND NOT e.retained"
                     ),
                     {"lib": library_id},
                 )
+                if gone.rowcount:
+                    changed.add(name)
         held: set[int] = set()
         for name in tables:
             with self.engine.connect() as c:
@@ -198,10 +206,20 @@ class PgVectorIndex:
                     bulk.append(name)
                 self._copy(name, library_id, iter(missing))
                 held |= {i for i, _ in missing}
+                changed.add(name)
         for name in bulk:
             with self.engine.begin() as c:
                 self._graph(c, name, self.options)
+        self._analyze(changed)
         return len(held)
+
+    def _analyze(self, names: set[str] | list[str]) -> None:
+        """Fresh planner statistics after a load: with stale ones (a library estimated at 500 rows
+        that holds 10^5) PostgreSQL sorted the whole library instead of walking the graph, 116 ms
+        against 18 ms in the plan measured by hand."""
+        for name in names:
+            with self.engine.begin() as c:
+                c.execute(text(f"ANALYZE {name}"))
 
     def _empty(self, name: str) -> bool:
         with self.engine.connect() as c:
@@ -269,7 +287,7 @@ class PgVectorIndex:
         if k <= 0:
             return []
         self._level(library_id, space)
-        if name not in self._existing(space):
+        if name not in self._known and name not in self._existing(space):
             return []
         vec = Vector(q).to_text()
         ef = max(self.options.ef_search, k)
