@@ -43,7 +43,11 @@ log = logging.getLogger("vidmem.jobs")
 MAX_ATTEMPTS = 3
 """Claims of one job before it is failed: a job that kills its worker must not kill every worker."""
 
-HOST = socket.gethostname()
+HOST = os.environ.get("VIDMEM_NODE") or socket.gethostname()
+"""The name this host's workers go by in the job queue (`host:pid`). Two hosts must differ: a job
+of another host is taken over only when its heartbeat is stale, one of this host as soon as its
+process is gone. `VIDMEM_NODE` names it when the machine's hostname does not tell hosts apart (two
+`vidmem serve` hosts on one machine, containers with one hostname)."""
 
 
 def owner_name() -> str:
@@ -86,6 +90,7 @@ def job_json(job: Job, library: str) -> dict[str, Any]:
         "video_id": job.video_id,
         "error": job.error,
         "attempts": job.attempts,
+        "owner": job.owner if job.status == "running" else None,
         "created_at": iso(job.created_at),
         "updated_at": iso(job.updated_at),
     }

@@ -238,9 +238,11 @@ def free_port() -> int:
 class Server:
     """`vidmem serve` on a free port, with its log; `kill()` is SIGKILL to the server process only."""
 
-    def __init__(self, home: Path, media: Path, log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, home: Path, media: Path, log: Path, env: dict[str, str] | None = None, port: int | None = None
+    ) -> None:
         self.home, self.media, self.log, self.extra_env = home, media, log, env or {}
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -304,6 +306,9 @@ class Server:
 
     def post(self, path: str, **kw: Any) -> httpx.Response:
         return httpx.post(f"{self.url}{path}", headers=AUTH, timeout=60, **kw)
+
+    def delete(self, path: str, **kw: Any) -> httpx.Response:
+        return httpx.delete(f"{self.url}{path}", headers=AUTH, timeout=60, **kw)
 
 
 # --- the edit agent: a narrated excerpt and intents about it (tests/reasoning, tests/bench) ----------

@@ -181,6 +181,11 @@ class JobOut(Out):
     video_id: str | None
     error: str | None
     attempts: int
+    owner: str | None = Field(
+        default=None,
+        description="While it runs: the worker running it, `host:pid` (`VIDMEM_NODE`), so an operator of "
+        "several hosts sees where; a job whose host dies is taken over by another host's worker.",
+    )
     created_at: str
     updated_at: str
     request: dict[str, Any] | None = Field(
