@@ -35,10 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from memory.catalog import EmbeddingRow
 from memory.derived import table_top
 from memory.vectors import IndexOptions
 
@@ -179,24 +178,18 @@ class PgVectorIndex:
                 )
                 if gone.rowcount:
                     changed.add(name)
-        held: set[int] = set()
-        for name in tables:
-            with self.engine.connect() as c:
-                held |= set(
-                    c.scalars(text(f"SELECT id FROM {name} WHERE library_id = :lib"), {"lib": library_id})
-                )
         bulk: list[str] = []  # tables loaded empty: their graph is built once, after the load
-        with self._sessions() as s:
+        absent = " ".join(f"AND NOT EXISTS (SELECT 1 FROM {n} t WHERE t.id = e.id)" for n in tables)
+        with self._sessions() as s:  # the retained rows the tables lack, found by the database
             rows = s.execute(
-                select(EmbeddingRow.id, EmbeddingRow.vector)
-                .where(
-                    EmbeddingRow.library_id == library_id, EmbeddingRow.space == space, EmbeddingRow.retained
-                )
-                .order_by(EmbeddingRow.id)
-                .execution_options(yield_per=BULK)
+                text(
+                    "SELECT e.id, e.vector FROM embeddings e WHERE e.library_id = :l AND e.space = :s "
+                    f"AND e.retained {absent} ORDER BY e.id"
+                ).execution_options(yield_per=BULK),
+                {"l": library_id, "s": space},
             )
             for chunk in rows.partitions(BULK):
-                missing = [(int(i), np.frombuffer(v, np.float32)) for i, v in chunk if i not in held]
+                missing = [(int(i), np.frombuffer(v, np.float32)) for i, v in chunk]
                 if not missing:
                     continue
                 name = self._ensure(space, len(missing[0][1]))
@@ -205,13 +198,19 @@ class PgVectorIndex:
                         c.execute(text(f"DROP INDEX IF EXISTS {name}_hnsw"))
                     bulk.append(name)
                 self._copy(name, library_id, iter(missing))
-                held |= {i for i, _ in missing}
                 changed.add(name)
         for name in bulk:
             with self.engine.begin() as c:
                 self._graph(c, name, self.options)
         self._analyze(changed)
-        return len(held)
+        return self._held(library_id, space)
+
+    def _held(self, library_id: int, space: str) -> int:
+        with self.engine.connect() as c:
+            return sum(
+                c.scalar(text(f"SELECT count(*) FROM {n} WHERE library_id = :l"), {"l": library_id}) or 0
+                for n in self._existing(space)
+            )
 
     def _analyze(self, names: set[str] | list[str]) -> None:
         """Fresh planner statistics after a load: with stale ones (a library estimated at 500 rows
@@ -228,11 +227,7 @@ class PgVectorIndex:
     def count(self, library_id: int, space: str) -> int:
         """Vectors the tables hold for a library's space (after syncing it with SQL)."""
         self._level(library_id, space)
-        with self.engine.connect() as c:
-            return sum(
-                c.scalar(text(f"SELECT count(*) FROM {n} WHERE library_id = :l"), {"l": library_id}) or 0
-                for n in self._existing(space)
-            )
+        return self._held(library_id, space)
 
     def clear(self) -> None:
         """Empty every space's table (`reindex` fills them again)."""
@@ -260,11 +255,7 @@ class PgVectorIndex:
                 text("SELECT count(*) FROM embeddings WHERE library_id = :l AND space = :s AND retained"),
                 {"l": library_id, "s": space},
             )
-            have = sum(
-                c.scalar(text(f"SELECT count(*) FROM {n} WHERE library_id = :l"), {"l": library_id}) or 0
-                for n in self._existing(space)
-            )
-        if want != have:
+        if want != self._held(library_id, space):
             self.rebuild(library_id, space)
         self._verified[(library_id, space)] = top
 
