@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, func, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from memory.bank import forget, hand_over
@@ -88,13 +89,21 @@ class Store:
             yield session
 
     def library(self, session: Session, name: str, create: bool = True) -> Library:
+        """The library called `name`, made when missing (`create`). Two processes making the same
+        new library at once (two workers, two Ray tasks) both get the one that won: the insert runs
+        in a savepoint, and the loser reads the winner's row."""
         lib = session.scalar(select(Library).where(Library.name == name))
         if lib is None:
             if not create:
                 raise StoreError(f"no library named {name!r}; `vidmem libraries` lists them")
-            lib = Library(name=name)
-            session.add(lib)
-            session.flush()
+            try:
+                with session.begin_nested():
+                    lib = Library(name=name)
+                    session.add(lib)
+            except IntegrityError:
+                lib = session.scalar(select(Library).where(Library.name == name))
+                if lib is None:
+                    raise
         return lib
 
     def get_video(self, session: Session, video_id: str) -> Video:

@@ -110,6 +110,14 @@ def ingest(
     llm: Annotated[
         str | None, typer.Option(help="Caption LLM: smollm2, a local folder, or none (env VIDMEM_LLM).")
     ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="Ingest on the Ray cluster at this address (its head's host:port, or auto): one task "
+            "per file, retried on another node if one is lost. Needs a PostgreSQL catalog.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     home: HomeOpt = None,
     database_url: DbOpt = None,
@@ -133,8 +141,11 @@ def ingest(
         )
         store = _store(cfg)
         opts = cfg.ingest_options(subtitles=subtitles, allow_damaged=allow_damaged)
-        results, failed = [], 0
-        for path in paths:
+        results: list[Any] = []
+        failed = 0
+        if ray:
+            results, failed = _ingest_on_ray(ray, cfg, paths, opts, as_json)
+        for path in [] if ray else paths:
             try:
                 with stage_progress() as report:
                     res = run_ingest(store, path, opts, cfg.cache_dir, report)
@@ -163,6 +174,28 @@ def ingest(
                 print(json.dumps(objs[0] if len(paths) == 1 else objs))
         if failed:
             raise typer.Exit(1)
+
+
+def _ingest_on_ray(
+    address: str, cfg: Settings, paths: list[Path], opts: Any, as_json: bool
+) -> tuple[list, int]:
+    """`vidmem ingest --ray`: the files as tasks on the cluster, each reported as it finishes."""
+    from indexers.distributed import Where, ingest_on_ray
+
+    if not cfg.database_url or not cfg.database_url.startswith("postgresql"):
+        raise CliError("--ray needs a catalog every node reaches: set VIDMEM_DATABASE_URL to PostgreSQL")
+    where = Where(str(cfg.home), cfg.database_url, cfg.index_backend, str(cfg.cache_dir))
+
+    def done(path: str, res: Any, error: str | None) -> None:
+        if error:
+            err.print(f"[red]error:[/red] {escape(error)}", highlight=False, soft_wrap=True)
+        elif not as_json:
+            out.print(f"ingested [bold]{res.video_id}[/bold] {escape(Path(path).name)} on the cluster "
+                      f"into library {escape(repr(res.library))} ({hms(res.duration)})", highlight=False)  # fmt: skip
+
+    got = ingest_on_ray(address, where, paths, opts, done)
+    ok = [r for r in got if not isinstance(r, Exception)]
+    return ok, len(got) - len(ok)
 
 
 def _tags_text(tags: list[dict]) -> str:

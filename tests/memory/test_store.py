@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -162,6 +163,30 @@ def test_library_lookup(store: Store) -> None:
         with pytest.raises(StoreError, match="no library"):
             store.library(s, "absent", create=False)
     assert count(store, Library) == 1
+
+
+def test_two_processes_making_one_new_library_get_the_same_one(store: Store) -> None:
+    """The first maker holds its new row uncommitted; the second, blocked on the unique name until
+    the first commits, loses the race and reads the winner's row instead of failing (two workers or
+    two Ray tasks ingesting into a new library at once)."""
+    import threading
+
+    got: list[object] = []
+    with store.session() as first:
+        mine = store.library(first, "race").id
+
+        def second() -> None:
+            try:
+                with store.session() as s:
+                    got.append(store.library(s, "race").id)
+            except Exception as e:  # noqa: BLE001 (asserted below)
+                got.append(e)
+
+        other = threading.Thread(target=second)
+        other.start()
+        time.sleep(0.5)  # the second has looked (nothing committed yet) and waits on its insert
+    other.join(timeout=30)
+    assert got == [mine] and count(store, Library) == 1
 
 
 def test_video_is_unique_per_library_and_content(store: Store) -> None:

@@ -1,0 +1,97 @@
+"""Ingestion on a Ray cluster: one task per file, committed to the shared catalog by that task alone.
+
+`ingest_on_ray(address, ...)` connects to a running cluster (`ray start --head`, then
+`ray start --address=HEAD:PORT` on each worker machine) and submits `indexers.ingest` for each file
+as a Ray task. The catalog must be one every node reaches (PostgreSQL; with
+`VIDMEM_INDEX_BACKEND=postgres` the vectors go there too, so no node keeps an index of its own that
+others would need). Every node reads the media at the same path (a shared mount).
+
+What makes it safe is what makes a local ingestion resumable: a video's rows are written stage by
+stage with a checkpoint (`IngestJob.stages_done`), and the video is found again by its content
+hash. A task whose worker or whole node is lost (Ray retries it on another node: `max_retries`) finds
+its video half-done and goes on from the first unfinished stage, so nothing is written twice and
+nothing is lost; one task per file is the one owner of that video's rows. The result of each file
+comes back as it finishes.
+
+Ray is imported only here, when a cluster is asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from indexers.pipeline import IngestOptions, IngestResult, MediaError
+
+RETRIES = 3
+"""Times a task is run again after its worker or node died (Ray's `max_retries`)."""
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a task finds the store: the shared catalog, and a home for its node's model cache."""
+
+    home: str
+    database_url: str
+    index: str = "files"
+    cache_dir: str | None = None
+
+
+def _ingest_task(where: Where, path: str, options: IngestOptions) -> dict[str, Any]:
+    """One file, on whichever node Ray chose (a Ray task: runs in a worker process there)."""
+    from indexers.pipeline import ingest
+    from memory import Store
+
+    store = Store(Path(where.home), where.database_url, where.index)
+    try:
+        res = ingest(store, Path(path), options, Path(where.cache_dir) if where.cache_dir else None)
+    except MediaError as e:
+        return {"path": path, "error": str(e)}
+    finally:
+        store.close()
+    return {"path": path, "result": res.__dict__}
+
+
+def ingest_on_ray(
+    address: str,
+    where: Where,
+    paths: Sequence[Path],
+    options: IngestOptions,
+    done: Callable[[str, IngestResult | None, str | None], None] | None = None,
+    retries: int = RETRIES,
+) -> list[IngestResult | MediaError]:
+    """Ingest `paths` on the Ray cluster at `address` (`host:port` of its head, or `auto`), one task
+    per file; `done(path, result, error)` as each finishes. Results in the order of `paths`: an
+    `IngestResult`, or the `MediaError` that file met. A `ValueError` when the catalog is not one the
+    nodes can share."""
+    if not where.database_url.startswith("postgresql"):
+        raise ValueError(
+            "ingestion on Ray needs a catalog every node reaches: set VIDMEM_DATABASE_URL to PostgreSQL"
+        )
+    try:
+        import ray
+    except ImportError as e:  # pragma: no cover - ray is a dependency
+        raise RuntimeError("ingestion on Ray needs `pip install ray`") from e
+
+    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, logging_level=logging.ERROR)
+    task = ray.remote(max_retries=retries, num_cpus=1)(_ingest_task)
+    refs = {task.remote(where, str(Path(p).resolve()), options): str(Path(p).resolve()) for p in paths}
+    out: dict[str, IngestResult | MediaError] = {}
+    pending = list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        for ref in ready:
+            got = ray.get(ref)
+            path = refs[ref]
+            if "error" in got:
+                out[path] = MediaError(got["error"])
+                if done:
+                    done(path, None, got["error"])
+            else:
+                out[path] = IngestResult(**got["result"])
+                if done:
+                    done(path, out[path], None)  # type: ignore[arg-type]
+    return [out[str(Path(p).resolve())] for p in paths]

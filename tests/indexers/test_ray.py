@@ -1,0 +1,162 @@
+"""Ingestion on a real Ray cluster started on this machine as separate processes: `ray start --head`
+(no CPUs: it only schedules) and two worker nodes joining it (`ray start --address`, one CPU each).
+The catalog is the PostgreSQL with pgvector (the vectors in it too). A worker node is SIGKILLed (its
+raylet and the worker running the task) while it ingests; Ray runs the task again on the other node,
+which resumes the video from its checkpoint. The result must be exactly the rows a single-machine
+ingestion of the same files writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import ray
+from sqlalchemy import func, select
+
+from indexers import ingest
+from indexers.captions import CaptionOptions
+from indexers.distributed import Where, ingest_on_ray
+from indexers.pipeline import IngestOptions
+from memory import STAGES, EmbeddingRow, IngestJob, Segment, Store, TranscriptCue, Video
+from tests.helpers import cli, free_port
+from tests.media import make_narrated_clip
+
+RAY = Path(sys.executable).parent / "ray"
+
+
+@pytest.fixture
+def cluster() -> Iterator[str]:
+    temp = tempfile.mkdtemp(prefix="vr", dir="/tmp")  # short: Unix socket paths are limited
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    common = ["--disable-usage-stats"]
+    try:
+        subprocess.run([str(RAY), "start", "--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=false",
+                        f"--temp-dir={temp}", *common], check=True, capture_output=True, env=env, timeout=120)  # fmt: skip
+        for _ in range(2):
+            subprocess.run([str(RAY), "start", f"--address={address}", "--num-cpus=1", *common],
+                           check=True, capture_output=True, env=env, timeout=120)  # fmt: skip
+        yield address
+    finally:
+        subprocess.run([str(RAY), "stop", "--force"], capture_output=True, env=env, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _rows(store: Store) -> dict[str, dict[str, int]]:
+    """Per video (by file name): how many rows of each kind it owns, and its finished stages."""
+    out: dict[str, dict[str, int]] = {}
+    with store.session() as s:
+        for video in s.scalars(select(Video)):
+            vid = video.id
+            count = {
+                "segments": s.scalar(select(func.count()).select_from(Segment).where(Segment.video_id == vid)),
+                "cues": s.scalar(select(func.count()).select_from(TranscriptCue).where(TranscriptCue.video_id == vid)),
+                "embeddings": s.scalar(select(func.count()).select_from(EmbeddingRow).where(EmbeddingRow.video_id == vid)),
+                "jobs": s.scalar(select(func.count()).select_from(IngestJob).where(IngestJob.video_id == vid)),
+            }  # fmt: skip
+            assert video.title not in out, f"{video.title} was ingested twice"
+            out[video.title] = {k: int(v or 0) for k, v in count.items()} | {
+                "ready": int(video.status == "ready")
+            }
+    return out
+
+
+def _running_task(spare: str | None) -> tuple[int, int] | None:
+    """(worker pid, its raylet's pid) of a worker running an ingestion task now, on a node other
+    than the one whose raylet socket is `spare` (the driver's: on one machine the driver attaches to
+    one of the nodes' raylets, and losing it would be losing the driver, not a worker node)."""
+    for p in psutil.process_iter(["cmdline"]):
+        if " ".join(p.info["cmdline"] or []).startswith("ray::_ingest_task"):
+            raylet = psutil.Process(p.ppid())
+            socket = next(
+                (a.split("=", 1)[1] for a in raylet.cmdline() if a.startswith("--raylet_socket_name=")), None
+            )
+            if socket != spare:
+                return p.pid, raylet.pid
+    return None
+
+
+def test_a_lost_node_is_retried_elsewhere_with_exactly_the_rows_of_one_machine(
+    cluster: str, pgvector_url: str, tmp_path: Path, model_cache: Path
+) -> None:
+    media = tmp_path / "media"
+    clips = [
+        make_narrated_clip(media, phrases=("the purple giraffe eats bright oranges",), starts=(2.0,),
+                           total_seconds=14.0, name="one.mp4").path,
+        make_narrated_clip(media, phrases=("seven silver submarines dive at midnight",), starts=(3.0,),
+                           total_seconds=14.0, name="two.mp4").path,
+    ]  # fmt: skip
+    options = IngestOptions(library="ray", captions=CaptionOptions(llm=None), look=None)
+
+    alone = Store(tmp_path / "alone")  # one machine, SQLite: what the cluster must equal
+    for clip in clips:
+        ingest(alone, clip, options, cache_dir=model_cache)
+    expected = _rows(alone)
+    alone.close()
+
+    where = Where(str(tmp_path / "node-home"), pgvector_url, "postgres", str(model_cache))
+    results: list[Any] = []
+
+    def run() -> None:
+        try:
+            results.extend(ingest_on_ray(cluster, where, clips, options))
+        except Exception as e:  # noqa: BLE001 (the assertion below shows it)
+            results.append(e)
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    deadline = time.monotonic() + 300
+    while not ray.is_initialized():
+        assert time.monotonic() < deadline and runner.is_alive(), f"no connection to the cluster: {results}"
+        time.sleep(0.1)
+    spare = ray._private.worker.global_worker.node.raylet_socket_name
+    while (task := _running_task(spare)) is None:  # a worker node holds a task: then it writes rows
+        assert time.monotonic() < deadline and runner.is_alive(), f"no ingestion task started: {results}"
+        time.sleep(0.2)
+    store = Store(tmp_path / "driver", pgvector_url, index="postgres")
+
+    def checkpointed() -> bool:
+        with store.session() as s:
+            return any("shots" in (j.stages_done or []) for j in s.scalars(select(IngestJob)))
+
+    while not checkpointed():
+        assert time.monotonic() < deadline, "no stage was checkpointed"
+        time.sleep(0.2)
+    worker, raylet = _running_task(spare) or task
+    os.kill(raylet, signal.SIGKILL)  # the node is lost: its raylet and the worker on it
+    os.kill(worker, signal.SIGKILL)
+    runner.join(timeout=600)
+    assert not runner.is_alive(), "the cluster did not finish after a node was lost"
+    assert len(results) == len(clips) and all(not isinstance(r, Exception) for r in results), results
+    assert _rows(store) == expected
+    with store.session() as s:
+        assert [list(j.stages_done) for j in s.scalars(select(IngestJob))] == [list(STAGES)] * len(clips)
+
+    # the command line does the same on the cluster that is left; a SQLite catalog is refused
+    third = make_narrated_clip(media, phrases=("the copper kettle whistles at dawn",), starts=(1.0,),
+                               total_seconds=8.0, name="three.mp4").path  # fmt: skip
+    home = tmp_path / "cli-home"
+    home.mkdir()
+    (home / "models").symlink_to(model_cache)
+    env = {"VIDMEM_DATABASE_URL": pgvector_url, "VIDMEM_INDEX_BACKEND": "postgres", "VIDMEM_VISION": "false",
+           "VIDMEM_LLM": "none"}  # fmt: skip
+    got = json.loads(
+        cli(home, "ingest", third, "--library", "ray", "--ray", cluster, "--json", env=env).stdout
+    )
+    assert got["library"] == "ray" and got["video_id"] in {v.id for v in store.videos("ray")}
+    refused = cli(tmp_path / "lite", "ingest", third, "--ray", cluster, ok=False)
+    assert refused.returncode == 1 and "PostgreSQL" in refused.stderr
+    store.close()
