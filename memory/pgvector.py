@@ -178,27 +178,36 @@ class PgVectorIndex:
                 )
                 if gone.rowcount:
                     changed.add(name)
-        bulk: list[str] = []  # tables loaded empty: their graph is built once, after the load
         absent = " ".join(f"AND NOT EXISTS (SELECT 1 FROM {n} t WHERE t.id = e.id)" for n in tables)
-        with self._sessions() as s:  # the retained rows the tables lack, found by the database
-            rows = s.execute(
-                text(
-                    "SELECT e.id, e.vector FROM embeddings e WHERE e.library_id = :l AND e.space = :s "
-                    f"AND e.retained {absent} ORDER BY e.id"
-                ).execution_options(yield_per=BULK),
-                {"l": library_id, "s": space},
+        with self.engine.connect() as c:  # the retained rows the tables lack, found by the database;
+            missing = list(  # read whole and closed: an open read of a table would block its DROP INDEX
+                c.scalars(
+                    text(
+                        "SELECT e.id FROM embeddings e WHERE e.library_id = :l AND e.space = :s "
+                        f"AND e.retained {absent} ORDER BY e.id"
+                    ),
+                    {"l": library_id, "s": space},
+                )
             )
-            for chunk in rows.partitions(BULK):
-                missing = [(int(i), np.frombuffer(v, np.float32)) for i, v in chunk]
-                if not missing:
-                    continue
-                name = self._ensure(space, len(missing[0][1]))
-                if len(missing) == BULK and name not in bulk and self._empty(name):
-                    with self.engine.begin() as c:
-                        c.execute(text(f"DROP INDEX IF EXISTS {name}_hnsw"))
-                    bulk.append(name)
-                self._copy(name, library_id, iter(missing))
-                changed.add(name)
+        bulk: list[str] = []  # tables loaded empty: their graph is built once, after the load
+        for lo in range(0, len(missing), BULK):
+            with self.engine.connect() as c:
+                rows = [
+                    (int(i), np.frombuffer(v, np.float32))
+                    for i, v in c.execute(
+                        text("SELECT id, vector FROM embeddings WHERE id = ANY(:ids) ORDER BY id"),
+                        {"ids": missing[lo : lo + BULK]},
+                    )
+                ]
+            if not rows:
+                continue
+            name = self._ensure(space, len(rows[0][1]))
+            if lo == 0 and len(missing) >= BULK and self._empty(name):
+                with self.engine.begin() as c:
+                    c.execute(text(f"DROP INDEX IF EXISTS {name}_hnsw"))
+                bulk.append(name)
+            self._copy(name, library_id, iter(rows))
+            changed.add(name)
         for name in bulk:
             with self.engine.begin() as c:
                 self._graph(c, name, self.options)

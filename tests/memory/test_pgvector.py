@@ -99,3 +99,30 @@ def test_reindex_fills_the_tables_again(pgvector_url: str, tmp_path: Path) -> No
     assert list(counts.values()) == [40] and store.vectors.count(lib, SPACE) == 40
     assert store.vectors.search(lib, SPACE, x[3], k=1)[0][0] == ids[3]
     store.close()
+
+
+def test_a_big_rebuild_loads_first_and_builds_the_graph_after(pgvector_url: str, tmp_path: Path) -> None:
+    """More rows than one COPY batch into an emptied table: the graph is dropped, the rows copied, the
+    graph built once after. (It once waited forever on its own open read of the table.)"""
+    import threading
+
+    from memory.pgvector import BULK
+
+    store = Store(tmp_path / "home", pgvector_url, index="postgres")
+    n = BULK + 500
+    x = clustered(n, 16, 4)
+    lib, _, ids = add_video(store, "bulk", "a", [f"t{i}" for i in range(n)], x, span=1.0)
+    store.vectors.clear()
+    held: list[int] = []
+    worker = threading.Thread(target=lambda: held.append(store.vectors.rebuild(lib, SPACE)), daemon=True)
+    worker.start()
+    worker.join(timeout=180)
+    assert not worker.is_alive(), "the rebuild did not finish"
+    assert held == [n]
+    name = store.vectors.table(SPACE, 16)
+    with store.engine.connect() as c:
+        assert (
+            c.scalar(text("SELECT count(*) FROM pg_indexes WHERE indexname = :i"), {"i": f"{name}_hnsw"}) == 1
+        )
+    assert store.vectors.search(lib, SPACE, x[7], k=1)[0][0] == ids[7]
+    store.close()
