@@ -1,0 +1,160 @@
+"""Ingestion of one batch of videos on a Ray cluster of 1, 2 and 3 worker nodes, side by side in one
+run, against the same batch ingested one after another in one process.
+
+The cluster is started here on this machine as separate processes (`ray start --head` with no CPUs,
+then N worker nodes of one CPU each, as tests/indexers/test_ray.py does), the catalog is the
+PostgreSQL with pgvector (`make postgres`; vectors in it), and each configuration ingests the same
+batch into a fresh database: `--videos` narrated clips of `--seconds` each (espeak speech over hard
+cuts; vision off and no caption LLM, so speech recognition dominates, as it does for talks). Reported:
+wall seconds per configuration and the speed-up over one worker node. This machine has 2 cores:
+beyond two workers the nodes only share them, and the figure says so.
+
+Run: make postgres && .venv/bin/python -m tests.bench.bench_ray [--videos 6] [--seconds 60] [--workers 1 2 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from indexers import ingest
+from indexers.captions import CaptionOptions
+from indexers.distributed import Where, ingest_on_ray
+from indexers.pipeline import IngestOptions
+from memory import Store
+from tests.bench.common import WORK, machine, write_results
+from tests.helpers import free_port
+from tests.media import make_narrated_clip
+
+RAY = Path(sys.executable).parent / "ray"
+WORDS = [
+    "river",
+    "lantern",
+    "copper",
+    "violet",
+    "harbour",
+    "meadow",
+    "signal",
+    "orchard",
+    "glacier",
+    "market",
+]
+
+
+def clips(n: int, seconds: float) -> list[Path]:
+    folder = WORK / "ray" / f"clips-{n}-{int(seconds)}"
+    out = []
+    for i in range(n):
+        phrases = [
+            f"the {WORDS[(i + j) % 10]} {WORDS[(i + 2 * j + 3) % 10]} story number {j}" for j in range(4)
+        ]
+        starts = [2.0 + j * seconds / 4 for j in range(4)]
+        path = folder / f"clip{i}.mp4"
+        if not path.exists():
+            make_narrated_clip(folder, phrases=phrases, starts=starts, total_seconds=seconds, name=path.name)
+        out.append(path)
+    return out
+
+
+def fresh_db(server: str) -> str:
+    base = make_url(server)
+    name = f"vidmem_bench_ray_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return base.set(database=name).render_as_string(hide_password=False)
+
+
+def cluster(workers: int) -> tuple[str, str]:
+    temp = tempfile.mkdtemp(prefix="vb", dir="/tmp")
+    port = free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    subprocess.run([str(RAY), "start", "--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=false",
+                    f"--temp-dir={temp}", "--disable-usage-stats"], check=True, capture_output=True, env=env)  # fmt: skip
+    for _ in range(workers):
+        subprocess.run([str(RAY), "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--disable-usage-stats"],
+                       check=True, capture_output=True, env=env)  # fmt: skip
+    return f"127.0.0.1:{port}", temp
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--videos", type=int, default=6)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 3])
+    ap.add_argument("--url", default=os.environ.get("VIDMEM_TEST_PGVECTOR_URL"))
+    args = ap.parse_args()
+    if not args.url:
+        raise SystemExit("no PostgreSQL with pgvector: run `make postgres` or pass --url")
+    import ray
+
+    batch = clips(args.videos, args.seconds)
+    options = IngestOptions(library="bench", captions=CaptionOptions(llm=None), look=None)
+    cache = WORK / "ray" / "models"
+    rows = []
+
+    url = fresh_db(args.url)  # one process, one file after another: the reference
+    store = Store(WORK / "ray" / "home-alone", url, index="postgres")
+    t0 = time.perf_counter()
+    for clip in batch:
+        ingest(store, clip, options, cache_dir=cache)
+    alone = time.perf_counter() - t0
+    store.close()
+    rows.append({"config": "one process, no Ray", "workers": 0, "seconds": round(alone, 1)})
+    print(rows[-1], flush=True)
+
+    for n in args.workers:
+        address, temp = cluster(n)
+        try:
+            url = fresh_db(args.url)
+            where = Where(str(WORK / "ray" / f"home-{n}"), url, "postgres", str(cache))
+            t0 = time.perf_counter()
+            got = ingest_on_ray(address, where, batch, options)
+            seconds = time.perf_counter() - t0
+            assert all(not isinstance(r, Exception) for r in got), got
+            rows.append(
+                {
+                    "config": f"Ray, {n} worker node{'s' if n > 1 else ''}",
+                    "workers": n,
+                    "seconds": round(seconds, 1),
+                }
+            )
+            print(rows[-1], flush=True)
+        finally:
+            ray.shutdown()
+            subprocess.run([str(RAY), "stop", "--force"], capture_output=True)
+    one = next(r["seconds"] for r in rows if r["workers"] == 1) if 1 in args.workers else None
+    lines = [
+        "# Ingestion on Ray: 1, 2 and 3 worker nodes",
+        "",
+        f"One batch of {args.videos} narrated clips of {args.seconds:.0f} s (espeak speech over hard cuts; "
+        "vision off, extractive captions: speech recognition dominates), ingested into a fresh PostgreSQL + "
+        "pgvector catalog per configuration. The Ray cluster runs on this machine as separate processes: a "
+        "head with no CPUs and N worker nodes of one CPU each; one task per video.",
+        "",
+        f"Reproduce: `make postgres && .venv/bin/python -m tests.bench.bench_ray --videos {args.videos} "
+        f"--seconds {args.seconds:.0f} --workers {' '.join(map(str, args.workers))}`",
+        f"Machine: {machine()}. Two cores: a third worker node can only share them.",
+        "",
+        "| configuration | wall s | speed-up over 1 worker node | over one process |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        over_one = f"{one / r['seconds']:.2f}x" if one else "-"
+        lines.append(f"| {r['config']} | {r['seconds']} | {over_one} | {alone / r['seconds']:.2f}x |")
+    lines.append("")
+    write_results("ray", {"machine": machine(), "rows": rows, "args": vars(args)}, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
