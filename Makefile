@@ -65,7 +65,7 @@ lint: python
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: setup
+bench: setup postgres
 	$(BIN)/python -m tests.bench.run_all
 
 clean:

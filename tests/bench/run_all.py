@@ -37,6 +37,8 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("tests.bench.bench_exit", ["--every", "4", "--packs", "gate", "whole3"]),
     ("tests.bench.bench_stream", []),
     ("tests.bench.bench_edit_agent", ["--model", "qwen0.5b"]),
+    ("tests.bench.bench_pgvector", ["--rebuild", "--sizes", "100000", "1000000"]),
+    ("tests.bench.bench_ray", []),
 ]
 # tests.bench.bench_diffusers_gpu needs a CUDA GPU: run it by hand on a GPU machine.
 
