@@ -76,7 +76,18 @@ def ingest_on_ray(
     except ImportError as e:  # pragma: no cover - ray is a dependency
         raise RuntimeError("ingestion on Ray needs `pip install ray`") from e
 
-    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, logging_level=logging.ERROR)
+    owned = not ray.is_initialized()  # connected here: disconnected here (a driver whose cluster
+    if owned:  # goes away while it is connected is ended by Ray)
+        ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+    try:
+        return _run(ray, where, paths, options, done, retries)
+    finally:
+        if owned:
+            ray.shutdown()
+
+
+def _run(ray: Any, where: Where, paths: Sequence[Path], options: IngestOptions,
+         done: Callable[[str, IngestResult | None, str | None], None] | None, retries: int) -> list[IngestResult | MediaError]:  # fmt: skip
     task = ray.remote(max_retries=retries, num_cpus=1)(_ingest_task)
     refs = {task.remote(where, str(Path(p).resolve()), options): str(Path(p).resolve()) for p in paths}
     out: dict[str, IngestResult | MediaError] = {}

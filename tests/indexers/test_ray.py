@@ -51,6 +51,7 @@ def cluster() -> Iterator[str]:
                            check=True, capture_output=True, env=env, timeout=120)  # fmt: skip
         yield address
     finally:
+        ray.shutdown()  # a driver still connected when its cluster stops is ended by Ray, test run and all
         subprocess.run([str(RAY), "stop", "--force"], capture_output=True, env=env, timeout=120)
         shutil.rmtree(temp, ignore_errors=True)
 
