@@ -11,16 +11,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import psutil
 import pytest
 from fastapi.testclient import TestClient
 
+from memory import EmbeddingRow, Store, Video
+from memory.runtime.text import Embedder
+from memory.vectors import vector_bytes
 from service import jobs
 from service.settings import Settings
 
@@ -370,3 +374,62 @@ def edit_footage(folder: Path) -> tuple[Path, Path]:
 FAISS_FILES = pytest.mark.parametrize("store", ["sqlite", "postgresql"], indirect=True)
 """For tests of the FAISS files themselves: the `store` fixture on its two catalogs with file indexes
 (not the pgvector one, whose vectors are tables; tests/memory/test_pgvector.py covers those)."""
+
+
+# --- toy rows for the index tests (tests/memory) ------------------------------------------------------
+
+SPACE = "text:toy"
+
+
+class ToyEmbedder(Embedder):
+    """Returns a fixed vector per query text (what the test put in `vectors`)."""
+
+    name = "toy"
+
+    def __init__(self, vectors: dict[str, np.ndarray]) -> None:
+        self.vectors = vectors
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return np.stack([self.vectors[t] for t in texts])
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def add_video(
+    store: Store,
+    library: str,
+    name: str,
+    texts: list[str],
+    vectors: np.ndarray,
+    kinds: list[str] | None = None,
+    span: float = 10.0,
+) -> tuple[int, str, list[int]]:
+    """A ready video with one text embedding row per text (times i*span .. (i+1)*span), indexed."""
+    with store.session() as s:
+        lib = store.library(s, library)
+        video = Video(library_id=lib.id, uri=f"/m/{name}.mp4", title=name, content_hash=name, status="ready")
+        s.add(video)
+        s.flush()
+        rows = [
+            EmbeddingRow(
+                library_id=lib.id,
+                video_id=video.id,
+                kind=(kinds or ["window"] * len(texts))[i],
+                start=span * i,
+                end=span * (i + 1),
+                text=t,
+                modality="text",
+                model="toy",
+                space=SPACE,
+                vector=vector_bytes(vectors[i]),
+            )
+            for i, t in enumerate(texts)
+        ]
+        s.add_all(rows)
+        s.flush()
+        lib_id, video_id, ids = lib.id, video.id, [r.id for r in rows]
+    store.vectors.add(lib_id, SPACE, ids, vectors)
+    store.lexical.add(lib_id, ids)
+    return lib_id, video_id, ids

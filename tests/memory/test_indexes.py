@@ -4,20 +4,18 @@ HNSW by size, both derived from SQL (real SQLite or PostgreSQL, real FAISS) and 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from memory import EmbeddingRow, Store, Video
+from memory import EmbeddingRow, Store
 from memory.lexical import LexicalIndex, bm25_top
-from memory.runtime.text import Embedder
 from memory.vectors import IndexOptions, _is_hnsw, vector_bytes
 from reasoning.search import SearchOptions, bm25, search, tokens
+from tests.helpers import SPACE, ToyEmbedder, add_video, unit
 
-SPACE = "text:toy"
 DIM = 32
 
 CORPUS = [
@@ -34,60 +32,6 @@ CORPUS = [
     "an orchestra tunes before the concert",
     "the concert hall fills with music",
 ]
-
-
-class ToyEmbedder(Embedder):
-    """Returns a fixed vector per query text (what the test put in `vectors`)."""
-
-    name = "toy"
-
-    def __init__(self, vectors: dict[str, np.ndarray]) -> None:
-        self.vectors = vectors
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        return np.stack([self.vectors[t] for t in texts])
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
-
-
-def add_video(
-    store: Store,
-    library: str,
-    name: str,
-    texts: list[str],
-    vectors: np.ndarray,
-    kinds: list[str] | None = None,
-    span: float = 10.0,
-) -> tuple[int, str, list[int]]:
-    """A ready video with one text embedding row per text (times i*span .. (i+1)*span), indexed."""
-    with store.session() as s:
-        lib = store.library(s, library)
-        video = Video(library_id=lib.id, uri=f"/m/{name}.mp4", title=name, content_hash=name, status="ready")
-        s.add(video)
-        s.flush()
-        rows = [
-            EmbeddingRow(
-                library_id=lib.id,
-                video_id=video.id,
-                kind=(kinds or ["window"] * len(texts))[i],
-                start=span * i,
-                end=span * (i + 1),
-                text=t,
-                modality="text",
-                model="toy",
-                space=SPACE,
-                vector=vector_bytes(vectors[i]),
-            )
-            for i, t in enumerate(texts)
-        ]
-        s.add_all(rows)
-        s.flush()
-        lib_id, video_id, ids = lib.id, video.id, [r.id for r in rows]
-    store.vectors.add(lib_id, SPACE, ids, vectors)
-    store.lexical.add(lib_id, ids)
-    return lib_id, video_id, ids
 
 
 @pytest.fixture

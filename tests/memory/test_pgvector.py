@@ -15,7 +15,7 @@ from sqlalchemy import text
 from memory import Store
 from memory.pgvector import PgVectorIndex
 from reasoning.search import SearchOptions, search
-from tests.memory.test_indexes import SPACE, ToyEmbedder, add_video, unit
+from tests.helpers import SPACE, ToyEmbedder, add_video, unit
 
 
 def clustered(n: int, dim: int, seed: int) -> np.ndarray:
