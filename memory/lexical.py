@@ -15,6 +15,10 @@ are appended instead (a merge of the postings, linear in their size).
 BM25 statistics (rows, mean length, document frequencies) are computed at query time over the rows
 in scope, so the scores are those of the plain reference (`reasoning.search.bm25`) over the same
 rows: a search inside one video ranks as if that video were the whole collection.
+
+With the `postgres` index backend the postings live in the catalog's PostgreSQL instead
+(`memory.fulltext`), one index every host shares: the file (`lib{id}-scope.npz`) then holds the
+scoping metadata alone, and the loaded rows look their postings up in PostgreSQL (`LexicalRows.lookup`).
 """
 
 from __future__ import annotations
@@ -22,10 +26,10 @@ from __future__ import annotations
 import math
 import re
 import zipfile
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import func, select
@@ -33,6 +37,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from memory.catalog import EmbeddingRow
 from memory.derived import Derived, DerivedFiles, file_lock, table_top
+
+if TYPE_CHECKING:
+    from memory.fulltext import FullTextPostings
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 STOP = frozenset(
@@ -101,13 +108,17 @@ _CATEGORIES = {"video": "videos", "kind": "kinds", "space": "spaces", "modality"
 _CHUNK = 50_000
 """Rows read from SQL and tokenised at a time while building (bounds the Python lists' memory)."""
 
+Postings = tuple[np.ndarray, np.ndarray]
+"""A term's postings in one library's rows: the positions of the rows holding it and its count in each."""
+
 
 @dataclass
 class LexicalRows:
     """One library's rows (in id order) and the postings of its text rows, as loaded from the file.
 
     Positions index every per-row array; `docs` holds positions, `indptr[t]:indptr[t + 1]` the
-    postings of term `t` (`vocab[t]`), with `tf` the term's count in each.
+    postings of term `t` (`vocab[t]`), with `tf` the term's count in each. Rows whose postings live
+    in PostgreSQL (the `postgres` backend) have no vocabulary and a `source` that looks them up.
     """
 
     ids: np.ndarray  # (N,) int64, ascending
@@ -127,6 +138,11 @@ class LexicalRows:
     docs: np.ndarray  # (P,) int32 positions
     tf: np.ndarray  # (P,) int32
     _terms: dict[str, int] | None = field(default=None, init=False, repr=False)
+    source: Callable[[LexicalRows, Collection[str]], dict[str, Postings]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    """Where the postings are when not in these arrays (`FullTextPostings.postings`, bound to the
+    library): set on loading, never saved."""
     _memo: dict[Hashable, Any] = field(default_factory=dict, init=False, repr=False)
 
     MEMO_SIZE = 64
@@ -142,8 +158,16 @@ class LexicalRows:
             self._terms = {t: i for i, t in enumerate(self.vocab.tolist())}
         return self._terms
 
-    def postings(self, term: str) -> tuple[np.ndarray, np.ndarray]:
-        """Positions of the text rows holding `term`, ascending, and its count in each."""
+    def lookup(self, terms: Collection[str]) -> dict[str, Postings]:
+        """The postings of each of `terms`: from `source` when these rows have one (one round trip
+        for all the terms), else from the arrays."""
+        if self.source is not None:
+            return self.source(self, terms)
+        return {t: self.postings(t) for t in terms}
+
+    def postings(self, term: str) -> Postings:
+        """Positions of the text rows holding `term`, ascending, and its count in each (from the
+        arrays: none when the postings live in PostgreSQL)."""
         t = self.terms.get(term)
         if t is None:
             return np.zeros(0, np.int32), np.zeros(0, np.int32)
@@ -199,7 +223,7 @@ class LexicalRows:
         return {name: getattr(self, name) for name in _FIELDS}
 
 
-_FIELDS = [f for f in LexicalRows.__dataclass_fields__ if not f.startswith("_")]
+_FIELDS = [f for f in LexicalRows.__dataclass_fields__ if not f.startswith("_") and f != "source"]
 
 
 def _empty() -> LexicalRows:
@@ -224,11 +248,12 @@ _COLUMNS = (
 )
 
 
-def _append(base: LexicalRows, chunks: Iterable[Sequence[Any]]) -> LexicalRows:
+def _append(base: LexicalRows, chunks: Iterable[Sequence[Any]], postings: bool = True) -> LexicalRows:
     """`base` with SQL rows (id, video_id, kind, space, modality, start, end, text) appended, read
     chunk by chunk; their ids must be larger than base's and ascending. Each chunk is tokenised into
     (term, row) pairs with counts; all pairs are merged with base's postings by one stable sort on
-    the term, which keeps each term's rows ascending because new positions come after the old."""
+    the term, which keeps each term's rows ascending because new positions come after the old.
+    `postings=False` (they live in PostgreSQL): the rows' token counts only, no postings."""
     codes = {c: {n: i for i, n in enumerate(getattr(base, _CATEGORIES[c]).tolist())} for c in _CATEGORIES}
     vocab = dict(base.terms)
     cols: dict[str, list[np.ndarray]] = {c: [getattr(base, c)] for c in ("ids", "start", "end", "length")}
@@ -255,6 +280,8 @@ def _append(base: LexicalRows, chunks: Iterable[Sequence[Any]]) -> LexicalRows:
                 continue
             toks = tokens(r[7] or "")
             lengths[j] = len(toks)
+            if not postings:
+                continue
             term_ids += [vocab.setdefault(t, len(vocab)) for t in toks]
             doc_ids += [j] * len(toks)
         cols["length"].append(lengths)
@@ -318,16 +345,29 @@ def _save_rows(rows: LexicalRows, tmp: Path) -> None:
 
 
 class LexicalIndex:
-    """The per-library lexical files under `folder`, kept in step with SQL."""
+    """The per-library lexical files under `folder`, kept in step with SQL.
 
-    def __init__(self, folder: Path, sessions: sessionmaker[Session]) -> None:
+    `shared`: the postings live in PostgreSQL (the `postgres` backend), written and levelled here
+    alongside the files, which then hold the scoping metadata only."""
+
+    def __init__(
+        self, folder: Path, sessions: sessionmaker[Session], shared: FullTextPostings | None = None
+    ) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._sessions = sessions
+        self.shared = shared
         self._files: DerivedFiles[LexicalRows] = DerivedFiles(_load_rows, _save_rows)
 
     def path(self, library_id: int) -> Path:
-        return self.folder / f"lib{library_id}.npz"
+        """The library's file; a scoping-only one has a name of its own, so that a home used with
+        both backends never reads one kind as the other."""
+        return self.folder / (f"lib{library_id}.npz" if self.shared is None else f"lib{library_id}-scope.npz")
+
+    @property
+    def _postings(self) -> bool:
+        """Whether the files hold the postings (they do unless PostgreSQL holds them)."""
+        return self.shared is None
 
     def _sql_state(self, library_id: int) -> dict[str, int]:
         with self._sessions() as s:
@@ -353,9 +393,15 @@ class LexicalIndex:
         self._files.write(path, rows, _manifest(rows))
 
     def rebuild(self, library_id: int) -> int:
-        """Write the library's file from SQL; returns the number of rows (0: the file is removed)."""
+        """Write the library's file from SQL (and level its PostgreSQL postings); returns the number
+        of rows (0: the file is removed)."""
+        if self.shared is not None:
+            self.shared.rebuild(library_id)
+        return self._rebuild_file(library_id)
+
+    def _rebuild_file(self, library_id: int) -> int:
         path = self.path(library_id)
-        rows = _append(_empty(), self._rows_after(library_id, 0))
+        rows = _append(_empty(), self._rows_after(library_id, 0), self._postings)
         if not len(rows):
             self._files.remove(path)
             return 0
@@ -367,37 +413,43 @@ class LexicalIndex:
 
         Appends the rows with larger ids than the file's when that accounts for every row SQL has
         (and none of `ids` is at or below the file's largest id); otherwise rebuilds from SQL.
+        PostgreSQL's postings, shared by every host, are written first.
         """
+        if self.shared is not None:
+            self.shared.add(library_id, ids)
         path = self.path(library_id)
         with file_lock(path):
             self._sync(library_id, path, self._sql_state(library_id), min(ids, default=None))
 
     def remove_video(self, library_id: int, video_id: str) -> None:
         """Drop a deleted video's rows from the file (its SQL rows must be gone already): a filter
-        of the arrays, not a rebuild; rebuilds when the result still disagrees with SQL."""
+        of the arrays, not a rebuild; rebuilds when the result still disagrees with SQL. (Its
+        PostgreSQL postings went with its rows: `ON DELETE CASCADE`.)"""
         path = self.path(library_id)
         with file_lock(path):
             truth = self._sql_state(library_id)
             found = self._files.read(path)
             if found is None or truth["count"] == 0:
-                self.rebuild(library_id)
+                self._rebuild_file(library_id)
                 return
             rows = _without(found.value, ~found.value.is_("video", [video_id]))
             if _manifest(rows) == truth:
                 self._write(path, rows)
             else:
-                self.rebuild(library_id)
+                self._rebuild_file(library_id)
 
     def _sync(self, library_id: int, path: Path, truth: dict[str, int], lowest_new: int | None) -> None:
         found = self._files.read(path)
         if found is not None and found.manifest == truth and lowest_new is None:
             return
         if found is not None and (lowest_new is None or lowest_new > found.manifest["max_id"]):
-            grown = _append(found.value, self._rows_after(library_id, found.manifest["max_id"]))
+            grown = _append(
+                found.value, self._rows_after(library_id, found.manifest["max_id"]), self._postings
+            )
             if len(grown) == truth["count"]:
                 self._write(path, grown)
                 return
-        self.rebuild(library_id)
+        self._rebuild_file(library_id)
 
     def load(self, library_id: int) -> LexicalRows | None:
         """The library's rows, brought in step with SQL first; None when it has none."""
@@ -406,6 +458,8 @@ class LexicalIndex:
         cached = self._files.verified(path, top_all)
         if cached:
             return cached.value
+        if self.shared is not None:
+            self.shared.level(library_id, top_all)
         truth = self._sql_state(library_id)
         if truth["count"] == 0:
             return None
@@ -417,16 +471,25 @@ class LexicalIndex:
         if found is None:
             return None
         found.verified_top = top_all
+        if self.shared is not None and found.value.source is None:
+            shared = self.shared
+            found.value.source = lambda rows, terms: shared.postings(library_id, rows, terms)
         return found.value
 
     def recheck(self) -> None:
-        """Compare every cached file with SQL again on its next use (a caller saw a row vanish)."""
+        """Compare every cached file (and PostgreSQL's postings) with SQL again on its next use (a
+        caller saw a row vanish)."""
         self._files.recheck()
+        if self.shared is not None:
+            self.shared.recheck()
 
     def clear(self) -> None:
+        """Remove every file (and empty PostgreSQL's postings); `rebuild` makes them again."""
         for p in self.folder.glob("lib*.npz*"):
             p.unlink()
         self._files.loaded.clear()
+        if self.shared is not None:
+            self.shared.clear()
 
 
 def bm25_top(
@@ -452,12 +515,14 @@ def bm25_top(
         return []
     avg = sum(length for _, _, length in stats) / n or 1.0
 
-    hits: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}  # term -> per part (positions, tf)
+    terms = sorted(set(query))
+    looked_up = [rows.lookup(terms) for rows, _ in parts]  # from the arrays or PostgreSQL, per part
+    hits: dict[str, list[Postings]] = {}  # term -> per part (positions, tf)
     idf: dict[str, float] = {}
-    for term in set(query):
+    for term in terms:
         hits[term] = []
-        for (rows, _), m in zip(parts, in_scope, strict=True):
-            docs, tf = rows.postings(term)
+        for found, m in zip(looked_up, in_scope, strict=True):
+            docs, tf = found[term]
             keep = m[docs]
             hits[term].append((docs[keep], tf[keep]))
         df = sum(len(d) for d, _ in hits[term])

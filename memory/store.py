@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, joinedload, sessionmaker
 from memory.bank import forget, hand_over
 from memory.catalog import EmbeddingRow, Library, Segment, Tag, Video
 from memory.derived import file_lock
+from memory.fulltext import FullTextPostings
 from memory.lexical import LexicalIndex
 from memory.pgvector import PgVectorIndex
 from memory.tags import SPAN_TAG_LIMIT, aggregate_tags, tag_json
@@ -60,8 +61,9 @@ class Store:
     """The catalog plus the indexes derived from it: FAISS per (library, space), lexical per library.
 
     `home` holds the SQLite file (when no URL is given) and the `vectors/` and `lexical/` folders.
-    `index="postgres"` keeps the vectors in the catalog's PostgreSQL instead (memory.pgvector), so
-    that several hosts search one index.
+    `index="postgres"` keeps the vectors (memory.pgvector) and the lexical postings (memory.fulltext)
+    in the catalog's PostgreSQL instead, so that several hosts search one index; each host's
+    `lexical/` files then hold the rows' scoping metadata only.
     """
 
     def __init__(self, home: Path, url: str | None = None, index: str = "files") -> None:
@@ -80,7 +82,9 @@ class Store:
             self.vectors = VectorIndex(self.home / "vectors", self._sessions)
         else:
             raise StoreError(f"unknown index backend {index!r}: files or postgres")
-        self.lexical = LexicalIndex(self.home / "lexical", self._sessions)
+        self.index = index  # "files" or "postgres": where the search indexes live
+        shared = FullTextPostings(self.engine, self._sessions) if index == "postgres" else None
+        self.lexical = LexicalIndex(self.home / "lexical", self._sessions, shared)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -106,7 +106,7 @@ def test_a_deleted_or_corrupt_lexical_file_is_rebuilt(store: Store, corpus) -> N
     assert path.is_file()
 
     path.write_bytes(path.read_bytes()[:200])  # torn: the manifest still says all is well
-    fresh = Store(store.home, store.url)  # a new process: nothing cached
+    fresh = Store(store.home, store.url, store.index)  # a new process: nothing cached
     try:
         assert [_ranking(fresh, lib, q) for q in QUERIES] == before
     finally:
