@@ -74,6 +74,12 @@ class VisionOptions:
     """Cosine similarity of EfficientNet features under which a frame counts as showing something
     else than the frames already chosen for detection; a static shot gets its keyframe only."""
 
+    still_below: float = 1.0
+    """Mean absolute difference of two frames' 32x18 luminance thumbnails (0-255) under which a
+    frame shows the same picture as the last one encoded and takes its features instead of its own
+    pass: a static shot (a slide, a talking head held still) costs one frame, not sixteen. At 1.0
+    the two pictures differ by less than JPEG noise; 0 turns it off."""
+
     ocr: bool = True
     """Read on-screen text (RapidOCR)."""
     ocr_side: int = 480
@@ -133,6 +139,8 @@ class VisionOptions:
     def __post_init__(self) -> None:
         if self.detect_frames < 1:
             raise ValueError(f"detect_frames must be >= 1 (the keyframe), got {self.detect_frames}")
+        if self.still_below < 0:
+            raise ValueError(f"still_below must be >= 0 (0 turns it off), got {self.still_below}")
         if not 64 <= self.ocr_side <= 4096:
             raise ValueError(f"ocr_side must be 64..4096 pixels, got {self.ocr_side}; 480 is the default")
         for name in ("ocr_min_score", "text_similarity", "text_box_iou", "label_threshold", "nms_iou"):
@@ -198,7 +206,8 @@ class RapidOCRReader(TextReader):
 
     def _engine(self) -> Any:
         o = self.options
-        key = (o.ocr_side, o.ocr_min_score, o.threads)
+        # one engine per thread: the visual worker analyses shots on several threads at once
+        key = (o.ocr_side, o.ocr_min_score, o.threads, threading.get_ident())
         with _ENGINES_LOCK:
             if key not in _ENGINES:
                 try:
@@ -405,8 +414,7 @@ def nms(boxes: Sequence[Box], scores: Sequence[float], iou: float) -> list[int]:
     return keep
 
 
-_CV: dict[str, Any] = {}
-_CV_LOCK = threading.Lock()
+_CV = threading.local()  # per thread: OpenCV's cascades and HOG are not safe to share between threads
 
 
 class OpenCVPeopleDetector(PeopleDetector):
@@ -419,24 +427,24 @@ class OpenCVPeopleDetector(PeopleDetector):
         self.options = options or VisionOptions()
 
     def _models(self) -> tuple[Any, Any, Any, Any]:
-        with _CV_LOCK:
-            if not _CV:
-                try:
-                    import cv2
-                except ImportError as e:
-                    raise ModelMissing("face/people detection needs opencv-python-headless<5") from e
-                path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"  # type: ignore[attr-defined]
-                face = cv2.CascadeClassifier(str(path))
-                if face.empty():
-                    raise ModelMissing(
-                        f"{path} is missing: install opencv-python-headless<5 (OpenCV 5 dropped the cascades)"
-                    )
-                eye = cv2.CascadeClassifier(str(path.with_name("haarcascade_eye.xml")))
-                hog = cv2.HOGDescriptor()
-                hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())  # type: ignore[attr-defined]
-                _CV.update(cv2=cv2, face=face, eye=eye, hog=hog)
-            _CV["cv2"].setNumThreads(self.options.threads)
-            return _CV["cv2"], _CV["face"], _CV["eye"], _CV["hog"]
+        if not hasattr(_CV, "models"):
+            try:
+                import cv2
+            except ImportError as e:
+                raise ModelMissing("face/people detection needs opencv-python-headless<5") from e
+            path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"  # type: ignore[attr-defined]
+            face = cv2.CascadeClassifier(str(path))
+            if face.empty():
+                raise ModelMissing(
+                    f"{path} is missing: install opencv-python-headless<5 (OpenCV 5 dropped the cascades)"
+                )
+            eye = cv2.CascadeClassifier(str(path.with_name("haarcascade_eye.xml")))
+            hog = cv2.HOGDescriptor()
+            hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())  # type: ignore[attr-defined]
+            _CV.models = (cv2, face, eye, hog)
+        cv2 = _CV.models[0]
+        cv2.setNumThreads(self.options.threads)
+        return _CV.models  # type: ignore[no-any-return]
 
     def detect(self, frame: np.ndarray) -> People:
         _check_frame(frame)
@@ -564,8 +572,12 @@ def analyse_shot(
         raise ValueError(f"the frames of a shot must share one size, got {sorted({f.shape for f in frames})}")
     # frames go in whole: the encoder resizes them as it does everywhere else, so these features
     # live in the same space as every other visual vector of the memory
+    source = still_frames(frames, o.still_below)  # (N,) the frame whose features each one takes
+    encoded = np.unique(source)
     with _torch_threads(o.threads):
-        features, logits = encoder.features_and_logits(np.stack(frames))  # (N, 1280), (N, 1000)
+        feats, logs = encoder.features_and_logits(np.stack([frames[i] for i in encoded]))
+    row = np.searchsorted(encoded, source)
+    features, logits = feats[row], logs[row]  # (N, 1280), (N, 1000)
     labels = shot_labels(softmax(logits), o.label_threshold, o.label_top_k) if o.labels else []
 
     analysed = pick_frames(features, keyframe_index, o.detect_frames, o.distinct_below)
@@ -588,6 +600,26 @@ def analyse_shot(
         features=features,
         analysed=analysed,
     )
+
+
+def still_frames(frames: Sequence[np.ndarray], below: float) -> np.ndarray:
+    """For each frame, the index of the frame it is a still copy of (itself when it changed): the
+    last frame kept, while the mean absolute difference of their 32x18 luminance thumbnails stays
+    under `below`. Comparing with the last frame kept, not the previous one, keeps a slow pan from
+    passing as still one small step at a time."""
+    import cv2
+
+    source = np.arange(len(frames))
+    if below <= 0 or len(frames) < 2:
+        return source
+    thumbs = [cv2.resize(_luma(f), (32, 18), interpolation=cv2.INTER_AREA) for f in frames]
+    kept = 0
+    for i in range(1, len(frames)):
+        if float(np.abs(thumbs[i] - thumbs[kept]).mean()) < below:
+            source[i] = kept
+        else:
+            kept = i
+    return source
 
 
 @contextlib.contextmanager

@@ -20,7 +20,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -48,6 +50,9 @@ class LookOptions:
     """Image encoder of the visual vectors (memory.runtime.images): `efficientnet` or `clip:<folder>`."""
     keep: int = 4
     """At most this many visual vectors per shot after token merging."""
+    workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
+    """Shots analysed at once, each on a thread running its models on one core (decoding goes on
+    meanwhile). Speech recognition in the parent shares the same cores (docs/benchmarks/ingest.md)."""
     merge_penalty: float = 0.25
     """What one more vector must buy to be kept: the fall in squared distance (unit vectors) of the
     shot's frames to their run's mean, in seconds of shot. A static shot keeps one vector, a shot
@@ -106,7 +111,9 @@ def run_look(
     opts: LookOptions,
     progress: Callable[[float], None] | None = None,
 ) -> list[ShotLook]:
-    """Look inside every shot: one pass over the video, each shot analysed as soon as its frames are in."""
+    """Look inside every shot: one pass over the video, each shot analysed as soon as its frames are
+    in. `opts.workers` shots are analysed at once, on threads (the models release the GIL), while
+    this thread goes on decoding."""
     import torch
 
     from indexers.vision import VisionOptions, analyse_shot
@@ -117,17 +124,11 @@ def run_look(
     own_vectors = opts.encoder != "efficientnet"  # EfficientNet features come with the labels
     vision = VisionOptions()
     times, owner = sample_times(shots, opts)
-    looks: list[ShotLook] = []
-    pending: list[tuple[float, np.ndarray]] = []
-    current = 0
 
-    def finish(i: int, got: list[tuple[float, np.ndarray]]) -> None:
+    def look(i: int, got: list[tuple[float, np.ndarray]]) -> ShotLook:
         start, end = shots[i]
         if not got:  # no frame decoded inside it (damaged stretch): nothing seen
-            looks.append(
-                ShotLook(i, [], [], 0, 0, 0.0, 0.0, np.zeros((0, 0), np.float32), [], 0, encoder.name)
-            )
-            return
+            return ShotLook(i, [], [], 0, 0, 0.0, 0.0, np.zeros((0, 0), np.float32), [], 0, encoder.name)
         frames = [f for _, f in got]
         ts = [t for t, _ in got]
         seen = analyse_shot(frames, ts, vision, keyframe_index=len(frames) // 2)
@@ -142,33 +143,55 @@ def run_look(
             (min(ts[j] for j in np.flatnonzero(own == k)), max(ts[j] for j in np.flatnonzero(own == k)))
             for k in range(len(vecs))
         ]
-        looks.append(
-            ShotLook(
-                i,
-                seen.texts,
-                seen.labels,
-                seen.faces,
-                seen.people,
-                seen.face_score,
-                seen.person_score,
-                vecs.astype(np.float32),
-                spans,
-                len(frames),
-                encoder.name,
-            )
+        return ShotLook(
+            i,
+            seen.texts,
+            seen.labels,
+            seen.faces,
+            seen.people,
+            seen.face_score,
+            seen.person_score,
+            vecs.astype(np.float32),
+            spans,
+            len(frames),
+            encoder.name,
         )
 
-    for at, t, frame in sample_frames(info, times, opts.max_side):
-        shot = owner[at]
-        while current < shot:
-            finish(current, pending)
+    looks: list[ShotLook] = []
+    running: deque[Future[ShotLook]] = deque()
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(vision.threads)  # once for the pass: the analysing threads share it
+    pool = ThreadPoolExecutor(opts.workers, thread_name_prefix="vidmem-look")
+
+    def submit(i: int, got: list[tuple[float, np.ndarray]]) -> None:
+        running.append(pool.submit(look, i, got))
+        while len(running) > opts.workers:  # bounds the frames held: decoding waits for the oldest
+            collect()
+
+    def collect() -> None:
+        looks.append(running.popleft().result())
+        if progress:
+            progress(len(looks) / len(shots))
+
+    try:
+        pending: list[tuple[float, np.ndarray]] = []
+        current = 0
+        for at, t, frame in sample_frames(info, times, opts.max_side):
+            shot = owner[at]
+            while current < shot:
+                submit(current, pending)
+                pending, current = [], current + 1
+            pending.append((t, frame))
+        while current < len(shots):
+            submit(current, pending)
             pending, current = [], current + 1
-            if progress:
-                progress(current / len(shots))
-        pending.append((t, frame))
-    while current < len(shots):
-        finish(current, pending)
-        pending, current = [], current + 1
+        while running:
+            collect()
+    finally:
+        for f in running:
+            f.cancel()
+        pool.shutdown(wait=True)
+        torch.set_num_threads(threads_before)
     if progress:
         progress(1.0)
     return looks

@@ -214,6 +214,44 @@ def test_a_real_frame_gets_a_sensible_label_and_content_free_frames_none() -> No
     assert labels_from_logits(logits) == [[], [], [], []]
 
 
+def test_a_still_picture_is_encoded_once_and_a_change_again() -> None:
+    """A held picture with sensor-like noise (+-2 levels) takes the features of its first frame; a
+    different picture is encoded on its own, and so is a slow pan, which never drifts far from one
+    frame to the next but does from the frame kept."""
+    from indexers.vision import still_frames
+
+    face, candles = frames_at(shared("megamind.avi"), [7.0, 8.0])
+    rng = np.random.default_rng(0)
+    noisy = [
+        np.clip(face.astype(np.int16) + rng.integers(-2, 3, face.shape), 0, 255).astype(np.uint8)
+        for _ in range(4)
+    ]
+    assert still_frames([face, *noisy, candles, candles], 1.0).tolist() == [0, 0, 0, 0, 0, 5, 5]
+    pan = [np.roll(face, 6 * k, axis=1) for k in range(8)]  # 6 px a frame: 48 px by the end
+    assert len(set(still_frames(pan, 1.0).tolist())) > 1
+    assert still_frames([face] * 3, 0.0).tolist() == [0, 1, 2]  # off
+
+    shot = analyse_shot([face, *noisy], [0.0, 1.0, 2.0, 3.0, 4.0], VisionOptions(ocr=False, people=False))
+    assert np.allclose(shot.features, shot.features[0])  # one pass stood for the five frames
+
+
+def test_the_frozen_graph_gives_the_eager_networks_outputs() -> None:
+    """The visual worker runs EfficientNet as a frozen TorchScript graph (traced on a batch of 2):
+    on real frames, in batches of other sizes, it must give the package's eager module's features
+    and logits, so tags and visual vectors do not change with the speed-up."""
+    from memory.runtime.images import EfficientNetEncoder
+
+    enc = EfficientNetEncoder()
+    real = np.stack(frames_at(shared("megamind.avi"), [1.0, 3.0, 6.5, 7.0, 8.0]))
+    for batch in (real[:1], real, np.stack(content_free())):
+        fast, fast_logits = enc.features_and_logits(batch)
+        ref, ref_logits = enc.features_and_logits(batch, eager=True)
+        assert fast.shape == (len(batch), 1280) and fast_logits.shape == (len(batch), 1000)
+        assert np.abs(fast - ref).max() < 1e-4
+        assert np.abs(fast_logits - ref_logits).max() < 1e-3
+        assert (fast_logits.argmax(1) == ref_logits.argmax(1)).all()
+
+
 # ---------------------------------------------------------------------------------- faces, people
 
 
