@@ -45,6 +45,9 @@ _PREFIX = "vidmem_vec_"
 BULK = 8192
 """Rows per COPY; a rebuild that starts on an empty table with at least this many rows loads them
 first and builds the graph once after (pgvector builds a graph far faster whole than row by row)."""
+GRAPH_MEMORY_CAP_MB = 8192
+"""The most memory (MiB) a graph build may ask of the PostgreSQL server: enough for ~3.5 million
+384-d rows; a bigger table builds past it, slower, rather than exhaust the server."""
 _DDL_LOCK = 0x76696D76  # advisory lock: one host creates a space's table at a time
 
 
@@ -115,8 +118,17 @@ class PgVectorIndex:
 
     @staticmethod
     def _graph(c: Any, name: str, o: IndexOptions) -> None:
-        """The HNSW graph over a table (built from what it holds, with room to build in memory)."""
-        c.execute(text("SET LOCAL maintenance_work_mem = '1GB'"))
+        """The HNSW graph over a table (built from what it holds, with room to build in memory).
+
+        pgvector builds fast only while the graph fits in `maintenance_work_mem`; past it, it goes
+        on inserting on disk pages, many times slower (10^6 384-d rows in 1 GB: 68% after 30 min,
+        docs/benchmarks/pgvector.md). So the room is sized from the rows: each takes its vector
+        plus about 16 bytes per link (m at the upper layers, 2m at the bottom), with a quarter more
+        to spare, between 1 GB and GRAPH_MEMORY_CAP_MB."""
+        rows, dim = c.execute(text(f"SELECT count(*), max(vector_dims(embedding)) FROM {name}")).one()
+        need = int(rows or 0) * (4 * int(dim or 0) + 16 * int(o.hnsw_m) + 64) * 1.25 / 2**20
+        mb = int(min(GRAPH_MEMORY_CAP_MB, max(1024, need)))
+        c.execute(text(f"SET LOCAL maintenance_work_mem = '{mb}MB'"))
         c.execute(text("SET LOCAL max_parallel_maintenance_workers = 2"))
         c.execute(
             text(
