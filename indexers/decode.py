@@ -7,6 +7,10 @@ Two decoders sit behind one base class, chosen by name (`DECODERS`):
 - `decord`: decord's VideoReader with in-decoder scaling; the fallback when PyAV cannot open a file.
 Both run shot detection at ~520 frames/s on 720p h264 on two cores (docs/benchmarks/shots.md).
 Audio is decoded by the ffmpeg CLI (see indexers/transcript.py), which tolerates corrupt packets.
+
+Media named by URL (indexers/source.py) is read the same way: ffprobe and ffmpeg open its URL (a
+pre-signed one for `s3://`), PyAV reads a seekable range reader; decord reads local files only, so
+PyAV decodes remote media whatever the decoder setting.
 """
 
 from __future__ import annotations
@@ -16,25 +20,30 @@ import math
 import shutil
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from indexers.source import MediaError as MediaError  # raised here, defined beside the sources
+from indexers.source import MediaSource, StorageOptions, media_source
 from memory.runtime import Registry
 
 if TYPE_CHECKING:
     import av
+    import av.container
 
-
-class MediaError(Exception):
-    """Input that cannot be ingested: missing, unreadable, not media, truncated or damaged."""
+PLAYLISTS = ("hls", "dash", "concat", "ffconcat", "sdp", "rtsp", "rtp")
+"""Containers that name other resources: refused for remote media (they would make the decoders
+fetch what they name, and a range reader cannot follow them)."""
 
 
 @dataclass
 class MediaInfo:
-    path: Path
+    source: MediaSource
+    """Where the bytes are read (a local file, or an object by URL)."""
     duration: float  # seconds
     size_bytes: int
     container: str
@@ -44,6 +53,11 @@ class MediaInfo:
     video_codec: str | None = None
     audio_codec: str | None = None
     video_duration: float | None = None  # the video stream's own, when the container says
+
+    @property
+    def path(self) -> Path:
+        """The local file (ValueError for remote media: use `source`)."""
+        return self.source.path
 
     @property
     def has_video(self) -> bool:
@@ -84,25 +98,26 @@ def require_ffmpeg() -> None:
             )
 
 
-def probe(path: Path) -> MediaInfo:
-    """Read container and stream facts with ffprobe; MediaError for anything that is not media."""
+def probe(where: Path | str | MediaSource, storage: StorageOptions | None = None) -> MediaInfo:
+    """Read container and stream facts with ffprobe; MediaError for anything that is not media.
+    `where` is a path, a URL (`file://`, `s3://`, `https://`, `http://`) or a `MediaSource`."""
     require_ffmpeg()
-    path = Path(path)
-    if not path.exists():
-        raise MediaError(f"{path}: no such file")
-    if not path.is_file():
-        raise MediaError(f"{path}: not a regular file")
-    size = path.stat().st_size
+    source = media_source(where, storage)
+    size = source.stat().size  # MediaError: no such file or object, a folder, unreachable
     if size == 0:
-        raise MediaError(f"{path}: empty file")
-    # absolute path after -i: a name like `-rf.mp4` or `x:y.mp4` is never read as an option or protocol
+        raise MediaError(f"{source}: empty file")
+    # absolute path (or URL) after -i: a name like `-rf.mp4` or `x:y.mp4` is never read as an option or protocol
+    target = source.ffmpeg_input()
     cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams"]
-    cmd += ["-i", str(path.resolve())]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    cmd += [*source.ffmpeg_options(), "-i", target]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=60 if source.local else 180)
+    except subprocess.TimeoutExpired:
+        raise MediaError(f"{source}: reading the media's header took too long; is the server slow?") from None
     if res.returncode != 0:
         reason = (res.stderr.strip().splitlines() or ["unreadable"])[-1]
-        reason = reason.replace(str(path.resolve()) + ": ", "")
-        raise MediaError(f"{path}: not readable as media ({reason}); is it truncated or not a video?")
+        reason = source.redact(reason.replace(target + ": ", "")).replace(f"{source}: ", "")
+        raise MediaError(f"{source}: not readable as media ({reason}); is it truncated or not a video?")
     data = json.loads(res.stdout or "{}")
     fmt = data.get("format", {})
     video = next(
@@ -115,16 +130,20 @@ def probe(path: Path) -> MediaInfo:
     )
     audio = next((s for s in data.get("streams", []) if s.get("codec_type") == "audio"), None)
     if video is None and audio is None:
-        raise MediaError(f"{path}: no video or audio stream ({fmt.get('format_name', 'unknown format')})")
+        raise MediaError(f"{source}: no video or audio stream ({fmt.get('format_name', 'unknown format')})")
+    if not source.local and set(str(fmt.get("format_name", "")).split(",")) & set(PLAYLISTS):
+        raise MediaError(
+            f"{source}: a {fmt.get('format_name')} playlist, not a media file; name one of its media files"
+        )
     duration = _float(fmt.get("duration")) or _float((video or audio or {}).get("duration"))
     if not duration or duration <= 0:
-        raise MediaError(f"{path}: duration unknown or zero; the file may be truncated")
+        raise MediaError(f"{source}: duration unknown or zero; the file may be truncated")
     fps = None
     if video is not None:
         fps = _rate(video.get("avg_frame_rate")) or _rate(video.get("r_frame_rate"))
     return MediaInfo(
         video_duration=_float(video.get("duration")) if video else None,
-        path=path,
+        source=source,
         duration=duration,
         size_bytes=size,
         container=fmt.get("format_name", ""),
@@ -151,6 +170,25 @@ def _rate(v: str | None) -> float | None:
     return float(num) / float(den) if float(den) else None
 
 
+@contextmanager
+def open_container(source: MediaSource) -> Iterator[av.container.InputContainer]:
+    """PyAV's input container of `source`: a local file by its path, a remote object through a
+    range reader (only the blocks the demuxer asks for are fetched). MediaError when it cannot open."""
+    import av
+
+    reader = source.open() if not source.local else None
+    try:
+        try:
+            container = av.open(reader if reader is not None else str(source.path), "r")
+        except av.FFmpegError as e:
+            raise MediaError(f"{source}: cannot open video ({e})") from e
+        with container:
+            yield container
+    finally:
+        if reader is not None:
+            reader.close()
+
+
 class VideoSource:
     """Base of the decoders: one required method, `frames`."""
 
@@ -167,11 +205,7 @@ class PyAVSource(VideoSource):
         import av
 
         tw, th = opts.thumb_size
-        try:
-            container = av.open(str(info.path))
-        except av.FFmpegError as e:
-            raise MediaError(f"{info.path}: cannot open video ({e})") from e
-        with container:
+        with open_container(info.source) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             stream.codec_context.options = {"skip_loop_filter": "all"}  # invisible at thumbnail size
@@ -194,7 +228,7 @@ class PyAVSource(VideoSource):
                 except av.FFmpegError:
                     errors += 1
                     if errors > 50 and errors > n // 10:
-                        raise MediaError(f"{info.path}: too many undecodable video packets") from None
+                        raise MediaError(f"{info.source}: too many undecodable video packets") from None
                     continue
                 for frame in decoded:
                     n += 1
@@ -256,10 +290,12 @@ class DecordSource(VideoSource):
         import decord
 
         tw, th = opts.thumb_size
+        if not info.source.local:  # it would read the whole object into memory first
+            raise MediaError(f"{info.source}: decord reads local files only (PyAV reads URLs)")
         try:
             reader = decord.VideoReader(str(info.path), width=tw, height=th, num_threads=0)
         except Exception as e:  # decord raises its own DECORDError without a public base
-            raise MediaError(f"{info.path}: cannot open video ({e})") from e
+            raise MediaError(f"{info.source}: cannot open video ({e})") from e
         n = len(reader)
         fps = info.fps or reader.get_avg_fps() or 25.0
         step = max(1, math.ceil(fps / opts.max_fps))
@@ -302,7 +338,7 @@ def stream_frames(info: MediaInfo, opts: DecodeOptions, decoder: str = "pyav") -
             if produced:
                 raise
             last = e
-    raise MediaError(str(last) if last else f"{info.path}: no decoder could read the video")
+    raise MediaError(str(last) if last else f"{info.source}: no decoder could read the video")
 
 
 def sample_frames(
@@ -323,11 +359,7 @@ def sample_frames(
     w, h = info.width or 0, info.height or 0
     scale = min(1.0, max_side / max(w, h)) if w and h else 1.0
     size = (max(2, round(w * scale / 2) * 2), max(2, round(h * scale / 2) * 2)) if w and h else None
-    try:
-        container = av.open(str(info.path))
-    except av.FFmpegError as e:
-        raise MediaError(f"{info.path}: cannot open video ({e})") from e
-    with container:
+    with open_container(info.source) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         skipping = reference_only

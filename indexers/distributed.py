@@ -4,7 +4,9 @@
 `ray start --address=HEAD:PORT` on each worker machine) and submits `indexers.ingest` for each file
 as a Ray task. The catalog must be one every node reaches (PostgreSQL; with
 `VIDMEM_INDEX_BACKEND=postgres` the vectors go there too, so no node keeps an index of its own that
-others would need). Every node reads the media at the same path (a shared mount).
+others would need). Every node reads the media at the same path (a shared mount), or by URL
+(`s3://`, `https://`: each task reads its object by byte ranges; the nodes need the store's
+credentials, e.g. the standard AWS variables, and `IngestOptions.storage` carries its endpoint).
 
 What makes it safe is what makes a local ingestion resumable: a video's rows are written stage by
 stage with a checkpoint (`IngestJob.stages_done`), and the video is found again by its content
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from indexers.pipeline import IngestOptions, IngestResult, MediaError
+from indexers.source import has_scheme, source_uri
 
 RETRIES = 3
 """Times a task is run again after its worker or node died (Ray's `max_retries`)."""
@@ -41,13 +44,14 @@ class Where:
 
 
 def _ingest_task(where: Where, path: str, options: IngestOptions) -> dict[str, Any]:
-    """One file, on whichever node Ray chose (a Ray task: runs in a worker process there)."""
+    """One file (a path every node sees, or a URL), on whichever node Ray chose (a Ray task: runs
+    in a worker process there)."""
     from indexers.pipeline import ingest
     from memory import Store
 
     store = Store(Path(where.home), where.database_url, where.index)
     try:
-        res = ingest(store, Path(path), options, Path(where.cache_dir) if where.cache_dir else None)
+        res = ingest(store, path, options, Path(where.cache_dir) if where.cache_dir else None)
     except MediaError as e:
         return {"path": path, "error": str(e)}
     finally:
@@ -58,13 +62,13 @@ def _ingest_task(where: Where, path: str, options: IngestOptions) -> dict[str, A
 def ingest_on_ray(
     address: str,
     where: Where,
-    paths: Sequence[Path],
+    paths: Sequence[Path | str],
     options: IngestOptions,
     done: Callable[[str, IngestResult | None, str | None], None] | None = None,
     retries: int = RETRIES,
 ) -> list[IngestResult | MediaError]:
-    """Ingest `paths` on the Ray cluster at `address` (`host:port` of its head, or `auto`), one task
-    per file; `done(path, result, error)` as each finishes. Results in the order of `paths`: an
+    """Ingest `paths` (paths or URLs) on the Ray cluster at `address` (`host:port` of its head, or
+    `auto`), one task per file; `done(path, result, error)` as each finishes. Results in the order of `paths`: an
     `IngestResult`, or the `MediaError` that file met. A `ValueError` when the catalog is not one the
     nodes can share."""
     if not where.database_url.startswith("postgresql"):
@@ -86,10 +90,11 @@ def ingest_on_ray(
             ray.shutdown()
 
 
-def _run(ray: Any, where: Where, paths: Sequence[Path], options: IngestOptions,
+def _run(ray: Any, where: Where, paths: Sequence[Path | str], options: IngestOptions,
          done: Callable[[str, IngestResult | None, str | None], None] | None, retries: int) -> list[IngestResult | MediaError]:  # fmt: skip
     task = ray.remote(max_retries=retries, num_cpus=1)(_ingest_task)
-    refs = {task.remote(where, str(Path(p).resolve()), options): str(Path(p).resolve()) for p in paths}
+    names = [_name(p) for p in paths]
+    refs = {task.remote(where, name, options): name for name in dict.fromkeys(names)}
     out: dict[str, IngestResult | MediaError] = {}
     pending = list(refs)
     while pending:
@@ -105,4 +110,11 @@ def _run(ray: Any, where: Where, paths: Sequence[Path], options: IngestOptions,
                 out[path] = IngestResult(**got["result"])
                 if done:
                     done(path, out[path], None)  # type: ignore[arg-type]
-    return [out[str(Path(p).resolve())] for p in paths]
+    return [out[name] for name in names]
+
+
+def _name(where: Path | str) -> str:
+    """What a task is given: the absolute path of a file, the URL of an object (as written)."""
+    if has_scheme(where) and not str(where).lower().startswith("file://"):
+        return str(where)  # a scheme no node reads fails in its task, as a bad file does
+    return source_uri(where)

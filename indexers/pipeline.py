@@ -1,5 +1,9 @@
 """`ingest(path)`: probe, hash, then the stages, each checkpointed in the catalog.
 
+`path` may be a URL (`file://`, `s3://`, `https://`, `http://`; indexers/source.py): the stages read
+it by byte ranges, and the video is known by what the store says of the object (its ETag and size)
+instead of a hash of every byte (`IngestResult.identity` says which).
+
 Every stage writes its rows and marks itself done in one transaction, so a killed ingestion leaves
 whole stages or nothing; run again, it resumes at the first unfinished stage. Input that cannot be
 ingested raises `MediaError` before anything is written, and a failure later removes what this
@@ -8,7 +12,6 @@ ingestion created, so the library is left as it was.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +35,7 @@ from indexers.record import (
     VideoRecord,
 )
 from indexers.shots import Shot, ShotOptions, ShotResult
+from indexers.source import Fingerprint, MediaSource, StorageOptions, media_source
 from indexers.structure import Structure, StructureOptions, atoms_from, build
 from indexers.transcript import (
     SUBTITLE_SUFFIXES,
@@ -55,8 +59,8 @@ Progress = Callable[[str, float], None]
 class IngestOptions:
     library: str = "default"
     """Library (collection) the item joins; created when missing."""
-    subtitles: Path | None = None
-    """A .srt/.vtt used as the transcript instead of speech recognition."""
+    subtitles: Path | str | None = None
+    """A .srt/.vtt used as the transcript instead of speech recognition (a path, or a URL)."""
     decoder: str = "pyav"
     """Video decoder: `pyav` or `decord` (the other is the fallback)."""
     decode: DecodeOptions = field(default_factory=DecodeOptions)
@@ -78,6 +82,8 @@ class IngestOptions:
     on-screen text, tags or visual vectors)."""
     memory: MemoryOptions = field(default_factory=MemoryOptions)
     """What the library's memory keeps of this video's shots, windows and cues (memory.gate)."""
+    storage: StorageOptions = field(default_factory=StorageOptions)
+    """How media named by URL is reached: the S3 endpoint, range sizes, timeouts (indexers.source)."""
 
 
 @dataclass
@@ -87,67 +93,65 @@ class IngestResult:
     duration: float
     resumed: bool = False
     existed: bool = False
-
-
-def sha256_file(path: Path, progress: Callable[[float], None] | None = None) -> str:
-    h = hashlib.sha256()
-    size = max(1, path.stat().st_size)
-    done = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(8 << 20):
-            h.update(chunk)
-            done += len(chunk)
-            if progress:
-                progress(done / size)
-    return h.hexdigest()
+    identity: str = "sha256"
+    """How the content hash was made (indexers.source.IDENTITIES): `sha256` of the bytes, or for a
+    remote object `s3-etag`, `http-etag`, `http-modified`."""
 
 
 @dataclass
 class _Item:
     """What was learnt about the input before anything is written."""
 
-    path: Path
+    source: MediaSource
     kind: str  # video | audio | transcript
     duration: float
     info: MediaInfo | None
     subtitles: Transcript | None
+    fingerprint: Fingerprint
 
 
-def _inspect(path: Path, subtitles: Path | None) -> _Item:
-    path = Path(path)
-    if not path.exists():
-        raise MediaError(f"{path}: no such file")
-    if path.suffix.lower() in SUBTITLE_SUFFIXES:
+def _inspect(
+    where: Path | str | MediaSource, subtitles: Path | str | None, storage: StorageOptions | None
+) -> _Item:
+    source = media_source(where, storage)
+    fingerprint = source.stat()  # MediaError: no such file or object, unreachable, a folder
+    if source.suffix in SUBTITLE_SUFFIXES:
         if subtitles is not None:
-            raise MediaError(f"{path}: a subtitle file cannot take --subtitles")
-        subs = read_subtitles(path)
-        return _Item(path, "transcript", max(c.end for c in subs.cues), None, subs)
-    info = probe(path)
-    sub_path = subtitles or sidecar_subtitles(path)
+            raise MediaError(f"{source}: a subtitle file cannot take --subtitles")
+        subs = read_subtitles(source)
+        return _Item(source, "transcript", max(c.end for c in subs.cues), None, subs, fingerprint)
+    info = probe(source)
+    if subtitles is not None:
+        sub_path: Path | MediaSource | None = media_source(subtitles, source.storage)
+    else:  # a local file's sidecar by the path as given (messages repeat it), an object's by URL
+        sub_path = sidecar_subtitles(Path(str(source)) if source.local else source)
     media_subs = read_subtitles(sub_path) if sub_path else None
-    return _Item(path, "video" if info.has_video else "audio", info.duration, info, media_subs)
+    kind = "video" if info.has_video else "audio"
+    return _Item(source, kind, info.duration, info, media_subs, fingerprint)
 
 
-def inspect_media(path: Path) -> str:
-    """What `path` would be ingested as (`video`, `audio` or `transcript`); `MediaError` when it
-    cannot be (not media, no stream, a container cut short, unreadable subtitles). Writes nothing."""
-    return _inspect(Path(path), None).kind
+def inspect_media(path: Path | str | MediaSource, storage: StorageOptions | None = None) -> str:
+    """What `path` (or URL) would be ingested as (`video`, `audio` or `transcript`); `MediaError`
+    when it cannot be (not media, no stream, a container cut short, unreadable subtitles, an object
+    that is not there or a host that cannot be reached). Writes nothing."""
+    return _inspect(path, None, storage).kind
 
 
 def ingest(
     store: Store,
-    path: Path,
+    path: Path | str | MediaSource,
     options: IngestOptions | None = None,
     cache_dir: Path | None = None,
     progress: Progress | None = None,
 ) -> IngestResult:
-    """Ingest one media or subtitle file; the same bytes twice in a library are one video."""
+    """Ingest one media or subtitle file, by path or URL; the same bytes twice in a library are one
+    video (for a remote object: the same ETag and size)."""
     steady_heap()
     opts = options or IngestOptions()
     cache = Path(cache_dir or store.home / "models")
     report: Progress = progress or (lambda stage, frac: None)
-    item = _inspect(Path(path), opts.subtitles)
-    digest = sha256_file(item.path, lambda f: report("hash", f))
+    item = _inspect(path, opts.subtitles, opts.storage)
+    digest, identity = item.source.identity(item.fingerprint, lambda f: report("hash", f))
 
     created = False
     with store.session() as s:
@@ -155,27 +159,27 @@ def ingest(
         library = store.library(s, opts.library)
         video = s.scalar(select(Video).where(Video.library_id == library.id, Video.content_hash == digest))
         if video is not None and video.status == "ready":
-            return IngestResult(video.id, library.name, video.duration, existed=True)
+            return IngestResult(video.id, library.name, video.duration, existed=True, identity=identity)
         if video is None:
             info = item.info
             video = Video(
                 library_id=library.id,
-                uri=str(item.path.resolve()),
-                title=item.path.name,
+                uri=item.source.uri,
+                title=item.source.name,
                 content_hash=digest,
                 kind=item.kind,
                 duration=item.duration,
                 fps=info.fps if info else None,
                 width=info.width if info else None,
                 height=info.height if info else None,
-                size_bytes=item.path.stat().st_size,
+                size_bytes=item.fingerprint.size,
                 status="ingesting",
             )
             s.add(video)
             try:
                 s.flush()
             except IntegrityError:
-                raise MediaError(f"{item.path}: already being ingested by another process") from None
+                raise MediaError(f"{item.source}: already being ingested by another process") from None
             s.add(IngestJob(video_id=video.id, status="running", stages_done=[]))
             created = True
         video_id, library_id, library_name = video.id, library.id, library.name
@@ -183,16 +187,18 @@ def ingest(
     try:
         record = VideoRecord(store, video_id)
         _run_stages(record, library_id, item, opts, cache, report)
+        if not item.source.local and not item.source.stat().same_content(item.fingerprint):
+            raise MediaError("the object was replaced while it was being ingested; ingest it again")
         record.finish()
     except Exception as e:
         store.delete_video(video_id)  # leave the library as it was before this ingestion
         if new_library:
             store.drop_library_if_empty(library_id)
         if isinstance(e, MediaError):
-            prefix = f"{item.path}: "
+            prefix = f"{item.source}: "
             raise e if str(e).startswith(prefix) else MediaError(prefix + str(e)) from e
-        raise MediaError(f"{item.path}: ingestion failed ({type(e).__name__}: {e})") from e
-    return IngestResult(video_id, library_name, item.duration, resumed=not created)
+        raise MediaError(f"{item.source}: ingestion failed ({type(e).__name__}: {e})") from e
+    return IngestResult(video_id, library_name, item.duration, resumed=not created, identity=identity)
 
 
 def regate(
@@ -388,7 +394,8 @@ def transcribe(item: _Item, opts: IngestOptions, cache: Path, report: Callable[[
     if item.subtitles is not None:
         return item.subtitles
     if item.info is not None and item.info.has_audio:
-        return WhisperTranscriber(opts.transcribe, cache).transcript(item.path, item.duration, report)
+        media = item.source.path if item.source.local else item.source
+        return WhisperTranscriber(opts.transcribe, cache).transcript(media, item.duration, report)
     return Transcript([], None, "asr")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import re
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from indexers.decode import MediaError
+from indexers.source import MediaSource, has_scheme, media_source
 from kernels.timecode import parse_hms
 from memory.runtime.whisper import load_whisper
 
@@ -85,14 +87,14 @@ class Transcriber:
     name = "base"
 
     def transcribe(
-        self, path: Path, duration: float, progress: Callable[[float], None] | None = None
+        self, path: Path | MediaSource, duration: float, progress: Callable[[float], None] | None = None
     ) -> tuple[Iterator[Cue], TranscriptInfo]:
         """Cues in time order, lazily (nothing is decoded before the first `next`), and the info
         that fills in as they come. `progress(fraction)` follows the audio read."""
         raise NotImplementedError
 
     def transcript(
-        self, path: Path, duration: float, progress: Callable[[float], None] | None = None
+        self, path: Path | MediaSource, duration: float, progress: Callable[[float], None] | None = None
     ) -> Transcript:
         """The whole transcript at once."""
         cues, info = self.transcribe(path, duration, progress)
@@ -100,11 +102,18 @@ class Transcriber:
         return Transcript(collected, info.language, info.source)
 
 
-def audio_chunks(path: Path, chunk: float, search: float = 5.0) -> Iterator[tuple[float, np.ndarray]]:
+def audio_chunks(
+    path: Path | MediaSource, chunk: float, search: float = 5.0
+) -> Iterator[tuple[float, np.ndarray]]:
     """(offset seconds, float32 mono samples) of the media's first audio stream, streamed.
 
-    Each chunk ends at the quietest 50 ms within `search` seconds of its nominal end.
+    Each chunk ends at the quietest 50 ms within `search` seconds of its nominal end. Remote media
+    is read by ffmpeg from its URL in one pass; a read that fails there (the connection lost, the
+    object replaced) is a MediaError, not a transcript that silently stops short.
     """
+    source = path if isinstance(path, MediaSource) else None
+    target = source.ffmpeg_input() if source is not None else str(path)
+    remote = source is not None and not source.local
     cmd = [
         "ffmpeg",
         "-nostdin",
@@ -112,8 +121,9 @@ def audio_chunks(path: Path, chunk: float, search: float = 5.0) -> Iterator[tupl
         "error",
         "-err_detect",
         "ignore_err",
+        *(source.ffmpeg_options() if source is not None else []),
         "-i",
-        str(path),
+        target,
         "-vn",
         "-map",
         "0:a:0",
@@ -125,7 +135,8 @@ def audio_chunks(path: Path, chunk: float, search: float = 5.0) -> Iterator[tupl
         "s16le",
         "-",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    errors = tempfile.TemporaryFile() if remote else None  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors or subprocess.DEVNULL)
     assert proc.stdout is not None
     want = int(chunk * SAMPLE_RATE)
     pending = np.zeros(0, dtype=np.float32)
@@ -137,6 +148,10 @@ def audio_chunks(path: Path, chunk: float, search: float = 5.0) -> Iterator[tupl
             if raw:
                 pending = np.concatenate([pending, np.frombuffer(raw, np.int16).astype(np.float32) / 32768.0])
             if eof:
+                if source is not None and remote and proc.wait() != 0 and errors is not None:
+                    errors.seek(0)
+                    last = (errors.read().decode(errors="replace").strip().splitlines() or ["no message"])[-1]
+                    raise MediaError(f"{source}: reading the audio failed ({source.redact(last)[-300:]})")
                 if len(pending):
                     yield offset / SAMPLE_RATE, pending
                 break
@@ -148,6 +163,8 @@ def audio_chunks(path: Path, chunk: float, search: float = 5.0) -> Iterator[tupl
         proc.stdout.close()
         proc.kill()
         proc.wait()
+        if errors is not None:
+            errors.close()
 
 
 def _quiet_cut(samples: np.ndarray, search: int) -> int:
@@ -170,13 +187,17 @@ class WhisperTranscriber(Transcriber):
         self.cache_dir = cache_dir
 
     def transcribe(
-        self, path: Path, duration: float, progress: Callable[[float], None] | None = None
+        self, path: Path | MediaSource, duration: float, progress: Callable[[float], None] | None = None
     ) -> tuple[Iterator[Cue], TranscriptInfo]:
         info = TranscriptInfo("asr", self.opts.language)
         return self._cues(path, duration, info, progress), info
 
     def _cues(
-        self, path: Path, duration: float, info: TranscriptInfo, progress: Callable[[float], None] | None
+        self,
+        path: Path | MediaSource,
+        duration: float,
+        info: TranscriptInfo,
+        progress: Callable[[float], None] | None,
     ) -> Iterator[Cue]:
         opts = self.opts
         model = load_whisper(opts.model, self.cache_dir, opts.threads)
@@ -219,15 +240,28 @@ _TIMING = re.compile(r"^\s*(\S+)\s*-->\s*(\S+)")
 _TAGS = re.compile(r"<[^>]+>|\{\\[^}]*\}")
 
 
-def read_subtitles(path: Path) -> Transcript:
-    """Parse an .srt or .vtt file; MediaError when it is unreadable or holds no cue."""
-    path = Path(path)
-    if not path.is_file():
-        raise MediaError(f"{path}: no such subtitle file")
+SUBTITLE_MAX_BYTES = 64 << 20
+"""Largest remote subtitle file read (a local one is read whatever its size)."""
+
+
+def read_subtitles(path: Path | str | MediaSource) -> Transcript:
+    """Parse an .srt or .vtt file (a path, or a URL as media sources take them); MediaError when it
+    is unreadable or holds no cue."""
+    if isinstance(path, str) and has_scheme(path):
+        path = media_source(path)
+    if isinstance(path, MediaSource) and path.local:
+        path = Path(str(path))  # its label: the path as the caller wrote it, which messages repeat
+    if isinstance(path, MediaSource):
+        raw = path.read_bytes(SUBTITLE_MAX_BYTES)
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise MediaError(f"{path}: no such subtitle file")
+        raw = path.read_bytes()
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        text = path.read_bytes().decode("latin-1")
+        text = raw.decode("latin-1")
     cues: list[Cue] = []
     for block in re.split(r"\n\s*\n", text.replace("\r\n", "\n").replace("\r", "\n")):
         lines = [ln for ln in block.strip().split("\n") if ln.strip()]
@@ -249,9 +283,17 @@ def read_subtitles(path: Path) -> Transcript:
     return Transcript(cues, None, "subtitles")
 
 
-def sidecar_subtitles(media: Path) -> Path | None:
-    """A `.srt`/`.vtt` beside the media with the same stem, if any."""
+def sidecar_subtitles(media: Path | MediaSource) -> Path | MediaSource | None:
+    """A `.srt`/`.vtt` beside the media with the same stem, if any (for a remote object, an object
+    beside it: one HEAD request per suffix)."""
+    if isinstance(media, MediaSource) and media.local:
+        media = media.path
     for suffix in SUBTITLE_SUFFIXES:
+        if isinstance(media, MediaSource):
+            remote = media.with_suffix(suffix)
+            if remote.exists():
+                return remote
+            continue
         candidate = media.with_suffix(suffix)
         if candidate.is_file():
             return candidate

@@ -93,7 +93,12 @@ def stage_progress() -> Iterator[Callable[[str, float], None]]:
 @app.command()
 def ingest(
     paths: Annotated[
-        list[Path], typer.Argument(help="Media files, or .srt/.vtt files as transcript-only items.")
+        list[str],
+        typer.Argument(
+            help="Media files, or .srt/.vtt files as transcript-only items; or URLs of them "
+            "(s3://BUCKET/KEY, https://…, file://…), read by byte ranges (env VIDMEM_S3_ENDPOINT_URL "
+            "and the AWS variables for s3)."
+        ),
     ],
     library: LibOpt = None,
     subtitles: Annotated[
@@ -126,6 +131,7 @@ def ingest(
     captions, embeddings (resumes unfinished work)."""
     from indexers import MediaError
     from indexers import ingest as run_ingest
+    from indexers.source import has_scheme
 
     with _errors():
         if subtitles is not None and len(paths) != 1:
@@ -148,7 +154,9 @@ def ingest(
         for path in [] if ray else paths:
             try:
                 with stage_progress() as report:
-                    res = run_ingest(store, path, opts, cfg.cache_dir, report)
+                    res = run_ingest(
+                        store, path if has_scheme(path) else Path(path), opts, cfg.cache_dir, report
+                    )
             except MediaError as e:
                 err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
                 failed += 1
@@ -160,9 +168,10 @@ def ingest(
                     if res.existed
                     else ("resumed and ingested" if res.resumed else "ingested")
                 )
+                known = "" if res.identity == "sha256" else f", known by its {res.identity}"
                 out.print(
-                    f"{what} [bold]{res.video_id}[/bold] {escape(path.name)} into library {escape(repr(res.library))} "
-                    f"({hms(res.duration)})",
+                    f"{what} [bold]{res.video_id}[/bold] {escape(_media_name(path))} into library "
+                    f"{escape(repr(res.library))} ({hms(res.duration)}{known})",
                     highlight=False,
                 )
         if as_json:
@@ -176,8 +185,18 @@ def ingest(
             raise typer.Exit(1)
 
 
+def _media_name(where: str) -> str:
+    """The file name of a path or media URL, as the video's title will be."""
+    from indexers.source import MediaError, media_source
+
+    try:
+        return media_source(where).name
+    except MediaError:
+        return where
+
+
 def _ingest_on_ray(
-    address: str, cfg: Settings, paths: list[Path], opts: Any, as_json: bool
+    address: str, cfg: Settings, paths: list[str], opts: Any, as_json: bool
 ) -> tuple[list, int]:
     """`vidmem ingest --ray`: the files as tasks on the cluster, each reported as it finishes."""
     from indexers.distributed import Where, ingest_on_ray
@@ -190,10 +209,10 @@ def _ingest_on_ray(
         if error:
             err.print(f"[red]error:[/red] {escape(error)}", highlight=False, soft_wrap=True)
         elif not as_json:
-            out.print(f"ingested [bold]{res.video_id}[/bold] {escape(Path(path).name)} on the cluster "
+            out.print(f"ingested [bold]{res.video_id}[/bold] {escape(_media_name(path))} on the cluster "
                       f"into library {escape(repr(res.library))} ({hms(res.duration)})", highlight=False)  # fmt: skip
 
-    got = ingest_on_ray(address, where, paths, opts, done)
+    got = ingest_on_ray(address, where, [p if "://" in p else Path(p) for p in paths], opts, done)
     ok = [r for r in got if not isinstance(r, Exception)]
     return ok, len(got) - len(ok)
 

@@ -102,8 +102,8 @@ def job_json(job: Job, library: str) -> dict[str, Any]:
     return out
 
 
-def enqueue(store: Store, library: str, source: Path, title: str, upload: bool) -> Job:
-    """A queued job for `source` in an existing library."""
+def enqueue(store: Store, library: str, source: Path | str, title: str, upload: bool) -> Job:
+    """A queued job for `source` (a path, or a media URL) in an existing library."""
     with store.session() as s:
         lib = store.library(s, library, create=False)
         job = Job(library_id=lib.id, source=str(source), title=title, upload=upload, status="queued")
@@ -251,6 +251,16 @@ def active_job(store: Store, video_id: str) -> str | None:
         return s.scalar(select(Job.id).where(Job.video_id == video_id, Job.status.in_(("queued", "running"))))
 
 
+def uploaded(store: Store, video_id: str, uri: str) -> bool:
+    """Whether the video's media at `uri` is the service's own copy of an upload (an upload job made
+    the video from it), which goes when the video does."""
+    with store.session() as s:
+        found = s.scalar(
+            select(Job.id).where(Job.video_id == video_id, Job.upload.is_(True), Job.source == uri).limit(1)
+        )
+    return found is not None
+
+
 def requeue_orphans(store: Store) -> int:
     """Put back in the queue the running jobs whose worker process on this host is gone."""
     with store.session() as s:
@@ -288,13 +298,39 @@ def claim(store: Store, owner: str, stale_after: float) -> str | None:
     return None
 
 
-def _remove_upload(job: Job, uploads: Path) -> None:
-    """Delete the service's copy of an upload (only ever a path inside `uploads`)."""
+def _remove_upload(job: Job, uploads: Path, settings: Any = None) -> None:
+    """Delete the service's copy of an upload (only ever a path inside `uploads`, or the object it
+    wrote into the object store)."""
     if not job.upload:
+        return
+    if "://" in job.source:
+        from indexers.source import MediaError, media_source
+
+        try:
+            media_source(job.source, settings.storage_options() if settings else None).remove()
+        except MediaError as e:  # the store is down: the object stays, the job's outcome does not change
+            log.warning("could not remove the uploaded %s: %s", job.title, e)
         return
     folder = Path(job.source).parent
     if folder.resolve().parent == uploads.resolve():
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _ingest_source(source: str) -> Path | str:
+    """A job's source as the pipeline takes it: a path, or a media URL."""
+    return source if "://" in source else Path(source)
+
+
+def _source_uri(source: str) -> str:
+    """What the pipeline records as the video's `uri` for a job's source (a path or a URL)."""
+    if "://" in source:
+        from indexers.source import MediaError, source_uri
+
+        try:
+            return source_uri(source)
+        except MediaError:  # the pipeline refuses it: no video to find
+            return source
+    return str(Path(source).resolve())
 
 
 class _Reporter:
@@ -303,7 +339,7 @@ class _Reporter:
 
     def __init__(self, store: Store, job: Job) -> None:
         self.store, self.job_id, self.library_id = store, job.id, job.library_id
-        self.uri = str(Path(job.source).resolve())
+        self.uri = _source_uri(job.source)
         self.makes_video = job.kind == "ingest"
         self.cancellable = job.kind == "generate"
         self.video_id: str | None = None
@@ -347,7 +383,7 @@ def run_job(store: Store, settings: Any, job_id: str) -> None:
     uploads = settings.uploads_dir
     if job.attempts > MAX_ATTEMPTS:
         _finish(store, job_id, "failed", error=f"gave up after {MAX_ATTEMPTS} attempts that ended the worker")
-        _remove_upload(job, uploads)
+        _remove_upload(job, uploads, settings)
         return
     reporter = _Reporter(store, job)
     stop = threading.Event()
@@ -374,24 +410,30 @@ def run_job(store: Store, settings: Any, job_id: str) -> None:
             result = None
         else:
             result = ingest(
-                store, Path(job.source), settings.ingest_options(library), settings.cache_dir, reporter
+                store,
+                _ingest_source(job.source),
+                settings.ingest_options(library),
+                settings.cache_dir,
+                reporter,
             )
     except MediaError as e:
-        message = str(e).replace(str(Path(job.source)), job.title)  # no server path to clients
+        message = (
+            str(e).replace(str(Path(job.source)), job.title).replace(job.source.split("?", 1)[0], job.title)
+        )  # no server path or object URL to clients
         _finish(store, job_id, "failed", error=message)
-        _remove_upload(job, uploads)
+        _remove_upload(job, uploads, settings)
     except Exception as e:  # a bug, not the input: keep the message short, the log has the rest
         log.exception("job %s failed", job_id)
         what = "regating the memory" if job.kind == "regate" else "ingestion"
         _finish(store, job_id, "failed", error=f"{what} failed ({type(e).__name__})")
-        _remove_upload(job, uploads)
+        _remove_upload(job, uploads, settings)
     else:
         if result is None:
             _finish(store, job_id, "done")
         else:
             _finish(store, job_id, "done", video_id=result.video_id)
             if result.existed:
-                _remove_upload(job, uploads)  # the same bytes were ingested before: that copy stays
+                _remove_upload(job, uploads, settings)  # the same bytes were ingested before: that copy stays
     finally:
         stop.set()
         beat.join()

@@ -1,5 +1,6 @@
 """What the service reads back from a media file: the type to serve it as, and keyframe thumbnails
-(decoded with PyAV, cached as JPEG under `home/thumbs/<video>/`)."""
+(decoded with PyAV, cached as JPEG under `home/thumbs/<video>/`; media named by URL is read by byte
+ranges around the keyframe, not fetched whole)."""
 
 from __future__ import annotations
 
@@ -34,8 +35,11 @@ def keyframe_jpeg(cfg: Settings, video: Video, t: float, width: int) -> bytes:
     cache = cfg.home / "thumbs" / video.id / f"{round(t * 10)}-{width}.jpg"
     if cache.is_file():
         return cache.read_bytes()
+    from indexers.decode import MediaError, open_container
+    from indexers.source import media_source
+
     try:
-        with av.open(video.uri) as container:
+        with open_container(media_source(video.uri, cfg.storage_options())) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             base = stream.time_base or 1
@@ -44,7 +48,7 @@ def keyframe_jpeg(cfg: Settings, video: Video, t: float, width: int) -> bytes:
             if frame is None:
                 raise ApiError(404, "not_found", f"no picture at {hms(t)}")
             image = frame.to_image()
-    except (av.FFmpegError, OSError, IndexError, StopIteration) as e:
+    except (av.FFmpegError, MediaError, OSError, IndexError, StopIteration) as e:
         raise ApiError(404, "not_found", f"no picture at {hms(t)} ({type(e).__name__})") from None
     height = max(1, round(image.height * width / image.width))
     buf = io.BytesIO()

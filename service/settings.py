@@ -18,6 +18,7 @@ from pydantic_settings import (
 
 if TYPE_CHECKING:
     from indexers import IngestOptions
+    from indexers.source import StorageOptions
     from memory.gate import MemoryOptions
     from memory.runtime.text import Embedder
     from reasoning.answer import AnswerEngine
@@ -52,7 +53,7 @@ class Settings(BaseSettings):
     )
     index_backend: Literal["files", "postgres"] = Field(
         "files",
-        description="Where the vector index lives: `files` (FAISS files under `home`, one process's copy) or `postgres` (pgvector tables in the catalog's PostgreSQL, shared by every host; needs a PostgreSQL `database_url` with the `vector` extension).",
+        description="Where the search indexes live: `files` (FAISS and BM25 files under `home`, one process's copy) or `postgres` (vectors in pgvector tables, BM25 postings in a full-text-search table, both in the catalog's PostgreSQL and shared by every host; needs a PostgreSQL `database_url` with the `vector` extension).",
     )
     library: str = Field("default", description="Library used when a command names none.")
     decoder: str = Field("pyav", description="Video decoder: `pyav` or `decord`; the other is the fallback.")
@@ -210,6 +211,19 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds after which an address that spent `auth_failure_burst` may try once more (its bucket refills one attempt per this many seconds); 0: wrong keys are not limited.",
     )
+    media_url_roots: list[str] = Field(
+        default_factory=list,
+        description="URL prefixes (`s3://bucket/prefix`, `https://host/path`) an admin key may import media from by URL (JSON list in the environment); empty: no URL imports through the API. The CLI reads any `s3://`, `https://`, `http://` or `file://` URL.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        description="Endpoint of the S3-compatible object store that `s3://` media and `upload_url` live in (MinIO, Ceph, …; e.g. `http://127.0.0.1:9000`); AWS S3 when unset. Credentials and region come from the standard AWS variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_PROFILE`, `AWS_DEFAULT_REGION`) or an instance role.",
+    )
+    upload_url: str | None = Field(
+        None,
+        pattern=r"^s3://[^/\s]+(/\S*)?$",
+        description="`s3://bucket/prefix`: uploads are streamed into the object store (a multipart upload of 8 MiB parts sent as they fill: a few parts in memory, never a local copy) as `prefix/<id>/<name>` instead of `home/uploads`, and read from there by byte ranges; deleting the video deletes the object. Unset: uploads go to `home/uploads`.",
+    )
     upload_max_bytes: int = Field(
         8 * 1024**3, gt=0, description="Largest upload the API accepts, in bytes (larger ones get 413)."
     )
@@ -243,6 +257,12 @@ class Settings(BaseSettings):
     @property
     def uploads_dir(self) -> Path:
         return self.home / "uploads"
+
+    def storage_options(self) -> StorageOptions:
+        """How media named by URL is reached (indexers.source)."""
+        from indexers.source import StorageOptions
+
+        return StorageOptions(s3_endpoint_url=self.s3_endpoint_url)
 
     @property
     def edits_dir(self) -> Path:
@@ -296,6 +316,7 @@ class Settings(BaseSettings):
             transcribe=TranscribeOptions(model=self.asr_model, language=self.asr_language),
             look=LookOptions(encoder=self.image_encoder) if self.vision else None,
             memory=self.memory_options(),
+            storage=self.storage_options(),
             captions=CaptionOptions(
                 captioner=self.captioner,
                 llm=self.llm,

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
-from service import jobs, uploads
+from service import jobs, remote, uploads
 from service.api.deps import (
     API_PREFIX,
     Caller,
@@ -76,7 +76,7 @@ async def upload(
     lib = await run_in_threadpool(readable_library, svc, who, library)  # the catalog blocks: off the
     require_writer(who, lib, "uploading")  # event loop, so other requests go on meanwhile
 
-    def queue(path: Path, name: str) -> JobOut:
+    def queue(path: Path | str, name: str) -> JobOut:
         return JobOut.model_validate(
             jobs.job_json(jobs.enqueue(svc.store, lib.name, path, name, True), lib.name)
         )
@@ -87,17 +87,32 @@ async def upload(
 @router.post("/libraries/{library}/imports", status_code=202, responses=errors(*CALLER, *BODY, 403, 404))
 def import_path(library: str, body: ImportIn, who: Caller, svc: Svc) -> JobOut:
     """Ingest a file already on the server (202 + job): an admin key may take it from the media
-    roots or the roots granted to the library; a `write` key of the library from the latter."""
+    roots or the roots granted to the library; a `write` key of the library from the latter. An
+    admin key may also name media by URL (`s3://`, `https://`, `http://`) inside the media URL roots;
+    a `file://` URL is a server-side path."""
     cfg = svc.settings
     lib = readable_library(svc, who, library)
     require_writer(who, lib, "importing")
+    value = uploads.local_import(body.path)
+    if "://" in value:
+        if not who.admin:
+            raise ApiError(
+                403, "forbidden", "importing media by URL needs an admin key (VIDMEM_MEDIA_URL_ROOTS)"
+            )
+        from indexers.source import media_source
+
+        url = uploads.confine_url(value, cfg.media_url_roots)
+        name = media_source(url).name
+        uploads.probe(url, name, cfg.storage_options())
+        job = jobs.enqueue(svc.store, lib.name, url, name, upload=False)
+        return JobOut.model_validate(jobs.job_json(job, lib.name))
     granted = cfg.library_media_roots.get(lib.name, [])
     if not who.admin and not granted:
         raise ApiError(
             403, "forbidden", "importing server-side paths needs an admin key, or a media root granted "
             f"to library {lib.name!r} (VIDMEM_LIBRARY_MEDIA_ROOTS)"
         )  # fmt: skip
-    path = uploads.confine(body.path, [*cfg.media_roots, *granted] if who.admin else granted)
+    path = uploads.confine(value, [*cfg.media_roots, *granted] if who.admin else granted)
     uploads.probe(path, path.name)
     job = jobs.enqueue(svc.store, lib.name, path, path.name, upload=False)
     return JobOut.model_validate(jobs.job_json(job, lib.name))
@@ -168,9 +183,16 @@ def export(video_id: str, who: Caller, svc: Svc, format: Literal["vtt", "json"] 
         **errors(*CALLER, 404, 416, 422),
     },
 )
-def media(video_id: str, who: Caller, svc: Svc) -> FileResponse:
-    """The media file, with HTTP byte ranges (`Range: bytes=START-END`) so a player can seek."""
+def media(video_id: str, request: Request, who: Caller, svc: Svc) -> Response:
+    """The media file, with HTTP byte ranges (`Range: bytes=START-END`) so a player can seek; media
+    named by URL is relayed from its store range by range."""
     v = readable_video(svc, who, video_id)
+    if "://" in v.uri:
+        from indexers.source import media_source
+
+        source = media_source(v.uri, svc.settings.storage_options())
+        kind = media_type(Path(source.name))
+        return remote.serve(source, request.headers.get("range"), kind, v.title)
     path = Path(v.uri)
     if not path.is_file():
         raise ApiError(404, "not_found", f"the media of video {video_id} is no longer on the server")
@@ -206,18 +228,23 @@ def thumbnail(
     "/videos/{video_id}",
     status_code=204,
     response_class=Response,
-    responses=errors(*CALLER, 403, 404, 409, 422),
+    responses=errors(*CALLER, 403, 404, 409, 422, 503),
 )
 def delete_video(video_id: str, who: Caller, svc: Svc) -> Response:
-    """Remove a video: its rows, vectors, thumbnails and uploaded file; nothing else."""
+    """Remove a video: its rows, vectors, thumbnails and uploaded file (or uploaded object: removed
+    first, so a store that cannot be reached leaves everything as it was, 503); nothing else."""
     cfg = svc.settings
     v = readable_video(svc, who, video_id)
     require_writer(who, v.library, "deleting")
     if jobs.active_job(svc.store, video_id) is not None or v.status == "ingesting":
         raise ApiError(409, "conflict", f"video {video_id} is being ingested; delete it when its job ends")
+    if "://" in v.uri and jobs.uploaded(svc.store, video_id, v.uri):
+        from indexers.source import media_source
+
+        remote.remove_object(media_source(v.uri, cfg.storage_options()))
     svc.store.delete_video(video_id)
     folder = Path(v.uri).parent
-    if folder.resolve().parent == cfg.uploads_dir.resolve():
+    if "://" not in v.uri and folder.resolve().parent == cfg.uploads_dir.resolve():
         shutil.rmtree(folder, ignore_errors=True)
     shutil.rmtree(cfg.home / "thumbs" / video_id, ignore_errors=True)
     return Response(status_code=204)

@@ -29,9 +29,11 @@ from indexers import ingest
 from indexers.captions import CaptionOptions
 from indexers.distributed import Where, ingest_on_ray
 from indexers.pipeline import IngestOptions
+from indexers.source import StorageOptions
 from memory import STAGES, EmbeddingRow, IngestJob, Segment, Store, TranscriptCue, Video
 from tests.helpers import cli, free_port
 from tests.media import make_narrated_clip
+from tests.remote import S3Server, aws_environment
 
 RAY = Path(sys.executable).parent / "ray"
 
@@ -161,3 +163,49 @@ def test_a_lost_node_is_retried_elsewhere_with_exactly_the_rows_of_one_machine(
     refused = cli(tmp_path / "lite", "ingest", third, "--ray", cluster, ok=False)
     assert refused.returncode == 1 and "PostgreSQL" in refused.stderr
     store.close()
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    """moto's S3-compatible server on 127.0.0.1 (tests/remote.py), with the AWS variables set
+    before the cluster starts, so its nodes' workers have the credentials, as deployed ones would."""
+    with aws_environment():
+        server = S3Server()
+        server.bucket("media")
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def test_urls_go_to_the_cluster_one_task_each_with_the_rows_of_one_machine(
+    s3: S3Server, cluster: str, pgvector_url: str, tmp_path: Path, model_cache: Path
+) -> None:
+    media = tmp_path / "media"
+    clips = [
+        make_narrated_clip(media, phrases=("the purple giraffe eats bright oranges",), starts=(2.0,),
+                           total_seconds=8.0, name="one.mp4").path,
+        make_narrated_clip(media, phrases=("seven silver submarines dive at midnight",), starts=(2.0,),
+                           total_seconds=8.0, name="two.mp4").path,
+    ]  # fmt: skip
+    urls = [s3.put("media", f"ray/{clip.name}", clip) for clip in clips]
+    options = IngestOptions(library="ray", captions=CaptionOptions(llm=None), look=None,
+                            storage=StorageOptions(s3_endpoint_url=s3.endpoint))  # fmt: skip
+
+    alone = Store(tmp_path / "alone")
+    for clip in clips:
+        ingest(alone, clip, options, cache_dir=model_cache)
+    expected = _rows(alone)
+    alone.close()
+
+    where = Where(str(tmp_path / "node-home"), pgvector_url, "postgres", str(model_cache))
+    got = ingest_on_ray(cluster, where, [*urls, "s3://media/ray/missing.mp4"], options)
+    assert [getattr(r, "identity", None) for r in got[:2]] == ["s3-etag", "s3-etag"], got
+    assert isinstance(got[2], Exception) and "no such object" in str(got[2])
+    store = Store(tmp_path / "driver", pgvector_url, index="postgres")
+    try:
+        assert _rows(store) == expected
+        with store.session() as s:
+            assert sorted(s.scalars(select(Video.uri))) == urls
+    finally:
+        store.close()
