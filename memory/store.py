@@ -37,6 +37,11 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 
+_MIGRATE_LOCK = 0x76696D6D
+"""PostgreSQL advisory lock held while the schema is brought up to date: the others wait, then find
+it current (two `CREATE TABLE`s at once collide in PostgreSQL's catalog)."""
+
+
 def _alembic_config(engine: Engine) -> Config:
     from alembic.config import Config
 
@@ -53,6 +58,8 @@ def migrate(engine: Engine) -> None:
 
     cfg = _alembic_config(engine)
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":  # hosts and Ray workers starting on a new database at once:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATE_LOCK})  # one migrates
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 

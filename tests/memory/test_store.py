@@ -189,6 +189,37 @@ def test_two_processes_making_one_new_library_get_the_same_one(store: Store) -> 
     assert got == [mine] and count(store, Library) == 1
 
 
+def test_hosts_opening_a_new_postgres_database_at_once_migrate_it_once(postgres_url: str, tmp_path: Path) -> None:
+    """Several hosts (or Ray workers) opening one empty database together: one brings the schema up
+    to date while the others wait for it, instead of two `CREATE TABLE`s colliding in PostgreSQL's
+    catalog (which failed a Ray batch's first tasks)."""
+    import threading
+
+    errors: list[BaseException] = []
+    stores: list[Store] = []
+    start = threading.Barrier(4)
+
+    def open_store(i: int) -> None:
+        try:
+            start.wait()
+            stores.append(Store(tmp_path / f"host{i}", postgres_url))
+        except BaseException as e:  # noqa: BLE001 (asserted below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_store, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    try:
+        assert errors == [] and len(stores) == 4
+        with stores[0].engine.connect() as c:
+            assert len(c.execute(text("SELECT version_num FROM alembic_version")).all()) == 1
+    finally:
+        for s in stores:
+            s.close()
+
+
 def test_video_is_unique_per_library_and_content(store: Store) -> None:
     with store.session() as s:
         a, b = store.library(s, "a"), store.library(s, "b")
