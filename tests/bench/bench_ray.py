@@ -6,8 +6,12 @@ then N worker nodes of one CPU each, as tests/indexers/test_ray.py does), the ca
 PostgreSQL with pgvector (`make postgres`; vectors in it), and each configuration ingests the same
 batch into a fresh database: `--videos` narrated clips of `--seconds` each (espeak speech over hard
 cuts; vision off and no caption LLM, so speech recognition dominates, as it does for talks). Reported:
-wall seconds per configuration and the speed-up over one worker node. This machine has 2 cores:
-beyond two workers the nodes only share them, and the figure says so.
+wall seconds per configuration and the speed-up over one worker node. Each worker node is pinned
+to one core (`taskset`; node i on core i mod the cores), so that a node stands for a one-core
+machine: one ingestion alone would otherwise spread over both cores (its visual worker beside the
+speech recognition) and leave a second node nothing to add. This machine has 2 cores: a third
+node shares a core with the first, and the figure says so. The one-process reference is not
+pinned (both cores).
 
 Run: make postgres && .venv/bin/python -m tests.bench.bench_ray [--videos 6] [--seconds 60] [--workers 1 2 3]
 """
@@ -81,9 +85,10 @@ def cluster(workers: int) -> tuple[str, str]:
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     subprocess.run([str(RAY), "start", "--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=false",
                     f"--temp-dir={temp}", "--disable-usage-stats"], check=True, capture_output=True, env=env)  # fmt: skip
-    for _ in range(workers):
-        subprocess.run([str(RAY), "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--disable-usage-stats"],
-                       check=True, capture_output=True, env=env)  # fmt: skip
+    cores = os.cpu_count() or 1
+    for i in range(workers):  # node i pinned to core i mod cores: a node is a one-core machine
+        subprocess.run(["taskset", "-c", str(i % cores), str(RAY), "start", f"--address=127.0.0.1:{port}",
+                        "--num-cpus=1", "--disable-usage-stats"], check=True, capture_output=True, env=env)  # fmt: skip
     return f"127.0.0.1:{port}", temp
 
 
@@ -140,7 +145,8 @@ def main() -> None:
         f"One batch of {args.videos} narrated clips of {args.seconds:.0f} s (espeak speech over hard cuts; "
         "vision off, extractive captions: speech recognition dominates), ingested into a fresh PostgreSQL + "
         "pgvector catalog per configuration. The Ray cluster runs on this machine as separate processes: a "
-        "head with no CPUs and N worker nodes of one CPU each; one task per video.",
+        "head with no CPUs and N worker nodes of one CPU each, node i pinned to core i mod 2 (`taskset`: a node "
+        "stands for a one-core machine); one task per video. The one-process reference uses both cores.",
         "",
         f"Reproduce: `make postgres && .venv/bin/python -m tests.bench.bench_ray --videos {args.videos} "
         f"--seconds {args.seconds:.0f} --workers {' '.join(map(str, args.workers))}`",

@@ -21,6 +21,7 @@ import time
 BENCHMARKS: list[tuple[str, list[str]]] = [
     ("tests.bench.bench_shots", ["--repeat", "3"]),
     ("tests.bench.bench_ingest", ["--copies", "12"]),
+    ("tests.bench.bench_vision", []),
     ("tests.bench.bench_asr", []),
     ("tests.bench.bench_segmentation", []),
     ("tests.bench.bench_tokens", ["--fps", "1", "4"]),
@@ -39,6 +40,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("tests.bench.bench_edit_agent", ["--model", "qwen0.5b"]),
     ("tests.bench.bench_pgvector", ["--rebuild", "--sizes", "100000", "1000000"]),
     ("tests.bench.bench_ray", []),
+    ("tests.bench.bench_capacity", []),  # after ray and pgvector: it reads their results
 ]
 # tests.bench.bench_diffusers_gpu needs a CUDA GPU: run it by hand on a GPU machine.
 
