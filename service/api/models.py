@@ -43,7 +43,9 @@ class LibraryIn(BaseModel):
 
 class ImportIn(BaseModel):
     path: str = Field(
-        min_length=1, max_length=4096, description="A file inside one of the server's media roots."
+        min_length=1,
+        max_length=4096,
+        description="A file inside one of the server's media roots, or (admin keys) an `s3://`, `https://` or `file://` URL under `VIDMEM_MEDIA_URL_ROOTS`.",
     )
 
 

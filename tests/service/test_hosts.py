@@ -1,6 +1,6 @@
 """Two service hosts on one store: two `vidmem serve` processes with separate homes and ports,
 sharing nothing but the catalog (PostgreSQL with pgvector, `VIDMEM_INDEX_BACKEND=postgres`: the
-vectors live in it) and the media folder. They are two hosts to the job queue (`VIDMEM_NODE`), so a
+vectors and the lexical postings live in it) and the media folder. They are two hosts to the job queue (`VIDMEM_NODE`), so a
 dead host's job is taken over through its stale heartbeat, not through its missing process.
 
 - a video imported through one is searchable through the other, neither restarted;
