@@ -189,7 +189,9 @@ def test_two_processes_making_one_new_library_get_the_same_one(store: Store) -> 
     assert got == [mine] and count(store, Library) == 1
 
 
-def test_hosts_opening_a_new_postgres_database_at_once_migrate_it_once(postgres_url: str, tmp_path: Path) -> None:
+def test_hosts_opening_a_new_postgres_database_at_once_migrate_it_once(
+    postgres_url: str, tmp_path: Path
+) -> None:
     """Several hosts (or Ray workers) opening one empty database together: one brings the schema up
     to date while the others wait for it, instead of two `CREATE TABLE`s colliding in PostgreSQL's
     catalog (which failed a Ray batch's first tasks)."""
