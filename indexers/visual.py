@@ -110,10 +110,12 @@ def run_look(
     shots: list[tuple[float, float]],
     opts: LookOptions,
     progress: Callable[[float], None] | None = None,
+    vision: Any = None,
 ) -> list[ShotLook]:
     """Look inside every shot: one pass over the video, each shot analysed as soon as its frames are
     in. `opts.workers` shots are analysed at once, on threads (the models release the GIL), while
-    this thread goes on decoding."""
+    this thread goes on decoding. `vision`: the `indexers.vision.VisionOptions` (the defaults when
+    None)."""
     import torch
 
     from indexers.vision import VisionOptions, analyse_shot
@@ -122,7 +124,7 @@ def run_look(
 
     encoder = image_encoder(opts.encoder)
     own_vectors = opts.encoder != "efficientnet"  # EfficientNet features come with the labels
-    vision = VisionOptions()
+    vision = vision or VisionOptions()
     times, owner = sample_times(shots, opts)
 
     def look(i: int, got: list[tuple[float, np.ndarray]]) -> ShotLook:

@@ -214,3 +214,19 @@ def smollm2_cache(model_cache: Path) -> Path:
         (dead / "model.safetensors").write_bytes(b"\0" * 1000)
         prepare_llm(cache)
     return cache
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[Any]:
+    """moto's S3-compatible server on 127.0.0.1 (tests/remote.py) with a bucket `media`, the AWS
+    variables set for the module's length: ask for it before a Ray cluster, so that the nodes'
+    workers start with the credentials, as deployed ones would."""
+    from tests.remote import S3Server, aws_environment
+
+    with aws_environment():
+        server = S3Server()
+        server.bucket("media")
+        try:
+            yield server
+        finally:
+            server.stop()

@@ -26,18 +26,16 @@ import json
 import os
 import resource
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
 import memory.runtime.llm as llm_runtime
 from indexers import ingest
 from indexers.pipeline import IngestOptions
 from memory import Store
-from tests.bench.common import RESULTS, SHARED, WORK, machine, write_results
+from tests.bench.common import RESULTS, SHARED, WORK, fresh_db, machine, write_results
 
 HOURS_PER_DAY = 10_000
 GPU_TOKENS_PER_S = (2_000, 10_000)
@@ -51,16 +49,6 @@ NODE_CORES = 16
 def core_seconds() -> float:
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-def fresh_db(server: str) -> str:
-    base = make_url(server)
-    name = f"vidmem_bench_capacity_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return base.set(database=name).render_as_string(hide_password=False)
 
 
 def read(name: str) -> Any:

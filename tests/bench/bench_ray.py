@@ -24,18 +24,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
-
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from indexers import ingest
 from indexers.captions import CaptionOptions
 from indexers.distributed import Where, ingest_on_ray
 from indexers.pipeline import IngestOptions
 from memory import Store
-from tests.bench.common import WORK, machine, write_results
+from tests.bench.common import WORK, fresh_db, machine, write_results
 from tests.helpers import free_port
 from tests.media import make_narrated_clip
 
@@ -67,16 +63,6 @@ def clips(n: int, seconds: float) -> list[Path]:
             make_narrated_clip(folder, phrases=phrases, starts=starts, total_seconds=seconds, name=path.name)
         out.append(path)
     return out
-
-
-def fresh_db(server: str) -> str:
-    base = make_url(server)
-    name = f"vidmem_bench_ray_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return base.set(database=name).render_as_string(hide_password=False)
 
 
 def cluster(workers: int) -> tuple[str, str]:

@@ -74,7 +74,6 @@ def look(
         vision.OpenCVPeopleDetector.detect,
         EfficientNetEncoder.features_and_logits,
         visual.sample_frames,
-        vision.VisionOptions.__init__,
     )
     original = EfficientNetEncoder.features_and_logits
     encode = original
@@ -84,12 +83,6 @@ def look(
             return original(self, frames, eager=True)
 
         encode = eager  # type: ignore[assignment]
-        init = vision.VisionOptions.__init__
-
-        def no_still(self: vision.VisionOptions, *args: Any, **kwargs: Any) -> None:
-            init(self, *args, **{**kwargs, "still_below": 0.0})
-
-        vision.VisionOptions.__init__ = no_still  # type: ignore[method-assign]
     vision.RapidOCRReader.read = clock.wrap("ocr", vision.RapidOCRReader.read)  # type: ignore[method-assign]
     vision.OpenCVPeopleDetector.detect = clock.wrap("faces+people", vision.OpenCVPeopleDetector.detect)  # type: ignore[method-assign]
     EfficientNetEncoder.features_and_logits = clock.wrap("efficientnet", encode)  # type: ignore[method-assign]
@@ -98,7 +91,8 @@ def look(
     try:
         opts = visual.LookOptions(workers=1) if before else visual.LookOptions()
         t = time.perf_counter()
-        looks = visual.run_look(info, shots, opts)
+        seeing = vision.VisionOptions(still_below=0.0) if before else vision.VisionOptions()
+        looks = visual.run_look(info, shots, opts, vision=seeing)
         wall = time.perf_counter() - t
     finally:
         (
@@ -106,7 +100,6 @@ def look(
             vision.OpenCVPeopleDetector.detect,
             EfficientNetEncoder.features_and_logits,
             visual.sample_frames,
-            vision.VisionOptions.__init__,
         ) = saved  # type: ignore[method-assign]
     return looks, wall, clock.spent
 

@@ -33,7 +33,7 @@ from indexers.source import StorageOptions
 from memory import STAGES, EmbeddingRow, IngestJob, Segment, Store, TranscriptCue, Video
 from tests.helpers import cli, free_port
 from tests.media import make_narrated_clip
-from tests.remote import S3Server, aws_environment
+from tests.remote import S3Server
 
 RAY = Path(sys.executable).parent / "ray"
 
@@ -163,19 +163,6 @@ def test_a_lost_node_is_retried_elsewhere_with_exactly_the_rows_of_one_machine(
     refused = cli(tmp_path / "lite", "ingest", third, "--ray", cluster, ok=False)
     assert refused.returncode == 1 and "PostgreSQL" in refused.stderr
     store.close()
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    """moto's S3-compatible server on 127.0.0.1 (tests/remote.py), with the AWS variables set
-    before the cluster starts, so its nodes' workers have the credentials, as deployed ones would."""
-    with aws_environment():
-        server = S3Server()
-        server.bucket("media")
-        try:
-            yield server
-        finally:
-            server.stop()
 
 
 def test_urls_go_to_the_cluster_one_task_each_with_the_rows_of_one_machine(

@@ -26,20 +26,9 @@ from indexers.source import StorageOptions, media_source, source_uri, under
 from indexers.transcript import TranscribeOptions
 from memory import EmbeddingRow, Library, Segment, Store, TranscriptCue, Video
 from tests.media import CutClip, make_cut_clip, make_narrated_clip, truncate_copy, write_srt
-from tests.remote import RangeServer, S3Server, aws_environment
+from tests.remote import RangeServer, S3Server
 
 VIDMEM = Path(sys.executable).parent / "vidmem"
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    with aws_environment():
-        server = S3Server()
-        server.bucket("media")
-        try:
-            yield server
-        finally:
-            server.stop()
 
 
 @pytest.fixture(scope="module")

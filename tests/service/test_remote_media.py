@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
 
@@ -25,17 +24,7 @@ from service.remote import PART_BYTES, ObjectUpload
 from service.settings import Settings
 from tests.helpers import TALK, H, error, run_jobs, settings_for, upload
 from tests.media import make_narrated_clip, write_srt
-from tests.remote import S3Server, aws_environment
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    with aws_environment():
-        server = S3Server()
-        try:
-            yield server
-        finally:
-            server.stop()
+from tests.remote import S3Server
 
 
 @pytest.fixture
