@@ -19,7 +19,7 @@ import json
 import math
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,19 +189,31 @@ def open_container(source: MediaSource) -> Iterator[av.container.InputContainer]
             reader.close()
 
 
+FrameTap = Callable[[float, "av.VideoFrame"], None]
+"""Handed every decoded frame with its time (seconds from the start), before the thumbnails are made:
+how the vision stage takes the frames it looks at from the shot detector's decoding pass."""
+
+
 class VideoSource:
-    """Base of the decoders: one required method, `frames`."""
+    """Base of the decoders: one required method, `frames`. `taps` says whether it can hand its
+    decoded frames to a `FrameTap`."""
 
     name = "base"
+    taps = False
 
-    def frames(self, info: MediaInfo, opts: DecodeOptions) -> Iterator[FrameBatch]:
+    def frames(
+        self, info: MediaInfo, opts: DecodeOptions, tap: FrameTap | None = None
+    ) -> Iterator[FrameBatch]:
         raise NotImplementedError
 
 
 class PyAVSource(VideoSource):
     name = "pyav"
+    taps = True
 
-    def frames(self, info: MediaInfo, opts: DecodeOptions) -> Iterator[FrameBatch]:
+    def frames(
+        self, info: MediaInfo, opts: DecodeOptions, tap: FrameTap | None = None
+    ) -> Iterator[FrameBatch]:
         import av
 
         tw, th = opts.thumb_size
@@ -232,11 +244,13 @@ class PyAVSource(VideoSource):
                     continue
                 for frame in decoded:
                     n += 1
+                    t = float(frame.time if frame.time is not None else (n - 1) / (info.fps or 25.0)) - start
+                    if tap is not None:
+                        tap(t, frame)
                     if (n - 1) % step:
                         continue
-                    t = frame.time if frame.time is not None else (n - 1) / (info.fps or 25.0)
                     _yuv_thumb(frame, grid[len(times)])
-                    times.append(float(t) - start)
+                    times.append(t)
                     if len(times) == opts.window:
                         yield _batch(times, grid)
                         times = []
@@ -286,8 +300,13 @@ def yuv_to_rgb(yuv: np.ndarray) -> np.ndarray:
 class DecordSource(VideoSource):
     name = "decord"
 
-    def frames(self, info: MediaInfo, opts: DecodeOptions) -> Iterator[FrameBatch]:
+    def frames(
+        self, info: MediaInfo, opts: DecodeOptions, tap: FrameTap | None = None
+    ) -> Iterator[FrameBatch]:
         import decord
+
+        if tap is not None:
+            raise MediaError(f"{info.source}: decord cannot hand its frames to a tap (PyAV can)")
 
         tw, th = opts.thumb_size
         if not info.source.local:  # it would read the whole object into memory first
@@ -323,14 +342,19 @@ def get_decoder(name: str) -> VideoSource:
         raise MediaError(f"decoder {name!r} needs a package that is missing ({e}); run `make setup`") from e
 
 
-def stream_frames(info: MediaInfo, opts: DecodeOptions, decoder: str = "pyav") -> Iterator[FrameBatch]:
-    """Frames from the named decoder, falling back to the other when it cannot open the file."""
+def stream_frames(
+    info: MediaInfo, opts: DecodeOptions, decoder: str = "pyav", tap: FrameTap | None = None
+) -> Iterator[FrameBatch]:
+    """Frames from the named decoder, falling back to the other when it cannot open the file. A
+    `tap` is fed by a decoder that can (`VideoSource.taps`, PyAV); another one reads without it, and
+    the caller sees that the tap was never fed."""
     order = [decoder] + [d for d in DECODERS if d != decoder]
     last: Exception | None = None
     for name in order:
         produced = False
         try:
-            for batch in get_decoder(name).frames(info, opts):
+            source = get_decoder(name)
+            for batch in source.frames(info, opts, tap if source.taps else None):
                 produced = True
                 yield batch
             return
@@ -341,24 +365,38 @@ def stream_frames(info: MediaInfo, opts: DecodeOptions, decoder: str = "pyav") -
     raise MediaError(str(last) if last else f"{info.source}: no decoder could read the video")
 
 
+def look_size(info: MediaInfo, max_side: int) -> tuple[int, int] | None:
+    """(width, height) of frames scaled to at most `max_side` pixels on the longer side, even; None
+    when the stream does not say its size (frames are then converted as they are)."""
+    w, h = info.width or 0, info.height or 0
+    if not (w and h):
+        return None
+    scale = min(1.0, max_side / max(w, h))
+    return max(2, round(w * scale / 2) * 2), max(2, round(h * scale / 2) * 2)
+
+
 def sample_frames(
-    info: MediaInfo, times: list[float], max_side: int = 1280, reference_only: bool = True
+    info: MediaInfo,
+    times: list[float],
+    max_side: int = 1280,
+    reference_only: bool = True,
+    seek_beyond: float = 0.0,
 ) -> Iterator[tuple[int, float, np.ndarray]]:
     """RGB frames (H, W, 3) uint8 at the given times (seconds, ascending), each scaled to at most
     `max_side` pixels on its longer side: yields (index into times, frame time, frame).
 
     One sequential pass (PyAV, reference frames only by default): each time takes the first decoded
     frame at or after it, within half a second; only those frames are converted to RGB. A time with
-    no frame near it (a damaged stretch, a time past the last frame) is skipped."""
+    no frame near it (a damaged stretch, a time past the last frame) is skipped. `seek_beyond` > 0:
+    when the next time lies more than this many seconds past the last frame decoded, jump to the
+    keyframe before it instead of decoding the stretch between (a few times spread over hours)."""
     import av
 
     if not times:
         return
     if any(b < a for a, b in zip(times, times[1:], strict=False)):
         raise ValueError("sample times must be ascending")
-    w, h = info.width or 0, info.height or 0
-    scale = min(1.0, max_side / max(w, h)) if w and h else 1.0
-    size = (max(2, round(w * scale / 2) * 2), max(2, round(h * scale / 2) * 2)) if w and h else None
+    size = look_size(info, max_side)
     with open_container(info.source) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -368,28 +406,45 @@ def sample_frames(
         base = stream.time_base
         start = float(stream.start_time * base) if stream.start_time is not None and base else 0.0
         at, n, packets = 0, 0, 0
-        for packet in container.demux(stream):
-            packets += 1
-            if skipping and n == 0 and packets > 64:
-                stream.codec_context.skip_frame = "DEFAULT"
-                skipping = False
-            try:
-                decoded = packet.decode()
-            except av.FFmpegError:
-                continue
-            for frame in decoded:
-                n += 1
-                t = (float(frame.time) if frame.time is not None else (n - 1) / (info.fps or 25.0)) - start
-                while at < len(times) and t > times[at] + 0.5:
-                    at += 1  # nothing decoded near this time
-                if at < len(times) and t >= times[at] - 0.02:
-                    rgb = (
-                        frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
-                        if size
-                        else (frame.to_ndarray(format="rgb24"))
-                    )
-                    while at < len(times) and t >= times[at] - 0.02 and t <= times[at] + 0.5:
-                        yield at, t, rgb
-                        at += 1
-                if at == len(times):
-                    return
+        last, sought, stamped = 0.0, -1, True
+        while at < len(times):
+            if seek_beyond > 0 and base and stamped and sought < at and times[at] - last > seek_beyond:
+                sought = at  # once per time: a keyframe far before it must not make this loop
+                container.seek(int((times[at] + start) / base), stream=stream, backward=True)
+            jumped = False
+            for packet in container.demux(stream):
+                packets += 1
+                if skipping and n == 0 and packets > 64:
+                    stream.codec_context.skip_frame = "DEFAULT"
+                    skipping = False
+                try:
+                    decoded = packet.decode()
+                except av.FFmpegError:
+                    continue
+                for frame in decoded:
+                    n += 1
+                    stamped = stamped and frame.time is not None
+                    t = (
+                        float(frame.time) if frame.time is not None else (n - 1) / (info.fps or 25.0)
+                    ) - start
+                    last = t
+                    while at < len(times) and t > times[at] + 0.5:
+                        at += 1  # nothing decoded near this time
+                    if at < len(times) and t >= times[at] - 0.02:
+                        rgb = (
+                            frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
+                            if size
+                            else (frame.to_ndarray(format="rgb24"))
+                        )
+                        while at < len(times) and t >= times[at] - 0.02 and t <= times[at] + 0.5:
+                            yield at, t, rgb
+                            at += 1
+                    if at == len(times):
+                        return
+                    jumped = seek_beyond > 0 and stamped and sought < at and times[at] - t > seek_beyond
+                    if jumped:
+                        break
+                if jumped:
+                    break
+            if not jumped:
+                return  # the end of the stream

@@ -75,8 +75,16 @@ class ContentShotDetector(ShotDetector):
         self.opts = options or ShotOptions()
 
     def detect(
-        self, batches: Iterable[FrameBatch], duration: float, progress: Callable[[float], None] | None = None
+        self,
+        batches: Iterable[FrameBatch],
+        duration: float,
+        progress: Callable[[float], None] | None = None,
+        settled: Callable[[list[float], float], None] | None = None,
     ) -> ShotResult:
+        """The shots of the stream. `settled(boundaries, until)`, when given, is called as the stream
+        is read with the boundary times no later frame can move any more (`SETTLE` seconds behind
+        the last frame), and the time up to which that holds: what comes after a settled boundary
+        can be looked at before the stream ends (indexers.visual)."""
         import torch
 
         from kernels.shots import (
@@ -102,6 +110,7 @@ class ContentShotDetector(ShotDetector):
         seconds: dict[int, tuple[np.ndarray, int]] = {}  # per second: sum of signatures, frames
         prev_blocks = torch.zeros(0, 3, 9, 16)  # block means of the last two frames
         prev_times = np.zeros(0)
+        settle = _Settler(opts.boundaries)
         with torch.inference_mode():
             for batch in batches:
                 if total == 0 and len(batch.times) > 1:
@@ -144,6 +153,10 @@ class ContentShotDetector(ShotDetector):
                 else:
                     buf_start += len(buf) - 1
                     buf = buf.tail(1)
+                if settled is not None and total > 1:
+                    upto = settle.update(times, cut_change, lag_change, lag)
+                    if upto is not None:
+                        settled(*upto)
                 if progress and len(batch.times):
                     progress(min(1.0, float(batch.times[-1]) / max(duration, 1e-6)))
         if total == 0:
@@ -170,6 +183,61 @@ class ContentShotDetector(ShotDetector):
             if e > s
         ]
         return ShotResult(shots, total, damaged, float(t[-1]))
+
+
+SETTLE = 10.0
+"""Seconds behind the last frame read after which a boundary is taken as settled: the boundary picker
+looks at most a few seconds around a frame (local medians over 2 x `BoundaryOptions.window`, peaks
+over the lag, merges within the minimum shot)."""
+
+
+class _Settler:
+    """Boundaries picked while the stream is read, over the recent change series only: those at
+    least SETTLE seconds behind the last frame are reported once. The final picks are made over the
+    whole series when the stream ends; the rare one that differs is looked at again there."""
+
+    def __init__(self, opts: BoundaryOptions) -> None:
+        self.opts = opts
+        self.until = -1  # frames up to this index are settled
+
+    def update(self, times: list, cuts: list, lags: list, lag: int) -> tuple[list[float], float] | None:
+        """New settled boundary times and the time they hold up to, or None when nothing moved.
+        `times`, `cuts`, `lags`: the detector's per-batch chunks of the series so far."""
+        import torch
+
+        from kernels.shots import pick_boundaries
+
+        n = sum(len(c) for c in times)
+        first, last = float(times[0][0]), float(times[-1][-1])
+        fps = (n - 1) / max(1e-3, last - first)  # as `_rate` over the series so far
+        context = max(1, round(SETTLE * fps))
+        until = n - 1 - context
+        if until <= self.until:
+            return None
+        lo = max(0, self.until - context)
+        t = _tail(times, n - lo)
+        cut = torch.from_numpy(_tail([c.numpy() for c in cuts], n - lo))
+        lagged_n = sum(len(c) for c in lags) - lo
+        lagged = (
+            torch.from_numpy(_tail([c.numpy() for c in lags], lagged_n)) if lagged_n > 0 else torch.zeros(0)
+        )
+        lagged = torch.cat([lagged, torch.zeros(len(cut) - len(lagged))])
+        picked = [lo + i for i, _, _ in pick_boundaries(cut, lagged, lag, fps, self.opts)]
+        new = [float(t[i - lo]) for i in picked if self.until < i <= until]
+        self.until = until
+        return new, float(t[until - lo])
+
+
+def _tail(chunks: list, n: int) -> np.ndarray:
+    """The last n values of a list of 1-D chunks, concatenated (only the chunks needed)."""
+    parts, have = [], 0
+    for c in reversed(chunks):
+        if have >= n:
+            break
+        parts.append(c)
+        have += len(c)
+    joined = np.concatenate(parts[::-1]) if parts else np.zeros(0)
+    return joined[len(joined) - n :]
 
 
 def _add_seconds(acc: dict[int, tuple[np.ndarray, int]], times: np.ndarray, feats: np.ndarray) -> None:

@@ -95,6 +95,32 @@ class VisionOptions:
     ocr_min_contrast: float = 4.0
     """Standard deviation of the luminance (0-255) under which a frame is taken to hold no text and
     OCR is skipped: black frames, fades, flat colours (~1 ms to check instead of ~0.15 s)."""
+    ocr_text_gate: bool = False
+    """Run OCR only on frames where `may_hold_text` finds a text-line-shaped blob of vertical edges
+    (~5 ms on one core). Off by default: tuned on 1,355 calibration frames it kept every frame OCR
+    read, but skipped only 20% of the text-free ones (grass, fur and foliage look like lines), ~1 s
+    of the 17 s OCR takes on bbb_10min; tuned on part of them it dropped 11 of 287 held-out text
+    frames (tests/fit/calibrate_text_gate.py, docs/benchmarks/text_gate.md). Too little saved for
+    the text it can lose."""
+    text_gate_side: int = 640
+    """Longest side, in pixels, of the image the gate looks at; the sizes below are in its pixels."""
+    text_gate_contrasts: tuple[int, ...] = (12, 20, 30, 45, 70, 100)
+    """Edge contrasts (0-255 luminance step across a vertical edge) tried in turn: low ones find faint
+    text on flat backgrounds (credits fading in), high ones separate bright text from a busy background
+    that merges with it at low contrast."""
+    text_gate_join: int = 9
+    """Width in pixels of the closing that joins the strokes of a line into one blob: 9 joins the
+    letters and words of 12-60 px text at 720p; at 5 lines break into pieces, and keeping every
+    calibration text frame then skips 13% of the text-free ones instead of 20%."""
+    text_gate_min_height: int = 5
+    """Height in pixels a line blob needs: ~12 px text at 720p, the smallest OCR reads at `ocr_side`.
+    The margin is thin: at 6, one calibration text frame is lost."""
+    text_gate_min_width: int = 20
+    """Width in pixels a line blob needs: a word of two or three small letters."""
+    text_gate_aspect: float = 3.0
+    """Width / height a line blob needs: lines of text are long; texture blobs mostly are not."""
+    text_gate_fill: float = 0.4
+    """Share of its bounding box a line blob fills: a line is a solid band, texture a ragged shape."""
     text_similarity: float = 0.8
     """Normalised edit similarity (case and spaces ignored) at which two readings of overlapping
     boxes are the same line seen again, OCR jitter included."""
@@ -154,6 +180,17 @@ class VisionOptions:
             )
         if self.people_scale <= 1.0:
             raise ValueError(f"people_scale must be > 1 (a step between scales), got {self.people_scale}")
+        if not 64 <= self.text_gate_side <= 4096 or self.text_gate_join < 1 or self.text_gate_min_height < 1:
+            raise ValueError(
+                f"text_gate_side must be 64..4096 pixels and text_gate_join, text_gate_min_height >= 1, got "
+                f"{self.text_gate_side}, {self.text_gate_join}, {self.text_gate_min_height}"
+            )
+        if not self.text_gate_contrasts or not all(0 <= c < 255 for c in self.text_gate_contrasts):
+            raise ValueError(
+                f"text_gate_contrasts must be one or more of 0..254, got {self.text_gate_contrasts}"
+            )
+        if not 0.0 <= self.text_gate_fill <= 1.0:
+            raise ValueError(f"text_gate_fill must be within 0..1, got {self.text_gate_fill}")
         if self.label_top_k < 1 or self.threads < 1:
             raise ValueError(f"label_top_k and threads must be >= 1, got {self.label_top_k}, {self.threads}")
 
@@ -233,6 +270,8 @@ class RapidOCRReader(TextReader):
         _check_frame(frame)
         if float(_luma(frame).std()) < self.options.ocr_min_contrast:
             return []
+        if self.options.ocr_text_gate and not may_hold_text(frame, self.options):
+            return []
         h, w = frame.shape[:2]
         # RapidOCR takes OpenCV's BGR order for arrays
         result = self._engine()(np.ascontiguousarray(frame[:, :, ::-1]))
@@ -254,6 +293,47 @@ class RapidOCRReader(TextReader):
             )
             out.append(TextBox(text, float(score), box))
         return sorted(out, key=lambda t: (t.box[1], t.box[0]))
+
+
+def may_hold_text(frame: np.ndarray, options: VisionOptions | None = None) -> bool:
+    """Whether an RGB frame (H, W, 3) uint8 may hold a line of text: a cheap gate (~5 ms, one core)
+    in front of the OCR detector (~60-100 ms), tuned so that it drops no frame OCR reads on the
+    calibration set (docs/benchmarks/text_gate.md).
+
+    Text is a band of dense vertical edges: on the frame scaled to `text_gate_side`, the horizontal
+    Sobel response is thresholded at each of `text_gate_contrasts`, a flat closing joins strokes into
+    blobs, and any blob of a text line's shape (tall enough, long, solid) says yes. False positives
+    only cost an OCR pass; textured frames (grass, fur, foliage) give them."""
+    import cv2
+
+    o = options or VisionOptions()
+    _check_frame(frame)
+    cv2.setNumThreads(o.threads)
+    h, w = frame.shape[:2]
+    f = min(1.0, o.text_gate_side / max(h, w))
+    small = (
+        frame
+        if f == 1.0
+        else cv2.resize(frame, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    )
+    gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+    # |d/dx| of a 3x3 Sobel is 4x the luminance step across a vertical edge: back to 0-255 steps
+    edges = cv2.convertScaleAbs(cv2.Sobel(gray, cv2.CV_16S, 1, 0, ksize=3), alpha=0.25)
+    join = np.ones((1, o.text_gate_join), np.uint8)
+    for contrast in o.text_gate_contrasts:
+        strokes = cv2.threshold(edges, contrast, 1, cv2.THRESH_BINARY)[1]
+        blobs = cv2.morphologyEx(strokes, cv2.MORPH_CLOSE, join)
+        stats = cv2.connectedComponentsWithStats(blobs, connectivity=8)[2][1:]  # (K, 5) x, y, w, h, area
+        bw, bh, area = stats[:, 2], stats[:, 3], stats[:, 4]
+        line = (
+            (bh >= o.text_gate_min_height)
+            & (bw >= o.text_gate_min_width)
+            & (bw >= o.text_gate_aspect * bh)
+            & (area >= o.text_gate_fill * bw * bh)
+        )
+        if line.any():
+            return True
+    return False
 
 
 def _normalise_text(text: str) -> str:

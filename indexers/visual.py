@@ -1,5 +1,8 @@
-"""The visual pass in a worker process: find the shots, then look inside each one (on-screen text,
-labels, faces and people, token-reduced visual vectors), while the parent transcribes the audio.
+"""The visual pass in a worker process: find the shots and look inside each one (on-screen text,
+labels, faces and people, token-reduced visual vectors), from one decoding pass, while the parent
+transcribes the audio. A shot is looked at as soon as the detector has settled its end, ~10 s behind
+the stream (`run_along`); a resumed ingestion whose shots are known looks at them in a pass of its
+own (`run_look`).
 
 A process of its own, for three reasons:
 - decoding and speech recognition use the cores together instead of one after the other;
@@ -13,6 +16,8 @@ The worker reads the file and computes; only the parent writes to the catalog.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import math
 import os
 import pickle
 import subprocess
@@ -30,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from indexers.decode import DecodeOptions, MediaError, MediaInfo, sample_frames, stream_frames
-from indexers.shots import ContentShotDetector, ShotOptions, ShotResult
+from indexers.decode import DecodeOptions, MediaError, MediaInfo, look_size, sample_frames, stream_frames
+from indexers.shots import SETTLE, ContentShotDetector, ShotOptions, ShotResult
 
 _ROOT = str(Path(__file__).resolve().parents[1])  # where `indexers` is importable from
 
@@ -105,39 +110,78 @@ def sample_times(shots: list[tuple[float, float]], opts: LookOptions) -> tuple[l
     return times, owner
 
 
-def run_look(
-    info: MediaInfo,
-    shots: list[tuple[float, float]],
-    opts: LookOptions,
-    progress: Callable[[float], None] | None = None,
-    vision: Any = None,
-) -> list[ShotLook]:
-    """Look inside every shot: one pass over the video, each shot analysed as soon as its frames are
-    in. `opts.workers` shots are analysed at once, on threads (the models release the GIL), while
-    this thread goes on decoding. `vision`: the `indexers.vision.VisionOptions` (the defaults when
-    None)."""
-    import torch
+Frame = Any
+"""An RGB frame (H, W, 3) uint8, or a decoded `av.VideoFrame` converted to one when it is analysed."""
 
-    from indexers.vision import VisionOptions, analyse_shot
-    from kernels.tokens import merge_temporal
-    from memory.runtime.images import image_encoder
 
-    encoder = image_encoder(opts.encoder)
-    own_vectors = opts.encoder != "efficientnet"  # EfficientNet features come with the labels
-    vision = vision or VisionOptions()
-    times, owner = sample_times(shots, opts)
+class _Looker:
+    """Looks inside shots on a pool of `opts.workers` threads (the models release the GIL) while the
+    caller goes on decoding; `submit` waits for the oldest shot when that many are under way, which
+    bounds the frames held. Results are keyed by the shot's (start, end)."""
 
-    def look(i: int, got: list[tuple[float, np.ndarray]]) -> ShotLook:
-        start, end = shots[i]
+    def __init__(
+        self, opts: LookOptions, vision: Any, size: tuple[int, int] | None, progress: Callable[[], None]
+    ) -> None:
+        import torch
+
+        from indexers.vision import VisionOptions
+        from memory.runtime.images import image_encoder
+
+        self.opts, self.vision, self.size, self.progress = opts, vision or VisionOptions(), size, progress
+        self.encoder = image_encoder(opts.encoder)
+        self.looks: dict[tuple[float, float], ShotLook] = {}
+        self.running: deque[tuple[tuple[float, float], Future[ShotLook]]] = deque()
+        self.threads_before = torch.get_num_threads()
+        torch.set_num_threads(self.vision.threads)  # once for the pass: the analysing threads share it
+        self.pool = ThreadPoolExecutor(opts.workers, thread_name_prefix="vidmem-look")
+
+    def submit(self, start: float, end: float, got: list[tuple[float, Frame]]) -> None:
+        self.running.append(((start, end), self.pool.submit(self._look, start, end, got)))
+        while len(self.running) > self.opts.workers:
+            self._collect()
+
+    def _collect(self) -> None:
+        key, future = self.running.popleft()
+        self.looks[key] = future.result()
+        self.progress()
+
+    def finish(self) -> dict[tuple[float, float], ShotLook]:
+        while self.running:
+            self._collect()
+        return self.looks
+
+    def close(self) -> None:
+        import torch
+
+        for _, f in self.running:
+            f.cancel()
+        self.pool.shutdown(wait=True)
+        torch.set_num_threads(self.threads_before)
+
+    def _rgb(self, frame: Frame) -> np.ndarray:
+        if isinstance(frame, np.ndarray):
+            return frame
+        if self.size is None:
+            return frame.to_ndarray(format="rgb24")
+        return frame.to_ndarray(format="rgb24", width=self.size[0], height=self.size[1])
+
+    def _look(self, start: float, end: float, got: list[tuple[float, Frame]]) -> ShotLook:
+        import torch
+
+        from indexers.vision import analyse_shot
+        from kernels.tokens import merge_temporal
+
+        vision, encoder = self.vision, self.encoder
         if not got:  # no frame decoded inside it (damaged stretch): nothing seen
-            return ShotLook(i, [], [], 0, 0, 0.0, 0.0, np.zeros((0, 0), np.float32), [], 0, encoder.name)
-        frames = [f for _, f in got]
+            return ShotLook(-1, [], [], 0, 0, 0.0, 0.0, np.zeros((0, 0), np.float32), [], 0, encoder.name)
+        frames = [self._rgb(f) for _, f in got]
         ts = [t for t, _ in got]
         seen = analyse_shot(frames, ts, vision, keyframe_index=len(frames) // 2)
         seen.texts = [_widen(t, ts, seen.features, vision.distinct_below) for t in seen.texts]
+        own_vectors = self.opts.encoder != "efficientnet"  # EfficientNet features come with the labels
         feats = encoder.encode(np.stack(frames)) if own_vectors else seen.features
         seconds = torch.full((len(feats),), max(end - start, 1e-3) / len(feats))
-        merged = merge_temporal(torch.from_numpy(feats), opts.keep, opts.merge_penalty, seconds)
+        merged = merge_temporal(torch.from_numpy(feats), self.opts.keep, self.opts.merge_penalty, seconds)
         vecs = merged.tokens.numpy()
         vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
         own = merged.owner.numpy()
@@ -146,7 +190,7 @@ def run_look(
             for k in range(len(vecs))
         ]
         return ShotLook(
-            i,
+            -1,
             seen.texts,
             seen.labels,
             seen.faces,
@@ -159,44 +203,164 @@ def run_look(
             encoder.name,
         )
 
-    looks: list[ShotLook] = []
-    running: deque[Future[ShotLook]] = deque()
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(vision.threads)  # once for the pass: the analysing threads share it
-    pool = ThreadPoolExecutor(opts.workers, thread_name_prefix="vidmem-look")
 
-    def submit(i: int, got: list[tuple[float, np.ndarray]]) -> None:
-        running.append(pool.submit(look, i, got))
-        while len(running) > opts.workers:  # bounds the frames held: decoding waits for the oldest
-            collect()
+def _in_order(shots: list[tuple[float, float]], looks: dict[tuple[float, float], ShotLook]) -> list[ShotLook]:
+    return [dataclasses.replace(looks[shot], index=i) for i, shot in enumerate(shots)]
 
-    def collect() -> None:
-        looks.append(running.popleft().result())
+
+def run_look(
+    info: MediaInfo,
+    shots: list[tuple[float, float]],
+    opts: LookOptions,
+    progress: Callable[[float], None] | None = None,
+    vision: Any = None,
+    seek_beyond: float = 0.0,
+) -> list[ShotLook]:
+    """Look inside every shot: one pass over the video, each shot analysed as soon as its frames are
+    in. `opts.workers` shots are analysed at once, on threads (the models release the GIL), while
+    this thread goes on decoding. `vision`: the `indexers.vision.VisionOptions` (the defaults when
+    None). `seek_beyond`: see `sample_frames` (for a few shots spread over a long video)."""
+    times, owner = sample_times(shots, opts)
+    done = 0
+
+    def advanced() -> None:
+        nonlocal done
+        done += 1
         if progress:
-            progress(len(looks) / len(shots))
+            progress(done / len(shots))
 
+    looker = _Looker(opts, vision, look_size(info, opts.max_side), advanced)
     try:
-        pending: list[tuple[float, np.ndarray]] = []
+        pending: list[tuple[float, Frame]] = []
         current = 0
-        for at, t, frame in sample_frames(info, times, opts.max_side):
+        for at, t, frame in sample_frames(info, times, opts.max_side, seek_beyond=seek_beyond):
             shot = owner[at]
             while current < shot:
-                submit(current, pending)
+                looker.submit(*shots[current], pending)
                 pending, current = [], current + 1
             pending.append((t, frame))
         while current < len(shots):
-            submit(current, pending)
+            looker.submit(*shots[current], pending)
             pending, current = [], current + 1
-        while running:
-            collect()
+        looks = looker.finish()
     finally:
-        for f in running:
-            f.cancel()
-        pool.shutdown(wait=True)
-        torch.set_num_threads(threads_before)
+        looker.close()
     if progress:
         progress(1.0)
-    return looks
+    return _in_order(shots, looks)
+
+
+class _Along:
+    """The look fed by the shot detector's own decoding pass, so the video is decoded once for both.
+
+    The decoder hands over its frames (`tap`); a few a second are kept until the shot they fall in is
+    settled (`ContentShotDetector.detect` reports boundaries ~10 s behind the stream), then that
+    shot's sample frames are picked among them as `sample_times` places them and the shot goes to
+    the pool. The frames kept are those of the detector's pass: reference frames, decoded without
+    the loop filter, so the shots stay exactly those of a detection on its own (with the filter,
+    gradual boundaries moved by a frame or two); OCR read as many words on such frames (1,255
+    against 1,219 on 39 frames of bbb_10min's title and credits).
+    When the stream ends the final shots are known: a shot that differs from the settled ones is
+    looked at from the frames still kept, or, rarely, by seeking to it (`run_look`)."""
+
+    rate = 4.0
+    """Frames kept per second of video: the first decoded frame at or after each quarter second."""
+    cap = 64
+    """Frames kept at most of the shot still open behind the settling horizon: beyond, every other
+    one is dropped, so a shot of many minutes (a slide) holds a bounded number of frames."""
+
+    def __init__(self, info: MediaInfo, opts: LookOptions, looker: _Looker) -> None:
+        self.info, self.opts, self.looker = info, opts, looker
+        self.size = look_size(info, opts.max_side)
+        self.shrink = self.size is not None and (info.width, info.height) != self.size
+        self.kept: list[tuple[float, Frame]] = []
+        self.next = 0.0
+        self.open = 0.0  # where the first shot not yet submitted starts
+        self.fed = False
+
+    def tap(self, t: float, frame: Any) -> None:
+        self.fed = True
+        if t < self.next - 0.02 or t < self.open:
+            return
+        self.next = (math.floor((t + 0.02) * self.rate) + 1) / self.rate
+        if self.shrink:  # keep the scaled frame, not a 4K one
+            assert self.size is not None
+            frame = frame.reformat(width=self.size[0], height=self.size[1])
+        self.kept.append((t, frame))
+
+    def settled(self, boundaries: list[float], until: float) -> None:
+        for b in boundaries:
+            if b > self.open:
+                self.submit(self.open, b)
+        # no boundary is settled between `open` and `until`: the frames there are one shot's, which
+        # needs at most `max_frames` of them however long it runs
+        held = sum(1 for t, _ in self.kept if t <= until)
+        while held > self.cap:
+            thinned = self.kept[:held:2]
+            self.kept = thinned + self.kept[held:]
+            held = len(thinned)
+
+    def submit(self, start: float, end: float) -> None:
+        inside = [(t, f) for t, f in self.kept if start - 0.02 <= t < end]
+        self.looker.submit(start, end, _pick(inside, sample_times([(start, end)], self.opts)[0]))
+        self.kept = [(t, f) for t, f in self.kept if t >= end]
+        self.open = end
+
+
+def _pick(frames: list[tuple[float, Frame]], times: list[float]) -> list[tuple[float, Frame]]:
+    """For each time, the first frame at or after it within half a second (as `sample_frames`
+    takes them), else the nearest one: each frame once, in time order."""
+    if not frames:
+        return []
+    stamps = np.array([t for t, _ in frames])
+    chosen: list[int] = []
+    for t in times:
+        i = int(np.searchsorted(stamps, t - 0.02))
+        if i == len(stamps) or stamps[i] > t + 0.5:
+            i = int(np.argmin(np.abs(stamps - t)))
+        chosen.append(i)
+    return [frames[i] for i in sorted(set(chosen))]
+
+
+def run_along(
+    job: VisualJob, progress: StageProgress, on_shots: Callable[[ShotResult], None] | None = None
+) -> tuple[ShotResult, list[ShotLook]]:
+    """Shots and the look inside them from one decoding pass (see `_Along`)."""
+    assert job.look is not None
+    info, duration = job.info, job.info.duration
+    along: _Along | None = None
+
+    def advanced() -> None:
+        if along is not None:
+            progress("vision", min(0.99, along.open / max(duration, 1e-6)))
+
+    looker = _Looker(job.look, None, look_size(info, job.look.max_side), advanced)
+    try:
+        along = _Along(info, job.look, looker)
+        frames = stream_frames(info, job.decode, job.decoder, tap=along.tap)
+        found = ContentShotDetector(job.shots).detect(
+            frames, duration, lambda f: progress("shots", f), along.settled
+        )
+        if on_shots:
+            on_shots(found)
+        shots = [(sh.start, sh.end) for sh in found.shots]
+        submitted = set(looker.looks) | {key for key, _ in looker.running}
+        missing = []
+        for start, end in shots:
+            if (start, end) in submitted:
+                continue
+            if start >= along.open and along.fed:
+                along.submit(start, end)
+            else:
+                missing.append((start, end))
+        looks = looker.finish()
+    finally:
+        looker.close()
+    if missing:  # settled boundaries the final picks moved, or a decoder that could not feed the tap
+        again = run_look(info, missing, job.look, seek_beyond=2 * SETTLE)
+        looks.update(zip(missing, again, strict=True))
+    progress("vision", 1.0)
+    return found, _in_order(shots, looks)
 
 
 def _widen(text: Any, times: list[float], features: np.ndarray, similar: float) -> Any:
@@ -231,9 +395,15 @@ def run_job(
     on_shots: Callable[[ShotResult], None] | None = None,
     on_looks: Callable[[list[ShotLook]], None] | None = None,
 ) -> VisualResult:
-    """The whole visual pass in this process: shots (unless known), then what is inside them."""
+    """The whole visual pass in this process: shots (unless known) and what is inside them, from
+    one decoding pass when both are asked for."""
     report: StageProgress = progress or (lambda stage, fraction: None)
     result = None
+    if job.known_shots is None and job.look is not None:  # one decoding pass for both
+        result, seen = run_along(job, report, on_shots)
+        if on_looks:
+            on_looks(seen)
+        return VisualResult(result, seen)
     if job.known_shots is None:
         result = run_visual(job, lambda f: report("shots", f))
         if on_shots:
@@ -356,7 +526,11 @@ def _worker_main(fd: int) -> None:
     _die_with_parent()
     from indexers.heap import steady_heap
 
-    steady_heap()
+    # mmap from 16 MB, not 1 MB as in the ingesting process: frames (1.4-2.7 MB at 720p) and feature
+    # maps allocated and freed thousands of times would each be a fresh mmap, zero-filled page by
+    # page (the look took 1.5x as long); glibc's default (a threshold that grows to 32 MB) held
+    # ~180 MB more at the peak on bbb_10min for the same CPU time
+    steady_heap(16 << 20)
     conn = Connection(fd, readable=False)
     sent = 0.0
 

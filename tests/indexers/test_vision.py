@@ -27,6 +27,7 @@ from indexers.vision import (
     dedupe_text,
     edit_similarity,
     labels_from_logits,
+    may_hold_text,
     nms,
     shot_labels,
     softmax,
@@ -142,6 +143,76 @@ def test_ocr_drops_a_lone_glyph_and_keeps_the_line_beside_it(reader) -> None:  #
 
     keep_all = RapidOCRReader(VisionOptions(ocr_min_chars=1))
     assert "Q" in [t.text for t in keep_all.read(frame)]  # the detector does read it: the rule drops it
+
+
+# -------------------------------------------------------------------------------------- text gate
+
+# One step tighter, and looser, than the defaults on every shape knob (docs/benchmarks/text_gate.md):
+# a frame chosen to pass (or be skipped) must still be so there, so that these tests hold with margin.
+TIGHT = VisionOptions(
+    text_gate_min_height=6, text_gate_min_width=30, text_gate_aspect=3.5, text_gate_fill=0.5
+)
+LOOSE = VisionOptions(
+    text_gate_min_height=4, text_gate_min_width=12, text_gate_aspect=2.0, text_gate_fill=0.3
+)
+NO_TEXT_BBB = [262.0, 396.0, 416.0]
+"""bbb_10min.mp4 times of frames without text, with fine texture (grass, bark, fur): OCR reads nothing
+and the gate skips them even with the looser rule."""
+
+
+def caption(frame: np.ndarray, text: str, px: int, at: tuple[int, int]) -> np.ndarray:
+    """`text` in white with a 1 px dark outline (subtitle style), PIL's default font at `px`."""
+    im = Image.fromarray(frame)
+    font = ImageFont.load_default(size=px)
+    ImageDraw.Draw(im).text(at, text, font=font, fill=(255, 255, 255), stroke_width=1, stroke_fill=(0, 0, 0))
+    return np.asarray(im)
+
+
+def test_the_text_gate_passes_small_lines_that_ocr_then_reads(reader) -> None:  # type: ignore[no-untyped-def]
+    # a 14 px subtitle on real frames the gate skips without it
+    for t, at in ((262.0, (100, 80)), (416.0, (100, 650))):
+        (frame,) = frames_at(shared("bbb_10min.mp4"), [t])
+        assert not may_hold_text(frame)
+        lined = caption(frame, "Lower third caption text", 14, at)
+        assert may_hold_text(lined) and may_hold_text(lined, TIGHT)
+        assert [x.text for x in reader.read(lined)] == ["Lower third caption text"]
+    # a slide: the gate passes 12 and 14 px lines (OCR does not read PIL's 14 px font there; 16 px it does)
+    for px in (12, 14):
+        assert may_hold_text(render([("Source: internal report, page 7", px)])[0], TIGHT)
+    slide, _ = render([("Source: internal report, page 7", 16)])
+    assert may_hold_text(slide, TIGHT)
+    assert [x.text for x in reader.read(slide)] == ["Source: internal report, page 7"]
+
+
+def test_the_text_gate_skips_text_free_real_frames() -> None:
+    from indexers.vision import RapidOCRReader
+
+    ungated = RapidOCRReader(VisionOptions(ocr_text_gate=False))
+    for frame in frames_at(shared("bbb_10min.mp4"), NO_TEXT_BBB):
+        assert ungated.read(frame) == []  # what the gate is for: a detector pass that finds nothing
+        assert not may_hold_text(frame) and not may_hold_text(frame, LOOSE)
+    for frame in content_free()[:2]:  # black, flat colour
+        assert not may_hold_text(frame)
+
+
+def test_analyse_shot_reads_the_same_with_the_gate_on_and_off() -> None:
+    """Big Buck Bunny's title (21 s), credits fading in at low contrast (494 s, the hardest frame of the
+    calibration) and the scrolling end credits: a gate that drops text changes what is read."""
+    times = [21.0, 494.0, 520.0, 545.0, 570.0]
+    off = VisionOptions(ocr_text_gate=False, people=False)
+    on = VisionOptions(ocr_text_gate=True, people=False)
+    for t, frame in zip(times, frames_at(shared("bbb_10min.mp4"), times), strict=True):
+        assert may_hold_text(frame, on)
+        ungated = [x.text for x in analyse_shot([frame], [t], off).texts]
+        assert ungated, t
+        assert [x.text for x in analyse_shot([frame], [t], on).texts] == ungated
+
+
+def test_the_text_gate_says_how_to_fix_bad_options() -> None:
+    with pytest.raises(ValueError, match="text_gate_contrasts"):
+        VisionOptions(text_gate_contrasts=())
+    with pytest.raises(ValueError, match="text_gate_fill"):
+        VisionOptions(text_gate_fill=1.5)
 
 
 # -------------------------------------------------------------------------------------- dedupe

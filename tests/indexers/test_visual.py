@@ -158,3 +158,86 @@ def test_ingesting_with_and_without_the_worker_gives_the_same_rows(
     assert got[True] == got[False]
     assert len(got[True][0]) == len(narrated_clip.cut_times) + 1
     assert got[True][1], "no transcript"
+
+
+def _sampled(shot: tuple[float, float]) -> int:
+    from indexers.visual import sample_times
+
+    return len(sample_times([shot], LookOptions())[0])
+
+
+def test_one_decoding_pass_finds_the_shots_of_detection_alone_and_every_sample_frame() -> None:
+    """Shots and the look share the detector's decoding pass (`run_along`): the shots are exactly
+    those of a detection on its own, and every shot, settled while the stream was read or only at
+    its end, gets as many frames as its sample times, all inside it."""
+    from indexers.visual import run_visual
+
+    job = job_for(shared("bbb_trailer.mp4"), LookOptions())
+    settled: list[float] = []
+    import indexers.shots as shots_module
+
+    update = shots_module._Settler.update
+
+    def recording(self: shots_module._Settler, *args: object) -> tuple[list[float], float] | None:
+        out = update(self, *args)  # type: ignore[arg-type]
+        if out is not None:
+            settled.extend(out[0])
+        return out
+
+    shots_module._Settler.update = recording  # type: ignore[method-assign]
+    try:
+        along = run_job(job)
+    finally:
+        shots_module._Settler.update = update  # type: ignore[method-assign]
+    alone = run_visual(job_for(shared("bbb_trailer.mp4")))
+    assert along.shots is not None and along.looks is not None
+    spans = [(s.start, s.end) for s in along.shots.shots]
+    assert spans == [(s.start, s.end) for s in alone.shots]
+    assert len(settled) >= len(spans) // 2  # most shots were looked at while the stream was read
+    assert [lk.index for lk in along.looks] == list(range(len(spans)))
+    for look, (start, end) in zip(along.looks, spans, strict=True):
+        assert look.frames == _sampled((start, end))
+        assert all(start - 0.02 <= a <= b < end for a, b in look.spans)
+
+
+def test_a_shot_the_final_picks_change_is_looked_at_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection at the detector's settled boundaries: one that the final picks do not keep
+    (the picks over the whole stream can differ from those made while reading it). The two shots
+    looked at in its place are dropped, and the real one is looked at by seeking back to it."""
+    import indexers.shots as shots_module
+
+    update = shots_module._Settler.update
+    injected: list[float] = []
+
+    def wrong(self: shots_module._Settler, *args: object) -> tuple[list[float], float] | None:
+        out = update(self, *args)  # type: ignore[arg-type]
+        if out is not None and not injected:
+            long = [b for a, b in zip([0.0, *out[0]], out[0], strict=False) if b - a >= 4.0]
+            if long:
+                injected.append(long[0] - 2.0)  # inside a shot of 4 s or more
+                return sorted(injected + out[0]), out[1]
+        return out
+
+    monkeypatch.setattr(shots_module._Settler, "update", wrong)
+    result = run_job(job_for(shared("bbb_trailer.mp4"), LookOptions()))
+    assert injected and result.shots is not None and result.looks is not None
+    spans = [(s.start, s.end) for s in result.shots.shots]
+    assert all(injected[0] not in span for span in spans)
+    hit = next(i for i, (a, b) in enumerate(spans) if a < injected[0] < b)
+    for look, shot in zip(result.looks, spans, strict=True):
+        assert look.frames == _sampled(shot)
+    seen = result.looks[hit].spans
+    assert min(a for a, _ in seen) < injected[0] < max(b for _, b in seen)  # frames from both sides
+
+
+def test_seeking_to_sparse_times_gives_the_frames_of_one_sequential_pass() -> None:
+    from indexers.decode import sample_frames
+
+    info = probe(shared("bbb_trailer.mp4"))
+    times = [1.0, 1.6, 30.0, 47.5]
+    plain = list(sample_frames(info, times, max_side=320))
+    sought = list(sample_frames(info, times, max_side=320, seek_beyond=5.0))
+    assert [(i, t) for i, t, _ in sought] == [(i, t) for i, t, _ in plain]
+    assert len(plain) == len(times)
+    for (_, _, a), (_, _, b) in zip(plain, sought, strict=True):
+        np.testing.assert_array_equal(a, b)
