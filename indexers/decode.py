@@ -305,9 +305,6 @@ class DecordSource(VideoSource):
     ) -> Iterator[FrameBatch]:
         import decord
 
-        if tap is not None:
-            raise MediaError(f"{info.source}: decord cannot hand its frames to a tap (PyAV can)")
-
         tw, th = opts.thumb_size
         if not info.source.local:  # it would read the whole object into memory first
             raise MediaError(f"{info.source}: decord reads local files only (PyAV reads URLs)")

@@ -258,8 +258,8 @@ class _Along:
     shot's sample frames are picked among them as `sample_times` places them and the shot goes to
     the pool. The frames kept are those of the detector's pass: reference frames, decoded without
     the loop filter, so the shots stay exactly those of a detection on its own (with the filter,
-    gradual boundaries moved by a frame or two); OCR read as many words on such frames (1,255
-    against 1,219 on 39 frames of bbb_10min's title and credits).
+    gradual boundaries moved by a frame or two); on bbb_10min's title and credits OCR read as many
+    words on such frames as on filtered ones (a one-off check, not a benchmark script).
     When the stream ends the final shots are known: a shot that differs from the settled ones is
     looked at from the frames still kept, or, rarely, by seeking to it (`run_look`)."""
 
@@ -270,7 +270,7 @@ class _Along:
     one is dropped, so a shot of many minutes (a slide) holds a bounded number of frames."""
 
     def __init__(self, info: MediaInfo, opts: LookOptions, looker: _Looker) -> None:
-        self.info, self.opts, self.looker = info, opts, looker
+        self.opts, self.looker = opts, looker
         self.size = look_size(info, opts.max_side)
         self.shrink = self.size is not None and (info.width, info.height) != self.size
         self.kept: list[tuple[float, Frame]] = []
@@ -528,8 +528,8 @@ def _worker_main(fd: int) -> None:
 
     # mmap from 16 MB, not 1 MB as in the ingesting process: frames (1.4-2.7 MB at 720p) and feature
     # maps allocated and freed thousands of times would each be a fresh mmap, zero-filled page by
-    # page (the look took 1.5x as long); glibc's default (a threshold that grows to 32 MB) held
-    # ~180 MB more at the peak on bbb_10min for the same CPU time
+    # page; glibc's default (a threshold that grows to 32 MB) held more at the peak for the same CPU
+    # time (one-off measurements on bbb_10min: docs/benchmarks/README.md, "The vision stage")
     steady_heap(16 << 20)
     conn = Connection(fd, readable=False)
     sent = 0.0
