@@ -1,4 +1,5 @@
-"""Ingestion on a Ray cluster: one task per file, committed to the shared catalog by that task alone.
+"""Ingestion on a Ray cluster: one task per file, committed to the shared catalog by that task alone;
+a long video's vision (the costliest stage) spread as one task per window of its shots.
 
 `ingest_on_ray(address, ...)` connects to a running cluster (`ray start --head`, then
 `ray start --address=HEAD:PORT` on each worker machine) and submits `indexers.ingest` for each file
@@ -15,19 +16,33 @@ its video half-done and goes on from the first unfinished stage, so nothing is w
 nothing is lost; one task per file is the one owner of that video's rows. The result of each file
 comes back as it finishes.
 
+A video longer than two windows (`WindowLooks.window`, 30 minutes by default) has its shots found by
+its owner task as usual; then each window of shots is looked inside by a task of its own (sampled by
+seeking to the window: `indexers.visual.run_look`), on any node, while the owner transcribes the
+audio. The window tasks write nothing: the owner gathers their looks in shot order and commits
+them with the vision stage, so a lost window is simply run again (`max_retries`) and a lost owner
+starts the vision over from its stored shots. What they find is exactly what `run_look` finds over
+all the shots at once (tests/indexers/test_ray.py); the single-machine default instead looks inside
+the shots during the decoding pass that finds them, which samples the same times from the
+detector's own frames (docs/benchmarks/vision.md compares the two).
+
 Ray is imported only here, when a cluster is asked for.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from indexers.decode import MediaInfo
 from indexers.pipeline import IngestOptions, IngestResult, MediaError
+from indexers.shots import SETTLE
 from indexers.source import has_scheme, source_uri
+from indexers.visual import LookOptions, ShotLook, run_look
 
 RETRIES = 3
 """Times a task is run again after its worker or node died (Ray's `max_retries`)."""
@@ -41,6 +56,60 @@ class Where:
     database_url: str
     index: str = "files"
     cache_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class WindowLooks:
+    """The vision stage of a long video as Ray tasks, one per window of consecutive shots
+    (`indexers.visual.LookElsewhere`). Used from inside a task of a connected cluster (the owner of
+    the video), or from a driver that called `ray.init`."""
+
+    window: float = 1800.0
+    """Seconds of video per task (whole shots: a window ends at the first shot end past it). A video
+    needs more than two windows to be split; a shorter one is looked at in its decoding pass."""
+    retries: int = 3
+    """Times a window's task is run again after its worker or node died."""
+
+    def __post_init__(self) -> None:
+        if not self.window > 0:
+            raise ValueError(f"window must be positive seconds, got {self.window}")
+
+    def wanted(self, duration: float) -> bool:
+        return duration > 2 * self.window
+
+    def windows(self, shots: list[tuple[float, float]]) -> list[list[tuple[float, float]]]:
+        """`shots` cut into runs of about `window` seconds, in order."""
+        out: list[list[tuple[float, float]]] = []
+        for shot in shots:
+            if not out or shot[0] - out[-1][0][0] >= self.window:
+                out.append([])
+            out[-1].append(shot)
+        return out
+
+    def submit(
+        self, info: MediaInfo, shots: list[tuple[float, float]], opts: LookOptions
+    ) -> Callable[[Callable[[float], None]], list[ShotLook]]:
+        import ray
+
+        task = ray.remote(max_retries=self.retries, num_cpus=1)(_look_task)
+        windows = self.windows(shots)
+        refs = [task.remote(info, w, opts) for w in windows]
+
+        def gather(progress: Callable[[float], None]) -> list[ShotLook]:
+            pending = list(refs)
+            while pending:
+                _, pending = ray.wait(pending, num_returns=1)
+                progress(1 - len(pending) / len(refs))
+            looks = [look for ref in refs for look in ray.get(ref)]
+            return [dataclasses.replace(look, index=i) for i, look in enumerate(looks)]
+
+        return gather
+
+
+def _look_task(info: MediaInfo, shots: list[tuple[float, float]], opts: LookOptions) -> list[ShotLook]:
+    """One window of shots looked inside (a Ray task): frames sampled by seeking to the window, not
+    decoding the video up to it."""
+    return run_look(info, shots, opts, seek_beyond=2 * SETTLE)
 
 
 def _ingest_task(where: Where, path: str, options: IngestOptions) -> dict[str, Any]:
@@ -66,11 +135,15 @@ def ingest_on_ray(
     options: IngestOptions,
     done: Callable[[str, IngestResult | None, str | None], None] | None = None,
     retries: int = RETRIES,
+    look_window: float | None = WindowLooks.window,
 ) -> list[IngestResult | MediaError]:
     """Ingest `paths` (paths or URLs) on the Ray cluster at `address` (`host:port` of its head, or
-    `auto`), one task per file; `done(path, result, error)` as each finishes. Results in the order of `paths`: an
-    `IngestResult`, or the `MediaError` that file met. A `ValueError` when the catalog is not one the
-    nodes can share."""
+    `auto`), one task per file, and one per `look_window` seconds of a long video's shots for its
+    vision (`WindowLooks`; None: none); `done(path, result, error)` as each finishes. Results in the
+    order of `paths`: an `IngestResult`, or the `MediaError` that file met. A `ValueError` when the
+    catalog is not one the nodes can share."""
+    if look_window and options.look is not None and options.look_elsewhere is None:
+        options = dataclasses.replace(options, look_elsewhere=WindowLooks(look_window, retries))
     if not where.database_url.startswith("postgresql"):
         raise ValueError(
             "ingestion on Ray needs a catalog every node reaches: set VIDMEM_DATABASE_URL to PostgreSQL"

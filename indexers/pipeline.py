@@ -45,7 +45,7 @@ from indexers.transcript import (
     read_subtitles,
     sidecar_subtitles,
 )
-from indexers.visual import LookOptions, ShotLook, VisualJob, VisualWorker, run_job
+from indexers.visual import LookElsewhere, LookOptions, ShotLook, VisualJob, VisualWorker, run_job
 from kernels.timecode import hms
 from memory import STAGES, EmbeddingRow, IngestJob, Library, Store, Video
 from memory.gate import Decision, GateWeights, MemoryOptions
@@ -80,6 +80,10 @@ class IngestOptions:
     look: LookOptions | None = field(default_factory=LookOptions)
     """How the vision stage samples, reads and encodes the frames of each shot; None skips it (no
     on-screen text, tags or visual vectors)."""
+    look_elsewhere: LookElsewhere | None = None
+    """Where the shots of a long video are looked inside (`indexers.distributed.WindowLooks`: Ray
+    tasks, one per window of shots, while this process transcribes); None, or a video it does not
+    want: here, in the decoding pass that finds the shots."""
     memory: MemoryOptions = field(default_factory=MemoryOptions)
     """What the library's memory keeps of this video's shots, windows and cues (memory.gate)."""
     storage: StorageOptions = field(default_factory=StorageOptions)
@@ -167,6 +171,7 @@ def ingest(
                 uri=item.source.uri,
                 title=item.source.name,
                 content_hash=digest,
+                identity=identity,
                 kind=item.kind,
                 duration=item.duration,
                 fps=info.fps if info else None,
@@ -292,29 +297,46 @@ def _run_stages(
     if "structure" in pending or "embeddings" in pending:
         # the text model takes seconds to import and load: do it while the audio is transcribed
         threading.Thread(target=_quietly, args=(text.load,), name="vidmem-warm-text", daemon=True).start()
+    info = item.info if item.kind == "video" else None
+    look = opts.look if info is not None and "vision" in pending else None
+    elsewhere = (
+        opts.look_elsewhere
+        if look and opts.look_elsewhere and opts.look_elsewhere.wanted(item.duration)
+        else None
+    )
     job = None
-    if item.kind == "video" and item.info is not None and ("shots" in pending or "vision" in pending):
+    if info is not None and ("shots" in pending or (look is not None and elsewhere is None)):
         job = VisualJob(
-            item.info,
+            info,
             opts.decode,
             opts.shots,
             opts.decoder,
-            look=opts.look if "vision" in pending else None,
+            look=look if elsewhere is None else None,
             known_shots=None if "shots" in pending else record.shot_spans(),
         )
     stage_progress = _StageCallbacks(progress)
     if job is not None:  # the one decoding pass starts now for both
         record.start("shots")
+    if job is not None or elsewhere is not None:
         record.start("vision")
+    looking: list[Callable[[Callable[[float], None]], list[ShotLook]]] = []
+
+    def look_elsewhere(shots: list[tuple[float, float]]) -> None:
+        assert elsewhere is not None and info is not None and look is not None
+        looking.append(elsewhere.submit(info, shots, look))
 
     def store_shots(found: ShotResult) -> None:  # in a worker: on its reader thread, once found
         record.write_shots(whole_shots(found, item, opts), item.duration)
         progress.finished("shots")
+        if elsewhere is not None:  # the windows go out while the audio is transcribed
+            look_elsewhere([(sh.start, sh.end) for sh in found.shots])
 
     def store_looks(looks: list[ShotLook]) -> None:
         record.write_vision(looks)
         progress.finished("vision")
 
+    if elsewhere is not None and "shots" not in pending:
+        look_elsewhere(record.shot_spans())
     visual: VisualWorker | None = None
     if job is not None and opts.workers:
         visual = VisualWorker(job, stage_progress, store_shots, store_looks)
@@ -335,7 +357,9 @@ def _run_stages(
             run_job(job, stage_progress, store_shots, store_looks)
         if "shots" in pending and job is None:  # no video: the root segment alone
             record.write_shots([], item.duration)
-        if "vision" in pending and (job is None or job.look is None):
+        if looking:
+            store_looks(looking[0](progress.callback("vision")))
+        elif "vision" in pending and (job is None or job.look is None):
             record.write_vision([])
     finally:
         if visual is not None:

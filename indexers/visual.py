@@ -31,7 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -79,6 +79,23 @@ class ShotLook:
     spans: list[tuple[float, float]]  # the frames each vector stands for, first to last time
     frames: int  # frames sampled
     model: str = ""  # the image encoder that made the vectors
+
+
+class LookElsewhere(Protocol):
+    """Looks inside the shots of a long video somewhere else while the ingesting process goes on with
+    its transcript (`indexers.distributed.WindowLooks`: one Ray task per window of shots). The shots
+    are found first, by the one owner of the video; what comes back is exactly `run_look` over them."""
+
+    def wanted(self, duration: float) -> bool:
+        """Whether a video this long is looked at elsewhere (else in the one decoding pass, here)."""
+        ...
+
+    def submit(
+        self, info: MediaInfo, shots: list[tuple[float, float]], opts: LookOptions
+    ) -> Callable[[Callable[[float], None]], list[ShotLook]]:
+        """Start looking at `shots`; the function returned waits for the looks, in shot order,
+        reporting the share done."""
+        ...
 
 
 @dataclass

@@ -61,7 +61,10 @@ class Library(Base):
 
 
 class Video(Base):
-    """A media file or a transcript-only item. `content_hash` (sha256 of the bytes) is the ingest key."""
+    """A media file or a transcript-only item. `content_hash` is the ingest key; `identity` says how
+    it was made (`indexers.source.IDENTITIES`): `sha256` of the bytes, or for an object in a store,
+    a sha256 of its ETag (or Last-Modified) and size — so the same bytes as a local file and as an
+    object are two videos."""
 
     __tablename__ = "videos"
     __table_args__ = (UniqueConstraint("library_id", "content_hash"),)
@@ -71,6 +74,7 @@ class Video(Base):
     uri: Mapped[str] = mapped_column(Text)
     title: Mapped[str] = mapped_column(String(512))
     content_hash: Mapped[str] = mapped_column(String(64))
+    identity: Mapped[str] = mapped_column(String(16), default="sha256", server_default="sha256")
     kind: Mapped[str] = mapped_column(String(16), default="video")  # video | audio | transcript
     duration: Mapped[float] = mapped_column(Float, default=0.0)
     fps: Mapped[float | None] = mapped_column(Float)
@@ -105,6 +109,7 @@ class Video(Base):
             "height": self.height,
             "language": self.language,
             "size_bytes": self.size_bytes,
+            "identity": self.identity,
             "created_at": iso(self.created_at),
         }
 

@@ -120,7 +120,8 @@ def ingest(
         typer.Option(
             "--ray",
             help="Ingest on the Ray cluster at this address (its head's host:port, or auto): one task "
-            "per file, retried on another node if one is lost. Needs a PostgreSQL catalog.",
+            "per file, and per window of a long video's shots for vision (VIDMEM_RAY_LOOK_WINDOW), "
+            "retried on another node if one is lost. Needs a PostgreSQL catalog.",
         ),
     ] = None,
     as_json: JsonOpt = False,
@@ -212,7 +213,8 @@ def _ingest_on_ray(
             out.print(f"ingested [bold]{res.video_id}[/bold] {escape(_media_name(path))} on the cluster "
                       f"into library {escape(repr(res.library))} ({hms(res.duration)})", highlight=False)  # fmt: skip
 
-    got = ingest_on_ray(address, where, [p if "://" in p else Path(p) for p in paths], opts, done)
+    sources = [p if "://" in p else Path(p) for p in paths]
+    got = ingest_on_ray(address, where, sources, opts, done, look_window=cfg.ray_look_window or None)
     ok = [r for r in got if not isinstance(r, Exception)]
     return ok, len(got) - len(ok)
 
@@ -553,10 +555,22 @@ def libraries(as_json: JsonOpt = False, home: HomeOpt = None, database_url: DbOp
 
 
 @app.command()
-def delete(video_id: str, home: HomeOpt = None, database_url: DbOpt = None) -> None:
-    """Delete a video: its rows and vectors go, nothing else changes."""
+def delete(
+    video_id: str,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Delete a video whose ingestion stopped half-way (status ingesting)."),
+    ] = False,
+    home: HomeOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Delete a video: its rows, vectors and thumbnails, and the service's copy of an upload (a file
+    under the home's uploads, or the object it wrote into the object store); nothing else changes."""
+    from service import jobs
+
     with _errors():
-        _store(_settings(home, database_url)).delete_video(video_id)
+        settings = _settings(home, database_url)
+        jobs.delete_video(_store(settings), settings, video_id, force=force)
         out.print(f"deleted {video_id}")
 
 
@@ -652,7 +666,7 @@ def edit(
         try:
             request = EditRequest.model_validate(fields)
             store = _store(cfg)
-            plan, engine = prepare(store, request, None, cfg.generation_options())
+            plan, engine = prepare(store, request, None, cfg.generation_options(), cfg.open_media)
         except ValidationError as e:
             first = e.errors()[0]
             where = ".".join(str(p) for p in first["loc"])

@@ -261,6 +261,37 @@ def uploaded(store: Store, video_id: str, uri: str) -> bool:
     return found is not None
 
 
+def delete_video(store: Store, settings: Any, video_id: str, force: bool = False) -> Video:
+    """Delete a video and what the service made for it: its rows and vectors, its thumbnails, and the
+    service's copy of an upload (a folder under `uploads_dir`, or an object it wrote into the object
+    store). The object goes first: a store that cannot be reached raises MediaError and leaves
+    everything as it was, so the catalog never names media that is gone. JobStateError while a job
+    ingests it, or while its status says `ingesting` (a CLI ingestion running, or one that stopped:
+    `force` deletes it anyway); StoreError when there is no such video. Returns the deleted row."""
+    with store.session() as s:
+        video = s.get(Video, video_id)
+        if video is None:
+            raise StoreError(f"no video with id {video_id!r}")
+        s.expunge(video)
+    if active_job(store, video_id) is not None:
+        raise JobStateError(f"video {video_id} is being ingested; delete it when its job ends")
+    if video.status == "ingesting" and not force:
+        raise JobStateError(
+            f"video {video_id} is being ingested (or its ingestion stopped: ingest it again to finish "
+            "it, or delete it with force)"
+        )
+    if "://" in video.uri and uploaded(store, video_id, video.uri):
+        from indexers.source import media_source
+
+        media_source(video.uri, settings.storage_options()).remove()
+    store.delete_video(video_id)
+    folder = Path(video.uri).parent
+    if "://" not in video.uri and folder.resolve().parent == settings.uploads_dir.resolve():
+        shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(settings.home / "thumbs" / video_id, ignore_errors=True)
+    return video
+
+
 def requeue_orphans(store: Store) -> int:
     """Put back in the queue the running jobs whose worker process on this host is gone."""
     with store.session() as s:
@@ -454,7 +485,7 @@ def _run_generate(store: Store, settings: Any, job: Job, reporter: _Reporter) ->
     run = Run(lambda f: reporter("render", f), saved, keep)
     try:
         request = EditRequest.model_validate(job.request or {})
-        plan, backend = prepare(store, request, None, settings.generation_options())
+        plan, backend = prepare(store, request, None, settings.generation_options(), settings.open_media)
         reporter("render", 0.0)
         result = run_edit(store, plan, backend, out, run, job.id)
     except Cancelled:

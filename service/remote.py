@@ -94,17 +94,6 @@ class ObjectUpload:
             log.warning("could not remove the aborted upload %s: %s", self.target, e)
 
 
-def remove_object(source: MediaSource) -> None:
-    """Delete an object the service uploaded; ApiError 503 when the store cannot be reached (the
-    caller then deletes nothing, so the catalog never names media that is gone)."""
-    from indexers.source import MediaError
-
-    try:
-        source.remove()
-    except MediaError as e:
-        raise ApiError(503, "unavailable", f"the object store could not delete the media: {e}") from None
-
-
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$")
 
 

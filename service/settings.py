@@ -55,6 +55,11 @@ class Settings(BaseSettings):
         "files",
         description="Where the search indexes live: `files` (FAISS and BM25 files under `home`, one process's copy) or `postgres` (vectors in pgvector tables, BM25 postings in a full-text-search table, both in the catalog's PostgreSQL and shared by every host; needs a PostgreSQL `database_url` with the `vector` extension).",
     )
+    ray_look_window: float = Field(
+        1800.0,
+        ge=0,
+        description="`vidmem ingest --ray`: seconds of video per vision task. A video longer than two such windows has its shots found by its own task, then each window of shots looked inside by a task of its own, on any node, while its audio is transcribed. 0: one task per video, vision included.",
+    )
     library: str = Field("default", description="Library used when a command names none.")
     decoder: str = Field("pyav", description="Video decoder: `pyav` or `decord`; the other is the fallback.")
     asr_model: str = Field(
@@ -263,6 +268,16 @@ class Settings(BaseSettings):
         from indexers.source import StorageOptions
 
         return StorageOptions(s3_endpoint_url=self.s3_endpoint_url)
+
+    def open_media(self, uri: str) -> tuple[str, tuple[str, ...]]:
+        """How ffmpeg reads the media at `uri` (`reasoning.generate.Opener`): after checking the
+        object is there (MediaError when it is not, or the store cannot be reached), its https URL
+        (pre-signed for `s3://`) and the input options a remote input needs."""
+        from indexers.source import media_source
+
+        source = media_source(uri, self.storage_options())
+        source.stat()
+        return source.ffmpeg_input(), tuple(source.ffmpeg_options())
 
     @property
     def edits_dir(self) -> Path:

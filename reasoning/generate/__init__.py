@@ -11,6 +11,8 @@ backend, laid on an OpenTimelineIO timeline with a preview.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,7 @@ __all__ = [
     "BackendError",
     "Cancelled",
     "EditRequest",
+    "Opener",
     "Plan",
     "RequestError",
     "Run",
@@ -48,13 +51,21 @@ __all__ = [
     "run_edit",
 ]
 
+Opener = Callable[[str], tuple[str, tuple[str, ...]]]
+"""How ffmpeg opens media the catalog names by URL: `Video.uri` -> (what follows `-i`, the input
+options before it). The service makes one from its storage settings (an `s3://` object becomes a
+pre-signed https URL, read by ranges; never a whole copy); it raises when the media cannot be reached."""
+
 CONTEXT_SECONDS = 20.0
 """How far around the anchor the prompt is written from, when the caller gives none."""
 
 
-def load_source(store: Store, video_id: str, library: str | None = None) -> Source:
+def load_source(
+    store: Store, video_id: str, library: str | None = None, media: Opener | None = None
+) -> Source:
     """The video as a plan needs it; `RequestError` if it does not exist (or is outside `library`),
-    has no picture, or its file is gone."""
+    has no picture, or its file is gone. Media by URL is opened with `media`; without it the source
+    can be planned and checked, not rendered (`Source.inputs` refuses)."""
     with store.session() as s:
         video = store.video_in(s, video_id, library)
         if video is None:
@@ -71,7 +82,8 @@ def load_source(store: Store, video_id: str, library: str | None = None) -> Sour
         ).all()
         source = Source(
             video_id=video.id,
-            path=video.uri,
+            path="" if "://" in video.uri else video.uri,
+            uri=video.uri,
             duration=float(video.duration),
             fps=float(video.fps),
             width=int(video.width),
@@ -79,6 +91,14 @@ def load_source(store: Store, video_id: str, library: str | None = None) -> Sour
             boundaries=tuple(sorted({0.0, *map(float, starts), float(video.duration)})),
             library=video.library.name,
         )
+    if source.remote:
+        if media is None:
+            return source
+        try:
+            path, options = media(source.uri)
+        except Exception as e:
+            raise RequestError(f"the media of {video_id} cannot be read at its URL: {e}") from None
+        return replace(source, path=path, options=options)
     if not Path(source.path).is_file():
         raise RequestError(f"the media of {video_id} is no longer at its path; ingest it again")
     return source
@@ -119,14 +139,16 @@ def prepare(
     request: EditRequest,
     library: str | None = None,
     backend_options: dict[str, dict[str, Any]] | None = None,
+    media: Opener | None = None,
 ) -> tuple[Plan, Backend]:
-    """The request checked and resolved: its plan and the backend that will render it."""
+    """The request checked and resolved: its plan and the backend that will render it. `media`
+    opens videos named by URL (needed to render them; a check alone does without)."""
     backend = backend_for(request.backend, request.operation, (backend_options or {}).get(request.backend))
-    source = load_source(store, request.video_id, library)
+    source = load_source(store, request.video_id, library, media)
     overlay = None
     if request.overlay is not None and request.operation == "pip":
         try:
-            overlay = load_source(store, request.overlay.video_id or request.video_id, library)
+            overlay = load_source(store, request.overlay.video_id or request.video_id, library, media)
         except RequestError as e:
             raise RequestError(f"pip: {e}") from None
     span = request.anchor if isinstance(request.anchor, tuple) else (request.anchor, request.anchor)

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from reasoning.generate.backends import Artifact, Backend, BackendError, Run
-from reasoning.generate.media import conform, ffmpeg_path, still
-from reasoning.generate.request import FrameGrid, Plan, RequestError
+from reasoning.generate.media import conform, ffmpeg_path, opened, redact, still
+from reasoning.generate.request import FrameGrid, Plan, RequestError, Source
 
 PIPELINES = {
     "ltx-condition": "LTXConditionPipeline",
@@ -127,9 +127,7 @@ class DiffusersBackend(Backend):
         width, height = self.size(plan)
         images = {}
         for c in plan.conditions:
-            frame = still(
-                Path(plan.source.path), c.frame, plan.source.fps, out / f"condition-{c.position}.png"
-            )
+            frame = still(plan.source, c.frame, plan.source.fps, out / f"condition-{c.position}.png")
             images[c.position] = (
                 Image.open(frame).convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
             )
@@ -209,7 +207,7 @@ class DiffusersBackend(Backend):
         keep, make = Image.new("L", (width, height), 0), Image.new("L", (width, height), 255)
         if plan.operation == "retake":
             span = (plan.end - plan.start) / plan.source.fps
-            video = _span_frames(Path(plan.source.path), plan.start / plan.source.fps, span, n, width, height)
+            video = _span_frames(plan.source, plan.start / plan.source.fps, span, n, width, height)
             box = make
             if plan.request.mask is not None:
                 m = plan.request.mask
@@ -224,18 +222,20 @@ class DiffusersBackend(Backend):
         return video, mask
 
 
-def _span_frames(path: Path, start: float, seconds: float, n: int, width: int, height: int) -> list[Any]:
-    """`n` frames evenly over [start, start + seconds) of `path`, at width x height."""
+def _span_frames(source: Source, start: float, seconds: float, n: int, width: int, height: int) -> list[Any]:
+    """`n` frames evenly over [start, start + seconds) of `source`, at width x height."""
     from PIL import Image
 
     rate = n / max(seconds, 1e-3)
-    cmd = [ffmpeg_path(), "-v", "error", "-nostdin", "-ss", f"{start:.6f}", "-t", f"{seconds + 1:.6f}", "-i", str(path),
+    cmd = [ffmpeg_path(), "-v", "error", "-nostdin", "-ss", f"{start:.6f}", "-t", f"{seconds + 1:.6f}", *opened(source),
            "-vf", f"setpts=PTS-STARTPTS,fps={rate:.6f},scale={width}:{height},tpad=stop_mode=clone:stop={n}",
            "-frames:v", str(n), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]  # fmt: skip
     res = subprocess.run(cmd, capture_output=True, timeout=600)
     size = width * height * 3
     if res.returncode != 0 or len(res.stdout) < n * size:
-        raise BackendError(f"could not read the span's frames: {res.stderr.decode(errors='replace')[-300:]}")
+        raise BackendError(
+            f"could not read the span's frames: {redact(res.stderr.decode(errors='replace'))[-300:]}"
+        )
     return [Image.frombytes("RGB", (width, height), res.stdout[i * size : (i + 1) * size]) for i in range(n)]
 
 

@@ -27,11 +27,12 @@ from reasoning.generate.media import (
     TO_709,
     VIDEO_CODEC,
     has_audio,
+    opened,
     run_ffmpeg,
     seek,
     still,
 )
-from reasoning.generate.request import FrameGrid, Plan, RequestError
+from reasoning.generate.request import FrameGrid, Plan, RequestError, Source
 
 MAX_SECONDS = 600
 """The longest piece it renders (ten minutes)."""
@@ -53,7 +54,7 @@ class FfmpegBackend(Backend):
 
     def render(self, plan: Plan, out: Path, run: Run) -> Artifact:
         out.mkdir(parents=True, exist_ok=True)
-        src = Path(plan.source.path)
+        src = plan.source
         n, fps = plan.frames, plan.fps
         w, h = plan.source.width, plan.source.height
         keep = plan.request.audio == "keep" and has_audio(src)
@@ -78,10 +79,10 @@ class FfmpegBackend(Backend):
 
     # each returns (inputs, a graph ending in [v], the audio pad or None for silence)
 
-    def _source(self, plan: Plan, src: Path, frame: int, frames: int) -> list[str]:
-        return [*seek(frame, plan.source.fps), "-t", f"{(frames + 2) / plan.source.fps:.6f}", "-i", str(src)]
+    def _source(self, plan: Plan, src: Source, frame: int, frames: int) -> list[str]:
+        return [*seek(frame, plan.source.fps), "-t", f"{(frames + 2) / plan.source.fps:.6f}", *opened(src)]
 
-    def _title(self, plan: Plan, src: Path, out: Path, keep: bool) -> tuple[list[str], str, str | None]:
+    def _title(self, plan: Plan, src: Source, out: Path, keep: bool) -> tuple[list[str], str, str | None]:
         card = _title_card(
             plan.request.text or plan.prompt, plan.source.width, plan.source.height, out / "card.png"
         )
@@ -89,12 +90,12 @@ class FfmpegBackend(Backend):
         graph = f"[0:v]fade=t=in:st=0:d={fade:.4f},fade=t=out:st={plan.seconds - fade:.4f}:d={fade:.4f}[v]"
         return ["-loop", "1", "-framerate", f"{plan.fps}", "-i", str(card)], graph, None
 
-    def _freeze(self, plan: Plan, src: Path, out: Path, keep: bool) -> tuple[list[str], str, str | None]:
+    def _freeze(self, plan: Plan, src: Source, out: Path, keep: bool) -> tuple[list[str], str, str | None]:
         last = max(0, round(plan.source.duration * plan.source.fps) - 1)
         frame = still(src, min(plan.start, last), plan.source.fps, out / "freeze.png")
         return ["-loop", "1", "-framerate", f"{plan.fps}", "-i", str(frame)], "[0:v]null[v]", None
 
-    def _extend(self, plan: Plan, src: Path, out: Path, keep: bool) -> tuple[list[str], str, str | None]:
+    def _extend(self, plan: Plan, src: Source, out: Path, keep: bool) -> tuple[list[str], str, str | None]:
         c = plan.conditions[0]
         frame = still(src, c.frame, plan.source.fps, out / "last.png")
         n, w, h = plan.frames, plan.source.width, plan.source.height
@@ -102,7 +103,7 @@ class FfmpegBackend(Backend):
         graph = f"[0:v]zoompan=z='{zoom}':x='iw/2-(iw/zoom/2)':y='ih/2-(ih/zoom/2)':d={n}:s={w}x{h}:fps={plan.fps}[v]"
         return ["-i", str(frame)], graph, None
 
-    def _bridge(self, plan: Plan, src: Path, out: Path, keep: bool) -> tuple[list[str], str, str | None]:
+    def _bridge(self, plan: Plan, src: Source, out: Path, keep: bool) -> tuple[list[str], str, str | None]:
         first, last = plan.conditions[0], plan.conditions[-1]
         a = still(src, first.frame, plan.source.fps, out / "from.png")
         b = still(src, last.frame, plan.source.fps, out / "to.png")
@@ -118,7 +119,7 @@ class FfmpegBackend(Backend):
             return inputs, graph, "[2:a]"
         return inputs, graph, None
 
-    def _slowmo(self, plan: Plan, src: Path, out: Path, keep: bool) -> tuple[list[str], str, str | None]:
+    def _slowmo(self, plan: Plan, src: Source, out: Path, keep: bool) -> tuple[list[str], str, str | None]:
         m = plan.end - plan.start
         stretch = plan.frames / m  # > 1: the span lasts this many times longer
         inputs = self._source(plan, src, plan.start, m)
@@ -131,13 +132,13 @@ class FfmpegBackend(Backend):
         graph += f";[0:a]asetpts=PTS-STARTPTS,atrim=end_sample={round(m / plan.source.fps * RATE)},{_atempo(1 / stretch)}[sa]"
         return inputs, graph, "[sa]"
 
-    def _pip(self, plan: Plan, src: Path, out: Path, keep: bool) -> tuple[list[str], str, str | None]:
+    def _pip(self, plan: Plan, src: Source, out: Path, keep: bool) -> tuple[list[str], str, str | None]:
         o, other = plan.request.overlay, plan.overlay
         assert o is not None and other is not None
         n = plan.frames
         inputs = self._source(plan, src, plan.start, n)
         inputs += [*seek(round(o.start * other.fps), other.fps), "-t", f"{(n + 2) / plan.fps:.6f}"]
-        inputs += ["-i", other.path]
+        inputs += opened(other)
         w = 2 * round(plan.source.width * o.scale / 2)
         margin = round(plan.source.width * 0.03)
         x = str(margin) if o.corner.endswith("left") else f"W-w-{margin}"
@@ -148,7 +149,7 @@ class FfmpegBackend(Backend):
         )
         return inputs, graph, ("[0:a]" if keep else None)
 
-    def _crossfade(self, plan: Plan, src: Path, out: Path, keep: bool) -> tuple[list[str], str, str | None]:
+    def _crossfade(self, plan: Plan, src: Source, out: Path, keep: bool) -> tuple[list[str], str, str | None]:
         n = plan.frames
         half = n // 2
         inputs = self._source(plan, src, plan.start - half, n) + self._source(plan, src, plan.end - half, n)

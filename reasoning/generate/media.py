@@ -9,6 +9,7 @@ at or after that time is the one wanted) and restarting the timestamps there.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -20,7 +21,11 @@ import numpy as np
 from reasoning.generate.backends import BackendError, Cancelled
 
 if TYPE_CHECKING:
-    from reasoning.generate.request import Plan
+    from reasoning.generate.request import Plan, Source
+
+    Media = Path | Source
+    """What the helpers read: a file this process wrote (a still, an insert), or the edited video
+    (`Source`, which may be a URL ffmpeg reads by ranges)."""
 
 RATE = 48000
 """Audio sample rate of every file written."""
@@ -45,22 +50,37 @@ def ffmpeg_path() -> str:
     return path
 
 
+def opened(media: Media) -> list[str]:
+    """ffmpeg's arguments that open `media` (its input options, then `-i`)."""
+    return ["-i", str(media)] if isinstance(media, Path) else media.inputs()
+
+
+def named(media: Media) -> str:
+    """`media`'s file name, for messages (never a URL's query: it may hold a signature)."""
+    return media.name
+
+
+def redact(text: str) -> str:
+    """ffmpeg's words with every URL's query (a pre-signed URL's signature) cut off."""
+    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s?'\"]*)\?[^\s'\"]*", r"\1", text)
+
+
 def seek(frame: int, fps: float) -> list[str]:
     """Input options that start reading at `frame` (put before its `-i`)."""
     return ["-ss", f"{max(0.0, (frame - 0.5) / fps):.6f}"] if frame > 0 else []
 
 
-def _streams(path: Path, select: str, entries: str, *extra: str, timeout: float = 60) -> list[dict]:
-    """ffprobe's `entries` of the streams `select` of `path` (empty when it has none)."""
+def _streams(media: Media, select: str, entries: str, *extra: str, timeout: float = 60) -> list[dict]:
+    """ffprobe's `entries` of the streams `select` of `media` (empty when it has none)."""
     cmd = ["ffprobe", "-v", "error", *extra, "-select_streams", select, "-show_entries", f"stream={entries}"]
     res = subprocess.run(
-        [*cmd, "-of", "json", "-i", str(path)], capture_output=True, text=True, timeout=timeout
+        [*cmd, "-of", "json", *opened(media)], capture_output=True, text=True, timeout=timeout
     )
     return list(json.loads(res.stdout or "{}").get("streams") or [])
 
 
-def has_audio(path: Path) -> bool:
-    return bool(_streams(path, "a", "index"))
+def has_audio(media: Media) -> bool:
+    return bool(_streams(media, "a", "index"))
 
 
 def count_frames(path: Path) -> int:
@@ -70,11 +90,11 @@ def count_frames(path: Path) -> int:
 
 
 def grab(
-    path: Path, frame: int, fps: float, width: int | None = None, height: int | None = None
+    media: Media, frame: int, fps: float, width: int | None = None, height: int | None = None
 ) -> np.ndarray:
-    """Frame `frame` of `path` as an (H, W, 3) uint8 RGB array (scaled to width x height if given)."""
+    """Frame `frame` of `media` as an (H, W, 3) uint8 RGB array (scaled to width x height if given)."""
     scale = f",scale={width}:{height}:flags=bicubic" if width and height else ""
-    cmd = [ffmpeg_path(), "-v", "error", "-nostdin", *seek(frame, fps), "-i", str(path)]
+    cmd = [ffmpeg_path(), "-v", "error", "-nostdin", *seek(frame, fps), *opened(media)]
     cmd += [
         "-vf",
         f"setpts=PTS-STARTPTS{scale}",
@@ -87,23 +107,24 @@ def grab(
         "-",
     ]
     if not (width and height):  # the frame's own size
-        info = (_streams(path, "v:0", "width,height") or [{}])[0]
+        info = (_streams(media, "v:0", "width,height") or [{}])[0]
         width, height = info.get("width"), info.get("height")
     w, h = width, height
     res = subprocess.run(cmd, capture_output=True, timeout=120)
     if res.returncode != 0 or not w or not h or len(res.stdout) < w * h * 3:
-        reason = res.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no frame"]
-        raise BackendError(f"could not read frame {frame} of {path.name}: {reason[0]}")
+        reason = redact(res.stderr.decode(errors="replace")).strip().splitlines()[-1:] or ["no frame"]
+        raise BackendError(f"could not read frame {frame} of {named(media)}: {reason[0]}")
     return np.frombuffer(res.stdout[: w * h * 3], np.uint8).reshape(h, w, 3)
 
 
-def still(path: Path, frame: int, fps: float, out: Path) -> Path:
-    """Frame `frame` of `path` written losslessly to the PNG `out`."""
-    cmd = [ffmpeg_path(), "-y", "-v", "error", "-nostdin", *seek(frame, fps), "-i", str(path)]
+def still(media: Media, frame: int, fps: float, out: Path) -> Path:
+    """Frame `frame` of `media` written losslessly to the PNG `out`."""
+    cmd = [ffmpeg_path(), "-y", "-v", "error", "-nostdin", *seek(frame, fps), *opened(media)]
     cmd += ["-vf", "setpts=PTS-STARTPTS", "-frames:v", "1", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if res.returncode != 0 or not out.is_file():
-        raise BackendError(f"could not read frame {frame} of {path.name}: {res.stderr.strip()[-300:]}")
+        reason = redact(res.stderr).strip()[-300:]
+        raise BackendError(f"could not read frame {frame} of {named(media)}: {reason}")
     return out
 
 
@@ -127,7 +148,7 @@ def run_ffmpeg(args: list[str], frames: int, progress: Callable[[float], None], 
         proc.kill()
         proc.wait()
         raise
-    err = proc.stderr.read()
+    err = redact(proc.stderr.read())
     if proc.wait() != 0:
         last = err.strip().splitlines()[-3:] or ["no message"]
         raise BackendError(f"ffmpeg failed while {what}: {' / '.join(last)[-600:]}")
@@ -143,12 +164,12 @@ def conform(
     audio is kept, else silence (each padded or cut to the piece's length)."""
     n, fps = plan.timeline_frames, plan.source.fps
     width, height = plan.source.width, plan.source.height
-    src = Path(plan.source.path)
+    src = plan.source
     inputs = ["-i", str(video)]
     if sound is not None:
         inputs += ["-i", str(sound)]
     elif plan.request.audio == "keep" and has_audio(src):
-        inputs += [*seek(plan.start, fps), "-t", f"{(n + 2) / fps:.6f}", "-i", str(src)]
+        inputs += [*seek(plan.start, fps), "-t", f"{(n + 2) / fps:.6f}", *opened(src)]
     else:
         inputs += ["-f", "lavfi", "-t", f"{n / fps + 1:.6f}", "-i", f"anullsrc=r={RATE}:cl=stereo"]
     graph = (

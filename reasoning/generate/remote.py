@@ -72,9 +72,7 @@ class HttpBackend(Backend):
     def render(self, plan: Plan, out: Path, run: Run) -> Artifact:
         out.mkdir(parents=True, exist_ok=True)
         frames = {
-            c.position: still(
-                Path(plan.source.path), c.frame, plan.source.fps, out / f"condition-{c.position}.png"
-            )
+            c.position: still(plan.source, c.frame, plan.source.fps, out / f"condition-{c.position}.png")
             for c in plan.conditions
         }
         raw = out / "remote.mp4"

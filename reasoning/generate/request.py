@@ -151,6 +151,8 @@ class Source:
 
     video_id: str
     path: str
+    """What ffmpeg opens: the file, or for media by URL what the caller's opener gave (an https URL;
+    for `s3://`, a pre-signed one). Never shown to users: it may carry a signature."""
     duration: float
     fps: float
     width: int
@@ -158,6 +160,26 @@ class Source:
     boundaries: tuple[float, ...]
     """Shot starts and the end, seconds, ascending."""
     library: str = ""
+    uri: str = ""
+    """The media as the catalog names it (`Video.uri`): the file's path or its URL (`path` if empty)."""
+    options: tuple[str, ...] = ()
+    """ffmpeg input options the media needs (a remote one: network protocols only, a read timeout)."""
+
+    @property
+    def remote(self) -> bool:
+        return "://" in (self.uri or self.path)
+
+    @property
+    def name(self) -> str:
+        """The media's file name (the last part of its path or URL)."""
+        return (self.uri or self.path).split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+
+    def inputs(self) -> list[str]:
+        """ffmpeg's arguments that open it: its options, then `-i`. RequestError for media by URL
+        that was planned without being opened (`prepare(..., media=)`)."""
+        if not self.path:
+            raise RequestError(f"the media of {self.video_id} is at a URL that was not opened for reading")
+        return [*self.options, "-i", self.path]
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from reasoning.generate.media import AUDIO_CODEC, PREVIEW_CODEC, RATE, TO_709, has_audio, run_ffmpeg, seek
+from reasoning.generate.media import (
+    AUDIO_CODEC,
+    PREVIEW_CODEC,
+    RATE,
+    TO_709,
+    has_audio,
+    opened,
+    run_ffmpeg,
+    seek,
+)
 from reasoning.generate.request import Plan
+
+if TYPE_CHECKING:
+    from reasoning.generate.media import Media
 
 WHOLE_PREVIEW_SECONDS = 120.0
 """A timeline up to this long is previewed whole."""
@@ -31,7 +43,7 @@ class Piece:
     """A run of frames on the timeline, taken from a file."""
 
     kind: str  # source | insert
-    path: Path
+    media: Media
     first: int
     """First frame, in the file."""
     frames: int
@@ -55,12 +67,12 @@ class Cut:
 
 def lay_out(plan: Plan, insert: Path | None) -> Cut:
     """Where everything goes, in frames of the source's rate (the insert conformed to it)."""
-    src = Path(plan.source.path)
+    src = plan.source
     last = max(1, round(plan.source.duration * plan.source.fps))
     s, e, n = plan.start, plan.end, plan.timeline_frames
 
-    def piece(kind: str, path: Path, first: int, frames: int) -> list[Piece]:
-        return [Piece(kind, path, first, frames)] if frames > 0 else []
+    def piece(kind: str, media: Media, first: int, frames: int) -> list[Piece]:
+        return [Piece(kind, media, first, frames)] if frames > 0 else []
 
     if plan.operation == "crossfade":
         assert insert is not None
@@ -98,12 +110,12 @@ def render_preview(cut: Cut, plan: Plan, out: Path, progress: Any = lambda f: No
             first, frames = piece.first + (a - at), b - a
             k = inputs.count("-i")
             rate = plan.source.fps
-            inputs += [*seek(first, rate), "-t", f"{(frames + 2) / rate:.6f}", "-i", str(piece.path)]
+            inputs += [*seek(first, rate), "-t", f"{(frames + 2) / rate:.6f}", *opened(piece.media)]
             chains.append(
                 f"[{k}:v]setpts=PTS-STARTPTS,scale={w}:{h}:flags=bicubic:{TO_709},setsar=1,fps={fps},format=yuv420p,"
                 f"tpad=stop_mode=clone:stop={frames},trim=end_frame={frames},setpts=PTS-STARTPTS[v{len(labels)}]"
             )
-            if has_audio(piece.path):
+            if has_audio(piece.media):
                 sound = f"[{k}:a]asetpts=PTS-STARTPTS,"
             else:
                 inputs += [
@@ -150,12 +162,12 @@ def build_timeline(
     def rt(frames: int) -> RationalTime:
         return RationalTime(frames, fps)
 
-    def reference(path: Path, frames: int) -> Any:
-        return otio.schema.ExternalReference(
-            target_url=path.resolve().as_uri(), available_range=TimeRange(rt(0), rt(frames))
-        )
+    def reference(url: str, frames: int) -> Any:
+        return otio.schema.ExternalReference(target_url=url, available_range=TimeRange(rt(0), rt(frames)))
 
-    source_ref = reference(Path(plan.source.path), last)
+    source = plan.source  # by its URL when remote (never the pre-signed one ffmpeg read)
+    source_url = source.uri if source.remote else Path(source.path).resolve().as_uri()
+    source_ref = reference(source_url, last)
     timeline = otio.schema.Timeline(name=name, global_start_time=rt(0))
     timeline.metadata["vidmem"] = {"video_id": plan.source.video_id, "edit": plan.to_json()}
     tracks = {
@@ -186,7 +198,7 @@ def build_timeline(
                 continue
             if what == "source":
                 clip = otio.schema.Clip(
-                    name=Path(plan.source.path).name,
+                    name=plan.source.name,
                     media_reference=source_ref.clone(),
                     source_range=TimeRange(rt(first), rt(frames)),
                 )
@@ -194,7 +206,7 @@ def build_timeline(
                 insert = next(p for p in cut.pieces if p.kind == "insert")
                 clip = otio.schema.Clip(
                     name=f"{plan.operation} {metadata.get('job', '')}".strip(),
-                    media_reference=reference(insert.path, insert.frames),
+                    media_reference=reference(Path(str(insert.media)).resolve().as_uri(), insert.frames),
                     source_range=TimeRange(rt(0), rt(frames)),
                 )
                 clip.metadata["vidmem"] = metadata

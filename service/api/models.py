@@ -159,6 +159,12 @@ class VideoFacts(Out):
     height: int | None
     language: str | None
     size_bytes: int
+    identity: Literal["sha256", "s3-etag", "http-etag", "http-modified", "unknown"] = Field(
+        description="How its content hash (the ingest key: the same content twice in a library is one "
+        "video) was made: `sha256` of the bytes; for media in an object store, a sha256 of the "
+        "object's ETag (`s3-etag`, `http-etag`) or Last-Modified (`http-modified`) and size; "
+        "`unknown` for a URL ingested before the catalog recorded it."
+    )
     created_at: str = Field(description="ISO 8601, UTC.")
 
 

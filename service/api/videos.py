@@ -3,7 +3,6 @@ hierarchy, export, media (byte ranges), thumbnails, delete."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -233,18 +232,14 @@ def thumbnail(
 def delete_video(video_id: str, who: Caller, svc: Svc) -> Response:
     """Remove a video: its rows, vectors, thumbnails and uploaded file (or uploaded object: removed
     first, so a store that cannot be reached leaves everything as it was, 503); nothing else."""
-    cfg = svc.settings
+    from indexers.source import MediaError
+
     v = readable_video(svc, who, video_id)
     require_writer(who, v.library, "deleting")
-    if jobs.active_job(svc.store, video_id) is not None or v.status == "ingesting":
-        raise ApiError(409, "conflict", f"video {video_id} is being ingested; delete it when its job ends")
-    if "://" in v.uri and jobs.uploaded(svc.store, video_id, v.uri):
-        from indexers.source import media_source
-
-        remote.remove_object(media_source(v.uri, cfg.storage_options()))
-    svc.store.delete_video(video_id)
-    folder = Path(v.uri).parent
-    if "://" not in v.uri and folder.resolve().parent == cfg.uploads_dir.resolve():
-        shutil.rmtree(folder, ignore_errors=True)
-    shutil.rmtree(cfg.home / "thumbs" / video_id, ignore_errors=True)
+    try:
+        jobs.delete_video(svc.store, svc.settings, video_id)
+    except jobs.JobStateError as e:
+        raise ApiError(409, "conflict", str(e)) from None
+    except MediaError as e:
+        raise ApiError(503, "unavailable", f"the object store could not delete the media: {e}") from None
     return Response(status_code=204)

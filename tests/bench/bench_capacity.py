@@ -4,7 +4,11 @@ Measured in this run: one ingestion of bbb_10min.mp4 with every stage (vision, t
 condensing captions) into a fresh PostgreSQL catalog with the `postgres` index backend (pgvector
 vectors, full-text postings), the way a scaled-out deployment stores it. Per hour of video: CPU
 core-seconds (this process and its children: the visual worker, ffmpeg), rows per kind, bytes on
-disk per relation, and the LLM's prompt and completion tokens.
+disk per relation, and the LLM's prompt and completion tokens. Then an hour of talk: the
+transcripts of TutorialVQA's tutorial videos (../shared/eval; real narration, their own timings), in
+order until an hour is reached, ingested as subtitle tracks with the same packaged LLM condensing
+their captions: the LLM tokens and CPU per hour of talk (a film without dialogue asks the LLM for
+little; a talk for much more).
 
 Read from the other benchmarks' results (run them first; the table names each source):
 - docs/benchmarks/asr.json: speech recognition's cost per hour of speech (bbb has no dialogue, so
@@ -60,6 +64,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--video", type=Path, default=SHARED / "media" / "bbb_10min.mp4")
     ap.add_argument("--url", default=os.environ.get("VIDMEM_TEST_PGVECTOR_URL"))
+    ap.add_argument("--talk-hours", type=float, default=1.0, help="hours of TutorialVQA talk to ingest")
     args = ap.parse_args()
     if not args.url:
         raise SystemExit("no PostgreSQL with pgvector: run `make postgres` or pass --url")
@@ -96,7 +101,10 @@ def main() -> None:
             ).all()
         )
         database = int(c.scalar(text("SELECT pg_database_size(current_database())")) or 0)
+    film_tokens = dict(tokens)
+    talk = measure_talk(store, args.talk_hours, tokens)
     store.close()
+    tokens = film_tokens
     vectors = sum(v for k, v in sizes.items() if k.startswith("vidmem_vec_"))
     per_hour = {
         "core_s": cpu / hours,
@@ -125,6 +133,8 @@ def main() -> None:
     cores_speech = (core_h_day + (speech_core_h_day or 0)) / 24 * HEADROOM
     llm_tokens_day = day * (per_hour["prompt_tokens"] + per_hour["completion_tokens"])
     gpu_hours = [llm_tokens_day / rate / 3600 for rate in GPU_TOKENS_PER_S]
+    talk_tokens_day = day * (talk["prompt_tokens_per_hour"] + talk["completion_tokens_per_hour"])
+    talk_gpu_hours = [talk_tokens_day / rate / 3600 for rate in GPU_TOKENS_PER_S]
     gib = 1024**3
     data = {
         "machine": machine(),
@@ -141,6 +151,7 @@ def main() -> None:
         },
         "per_video_hour": {k: round(v, 1) for k, v in per_hour.items()},
         "asr_core_s_per_speech_hour": round(asr_core_s_per_hour, 1) if asr_core_s_per_hour else None,
+        "talk": talk,
         "day": {
             "video_hours": day,
             "core_hours": round(core_h_day),
@@ -153,6 +164,8 @@ def main() -> None:
             "vectors_gib": round(day * per_hour["bytes_vectors"] / gib, 2),
             "llm_tokens": round(llm_tokens_day),
             "gpu_hours": [round(g, 1) for g in gpu_hours],
+            "llm_tokens_talk": round(talk_tokens_day),
+            "gpu_hours_talk": [round(g, 1) for g in talk_gpu_hours],
         },
     }
     d = data["day"]
@@ -195,7 +208,9 @@ def main() -> None:
         f"| catalog tables (PostgreSQL, indexes included) | {per_hour['bytes_catalog'] / 2**20:.1f} MiB | this run |",
         f"| vector tables (pgvector, HNSW included) | {per_hour['bytes_vectors'] / 2**20:.1f} MiB | this run |",
         f"| full-text postings (tsvector, GIN included) | {per_hour['bytes_lexemes'] / 2**20:.2f} MiB | this run |",
-        f"| LLM tokens (prompt + completion, caption condensing) | {per_hour['prompt_tokens']:,.0f} + {per_hour['completion_tokens']:,.0f} | this run: a film without dialogue, where the LLM condenses only the spans whose facts outgrow a caption; an hour of talk asks far more (not measured here) |",
+        f"| LLM tokens (prompt + completion, caption condensing) | {per_hour['prompt_tokens']:,.0f} + {per_hour['completion_tokens']:,.0f} | this run: a film without dialogue, where the LLM condenses only the spans whose facts outgrow a caption |",
+        f"| LLM tokens per hour of talk (prompt + completion) | {talk['prompt_tokens_per_hour']:,.0f} + {talk['completion_tokens_per_hour']:,.0f} | this run: {talk['tracks']} TutorialVQA transcripts, {talk['hours']:.2f} h of narration, as subtitle tracks |",
+        f"| CPU per hour of talk, transcript given (structure, captions by the packaged LLM, embeddings) | {talk['core_s_per_hour'] / 3600:.2f} core-hours | this run; speech recognition is the row above |",
         "",
         "## For 10,000 video hours a day",
         "",
@@ -208,8 +223,10 @@ def main() -> None:
         f"| new embedding rows | {d['rows']:,} | |",
         f"| database growth | {d['database_gib']:,} GiB/day ({d['database_gib'] * 365 / 1024:,.1f} TiB/year) | catalog + vectors + postings |",
         f"| of which vectors (pgvector) | {d['vectors_gib']:,} GiB/day | HNSW graphs grow with them |",
-        f"| LLM tokens | {d['llm_tokens']:,} | |",
-        f"| GPU-hours for the LLM (vLLM) | {d['gpu_hours'][1]:,} to {d['gpu_hours'][0]:,} | **assumed** {GPU_TOKENS_PER_S[1]:,} to {GPU_TOKENS_PER_S[0]:,} tokens/s per GPU: not measured (no GPU lent); and film-like tokens only (above) |",
+        f"| LLM tokens, film-like | {d['llm_tokens']:,} | |",
+        f"| LLM tokens, every hour talk | {d['llm_tokens_talk']:,} | |",
+        f"| GPU-hours for the LLM (vLLM), film-like | {d['gpu_hours'][1]:,} to {d['gpu_hours'][0]:,} | **assumed** {GPU_TOKENS_PER_S[1]:,} to {GPU_TOKENS_PER_S[0]:,} tokens/s per GPU: not measured (no GPU lent) |",
+        f"| GPU-hours for the LLM (vLLM), every hour talk | {d['gpu_hours_talk'][1]:,} to {d['gpu_hours_talk'][0]:,} | the same assumption |",
         "",
         f"Scaling measured: Ray ingestion {ray_line}. Search: pgvector {pg_line} (docs/benchmarks/pgvector.md).",
         "",
@@ -222,6 +239,40 @@ def main() -> None:
     write_results("capacity", data, "\n".join(lines))
     (RESULTS / "scale.md").write_text(scale_md())
     print("\n".join(lines))
+
+
+def measure_talk(store: Store, hours: float, tokens: dict[str, int]) -> dict[str, Any]:
+    """TutorialVQA transcripts, in dataset order until `hours` of narration, ingested as subtitle
+    tracks with the packaged LLM: its tokens (counted into `tokens`, reset first) and the CPU, per
+    hour of talk."""
+    from service.evaluate import read_tracks, srt
+
+    tracks = read_tracks(SHARED / "eval" / "tutorialvqa")
+    folder = WORK / "capacity" / "talk"
+    folder.mkdir(parents=True, exist_ok=True)
+    tokens["prompt"] = tokens["completion"] = 0
+    seconds, used = 0.0, 0
+    cpu0 = core_seconds()
+    for vid, sentences in sorted(tracks.items()):
+        if seconds >= hours * 3600:
+            break
+        path = folder / f"talk-{vid}.srt"
+        path.write_text(srt(sentences))
+        got = ingest(store, path, IngestOptions(library="capacity-talk"), cache_dir=WORK / "models")
+        seconds += got.duration
+        used += 1
+        print(f"  talk: {used} tracks, {seconds / 3600:.2f} h, tokens {tokens}", flush=True)
+    cpu = core_seconds() - cpu0
+    h = seconds / 3600
+    return {
+        "tracks": used,
+        "hours": round(h, 3),
+        "prompt_tokens": tokens["prompt"],
+        "completion_tokens": tokens["completion"],
+        "prompt_tokens_per_hour": round(tokens["prompt"] / h, 1),
+        "completion_tokens_per_hour": round(tokens["completion"] / h, 1),
+        "core_s_per_hour": round(cpu / h, 1),
+    }
 
 
 def scale_md() -> str:

@@ -7,6 +7,7 @@ ingestion of the same files writes."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -27,10 +28,13 @@ from sqlalchemy import func, select
 
 from indexers import ingest
 from indexers.captions import CaptionOptions
-from indexers.distributed import Where, ingest_on_ray
+from indexers.decode import probe
+from indexers.distributed import Where, WindowLooks, ingest_on_ray
 from indexers.pipeline import IngestOptions
-from indexers.source import StorageOptions
-from memory import STAGES, EmbeddingRow, IngestJob, Segment, Store, TranscriptCue, Video
+from indexers.source import StorageOptions, media_source
+from indexers.visual import LookOptions, run_look
+from memory import STAGES, EmbeddingRow, IngestJob, ScreenText, Segment, Store, Tag, TranscriptCue, Video
+from tests.conftest import shared
 from tests.helpers import cli, free_port
 from tests.media import make_narrated_clip
 from tests.remote import S3Server
@@ -77,12 +81,12 @@ def _rows(store: Store) -> dict[str, dict[str, int]]:
     return out
 
 
-def _running_task(spare: str | None) -> tuple[int, int] | None:
-    """(worker pid, its raylet's pid) of a worker running an ingestion task now, on a node other
-    than the one whose raylet socket is `spare` (the driver's: on one machine the driver attaches to
-    one of the nodes' raylets, and losing it would be losing the driver, not a worker node)."""
+def _running_task(spare: str | None, task: str = "_ingest_task") -> tuple[int, int] | None:
+    """(worker pid, its raylet's pid) of a worker running `task` now, on a node other than the one
+    whose raylet socket is `spare` (the driver's: on one machine the driver attaches to one of the
+    nodes' raylets, and losing it would be losing the driver, not a worker node)."""
     for p in psutil.process_iter(["cmdline"]):
-        if " ".join(p.info["cmdline"] or []).startswith("ray::_ingest_task"):
+        if " ".join(p.info["cmdline"] or []).startswith(f"ray::{task}"):
             raylet = psutil.Process(p.ppid())
             socket = next(
                 (a.split("=", 1)[1] for a in raylet.cmdline() if a.startswith("--raylet_socket_name=")), None
@@ -194,5 +198,87 @@ def test_urls_go_to_the_cluster_one_task_each_with_the_rows_of_one_machine(
         assert _rows(store) == expected
         with store.session() as s:
             assert sorted(s.scalars(select(Video.uri))) == urls
+    finally:
+        store.close()
+
+
+def test_a_long_videos_vision_goes_out_per_window_and_a_lost_window_is_run_again(
+    cluster: str, pgvector_url: str, tmp_path: Path, model_cache: Path
+) -> None:
+    """The Big Buck Bunny trailer (55 s) with 10 s windows: its owner task finds the shots, and each
+    window of shots is looked inside by a task of its own. A node is lost while it runs one; the
+    job completes, and the vision rows are exactly those of `run_look` over the same shots on this
+    machine (what the windows promise: the same sample frames, found by seeking)."""
+    trailer = shared("bbb_trailer.mp4")
+    look = LookOptions(workers=1)
+    options = IngestOptions(library="ray", captions=CaptionOptions(llm=None), look=look)
+
+    alone = Store(tmp_path / "alone")  # shots on one machine, then the look over them, in one run
+    ingest(alone, trailer, dataclasses.replace(options, look=None), cache_dir=model_cache)
+    with alone.session() as s:
+        shots = [
+            (g.start, g.end)
+            for g in s.scalars(select(Segment).where(Segment.level == "shot").order_by(Segment.start))
+        ]
+    alone.close()
+    windows = WindowLooks(10.0).windows(shots)
+    assert len(windows) >= 4 and [sh for w in windows for sh in w] == shots
+    expected = run_look(probe(media_source(trailer)), shots, look)
+    assert sum(len(x.texts) for x in expected) > 0 and sum(len(x.labels) for x in expected) > 0
+
+    where = Where(str(tmp_path / "node-home"), pgvector_url, "postgres", str(model_cache))
+    results: list[Any] = []
+
+    def run() -> None:
+        try:
+            results.extend(ingest_on_ray(cluster, where, [trailer], options, look_window=10.0))
+        except Exception as e:  # noqa: BLE001 (the assertion below shows it)
+            results.append(e)
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    deadline = time.monotonic() + 600
+    while not ray.is_initialized():
+        assert time.monotonic() < deadline and runner.is_alive(), f"no connection to the cluster: {results}"
+        time.sleep(0.1)
+    spare = ray._private.worker.global_worker.node.raylet_socket_name
+    while (task := _running_task(spare, "_look_task")) is None:
+        assert time.monotonic() < deadline and runner.is_alive(), (
+            f"no window was looked at elsewhere: {results}"
+        )
+        time.sleep(0.2)
+    worker, raylet = task
+    os.kill(raylet, signal.SIGKILL)  # the node is lost while it looks inside a window
+    os.kill(worker, signal.SIGKILL)
+    runner.join(timeout=900)
+    assert not runner.is_alive(), "the cluster did not finish after a node was lost"
+    assert len(results) == 1 and not isinstance(results[0], Exception), results
+
+    store = Store(tmp_path / "driver", pgvector_url, index="postgres")
+    try:
+        with store.session() as s:
+            [video] = s.scalars(select(Video)).all()
+            assert video.status == "ready"
+            got_shots = s.scalars(
+                select(Segment).where(Segment.level == "shot").order_by(Segment.start)
+            ).all()
+            assert [(g.start, g.end) for g in got_shots] == shots
+            ordinal = {g.id: i for i, g in enumerate(got_shots)}
+            texts = sorted((ordinal[t.segment_id], t.text, t.start) for t in s.scalars(select(ScreenText)))
+            assert texts == sorted((x.index, t.text, t.start) for x in expected for t in x.texts)
+            tags = sorted(
+                (ordinal[t.segment_id], t.kind, t.name)
+                for t in s.scalars(select(Tag))
+                if t.segment_id in ordinal
+            )
+            want = [(x.index, "label", n) for x in expected for n, _ in x.labels]
+            want += [(x.index, "face", "face") for x in expected if x.faces]
+            want += [(x.index, "person", "person") for x in expected if x.people]
+            assert tags == sorted(want)
+            visual = s.scalar(
+                select(func.count()).select_from(EmbeddingRow).where(EmbeddingRow.modality == "visual")
+            )
+            assert visual == sum(len(x.vectors) for x in expected)
+            assert list(s.scalars(select(IngestJob.stages_done)).one()) == list(STAGES)
     finally:
         store.close()

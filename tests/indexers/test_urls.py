@@ -103,6 +103,9 @@ def test_an_s3_object_ingests_to_the_rows_of_the_same_local_file_and_is_known_ag
         with remote.session() as s:
             video = s.scalars(select(Video)).one()
             assert video.uri == url and video.title == "talk.mp4" and video.size_bytes == talk.stat().st_size
+            assert video.identity == "s3-etag" and video.to_json()["identity"] == "s3-etag"
+        with local.session() as s:
+            assert s.scalars(select(Video)).one().identity == "sha256"
 
         again = ingest(remote, url, _options(storage), cache_dir=model_cache)
         assert again.existed and again.video_id == first.video_id

@@ -10,7 +10,9 @@ URLs. Real SQLite, decoders and speech model; the jobs run in this process (`job
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import urllib.parse
 import uuid
 from io import BytesIO
 from pathlib import Path
@@ -22,7 +24,7 @@ from indexers.source import media_source
 from service.app import create_app
 from service.remote import PART_BYTES, ObjectUpload
 from service.settings import Settings
-from tests.helpers import TALK, H, error, run_jobs, settings_for, upload
+from tests.helpers import TALK, H, cli, cli_json, error, run_jobs, settings_for, upload
 from tests.media import make_narrated_clip, write_srt
 from tests.remote import S3Server
 
@@ -100,6 +102,78 @@ def test_an_upload_lands_in_the_bucket_is_searchable_streams_by_range_and_goes_w
         assert client.delete(f"/v1/videos/{vid}", headers=H).status_code == 204
         assert s3.keys(bucket) == [] and s3.pending_uploads(bucket) == []
         assert client.get(f"/v1/videos/{vid}", headers=H).status_code == 404
+
+
+def test_the_cli_delete_removes_the_uploaded_object_and_keeps_everything_when_the_store_is_down(
+    s3: S3Server, bucket: str, talk: Path, tmp_path: Path
+) -> None:
+    """`vidmem delete` (a separate process) deletes what the API's delete does: an uploaded object
+    with its video. With the store unreachable it deletes nothing, and says why."""
+    cfg = settings_for(tmp_path, upload_url=f"s3://{bucket}/in", s3_endpoint_url=s3.endpoint)
+    with _client(cfg) as client:
+        client.post("/v1/libraries", json={"name": "talks"}, headers=H)
+        r = upload(client, "talks", talk, "video/mp4")
+        assert r.status_code == 202, r.text
+        run_jobs(cfg)
+        vid = client.get(f"/v1/jobs/{r.json()['id']}", headers=H).json()["video_id"]
+    [key] = s3.keys(bucket)
+
+    down = cli(cfg.home, "delete", vid, ok=False, env={"VIDMEM_S3_ENDPOINT_URL": "http://127.0.0.1:9"})
+    assert down.returncode == 1 and down.stderr.startswith("error:"), down.stderr
+    assert s3.keys(bucket) == [key]
+    assert [v["id"] for v in cli_json(cfg.home, "list", "--library", "talks")] == [vid]
+
+    cli(cfg.home, "delete", vid, env={"VIDMEM_S3_ENDPOINT_URL": s3.endpoint})
+    assert s3.keys(bucket) == [] and cli_json(cfg.home, "list", "--library", "talks") == []
+
+
+def test_an_edit_of_a_video_in_the_bucket_reads_it_by_ranges_and_names_it_by_its_url(
+    s3: S3Server, bucket: str, talk: Path, tmp_path: Path
+) -> None:
+    """A generation job on media in the object store: ffmpeg reads the object through a pre-signed
+    URL (no local copy), the insert holds the source's own frame, and the timeline and every file
+    written name the object by its s3:// URL, never by the signed one. With the store unreachable
+    the job fails and says why."""
+    import opentimelineio as otio
+
+    from reasoning.generate.media import count_frames, grab, psnr
+
+    cfg = settings_for(tmp_path, upload_url=f"s3://{bucket}/in", s3_endpoint_url=s3.endpoint)
+    with _client(cfg) as client:
+        client.post("/v1/libraries", json={"name": "talks"}, headers=H)
+        r = upload(client, "talks", talk, "video/mp4")
+        run_jobs(cfg)
+        vid = client.get(f"/v1/jobs/{r.json()['id']}", headers=H).json()["video_id"]
+        [key] = s3.keys(bucket)
+        url = f"s3://{bucket}/{urllib.parse.quote(key)}"  # as the catalog records it
+
+        r = client.post("/v1/edits", json={"video_id": vid, "operation": "freeze", "anchor": 5.0}, headers=H)
+        assert r.status_code == 202, r.text
+        run_jobs(cfg)
+        done = client.get(f"/v1/jobs/{r.json()['id']}", headers=H).json()
+        assert done["status"] == "done", done
+        out = cfg.edits_dir / done["id"]
+        plan = done["result"]["plan"]
+        insert, preview = out / "insert.mp4", out / "preview.mp4"
+        assert (
+            count_frames(insert) == plan["frames"]
+            and count_frames(preview) == done["result"]["timeline"]["frames"]
+        )
+        frozen = grab(talk, round(plan["start"] * 24), 24.0)  # the local file's frame at the anchor
+        assert psnr(grab(insert, 0, 24.0), frozen) > 35
+        timeline = otio.adapters.read_from_file(str(out / "edit.otio"))
+        urls = {c.media_reference.target_url for c in timeline.find_clips()}
+        assert url in urls and all(u == url or u.startswith("file://") for u in urls), urls
+        written = [p.read_bytes() for p in out.iterdir() if p.suffix in (".otio", ".edl", ".xml")]
+        assert written and not any(b"X-Amz" in w or b"Signature" in w for w in written)
+        assert "X-Amz" not in json.dumps(done)
+
+        down = settings_for(tmp_path, upload_url=f"s3://{bucket}/in", s3_endpoint_url="http://127.0.0.1:9")
+        r = client.post("/v1/edits", json={"video_id": vid, "operation": "freeze", "anchor": 2.0}, headers=H)
+        run_jobs(down)
+        failed = client.get(f"/v1/jobs/{r.json()['id']}", headers=H).json()
+        assert failed["status"] == "failed" and "cannot be read at its URL" in failed["error"], failed
+        assert "X-Amz" not in failed["error"]
 
 
 def test_a_refused_upload_leaves_nothing_in_the_bucket(s3: S3Server, bucket: str, tmp_path: Path) -> None:
