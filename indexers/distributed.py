@@ -42,6 +42,7 @@ from indexers.decode import MediaInfo
 from indexers.pipeline import IngestOptions, IngestResult, MediaError
 from indexers.shots import SETTLE
 from indexers.source import has_scheme, source_uri
+from indexers.transcript import Cue, TranscribeOptions, chunk_cues
 from indexers.visual import LookOptions, ShotLook, run_look
 
 RETRIES = 3
@@ -106,6 +107,39 @@ class WindowLooks:
         return gather
 
 
+@dataclass(frozen=True)
+class SpeechChunks:
+    """Speech recognition of a long recording as Ray tasks, one per audio chunk
+    (`indexers.transcript.HearElsewhere`): the owner reads the audio once and hears the first chunk
+    with speech itself (the language); every later chunk goes out as it is read."""
+
+    window: float = 1800.0
+    """A recording longer than two windows is split (the chunks are `TranscribeOptions.chunk` long)."""
+    retries: int = 3
+
+    def wanted(self, duration: float) -> bool:
+        return duration > 2 * self.window
+
+    def submit(
+        self, offset: float, samples: Any, language: str, opts: TranscribeOptions, cache_dir: Path
+    ) -> Callable[[], list[tuple[Cue, str]]]:
+        import ray
+
+        task = ray.remote(max_retries=self.retries, num_cpus=1)(_hear_task)
+        ref = task.remote(offset, samples, language, opts, str(cache_dir))
+        return lambda: ray.get(ref)  # type: ignore[no-any-return]
+
+
+def _hear_task(
+    offset: float, samples: Any, language: str, opts: TranscribeOptions, cache_dir: str
+) -> list[tuple[Cue, str]]:
+    """One chunk of audio heard (a Ray task), with the node's copy of the packaged model."""
+    from memory.runtime.whisper import load_whisper
+
+    model = load_whisper(opts.model, Path(cache_dir), opts.threads)
+    return list(chunk_cues(model, offset, samples, language, opts))
+
+
 def _look_task(info: MediaInfo, shots: list[tuple[float, float]], opts: LookOptions) -> list[ShotLook]:
     """One window of shots looked inside (a Ray task): frames sampled by seeking to the window, not
     decoding the video up to it."""
@@ -135,15 +169,18 @@ def ingest_on_ray(
     options: IngestOptions,
     done: Callable[[str, IngestResult | None, str | None], None] | None = None,
     retries: int = RETRIES,
-    look_window: float | None = WindowLooks.window,
+    window: float | None = WindowLooks.window,
 ) -> list[IngestResult | MediaError]:
     """Ingest `paths` (paths or URLs) on the Ray cluster at `address` (`host:port` of its head, or
-    `auto`), one task per file, and one per `look_window` seconds of a long video's shots for its
-    vision (`WindowLooks`; None: none); `done(path, result, error)` as each finishes. Results in the
-    order of `paths`: an `IngestResult`, or the `MediaError` that file met. A `ValueError` when the
-    catalog is not one the nodes can share."""
-    if look_window and options.look is not None and options.look_elsewhere is None:
-        options = dataclasses.replace(options, look_elsewhere=WindowLooks(look_window, retries))
+    `auto`), one task per file; a recording longer than two `window`s also sends out one task per
+    window of its shots for vision (`WindowLooks`) and one per chunk of its audio for speech
+    (`SpeechChunks`); None: one task per file. `done(path, result, error)` as each finishes.
+    Results in the order of `paths`: an `IngestResult`, or the `MediaError` that file met. A
+    `ValueError` when the catalog is not one the nodes can share."""
+    if window and options.look is not None and options.look_elsewhere is None:
+        options = dataclasses.replace(options, look_elsewhere=WindowLooks(window, retries))
+    if window and options.hear_elsewhere is None:
+        options = dataclasses.replace(options, hear_elsewhere=SpeechChunks(window, retries))
     if not where.database_url.startswith("postgresql"):
         raise ValueError(
             "ingestion on Ray needs a catalog every node reaches: set VIDMEM_DATABASE_URL to PostgreSQL"

@@ -39,11 +39,13 @@ from indexers.source import Fingerprint, MediaSource, StorageOptions, media_sour
 from indexers.structure import Structure, StructureOptions, atoms_from, build
 from indexers.transcript import (
     SUBTITLE_SUFFIXES,
+    HearElsewhere,
     TranscribeOptions,
     Transcript,
     WhisperTranscriber,
     read_subtitles,
     sidecar_subtitles,
+    transcript_elsewhere,
 )
 from indexers.visual import LookElsewhere, LookOptions, ShotLook, VisualJob, VisualWorker, run_job
 from kernels.timecode import hms
@@ -80,6 +82,10 @@ class IngestOptions:
     look: LookOptions | None = field(default_factory=LookOptions)
     """How the vision stage samples, reads and encodes the frames of each shot; None skips it (no
     on-screen text, tags or visual vectors)."""
+    hear_elsewhere: HearElsewhere | None = None
+    """Where the speech of a long recording is recognised (`indexers.distributed.SpeechChunks`: Ray
+    tasks, one per audio chunk, while this process reads the audio); None, or a recording it does
+    not want: here, chunk after chunk."""
     look_elsewhere: LookElsewhere | None = None
     """Where the shots of a long video are looked inside (`indexers.distributed.WindowLooks`: Ray
     tasks, one per window of shots, while this process transcribes); None, or a video it does not
@@ -419,6 +425,9 @@ def transcribe(item: _Item, opts: IngestOptions, cache: Path, report: Callable[[
         return item.subtitles
     if item.info is not None and item.info.has_audio:
         media = item.source.path if item.source.local else item.source
+        elsewhere = opts.hear_elsewhere
+        if elsewhere is not None and elsewhere.wanted(item.duration):
+            return transcript_elsewhere(media, item.duration, opts.transcribe, cache, elsewhere, report)
         return WhisperTranscriber(opts.transcribe, cache).transcript(media, item.duration, report)
     return Transcript([], None, "asr")
 

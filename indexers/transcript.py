@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -201,36 +202,91 @@ class WhisperTranscriber(Transcriber):
     ) -> Iterator[Cue]:
         opts = self.opts
         model = load_whisper(opts.model, self.cache_dir, opts.threads)
-        heard = False
         for offset, samples in audio_chunks(path, opts.chunk):
-            if float(np.abs(samples).max(initial=0.0)) < 1e-3:  # digital silence: nothing to hear
+            for cue, language in chunk_cues(model, offset, samples, info.language, opts):
+                if info.language is None:
+                    info.language = language  # detected once, from the first chunk with speech
+                yield cue
                 if progress:
-                    progress(min(1.0, (offset + len(samples) / SAMPLE_RATE) / duration))
-                continue
-            segments, chunk_info = model.transcribe(
-                samples,
-                language=info.language,
-                beam_size=opts.beam_size,
-                word_timestamps=True,
-                vad_filter=opts.vad,
-                condition_on_previous_text=False,
-            )
-            for seg in segments:
-                text = seg.text.strip()
-                if not text:
-                    continue
-                words = [Word(offset + w.start, offset + w.end, w.word.strip()) for w in (seg.words or [])]
-                # segment bounds can swallow silence that the VAD removed; word times are tighter
-                start = words[0].start if words else offset + seg.start
-                end = words[-1].end if words else offset + seg.end
-                if not heard and info.language is None:
-                    info.language = chunk_info.language  # detected once, from the first chunk with speech
-                heard = True
-                yield Cue(start, max(end, start + 0.01), text, words)
-                if progress:
-                    progress(min(1.0, (offset + seg.end) / duration))
+                    progress(min(1.0, cue.end / duration))
             if progress:
                 progress(min(1.0, (offset + len(samples) / SAMPLE_RATE) / duration))
+
+
+class HearElsewhere(Protocol):
+    """Hears chunks of a long recording's audio somewhere else while the ingesting process reads on
+    (`indexers.distributed.SpeechChunks`: one Ray task per chunk)."""
+
+    def wanted(self, duration: float) -> bool:
+        """Whether audio this long is heard elsewhere (else here, chunk after chunk)."""
+        ...
+
+    def submit(
+        self, offset: float, samples: np.ndarray, language: str, opts: TranscribeOptions, cache_dir: Path
+    ) -> Callable[[], list[tuple[Cue, str]]]:
+        """Start hearing one chunk (`chunk_cues` with the language known); the function returned
+        waits for its cues."""
+        ...
+
+
+def transcript_elsewhere(
+    media: Path | MediaSource,
+    duration: float,
+    opts: TranscribeOptions,
+    cache_dir: Path,
+    elsewhere: HearElsewhere,
+    progress: Callable[[float], None] | None = None,
+) -> Transcript:
+    """The transcript `WhisperTranscriber` makes, with its chunks heard elsewhere: the audio is read
+    here once, cut where it always is; the chunks up to the first speech are heard here (it decides
+    the language, unless forced), every later one goes out as it is read. The same chunks, the same
+    language, no conditioning between chunks: the same cues."""
+    language = opts.language
+    model = None
+    heard: list[Callable[[], list[tuple[Cue, str]]]] = []
+    for offset, samples in audio_chunks(media, opts.chunk):
+        if language is None:
+            model = model or load_whisper(opts.model, cache_dir, opts.threads)
+            here = list(chunk_cues(model, offset, samples, None, opts))
+            language = here[0][1] if here else None
+            heard.append(lambda here=here: here)  # type: ignore[misc]
+        else:
+            heard.append(elsewhere.submit(offset, samples, language, opts, cache_dir))
+        if progress:
+            progress(0.5 * min(1.0, (offset + len(samples) / SAMPLE_RATE) / max(duration, 1e-6)))
+    cues: list[Cue] = []
+    for n, wait in enumerate(heard, 1):
+        cues += [cue for cue, _ in wait()]
+        if progress:
+            progress(0.5 + 0.5 * n / len(heard))
+    return Transcript(cues, language, "asr")
+
+
+def chunk_cues(
+    model: Any, offset: float, samples: np.ndarray, language: str | None, opts: TranscribeOptions
+) -> Iterator[tuple[Cue, str]]:
+    """The cues heard in one chunk of audio (`audio_chunks`) starting `offset` seconds in, each with
+    the language the model heard (`language` when forced or already known). Chunks are independent
+    (no conditioning on the previous one's text), so they can be heard anywhere, in any order."""
+    if float(np.abs(samples).max(initial=0.0)) < 1e-3:  # digital silence: nothing to hear
+        return
+    segments, chunk_info = model.transcribe(
+        samples,
+        language=language,
+        beam_size=opts.beam_size,
+        word_timestamps=True,
+        vad_filter=opts.vad,
+        condition_on_previous_text=False,
+    )
+    for seg in segments:
+        text = seg.text.strip()
+        if not text:
+            continue
+        words = [Word(offset + w.start, offset + w.end, w.word.strip()) for w in (seg.words or [])]
+        # segment bounds can swallow silence that the VAD removed; word times are tighter
+        start = words[0].start if words else offset + seg.start
+        end = words[-1].end if words else offset + seg.end
+        yield Cue(start, max(end, start + 0.01), text, words), chunk_info.language
 
 
 # --- subtitles -------------------------------------------------------------------------------------

@@ -120,8 +120,9 @@ def ingest(
         typer.Option(
             "--ray",
             help="Ingest on the Ray cluster at this address (its head's host:port, or auto): one task "
-            "per file, and per window of a long video's shots for vision (VIDMEM_RAY_LOOK_WINDOW), "
-            "retried on another node if one is lost. Needs a PostgreSQL catalog.",
+            "per file, and for a long one per window of its shots (vision) and per chunk of its audio "
+            "(speech; VIDMEM_RAY_WINDOW), retried on another node if one is lost. Needs a PostgreSQL "
+            "catalog.",
         ),
     ] = None,
     as_json: JsonOpt = False,
@@ -214,7 +215,7 @@ def _ingest_on_ray(
                       f"into library {escape(repr(res.library))} ({hms(res.duration)})", highlight=False)  # fmt: skip
 
     sources = [p if "://" in p else Path(p) for p in paths]
-    got = ingest_on_ray(address, where, sources, opts, done, look_window=cfg.ray_look_window or None)
+    got = ingest_on_ray(address, where, sources, opts, done, window=cfg.ray_window or None)
     ok = [r for r in got if not isinstance(r, Exception)]
     return ok, len(got) - len(ok)
 

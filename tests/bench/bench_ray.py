@@ -13,7 +13,14 @@ speech recognition) and leave a second node nothing to add. This machine has 2 c
 node shares a core with the first, and the figure says so. The one-process reference is not
 pinned (both cores).
 
+With `--long VIDEO`, a second table (docs/benchmarks/ray_windows.md): that one video with vision on
+(extractive captions), ingested in one process (shots and vision from one decoding pass) against
+Ray with N worker nodes, once as one task and once with its vision split into tasks of `--window`
+seconds of shots (`WindowLooks`: the owner finds the shots and transcribes; the windows look, on
+any node). `--videos 0` skips the batch.
+
 Run: make postgres && .venv/bin/python -m tests.bench.bench_ray [--videos 6] [--seconds 60] [--workers 1 2 3]
+     [--long ../shared/media/bbb_10min.mp4 --window 150]
 """
 
 from __future__ import annotations
@@ -84,9 +91,78 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--url", default=os.environ.get("VIDMEM_TEST_PGVECTOR_URL"))
+    ap.add_argument("--long", type=Path, help="one long video, with vision: split per window or not")
+    ap.add_argument("--window", type=float, default=150.0, help="seconds of shots per vision task")
     args = ap.parse_args()
     if not args.url:
         raise SystemExit("no PostgreSQL with pgvector: run `make postgres` or pass --url")
+    if args.videos:
+        batch_table(args)
+    if args.long:
+        windows_table(args)
+
+
+def run_cluster(n: int, url: str, home: str, paths: list[Path], options: IngestOptions,
+                window: float | None) -> float:  # fmt: skip
+    """Seconds to ingest `paths` on a fresh cluster of `n` worker nodes."""
+    import ray
+
+    address, temp = cluster(n)
+    try:
+        where = Where(home, fresh_db(url), "postgres", str(WORK / "ray" / "models"))
+        t0 = time.perf_counter()
+        got = ingest_on_ray(address, where, paths, options, window=window)
+        seconds = time.perf_counter() - t0
+        assert all(not isinstance(r, Exception) for r in got), got
+        return seconds
+    finally:
+        ray.shutdown()
+        subprocess.run([str(RAY), "stop", "--force"], capture_output=True)
+
+
+def windows_table(args: argparse.Namespace) -> None:
+    options = IngestOptions(library="bench", captions=CaptionOptions(llm=None))
+    rows = []
+    store = Store(WORK / "ray" / "home-long", fresh_db(args.url), index="postgres")
+    t0 = time.perf_counter()
+    ingest(store, args.long, options, cache_dir=WORK / "ray" / "models")
+    alone = time.perf_counter() - t0
+    store.close()
+    rows.append({"config": "one process, no Ray (one decoding pass)", "workers": 0, "window": None,
+                 "seconds": round(alone, 1)})  # fmt: skip
+    print(rows[-1], flush=True)
+    for n in args.workers:
+        for window in (None, args.window):
+            home = str(WORK / "ray" / f"home-long-{n}-{window}")
+            seconds = run_cluster(n, args.url, home, [args.long], options, window)
+            split = f"vision in {args.window:.0f} s windows" if window else "one task"
+            rows.append({"config": f"Ray, {n} worker node{'s' if n > 1 else ''}, {split}", "workers": n,
+                         "window": window, "seconds": round(seconds, 1)})  # fmt: skip
+            print(rows[-1], flush=True)
+    lines = [
+        "# Ingestion on Ray: one long video, its vision split per window",
+        "",
+        f"{args.long.name}, every stage but the caption LLM (extractive captions), into a fresh PostgreSQL + "
+        "pgvector catalog per configuration; the cluster as in ray.md (a head with no CPUs, N worker nodes "
+        "of one CPU each, node i pinned to core i mod 2). *one task*: the video's task does everything, "
+        "shots and vision from one decoding pass, like the one process. *windows*: the video's task finds "
+        f"the shots (decoding without looking) and transcribes; its vision goes out as one task per {args.window:.0f} s "
+        "of shots, sampled by seeking (`indexers.distributed.WindowLooks`, a window a task).",
+        "",
+        f"Reproduce: `make postgres && .venv/bin/python -m tests.bench.bench_ray --videos 0 --long {args.long} "
+        f"--window {args.window:.0f} --workers {' '.join(map(str, args.workers))}`",
+        f"Machine: {machine()}. Two cores: a third worker node can only share them.",
+        "",
+        "| configuration | wall s | over one process |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {r['config']} | {r['seconds']} | {alone / r['seconds']:.2f}x |" for r in rows]
+    lines.append("")
+    write_results("ray_windows", {"machine": machine(), "rows": rows, "args": {k: str(v) for k, v in vars(args).items()}},
+                  "\n".join(lines))  # fmt: skip
+
+
+def batch_table(args: argparse.Namespace) -> None:
     import ray
 
     batch = clips(args.videos, args.seconds)

@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 
+from tests.bench.common import SHARED
+
 # (module, arguments); --only takes the last part of the module's name.
 BENCHMARKS: list[tuple[str, list[str]]] = [
     ("tests.bench.bench_shots", ["--repeat", "3"]),
@@ -38,8 +40,11 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("tests.bench.bench_exit", ["--every", "4", "--packs", "gate", "whole3"]),
     ("tests.bench.bench_stream", []),
     ("tests.bench.bench_edit_agent", ["--model", "qwen0.5b"]),
-    ("tests.bench.bench_pgvector", ["--rebuild", "--sizes", "100000", "1000000"]),
-    ("tests.bench.bench_ray", []),
+    (
+        "tests.bench.bench_pgvector",
+        ["--rebuild", "--sizes", "100000", "1000000", "--ef-search", "128", "400"],
+    ),
+    ("tests.bench.bench_ray", ["--long", str(SHARED / "media" / "bbb_10min.mp4"), "--window", "150"]),
     ("tests.bench.bench_capacity", []),  # after ray and pgvector: it reads their results
 ]
 # tests.bench.bench_diffusers_gpu needs a CUDA GPU: run it by hand on a GPU machine.

@@ -29,9 +29,10 @@ from sqlalchemy import func, select
 from indexers import ingest
 from indexers.captions import CaptionOptions
 from indexers.decode import probe
-from indexers.distributed import Where, WindowLooks, ingest_on_ray
+from indexers.distributed import SpeechChunks, Where, WindowLooks, ingest_on_ray
 from indexers.pipeline import IngestOptions
 from indexers.source import StorageOptions, media_source
+from indexers.transcript import TranscribeOptions
 from indexers.visual import LookOptions, run_look
 from memory import STAGES, EmbeddingRow, IngestJob, ScreenText, Segment, Store, Tag, TranscriptCue, Video
 from tests.conftest import shared
@@ -231,7 +232,7 @@ def test_a_long_videos_vision_goes_out_per_window_and_a_lost_window_is_run_again
 
     def run() -> None:
         try:
-            results.extend(ingest_on_ray(cluster, where, [trailer], options, look_window=10.0))
+            results.extend(ingest_on_ray(cluster, where, [trailer], options, window=10.0))
         except Exception as e:  # noqa: BLE001 (the assertion below shows it)
             results.append(e)
 
@@ -280,5 +281,48 @@ def test_a_long_videos_vision_goes_out_per_window_and_a_lost_window_is_run_again
             )
             assert visual == sum(len(x.vectors) for x in expected)
             assert list(s.scalars(select(IngestJob.stages_done)).one()) == list(STAGES)
+    finally:
+        store.close()
+
+
+def test_a_long_recordings_speech_is_heard_per_chunk_elsewhere_with_the_cues_of_one_machine(
+    cluster: str, pgvector_url: str, tmp_path: Path, model_cache: Path
+) -> None:
+    """A 40 s narrated clip with 10 s chunks and windows: the owner hears the first chunk with speech
+    (the language), the later chunks are heard by tasks of their own; the cues are exactly those of
+    a transcription on one machine."""
+    phrases = (
+        "the purple giraffe eats bright oranges",
+        "seven silver submarines dive at midnight",
+        "the copper kettle whistles at dawn",
+        "a violet lantern floats over the harbour",
+    )
+    clip = make_narrated_clip(tmp_path / "media", phrases=phrases, starts=(1.0, 11.0, 21.5, 31.0),
+                              total_seconds=40.0, name="long talk.mp4").path  # fmt: skip
+    options = IngestOptions(library="ray", captions=CaptionOptions(llm=None), look=None,
+                            transcribe=TranscribeOptions(chunk=10.0))  # fmt: skip
+    assert SpeechChunks(10.0).wanted(40.0)
+
+    alone = Store(tmp_path / "alone")
+    ingest(alone, clip, options, cache_dir=model_cache)
+    with alone.session() as s:
+        expected = [
+            (c.start, c.end, c.text) for c in s.scalars(select(TranscriptCue).order_by(TranscriptCue.start))
+        ]
+    alone.close()
+    assert len(expected) >= 4 and {w for c in expected for w in c[2].lower().split()} >= {"giraffe", "kettle"}
+
+    where = Where(str(tmp_path / "node-home"), pgvector_url, "postgres", str(model_cache))
+    [got] = ingest_on_ray(cluster, where, [clip], options, window=10.0)
+    assert not isinstance(got, Exception), got
+    store = Store(tmp_path / "driver", pgvector_url, index="postgres")
+    try:
+        with store.session() as s:
+            cues = [
+                (c.start, c.end, c.text)
+                for c in s.scalars(select(TranscriptCue).order_by(TranscriptCue.start))
+            ]
+            assert s.scalars(select(Video.language)).one() == "en"
+        assert cues == expected
     finally:
         store.close()
