@@ -42,7 +42,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("tests.bench.bench_edit_agent", ["--model", "qwen0.5b"]),
     (
         "tests.bench.bench_pgvector",
-        ["--rebuild", "--sizes", "100000", "1000000", "--ef-search", "128", "400"],
+        ["--rebuild", "--sizes", "100000", "1000000", "--ef-search", "default", "128", "400"],
     ),
     ("tests.bench.bench_ray", ["--long", str(SHARED / "media" / "bbb_10min.mp4"), "--window", "150"]),
     ("tests.bench.bench_capacity", []),  # after ray and pgvector: it reads their results
