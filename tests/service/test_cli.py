@@ -581,6 +581,25 @@ def test_delete_removes_the_video_and_its_vectors(side: dict[str, dict[str, Any]
     assert shown.returncode == 1 and shown.stderr.startswith("error:"), shown.stderr
 
 
+def test_delete_refuses_a_video_left_ingesting_unless_forced(tmp_path: Path) -> None:
+    """A video whose ingestion stopped half-way (its status still `ingesting`, as a killed `vidmem
+    ingest` leaves it) is not deleted by mistake; `--force` deletes it, thumbnails and all."""
+    home = tmp_path / "home"
+    srt = write_srt(tmp_path / "stopped.srt", [(0.0, 2.0, "a sentence that was heard")])
+    vid = cli_json(home, "ingest", srt, "--library", "stop")["video_id"]
+    (home / "thumbs" / vid).mkdir(parents=True)
+    con = sqlite3.connect(home / "vidmem.db")
+    with con:
+        con.execute("UPDATE videos SET status = 'ingesting' WHERE id = ?", (vid,))
+    con.close()
+
+    refused = cli(home, "delete", vid, ok=False)
+    assert refused.returncode == 1 and "ingest it again" in refused.stderr, refused.stderr
+    assert [v["id"] for v in cli_json(home, "list", "--library", "stop")] == [vid]
+    cli(home, "delete", vid, "--force")
+    assert cli_json(home, "list", "--library", "stop") == [] and not (home / "thumbs" / vid).exists()
+
+
 def test_reindex_restores_identical_search_results(
     home: Path, searches: dict[str, Any], narrated_clip: NarratedClip
 ) -> None:
