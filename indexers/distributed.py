@@ -1,5 +1,5 @@
 """Ingestion on a Ray cluster: one task per file, committed to the shared catalog by that task alone;
-a long video's vision (the costliest stage) spread as one task per window of its shots.
+a long recording's vision and speech spread over tasks of their own, which the file's task commits.
 
 `ingest_on_ray(address, ...)` connects to a running cluster (`ray start --head`, then
 `ray start --address=HEAD:PORT` on each worker machine) and submits `indexers.ingest` for each file
@@ -16,15 +16,17 @@ its video half-done and goes on from the first unfinished stage, so nothing is w
 nothing is lost; one task per file is the one owner of that video's rows. The result of each file
 comes back as it finishes.
 
-A video longer than two windows (`WindowLooks.window`, 30 minutes by default) has its shots found by
-its owner task as usual; then each window of shots is looked inside by a task of its own (sampled by
-seeking to the window: `indexers.visual.run_look`), on any node, while the owner transcribes the
-audio. The window tasks write nothing: the owner gathers their looks in shot order and commits
-them with the vision stage, so a lost window is simply run again (`max_retries`) and a lost owner
-starts the vision over from its stored shots. What they find is exactly what `run_look` finds over
-all the shots at once (tests/indexers/test_ray.py); the single-machine default instead looks inside
-the shots during the decoding pass that finds them, which samples the same times from the
-detector's own frames (docs/benchmarks/vision.md compares the two).
+A recording longer than two windows (30 minutes each by default) is split. Vision (`WindowLooks`):
+its owner task finds the shots as usual, then each window of shots is looked inside by a task of its
+own (sampled by seeking to the window: `indexers.visual.run_look`), on any node, while the owner
+transcribes. What they find is exactly what `run_look` finds over all the shots at once; the
+single-machine default instead looks inside the shots during the decoding pass that finds them,
+which samples the same times from the detector's own frames (docs/benchmarks/vision.md compares the
+two). Speech (`SpeechChunks`): the owner reads the audio once, hears the first chunk with speech
+(the language) and sends every later chunk to a task: the same cues as one machine. These tasks
+write nothing: the owner gathers what they found in order and commits it with its stage, so a lost
+task is simply run again (`max_retries`) and a lost owner sends them again from its last checkpoint
+(tests/indexers/test_ray.py).
 
 Ray is imported only here, when a cluster is asked for.
 """
@@ -32,6 +34,7 @@ Ray is imported only here, when a cluster is asked for.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -59,17 +62,23 @@ class Where:
     cache_dir: str | None = None
 
 
+@functools.cache
+def _remote(fn: Callable[..., Any], retries: int) -> Any:
+    """`fn` as a Ray task of one CPU, retried `retries` times (made once per process)."""
+    import ray
+
+    return ray.remote(max_retries=retries, num_cpus=1)(fn)
+
+
 @dataclass(frozen=True)
-class WindowLooks:
-    """The vision stage of a long video as Ray tasks, one per window of consecutive shots
-    (`indexers.visual.LookElsewhere`). Used from inside a task of a connected cluster (the owner of
-    the video), or from a driver that called `ray.init`."""
+class _Split:
+    """What splits a recording: its length in windows. Used from inside a task of a connected
+    cluster (the owner of the recording), or from a driver that called `ray.init`."""
 
     window: float = 1800.0
-    """Seconds of video per task (whole shots: a window ends at the first shot end past it). A video
-    needs more than two windows to be split; a shorter one is looked at in its decoding pass."""
-    retries: int = 3
-    """Times a window's task is run again after its worker or node died."""
+    """A recording longer than two windows is split; a shorter one is done by its owner alone."""
+    retries: int = RETRIES
+    """Times a task is run again after its worker or node died."""
 
     def __post_init__(self) -> None:
         if not self.window > 0:
@@ -77,6 +86,12 @@ class WindowLooks:
 
     def wanted(self, duration: float) -> bool:
         return duration > 2 * self.window
+
+
+@dataclass(frozen=True)
+class WindowLooks(_Split):
+    """The vision stage of a long video as Ray tasks, one per `window` seconds of consecutive shots
+    (whole shots: a window ends at the first shot end past it; `indexers.visual.LookElsewhere`)."""
 
     def windows(self, shots: list[tuple[float, float]]) -> list[list[tuple[float, float]]]:
         """`shots` cut into runs of about `window` seconds, in order."""
@@ -92,9 +107,8 @@ class WindowLooks:
     ) -> Callable[[Callable[[float], None]], list[ShotLook]]:
         import ray
 
-        task = ray.remote(max_retries=self.retries, num_cpus=1)(_look_task)
-        windows = self.windows(shots)
-        refs = [task.remote(info, w, opts) for w in windows]
+        task = _remote(_look_task, self.retries)
+        refs = [task.remote(info, w, opts) for w in self.windows(shots)]
 
         def gather(progress: Callable[[float], None]) -> list[ShotLook]:
             pending = list(refs)
@@ -108,25 +122,18 @@ class WindowLooks:
 
 
 @dataclass(frozen=True)
-class SpeechChunks:
+class SpeechChunks(_Split):
     """Speech recognition of a long recording as Ray tasks, one per audio chunk
-    (`indexers.transcript.HearElsewhere`): the owner reads the audio once and hears the first chunk
-    with speech itself (the language); every later chunk goes out as it is read."""
-
-    window: float = 1800.0
-    """A recording longer than two windows is split (the chunks are `TranscribeOptions.chunk` long)."""
-    retries: int = 3
-
-    def wanted(self, duration: float) -> bool:
-        return duration > 2 * self.window
+    (`TranscribeOptions.chunk` seconds; `indexers.transcript.HearElsewhere`): the owner reads the
+    audio once and hears the first chunk with speech itself (the language); every later chunk goes
+    out as it is read."""
 
     def submit(
         self, offset: float, samples: Any, language: str, opts: TranscribeOptions, cache_dir: Path
     ) -> Callable[[], list[tuple[Cue, str]]]:
         import ray
 
-        task = ray.remote(max_retries=self.retries, num_cpus=1)(_hear_task)
-        ref = task.remote(offset, samples, language, opts, str(cache_dir))
+        ref = _remote(_hear_task, self.retries).remote(offset, samples, language, opts, str(cache_dir))
         return lambda: ray.get(ref)  # type: ignore[no-any-return]
 
 
@@ -202,7 +209,7 @@ def ingest_on_ray(
 
 def _run(ray: Any, where: Where, paths: Sequence[Path | str], options: IngestOptions,
          done: Callable[[str, IngestResult | None, str | None], None] | None, retries: int) -> list[IngestResult | MediaError]:  # fmt: skip
-    task = ray.remote(max_retries=retries, num_cpus=1)(_ingest_task)
+    task = _remote(_ingest_task, retries)
     names = [_name(p) for p in paths]
     refs = {task.remote(where, name, options): name for name in dict.fromkeys(names)}
     out: dict[str, IngestResult | MediaError] = {}

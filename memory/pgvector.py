@@ -79,6 +79,8 @@ class PgVectorIndex:
         """Tables seen to exist (they are emptied, never dropped)."""
         self._verified: dict[tuple[int, str], Any] = {}
         """(library, space) -> the catalog's `table_top` when its table last agreed with SQL."""
+        self.ef_per_row = EF_PER_ROW
+        """The walk's widening on this index (0: `IndexOptions.ef_search` whatever the table's size)."""
         self._rows: dict[str, int] = {}
         """Table -> rows in its graph (the planner's estimate, read when the table was last checked)."""
         with engine.begin() as c:
@@ -319,7 +321,7 @@ class PgVectorIndex:
         if name not in self._known and name not in self._existing(space):
             return []
         vec = Vector(q).to_text()
-        ef = max(self.options.ef_search, k, round(EF_PER_ROW * self._rows.get(name, 0)))
+        ef = max(self.options.ef_search, k, round(self.ef_per_row * self._rows.get(name, 0)))
         with self.engine.begin() as c:
             if allowed is not None:
                 wanted = np.unique(np.asarray(allowed, dtype=np.int64)).tolist()

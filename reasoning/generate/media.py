@@ -55,11 +55,6 @@ def opened(media: Media) -> list[str]:
     return ["-i", str(media)] if isinstance(media, Path) else media.inputs()
 
 
-def named(media: Media) -> str:
-    """`media`'s file name, for messages (never a URL's query: it may hold a signature)."""
-    return media.name
-
-
 def redact(text: str) -> str:
     """ffmpeg's words with every URL's query (a pre-signed URL's signature) cut off."""
     return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s?'\"]*)\?[^\s'\"]*", r"\1", text)
@@ -113,7 +108,7 @@ def grab(
     res = subprocess.run(cmd, capture_output=True, timeout=120)
     if res.returncode != 0 or not w or not h or len(res.stdout) < w * h * 3:
         reason = redact(res.stderr.decode(errors="replace")).strip().splitlines()[-1:] or ["no frame"]
-        raise BackendError(f"could not read frame {frame} of {named(media)}: {reason[0]}")
+        raise BackendError(f"could not read frame {frame} of {media.name}: {reason[0]}")
     return np.frombuffer(res.stdout[: w * h * 3], np.uint8).reshape(h, w, 3)
 
 
@@ -124,7 +119,7 @@ def still(media: Media, frame: int, fps: float, out: Path) -> Path:
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if res.returncode != 0 or not out.is_file():
         reason = redact(res.stderr).strip()[-300:]
-        raise BackendError(f"could not read frame {frame} of {named(media)}: {reason}")
+        raise BackendError(f"could not read frame {frame} of {media.name}: {reason}")
     return out
 
 

@@ -101,10 +101,9 @@ def main() -> None:
             ).all()
         )
         database = int(c.scalar(text("SELECT pg_database_size(current_database())")) or 0)
-    film_tokens = dict(tokens)
+    film_tokens = dict(tokens)  # the counter goes on counting the talk
     talk = measure_talk(store, args.talk_hours, tokens)
     store.close()
-    tokens = film_tokens
     vectors = sum(v for k, v in sizes.items() if k.startswith("vidmem_vec_"))
     per_hour = {
         "core_s": cpu / hours,
@@ -114,8 +113,8 @@ def main() -> None:
         "bytes_vectors": vectors / hours,
         "bytes_lexemes": sizes.get("vidmem_lexemes", 0) / hours,
         "bytes_database": sum(sizes.values()) / hours,  # the tables, not the empty database's own ~8 MB
-        "prompt_tokens": tokens["prompt"] / hours,
-        "completion_tokens": tokens["completion"] / hours,
+        "prompt_tokens": film_tokens["prompt"] / hours,
+        "completion_tokens": film_tokens["completion"] / hours,
     }
 
     asr = read("asr")
@@ -147,7 +146,7 @@ def main() -> None:
             "rows_by_modality": vector_rows,
             "bytes": sizes,
             "database_bytes": database,
-            "tokens": tokens,
+            "tokens": film_tokens,
         },
         "per_video_hour": {k: round(v, 1) for k, v in per_hour.items()},
         "asr_core_s_per_speech_hour": round(asr_core_s_per_hour, 1) if asr_core_s_per_hour else None,

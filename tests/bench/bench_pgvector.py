@@ -31,9 +31,8 @@ import numpy as np
 from sqlalchemy import create_engine, insert, text
 from sqlalchemy.engine import make_url
 
-import memory.pgvector as pgvector_module
 from memory import EmbeddingRow, Store, Video
-from memory.pgvector import PgVectorIndex
+from memory.pgvector import EF_PER_ROW, PgVectorIndex
 from memory.vectors import IndexOptions, VectorIndex, vector_bytes
 from tests.bench.common import RESULTS, WORK, machine, write_results
 
@@ -145,7 +144,6 @@ def main() -> None:
     args = ap.parse_args()
     if not args.url:
         raise SystemExit("no PostgreSQL with pgvector: run `make postgres` or pass --url")
-    widen = pgvector_module.EF_PER_ROW
     home = WORK / "pgvector"
     store = Store(home, database(args.url))
     # build times come from a run that built: a rerun that only measures keeps the last ones
@@ -187,7 +185,7 @@ def main() -> None:
         for (label, q), ef in itertools.product(queries.items(), args.ef_search):
             truth = [set(ids[row].tolist()) for row in exact(x, q)]
             fixed = ef != "default"  # a fixed breadth: pgvector's widening off
-            pgvector_module.EF_PER_ROW = 0.0 if fixed else widen
+            pg.ef_per_row = 0.0 if fixed else EF_PER_ROW
             faiss_index.options = pg.options = (
                 dataclasses.replace(IndexOptions(), ef_search=int(ef)) if fixed else IndexOptions()
             )

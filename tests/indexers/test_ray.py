@@ -97,6 +97,42 @@ def _running_task(spare: str | None, task: str = "_ingest_task") -> tuple[int, i
     return None
 
 
+class _Ingesting:
+    """`ingest_on_ray` run in a thread (what it returns, or raises, lands in `results`), and the
+    driver's connection it made: `running(task)` waits for a worker node to run `task`."""
+
+    def __init__(self, cluster: str, where: Where, paths: list[Path], options: IngestOptions,
+                 seconds: float, **kwargs: Any) -> None:  # fmt: skip
+        self.results: list[Any] = []
+        self.deadline = time.monotonic() + seconds
+        self.runner = threading.Thread(target=self._run, args=(cluster, where, paths, options), kwargs=kwargs)
+        self.runner.start()
+        while not ray.is_initialized():
+            self._alive("no connection to the cluster")
+            time.sleep(0.1)
+        self.spare = ray._private.worker.global_worker.node.raylet_socket_name
+
+    def _run(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            self.results.extend(ingest_on_ray(*args, **kwargs))
+        except Exception as e:  # noqa: BLE001 (the assertion on `results` shows it)
+            self.results.append(e)
+
+    def _alive(self, what: str) -> None:
+        assert time.monotonic() < self.deadline and self.runner.is_alive(), f"{what}: {self.results}"
+
+    def running(self, task: str = "_ingest_task") -> tuple[int, int]:
+        while (found := _running_task(self.spare, task)) is None:
+            self._alive(f"no {task} ran on a worker node")
+            time.sleep(0.2)
+        return found
+
+    def finish(self, timeout: float) -> list[Any]:
+        self.runner.join(timeout=timeout)
+        assert not self.runner.is_alive(), f"the cluster did not finish in {timeout:.0f} s"
+        return self.results
+
+
 def test_a_lost_node_is_retried_elsewhere_with_exactly_the_rows_of_one_machine(
     cluster: str, pgvector_url: str, tmp_path: Path, model_cache: Path
 ) -> None:
@@ -116,24 +152,8 @@ def test_a_lost_node_is_retried_elsewhere_with_exactly_the_rows_of_one_machine(
     alone.close()
 
     where = Where(str(tmp_path / "node-home"), pgvector_url, "postgres", str(model_cache))
-    results: list[Any] = []
-
-    def run() -> None:
-        try:
-            results.extend(ingest_on_ray(cluster, where, clips, options))
-        except Exception as e:  # noqa: BLE001 (the assertion below shows it)
-            results.append(e)
-
-    runner = threading.Thread(target=run)
-    runner.start()
-    deadline = time.monotonic() + 300
-    while not ray.is_initialized():
-        assert time.monotonic() < deadline and runner.is_alive(), f"no connection to the cluster: {results}"
-        time.sleep(0.1)
-    spare = ray._private.worker.global_worker.node.raylet_socket_name
-    while (task := _running_task(spare)) is None:  # a worker node holds a task: then it writes rows
-        assert time.monotonic() < deadline and runner.is_alive(), f"no ingestion task started: {results}"
-        time.sleep(0.2)
+    run = _Ingesting(cluster, where, clips, options, 300)
+    task = run.running()  # a worker node holds a task: then it writes rows
     store = Store(tmp_path / "driver", pgvector_url, index="postgres")
 
     def checkpointed() -> bool:
@@ -141,13 +161,12 @@ def test_a_lost_node_is_retried_elsewhere_with_exactly_the_rows_of_one_machine(
             return any("shots" in (j.stages_done or []) for j in s.scalars(select(IngestJob)))
 
     while not checkpointed():
-        assert time.monotonic() < deadline, "no stage was checkpointed"
+        assert time.monotonic() < run.deadline, "no stage was checkpointed"
         time.sleep(0.2)
-    worker, raylet = _running_task(spare) or task
+    worker, raylet = _running_task(run.spare) or task
     os.kill(raylet, signal.SIGKILL)  # the node is lost: its raylet and the worker on it
     os.kill(worker, signal.SIGKILL)
-    runner.join(timeout=600)
-    assert not runner.is_alive(), "the cluster did not finish after a node was lost"
+    results = run.finish(600)
     assert len(results) == len(clips) and all(not isinstance(r, Exception) for r in results), results
     assert _rows(store) == expected
     with store.session() as s:
@@ -228,31 +247,11 @@ def test_a_long_videos_vision_goes_out_per_window_and_a_lost_window_is_run_again
     assert sum(len(x.texts) for x in expected) > 0 and sum(len(x.labels) for x in expected) > 0
 
     where = Where(str(tmp_path / "node-home"), pgvector_url, "postgres", str(model_cache))
-    results: list[Any] = []
-
-    def run() -> None:
-        try:
-            results.extend(ingest_on_ray(cluster, where, [trailer], options, window=10.0))
-        except Exception as e:  # noqa: BLE001 (the assertion below shows it)
-            results.append(e)
-
-    runner = threading.Thread(target=run)
-    runner.start()
-    deadline = time.monotonic() + 600
-    while not ray.is_initialized():
-        assert time.monotonic() < deadline and runner.is_alive(), f"no connection to the cluster: {results}"
-        time.sleep(0.1)
-    spare = ray._private.worker.global_worker.node.raylet_socket_name
-    while (task := _running_task(spare, "_look_task")) is None:
-        assert time.monotonic() < deadline and runner.is_alive(), (
-            f"no window was looked at elsewhere: {results}"
-        )
-        time.sleep(0.2)
-    worker, raylet = task
+    run = _Ingesting(cluster, where, [trailer], options, 600, window=10.0)
+    worker, raylet = run.running("_look_task")
     os.kill(raylet, signal.SIGKILL)  # the node is lost while it looks inside a window
     os.kill(worker, signal.SIGKILL)
-    runner.join(timeout=900)
-    assert not runner.is_alive(), "the cluster did not finish after a node was lost"
+    results = run.finish(900)
     assert len(results) == 1 and not isinstance(results[0], Exception), results
 
     store = Store(tmp_path / "driver", pgvector_url, index="postgres")
@@ -313,7 +312,9 @@ def test_a_long_recordings_speech_is_heard_per_chunk_elsewhere_with_the_cues_of_
     assert len(expected) >= 4 and {w for c in expected for w in c[2].lower().split()} >= {"giraffe", "kettle"}
 
     where = Where(str(tmp_path / "node-home"), pgvector_url, "postgres", str(model_cache))
-    [got] = ingest_on_ray(cluster, where, [clip], options, window=10.0)
+    run = _Ingesting(cluster, where, [clip], options, 600, window=10.0)
+    run.running("_hear_task")  # a later chunk is heard on a worker node, not by the owner
+    [got] = run.finish(600)
     assert not isinstance(got, Exception), got
     store = Store(tmp_path / "driver", pgvector_url, index="postgres")
     try:
