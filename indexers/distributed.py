@@ -16,13 +16,13 @@ its video half-done and goes on from the first unfinished stage, so nothing is w
 nothing is lost; one task per file is the one owner of that video's rows. The result of each file
 comes back as it finishes.
 
-A recording longer than two windows (30 minutes each by default) is split. Vision (`WindowLooks`):
-its owner task finds the shots as usual, then each window of shots is looked inside by a task of its
-own (sampled by seeking to the window: `indexers.visual.run_look`), on any node, while the owner
-transcribes. What they find is exactly what `run_look` finds over all the shots at once; the
-single-machine default instead looks inside the shots during the decoding pass that finds them,
-which samples the same times from the detector's own frames (docs/benchmarks/vision.md compares the
-two). Speech (`SpeechChunks`): the owner reads the audio once, hears the first chunk with speech
+A recording longer than two windows (30 minutes each by default) is split. Vision (`RemoteLooks`):
+its owner task decodes it once, as one machine does, finding the shots and picking each one's sample
+frames from the detector's own frames; each shot's frames go out to a task as soon as the shot is
+settled, and the models run there, on any node, while the owner goes on decoding and transcribing.
+What comes back is exactly what one machine finds (the same frames through the same models); the
+price is the frames crossing the network (~2.7 MB each at 720p, about a frame per second of video).
+The decoding itself is not split: the shot detector's state runs through the whole video. Speech (`SpeechChunks`): the owner reads the audio once, hears the first chunk with speech
 (the language) and sends every later chunk to a task: the same cues as one machine. These tasks
 write nothing: the owner gathers what they found in order and commits it with its stage, so a lost
 task is simply run again (`max_retries`) and a lost owner sends them again from its last checkpoint
@@ -36,17 +36,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from indexers.decode import MediaInfo
 from indexers.pipeline import IngestOptions, IngestResult, MediaError
-from indexers.shots import SETTLE
 from indexers.source import has_scheme, source_uri
 from indexers.transcript import Cue, TranscribeOptions, chunk_cues
-from indexers.visual import LookOptions, ShotLook, run_look
+from indexers.visual import LookOptions, Sent, ShotLook, look_inside
 
 RETRIES = 3
 """Times a task is run again after its worker or node died (Ray's `max_retries`)."""
@@ -89,36 +89,74 @@ class _Split:
 
 
 @dataclass(frozen=True)
-class WindowLooks(_Split):
-    """The vision stage of a long video as Ray tasks, one per `window` seconds of consecutive shots
-    (whole shots: a window ends at the first shot end past it; `indexers.visual.LookElsewhere`)."""
+class RemoteLooks(_Split):
+    """The vision stage of a long video as Ray tasks, one per shot (`indexers.visual.LookElsewhere`).
+    The owner's one decoding pass finds the shots and picks each one's frames as it would to look
+    at them itself; the frames go out as the shot is settled, and the models run on any node."""
 
-    def windows(self, shots: list[tuple[float, float]]) -> list[list[tuple[float, float]]]:
-        """`shots` cut into runs of about `window` seconds, in order."""
-        out: list[list[tuple[float, float]]] = []
-        for shot in shots:
-            if not out or shot[0] - out[-1][0][0] >= self.window:
-                out.append([])
-            out[-1].append(shot)
-        return out
+    in_flight: int = 0
+    """Shots sent and not yet looked at, at most (the owner's decoding waits beyond it, which bounds
+    the frames held in the object store); 0: twice the cluster's CPUs."""
 
-    def submit(
-        self, info: MediaInfo, shots: list[tuple[float, float]], opts: LookOptions
-    ) -> Callable[[Callable[[float], None]], list[ShotLook]]:
+    def start(self, opts: LookOptions) -> _Looking:
         import ray
 
-        task = _remote(_look_task, self.retries)
-        refs = [task.remote(info, w, opts) for w in self.windows(shots)]
+        bound = self.in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+        return _Looking(_remote(_look_task, self.retries), opts, bound)
 
-        def gather(progress: Callable[[float], None]) -> list[ShotLook]:
-            pending = list(refs)
-            while pending:
-                _, pending = ray.wait(pending, num_returns=1)
-                progress(1 - len(pending) / len(refs))
-            looks = [look for ref in refs for look in ray.get(ref)]
-            return [dataclasses.replace(look, index=i) for i, look in enumerate(looks)]
 
-        return gather
+class _Looking:
+    """One video's shots under way on the cluster; each look is fetched as soon as it is done, so
+    its task's frames are let go (`indexers.visual.Looking`).
+
+    Frames are sent from the thread that reads the owner's decoding pass, which waits while too many
+    are out. A Ray task lends its CPU to others only while its *main* thread waits on Ray, so the
+    owner's main thread, once its own work is done, waits here (`wait_while`) and not on that
+    thread: were every CPU held by an owner waiting otherwise, no look could ever run."""
+
+    def __init__(self, task: Any, opts: LookOptions, bound: int) -> None:
+        self.task, self.opts, self.bound = task, opts, bound
+        self.running: dict[Any, tuple[float, float]] = {}
+        self.looks: dict[tuple[float, float], ShotLook] = {}
+        self.lock = threading.Lock()
+
+    def send(self, start: float, end: float, frames: Sent) -> None:
+        ref = self.task.remote(start, end, frames, self.opts)
+        with self.lock:
+            self.running[ref] = (start, end)
+        while len(self.running) > self.bound:
+            self._collect(1.0)
+
+    def _collect(self, timeout: float | None) -> None:
+        import ray
+
+        with self.lock:
+            refs = list(self.running)
+        if not refs:
+            time.sleep(timeout or 0.0)
+            return
+        done, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+        for ref in done:
+            with self.lock:
+                shot = self.running.pop(ref, None)  # None: the other thread took it
+            if shot is not None:
+                self.looks[shot] = ray.get(ref)
+
+    def wait_while(self, busy: Callable[[], bool]) -> None:
+        while busy():
+            self._collect(1.0)
+
+    def gather(self, shots: list[tuple[float, float]], progress: Callable[[float], None]) -> list[ShotLook]:
+        total = len(self.running) + len(self.looks)
+        while self.running:
+            self._collect(None)
+            progress(len(self.looks) / max(total, 1))
+        missing = [shot for shot in shots if shot not in self.looks]
+        if missing:
+            raise RuntimeError(
+                f"{len(missing)} shots were never sent to be looked at (first at {missing[0][0]:.3f} s)"
+            )
+        return [dataclasses.replace(self.looks[shot], index=i) for i, shot in enumerate(shots)]
 
 
 @dataclass(frozen=True)
@@ -147,10 +185,15 @@ def _hear_task(
     return list(chunk_cues(model, offset, samples, language, opts))
 
 
-def _look_task(info: MediaInfo, shots: list[tuple[float, float]], opts: LookOptions) -> list[ShotLook]:
-    """One window of shots looked inside (a Ray task): frames sampled by seeking to the window, not
-    decoding the video up to it."""
-    return run_look(info, shots, opts, seek_beyond=2 * SETTLE)
+def _look_task(start: float, end: float, frames: Sent, opts: LookOptions) -> ShotLook:
+    """One shot looked inside (a Ray task), from the frames its owner picked."""
+    import torch
+
+    from indexers.vision import VisionOptions
+
+    vision = VisionOptions()
+    torch.set_num_threads(vision.threads)  # as the owner's own look would run
+    return look_inside(start, end, frames, opts, vision)
 
 
 def _ingest_task(where: Where, path: str, options: IngestOptions) -> dict[str, Any]:
@@ -176,16 +219,16 @@ def ingest_on_ray(
     options: IngestOptions,
     done: Callable[[str, IngestResult | None, str | None], None] | None = None,
     retries: int = RETRIES,
-    window: float | None = WindowLooks.window,
+    window: float | None = RemoteLooks.window,
 ) -> list[IngestResult | MediaError]:
     """Ingest `paths` (paths or URLs) on the Ray cluster at `address` (`host:port` of its head, or
     `auto`), one task per file; a recording longer than two `window`s also sends out one task per
-    window of its shots for vision (`WindowLooks`) and one per chunk of its audio for speech
-    (`SpeechChunks`); None: one task per file. `done(path, result, error)` as each finishes.
+    shot for vision (`RemoteLooks`) and one per chunk of its audio for speech (`SpeechChunks`);
+    None: one task per file. `done(path, result, error)` as each finishes.
     Results in the order of `paths`: an `IngestResult`, or the `MediaError` that file met. A
     `ValueError` when the catalog is not one the nodes can share."""
     if window and options.look is not None and options.look_elsewhere is None:
-        options = dataclasses.replace(options, look_elsewhere=WindowLooks(window, retries))
+        options = dataclasses.replace(options, look_elsewhere=RemoteLooks(window, retries))
     if window and options.hear_elsewhere is None:
         options = dataclasses.replace(options, hear_elsewhere=SpeechChunks(window, retries))
     if not where.database_url.startswith("postgresql"):

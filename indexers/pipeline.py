@@ -87,9 +87,9 @@ class IngestOptions:
     tasks, one per audio chunk, while this process reads the audio); None, or a recording it does
     not want: here, chunk after chunk."""
     look_elsewhere: LookElsewhere | None = None
-    """Where the shots of a long video are looked inside (`indexers.distributed.WindowLooks`: Ray
-    tasks, one per window of shots, while this process transcribes); None, or a video it does not
-    want: here, in the decoding pass that finds the shots."""
+    """Where the shots of a long video are looked inside (`indexers.distributed.RemoteLooks`: a Ray
+    task per shot, fed the frames this process's decoding pass picks for it); None, or a video it
+    does not want: here, in the decoding pass that finds the shots."""
     memory: MemoryOptions = field(default_factory=MemoryOptions)
     """What the library's memory keeps of this video's shots, windows and cues (memory.gate)."""
     storage: StorageOptions = field(default_factory=StorageOptions)
@@ -311,41 +311,37 @@ def _run_stages(
         else None
     )
     job = None
-    if info is not None and ("shots" in pending or (look is not None and elsewhere is None)):
+    if info is not None and ("shots" in pending or look is not None):
         job = VisualJob(
             info,
             opts.decode,
             opts.shots,
             opts.decoder,
-            look=look if elsewhere is None else None,
+            look=look,
             known_shots=None if "shots" in pending else record.shot_spans(),
+            send_frames=elsewhere is not None,
         )
     stage_progress = _StageCallbacks(progress)
     if job is not None:  # the one decoding pass starts now for both
         record.start("shots")
-    if job is not None or elsewhere is not None:
         record.start("vision")
-    looking: list[Callable[[Callable[[float], None]], list[ShotLook]]] = []
-
-    def look_elsewhere(shots: list[tuple[float, float]]) -> None:
-        assert elsewhere is not None and info is not None and look is not None
-        looking.append(elsewhere.submit(info, shots, look))
+    # a long video's frames go out as the pass picks them, to be looked at elsewhere
+    looking = elsewhere.start(look) if elsewhere is not None and look is not None else None
+    on_frames = looking.send if looking is not None else None
+    shots_found = list(job.known_shots or []) if job is not None else []
 
     def store_shots(found: ShotResult) -> None:  # in a worker: on its reader thread, once found
         record.write_shots(whole_shots(found, item, opts), item.duration)
         progress.finished("shots")
-        if elsewhere is not None:  # the windows go out while the audio is transcribed
-            look_elsewhere([(sh.start, sh.end) for sh in found.shots])
+        shots_found[:] = [(sh.start, sh.end) for sh in found.shots]
 
     def store_looks(looks: list[ShotLook]) -> None:
         record.write_vision(looks)
         progress.finished("vision")
 
-    if elsewhere is not None and "shots" not in pending:
-        look_elsewhere(record.shot_spans())
     visual: VisualWorker | None = None
     if job is not None and opts.workers:
-        visual = VisualWorker(job, stage_progress, store_shots, store_looks)
+        visual = VisualWorker(job, stage_progress, store_shots, store_looks, on_frames)
     try:
         if "transcript" in pending:
             on_transcript = progress.callback("transcript")
@@ -358,13 +354,15 @@ def _run_stages(
             record.write_transcript(transcribe(item, opts, cache, transcript_progress))
             progress.finished("transcript")
         if visual is not None:
+            if looking is not None:  # waiting on the looks, not on the worker (see RemoteLooks)
+                looking.wait_while(visual.running)
             visual.result()
         elif job is not None:  # in this process, after the transcript
-            run_job(job, stage_progress, store_shots, store_looks)
+            run_job(job, stage_progress, store_shots, store_looks, on_frames)
         if "shots" in pending and job is None:  # no video: the root segment alone
             record.write_shots([], item.duration)
-        if looking:
-            store_looks(looking[0](progress.callback("vision")))
+        if looking is not None:
+            store_looks(looking.gather(shots_found, progress.callback("vision")))
         elif "vision" in pending and (job is None or job.look is None):
             record.write_vision([])
     finally:

@@ -81,20 +81,39 @@ class ShotLook:
     model: str = ""  # the image encoder that made the vectors
 
 
+Sent = list[tuple[float, np.ndarray]]
+"""One shot's sampled frames, (time, RGB frame (H, W, 3) uint8), as they go to be looked at elsewhere."""
+
+
+class Looking(Protocol):
+    """The looks of one video under way elsewhere (`LookElsewhere.start`)."""
+
+    def send(self, start: float, end: float, frames: Sent) -> None:
+        """One shot's frames, to be looked at as `look_inside` does; may wait while many are under way."""
+        ...
+
+    def wait_while(self, busy: Callable[[], bool]) -> None:
+        """Wait, from the ingesting thread, while `busy()` (the decoding pass is still sending),
+        gathering the looks that come back meanwhile."""
+        ...
+
+    def gather(self, shots: list[tuple[float, float]], progress: Callable[[float], None]) -> list[ShotLook]:
+        """The looks at `shots` (each sent before), in their order, reporting the share done."""
+        ...
+
+
 class LookElsewhere(Protocol):
-    """Looks inside the shots of a long video somewhere else while the ingesting process goes on with
-    its transcript (`indexers.distributed.WindowLooks`: one Ray task per window of shots). The shots
-    are found first, by the one owner of the video; what comes back is exactly `run_look` over them."""
+    """Looks inside the shots of a long video somewhere else (`indexers.distributed.RemoteLooks`: a
+    Ray task per shot). The decoding pass stays here, and picks each shot's frames exactly as it
+    does when it looks at them itself; only the frames go out, so what comes back is what this
+    process would have found."""
 
     def wanted(self, duration: float) -> bool:
         """Whether a video this long is looked at elsewhere (else in the one decoding pass, here)."""
         ...
 
-    def submit(
-        self, info: MediaInfo, shots: list[tuple[float, float]], opts: LookOptions
-    ) -> Callable[[Callable[[float], None]], list[ShotLook]]:
-        """Start looking at `shots`; the function returned waits for the looks, in shot order,
-        reporting the share done."""
+    def start(self, opts: LookOptions) -> Looking:
+        """Ready to look at one video's shots."""
         ...
 
 
@@ -108,6 +127,9 @@ class VisualJob:
     """Look inside the shots too (the vision stage); None: shots only."""
     known_shots: list[tuple[float, float]] | None = None
     """Shots already found (a resumed ingestion): skip detection, look inside these."""
+    send_frames: bool = False
+    """Look elsewhere: each shot's sampled frames go to `on_frames` instead of the models here
+    (`run_job`; from a `VisualWorker`, as messages), and no looks come back from this job."""
 
 
 def run_visual(job: VisualJob, progress: Callable[[float], None] | None = None) -> ShotResult:
@@ -131,28 +153,47 @@ Frame = Any
 """An RGB frame (H, W, 3) uint8, or a decoded `av.VideoFrame` converted to one when it is analysed."""
 
 
+FramesOut = Callable[[float, float, Sent], None]
+"""Where the frames of a shot go when it is looked at elsewhere: (start, end, frames)."""
+
+
 class _Looker:
     """Looks inside shots on a pool of `opts.workers` threads (the models release the GIL) while the
     caller goes on decoding; `submit` waits for the oldest shot when that many are under way, which
-    bounds the frames held. Results are keyed by the shot's (start, end)."""
+    bounds the frames held. Results are keyed by the shot's (start, end). With `send`, each shot's
+    frames go there instead (as RGB arrays) and nothing is looked at here."""
 
     def __init__(
-        self, opts: LookOptions, vision: Any, size: tuple[int, int] | None, progress: Callable[[], None]
+        self,
+        opts: LookOptions,
+        vision: Any,
+        size: tuple[int, int] | None,
+        progress: Callable[[], None],
+        send: FramesOut | None = None,
     ) -> None:
+        self.opts, self.vision, self.size, self.progress, self.send = opts, vision, size, progress, send
+        self.looks: dict[tuple[float, float], ShotLook] = {}
+        self.running: deque[tuple[tuple[float, float], Future[ShotLook]]] = deque()
+        self.sent: set[tuple[float, float]] = set()
+        if send is not None:
+            return
         import torch
 
         from indexers.vision import VisionOptions
         from memory.runtime.images import image_encoder
 
-        self.opts, self.vision, self.size, self.progress = opts, vision or VisionOptions(), size, progress
+        self.vision = vision or VisionOptions()
         self.encoder = image_encoder(opts.encoder)
-        self.looks: dict[tuple[float, float], ShotLook] = {}
-        self.running: deque[tuple[tuple[float, float], Future[ShotLook]]] = deque()
         self.threads_before = torch.get_num_threads()
         torch.set_num_threads(self.vision.threads)  # once for the pass: the analysing threads share it
         self.pool = ThreadPoolExecutor(opts.workers, thread_name_prefix="vidmem-look")
 
     def submit(self, start: float, end: float, got: list[tuple[float, Frame]]) -> None:
+        if self.send is not None:
+            self.send(start, end, [(t, self._rgb(f)) for t, f in got])
+            self.sent.add((start, end))
+            self.progress()
+            return
         self.running.append(((start, end), self.pool.submit(self._look, start, end, got)))
         while len(self.running) > self.opts.workers:
             self._collect()
@@ -168,6 +209,8 @@ class _Looker:
         return self.looks
 
     def close(self) -> None:
+        if self.send is not None:
+            return
         import torch
 
         for _, f in self.running:
@@ -183,42 +226,55 @@ class _Looker:
         return frame.to_ndarray(format="rgb24", width=self.size[0], height=self.size[1])
 
     def _look(self, start: float, end: float, got: list[tuple[float, Frame]]) -> ShotLook:
-        import torch
-
-        from indexers.vision import analyse_shot
-        from kernels.tokens import merge_temporal
-
-        vision, encoder = self.vision, self.encoder
-        if not got:  # no frame decoded inside it (damaged stretch): nothing seen
-            return ShotLook(-1, [], [], 0, 0, 0.0, 0.0, np.zeros((0, 0), np.float32), [], 0, encoder.name)
-        frames = [self._rgb(f) for _, f in got]
-        ts = [t for t, _ in got]
-        seen = analyse_shot(frames, ts, vision, keyframe_index=len(frames) // 2)
-        seen.texts = [_widen(t, ts, seen.features, vision.distinct_below) for t in seen.texts]
-        own_vectors = self.opts.encoder != "efficientnet"  # EfficientNet features come with the labels
-        feats = encoder.encode(np.stack(frames)) if own_vectors else seen.features
-        seconds = torch.full((len(feats),), max(end - start, 1e-3) / len(feats))
-        merged = merge_temporal(torch.from_numpy(feats), self.opts.keep, self.opts.merge_penalty, seconds)
-        vecs = merged.tokens.numpy()
-        vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-        own = merged.owner.numpy()
-        spans = [
-            (min(ts[j] for j in np.flatnonzero(own == k)), max(ts[j] for j in np.flatnonzero(own == k)))
-            for k in range(len(vecs))
-        ]
-        return ShotLook(
-            -1,
-            seen.texts,
-            seen.labels,
-            seen.faces,
-            seen.people,
-            seen.face_score,
-            seen.person_score,
-            vecs.astype(np.float32),
-            spans,
-            len(frames),
-            encoder.name,
+        return look_inside(
+            start, end, [(t, self._rgb(f)) for t, f in got], self.opts, self.vision, self.encoder
         )
+
+
+def look_inside(
+    start: float, end: float, got: Sent, opts: LookOptions, vision: Any = None, encoder: Any = None
+) -> ShotLook:
+    """What one shot's sampled frames show: on-screen text, labels, faces and people, and its
+    token-merged visual vectors. `vision`: `indexers.vision.VisionOptions` (the defaults when None);
+    `encoder`: the image encoder `opts.encoder` names, when the caller holds it already."""
+    import torch
+
+    from indexers.vision import VisionOptions, analyse_shot
+    from kernels.tokens import merge_temporal
+    from memory.runtime.images import image_encoder
+
+    vision = vision or VisionOptions()
+    encoder = encoder or image_encoder(opts.encoder)
+    if not got:  # no frame decoded inside it (damaged stretch): nothing seen
+        return ShotLook(-1, [], [], 0, 0, 0.0, 0.0, np.zeros((0, 0), np.float32), [], 0, encoder.name)
+    frames = [f for _, f in got]
+    ts = [t for t, _ in got]
+    seen = analyse_shot(frames, ts, vision, keyframe_index=len(frames) // 2)
+    seen.texts = [_widen(t, ts, seen.features, vision.distinct_below) for t in seen.texts]
+    own_vectors = opts.encoder != "efficientnet"  # EfficientNet features come with the labels
+    feats = encoder.encode(np.stack(frames)) if own_vectors else seen.features
+    seconds = torch.full((len(feats),), max(end - start, 1e-3) / len(feats))
+    merged = merge_temporal(torch.from_numpy(feats), opts.keep, opts.merge_penalty, seconds)
+    vecs = merged.tokens.numpy()
+    vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+    own = merged.owner.numpy()
+    spans = [
+        (min(ts[j] for j in np.flatnonzero(own == k)), max(ts[j] for j in np.flatnonzero(own == k)))
+        for k in range(len(vecs))
+    ]
+    return ShotLook(
+        -1,
+        seen.texts,
+        seen.labels,
+        seen.faces,
+        seen.people,
+        seen.face_score,
+        seen.person_score,
+        vecs.astype(np.float32),
+        spans,
+        len(frames),
+        encoder.name,
+    )
 
 
 def _in_order(shots: list[tuple[float, float]], looks: dict[tuple[float, float], ShotLook]) -> list[ShotLook]:
@@ -232,11 +288,13 @@ def run_look(
     progress: Callable[[float], None] | None = None,
     vision: Any = None,
     seek_beyond: float = 0.0,
+    send: FramesOut | None = None,
 ) -> list[ShotLook]:
     """Look inside every shot: one pass over the video, each shot analysed as soon as its frames are
     in. `opts.workers` shots are analysed at once, on threads (the models release the GIL), while
     this thread goes on decoding. `vision`: the `indexers.vision.VisionOptions` (the defaults when
-    None). `seek_beyond`: see `sample_frames` (for a few shots spread over a long video)."""
+    None). `seek_beyond`: see `sample_frames` (for a few shots spread over a long video). `send`:
+    each shot's frames go there instead of being looked at (nothing is returned)."""
     times, owner = sample_times(shots, opts)
     done = 0
 
@@ -246,7 +304,7 @@ def run_look(
         if progress:
             progress(done / len(shots))
 
-    looker = _Looker(opts, vision, look_size(info, opts.max_side), advanced)
+    looker = _Looker(opts, vision, look_size(info, opts.max_side), advanced, send)
     try:
         pending: list[tuple[float, Frame]] = []
         current = 0
@@ -264,7 +322,7 @@ def run_look(
         looker.close()
     if progress:
         progress(1.0)
-    return _in_order(shots, looks)
+    return [] if send else _in_order(shots, looks)
 
 
 class _Along:
@@ -340,9 +398,13 @@ def _pick(frames: list[tuple[float, Frame]], times: list[float]) -> list[tuple[f
 
 
 def run_along(
-    job: VisualJob, progress: StageProgress, on_shots: Callable[[ShotResult], None] | None = None
+    job: VisualJob,
+    progress: StageProgress,
+    on_shots: Callable[[ShotResult], None] | None = None,
+    send: FramesOut | None = None,
 ) -> tuple[ShotResult, list[ShotLook]]:
-    """Shots and the look inside them from one decoding pass (see `_Along`)."""
+    """Shots and the look inside them from one decoding pass (see `_Along`); with `send`, each
+    shot's frames go there instead, and no looks come back."""
     assert job.look is not None
     info, duration = job.info, job.info.duration
     along: _Along | None = None
@@ -351,7 +413,7 @@ def run_along(
         if along is not None:
             progress("vision", min(0.99, along.open / max(duration, 1e-6)))
 
-    looker = _Looker(job.look, None, look_size(info, job.look.max_side), advanced)
+    looker = _Looker(job.look, None, look_size(info, job.look.max_side), advanced, send)
     try:
         along = _Along(info, job.look, looker)
         frames = stream_frames(info, job.decode, job.decoder, tap=along.tap)
@@ -361,7 +423,7 @@ def run_along(
         if on_shots:
             on_shots(found)
         shots = [(sh.start, sh.end) for sh in found.shots]
-        submitted = set(looker.looks) | {key for key, _ in looker.running}
+        submitted = set(looker.looks) | {key for key, _ in looker.running} | looker.sent
         missing = []
         for start, end in shots:
             if (start, end) in submitted:
@@ -374,10 +436,11 @@ def run_along(
     finally:
         looker.close()
     if missing:  # settled boundaries the final picks moved, or a decoder that could not feed the tap
-        again = run_look(info, missing, job.look, seek_beyond=2 * SETTLE)
-        looks.update(zip(missing, again, strict=True))
+        again = run_look(info, missing, job.look, seek_beyond=2 * SETTLE, send=send)
+        if not send:
+            looks.update(zip(missing, again, strict=True))
     progress("vision", 1.0)
-    return found, _in_order(shots, looks)
+    return found, [] if send else _in_order(shots, looks)
 
 
 def _widen(text: Any, times: list[float], features: np.ndarray, similar: float) -> Any:
@@ -411,13 +474,20 @@ def run_job(
     progress: StageProgress | None = None,
     on_shots: Callable[[ShotResult], None] | None = None,
     on_looks: Callable[[list[ShotLook]], None] | None = None,
+    on_frames: FramesOut | None = None,
 ) -> VisualResult:
     """The whole visual pass in this process: shots (unless known) and what is inside them, from
-    one decoding pass when both are asked for."""
+    one decoding pass when both are asked for. With `job.send_frames`, each shot's sampled frames go
+    to `on_frames` as they are picked, and the looks stay None."""
     report: StageProgress = progress or (lambda stage, fraction: None)
+    send = on_frames if job.send_frames else None
+    if job.send_frames and send is None:
+        raise ValueError("a job that sends its frames needs on_frames")
     result = None
     if job.known_shots is None and job.look is not None:  # one decoding pass for both
-        result, seen = run_along(job, report, on_shots)
+        result, seen = run_along(job, report, on_shots, send)
+        if send:
+            return VisualResult(result, None)
         if on_looks:
             on_looks(seen)
         return VisualResult(result, seen)
@@ -430,7 +500,9 @@ def run_job(
         shots = job.known_shots
     looks = None
     if job.look is not None:
-        looks = run_look(job.info, shots, job.look, lambda f: report("vision", f))
+        looks = run_look(job.info, shots, job.look, lambda f: report("vision", f), send=send)
+        if send:
+            return VisualResult(result, None)
         if on_looks:
             on_looks(looks)
     return VisualResult(result, looks)
@@ -450,8 +522,14 @@ class VisualWorker:
         progress: StageProgress | None = None,
         on_shots: Callable[[ShotResult], None] | None = None,
         on_looks: Callable[[list[ShotLook]], None] | None = None,
+        on_frames: FramesOut | None = None,
     ) -> None:
-        self._progress, self._on_shots, self._on_looks = progress, on_shots, on_looks
+        self._progress, self._on_shots, self._on_looks, self._on_frames = (
+            progress,
+            on_shots,
+            on_looks,
+            on_frames,
+        )
         self._result = VisualResult(None, None)
         self._done = False
         self.error: BaseException | None = None
@@ -491,6 +569,9 @@ class VisualWorker:
                     if self._on_looks:
                         self._on_looks(value)
                     self._result.looks = value
+                elif kind == "frames":
+                    if self._on_frames:
+                        self._on_frames(*value)
                 elif kind == "done":
                     self._done = True
                     return
@@ -513,6 +594,10 @@ class VisualWorker:
     @property
     def pid(self) -> int:
         return self._proc.pid
+
+    def running(self) -> bool:
+        """Whether the worker is still sending (progress, results, frames)."""
+        return self._reader.is_alive()
 
     def result(self) -> VisualResult:
         self._reader.join()
@@ -538,8 +623,8 @@ class VisualWorker:
 
 
 def _worker_main(fd: int) -> None:
-    """The child: a pickled VisualJob on stdin; progress, the shots, the looks, then `done` (or the
-    error) on `fd`."""
+    """The child: a pickled VisualJob on stdin; progress, the shots, the looks (or each shot's frames,
+    when the job sends them), then `done` (or the error) on `fd`."""
     _die_with_parent()
     from indexers.heap import steady_heap
 
@@ -559,7 +644,13 @@ def _worker_main(fd: int) -> None:
 
     try:
         job = pickle.load(sys.stdin.buffer)
-        run_job(job, progress, lambda r: conn.send(("shots", r)), lambda looks: conn.send(("looks", looks)))
+        run_job(
+            job,
+            progress,
+            lambda r: conn.send(("shots", r)),
+            lambda looks: conn.send(("looks", looks)),
+            lambda start, end, frames: conn.send(("frames", (start, end, frames))),
+        )
         conn.send(("done", None))
     except MediaError as e:
         conn.send(("error", e))

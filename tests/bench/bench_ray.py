@@ -15,9 +15,9 @@ pinned (both cores).
 
 With `--long VIDEO`, a second table (docs/benchmarks/ray_windows.md): that one video with vision on
 (extractive captions), ingested in one process (shots and vision from one decoding pass) against
-Ray with N worker nodes, once as one task and once with its vision split into tasks of `--window`
-seconds of shots (`WindowLooks`: the owner finds the shots and transcribes; the windows look, on
-any node). `--videos 0` skips the batch.
+Ray with N worker nodes, once as one task and once split (`--window`: the video is longer than two;
+`RemoteLooks`: the owner decodes once and transcribes, each shot's frames go out to a task of
+their own, on any node; `SpeechChunks`: later audio chunks too). `--videos 0` skips the batch.
 
 Run: make postgres && .venv/bin/python -m tests.bench.bench_ray [--videos 6] [--seconds 60] [--workers 1 2 3]
      [--long ../shared/media/bbb_10min.mp4 --window 150]
@@ -92,7 +92,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--url", default=os.environ.get("VIDMEM_TEST_PGVECTOR_URL"))
     ap.add_argument("--long", type=Path, help="one long video, with vision: split per window or not")
-    ap.add_argument("--window", type=float, default=150.0, help="seconds of shots per vision task")
+    ap.add_argument("--window", type=float, default=150.0, help="window seconds (a video over two is split)")
     args = ap.parse_args()
     if not args.url:
         raise SystemExit("no PostgreSQL with pgvector: run `make postgres` or pass --url")
@@ -135,19 +135,21 @@ def windows_table(args: argparse.Namespace) -> None:
         for window in (None, args.window):
             home = str(WORK / "ray" / f"home-long-{n}-{window}")
             seconds = run_cluster(n, args.url, home, [args.long], options, window)
-            split = f"vision in {args.window:.0f} s windows" if window else "one task"
+            split = "split (a task per shot, per audio chunk)" if window else "one task"
             rows.append({"config": f"Ray, {n} worker node{'s' if n > 1 else ''}, {split}", "workers": n,
                          "window": window, "seconds": round(seconds, 1)})  # fmt: skip
             print(rows[-1], flush=True)
     lines = [
-        "# Ingestion on Ray: one long video, its vision split per window",
+        "# Ingestion on Ray: one long video, split into tasks",
         "",
         f"{args.long.name}, every stage but the caption LLM (extractive captions), into a fresh PostgreSQL + "
         "pgvector catalog per configuration; the cluster as in ray.md (a head with no CPUs, N worker nodes "
         "of one CPU each, node i pinned to core i mod 2). *one task*: the video's task does everything, "
-        "shots and vision from one decoding pass, like the one process. *windows*: the video's task finds "
-        f"the shots (decoding without looking) and transcribes; its vision goes out as one task per {args.window:.0f} s "
-        "of shots, sampled by seeking (`indexers.distributed.WindowLooks`, a window a task).",
+        "shots and vision from one decoding pass, like the one process. *split* (`--window "
+        f"{args.window:.0f}`: longer than two windows): the video's task decodes it once, finding the shots and "
+        "picking each one's frames, and transcribes; each shot's frames go out to a task of their own "
+        "(`indexers.distributed.RemoteLooks`), and so does each audio chunk after the first with speech "
+        "(`SpeechChunks`). The rows are those of the one process.",
         "",
         f"Reproduce: `make postgres && .venv/bin/python -m tests.bench.bench_ray --videos 0 --long {args.long} "
         f"--window {args.window:.0f} --workers {' '.join(map(str, args.workers))}`",

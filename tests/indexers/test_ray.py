@@ -7,7 +7,6 @@ ingestion of the same files writes."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psutil
 import pytest
 import ray
@@ -29,11 +29,11 @@ from sqlalchemy import func, select
 from indexers import ingest
 from indexers.captions import CaptionOptions
 from indexers.decode import probe
-from indexers.distributed import SpeechChunks, Where, WindowLooks, ingest_on_ray
+from indexers.distributed import RemoteLooks, SpeechChunks, Where, ingest_on_ray
 from indexers.pipeline import IngestOptions
 from indexers.source import StorageOptions, media_source
 from indexers.transcript import TranscribeOptions
-from indexers.visual import LookOptions, run_look
+from indexers.visual import LookOptions
 from memory import STAGES, EmbeddingRow, IngestJob, ScreenText, Segment, Store, Tag, TranscriptCue, Video
 from tests.conftest import shared
 from tests.helpers import cli, free_port
@@ -222,66 +222,67 @@ def test_urls_go_to_the_cluster_one_task_each_with_the_rows_of_one_machine(
         store.close()
 
 
-def test_a_long_videos_vision_goes_out_per_window_and_a_lost_window_is_run_again(
+def test_a_long_videos_shots_are_looked_at_elsewhere_and_a_lost_look_is_run_again(
     cluster: str, pgvector_url: str, tmp_path: Path, model_cache: Path
 ) -> None:
-    """The Big Buck Bunny trailer (55 s) with 10 s windows: its owner task finds the shots, and each
-    window of shots is looked inside by a task of its own. A node is lost while it runs one; the
-    job completes, and the vision rows are exactly those of `run_look` over the same shots on this
-    machine (what the windows promise: the same sample frames, found by seeking)."""
+    """The Big Buck Bunny trailer (55 s) with 10 s windows: its owner task decodes it once, finding
+    the shots and picking each one's frames, and each shot's frames are looked at by a task of its
+    own. A node is lost while it runs one; the job completes, and the shots and vision rows are
+    exactly those of the default single-machine ingestion (one pass that looks as it goes)."""
     trailer = shared("bbb_trailer.mp4")
-    look = LookOptions(workers=1)
-    options = IngestOptions(library="ray", captions=CaptionOptions(llm=None), look=look)
+    options = IngestOptions(library="ray", captions=CaptionOptions(llm=None), look=LookOptions(workers=1))
+    assert RemoteLooks(10.0).wanted(probe(media_source(trailer)).duration)
 
-    alone = Store(tmp_path / "alone")  # shots on one machine, then the look over them, in one run
-    ingest(alone, trailer, dataclasses.replace(options, look=None), cache_dir=model_cache)
-    with alone.session() as s:
-        shots = [
-            (g.start, g.end)
-            for g in s.scalars(select(Segment).where(Segment.level == "shot").order_by(Segment.start))
-        ]
+    alone = Store(tmp_path / "alone")  # one machine, SQLite: what the cluster must equal
+    ingest(alone, trailer, options, cache_dir=model_cache)
+    expected = _vision(alone)
     alone.close()
-    windows = WindowLooks(10.0).windows(shots)
-    assert len(windows) >= 4 and [sh for w in windows for sh in w] == shots
-    expected = run_look(probe(media_source(trailer)), shots, look)
-    assert sum(len(x.texts) for x in expected) > 0 and sum(len(x.labels) for x in expected) > 0
+    assert len(expected["shots"]) >= 10 and expected["texts"] and expected["tags"]
 
     where = Where(str(tmp_path / "node-home"), pgvector_url, "postgres", str(model_cache))
     run = _Ingesting(cluster, where, [trailer], options, 600, window=10.0)
     worker, raylet = run.running("_look_task")
-    os.kill(raylet, signal.SIGKILL)  # the node is lost while it looks inside a window
+    os.kill(raylet, signal.SIGKILL)  # the node is lost while it looks inside a shot
     os.kill(worker, signal.SIGKILL)
     results = run.finish(900)
     assert len(results) == 1 and not isinstance(results[0], Exception), results
 
     store = Store(tmp_path / "driver", pgvector_url, index="postgres")
     try:
+        got = _vision(store)
+        vectors, want = got.pop("vectors"), expected.pop("vectors")
+        assert got == expected
+        assert vectors.shape == want.shape and np.allclose(vectors, want, atol=1e-5)
         with store.session() as s:
-            [video] = s.scalars(select(Video)).all()
-            assert video.status == "ready"
-            got_shots = s.scalars(
-                select(Segment).where(Segment.level == "shot").order_by(Segment.start)
-            ).all()
-            assert [(g.start, g.end) for g in got_shots] == shots
-            ordinal = {g.id: i for i, g in enumerate(got_shots)}
-            texts = sorted((ordinal[t.segment_id], t.text, t.start) for t in s.scalars(select(ScreenText)))
-            assert texts == sorted((x.index, t.text, t.start) for x in expected for t in x.texts)
-            tags = sorted(
-                (ordinal[t.segment_id], t.kind, t.name)
-                for t in s.scalars(select(Tag))
-                if t.segment_id in ordinal
-            )
-            want = [(x.index, "label", n) for x in expected for n, _ in x.labels]
-            want += [(x.index, "face", "face") for x in expected if x.faces]
-            want += [(x.index, "person", "person") for x in expected if x.people]
-            assert tags == sorted(want)
-            visual = s.scalar(
-                select(func.count()).select_from(EmbeddingRow).where(EmbeddingRow.modality == "visual")
-            )
-            assert visual == sum(len(x.vectors) for x in expected)
+            assert s.scalars(select(Video.status)).one() == "ready"
             assert list(s.scalars(select(IngestJob.stages_done)).one()) == list(STAGES)
     finally:
         store.close()
+
+
+def _vision(store: Store) -> dict[str, Any]:
+    """The one video's shots and what its vision stage wrote about them: on-screen text, tags, and
+    the visual vectors (in shot order)."""
+    with store.session() as s:
+        shots = s.scalars(select(Segment).where(Segment.level == "shot").order_by(Segment.start)).all()
+        ordinal = {g.id: i for i, g in enumerate(shots)}
+        texts = sorted((ordinal[t.segment_id], t.text, t.start, t.end) for t in s.scalars(select(ScreenText)))
+        tags = sorted(
+            (ordinal[t.segment_id], t.kind, t.name, round(t.score, 5))
+            for t in s.scalars(select(Tag))
+            if t.segment_id in ordinal
+        )
+        rows = s.scalars(select(EmbeddingRow).where(EmbeddingRow.modality == "visual")).all()
+        rows = sorted(rows, key=lambda r: (ordinal.get(r.segment_id or -1, -1), r.id))
+        return {
+            "shots": [(g.start, g.end) for g in shots],
+            "texts": texts,
+            "tags": tags,
+            "visual": [
+                (ordinal.get(r.segment_id or -1, -1), r.kind, r.start, r.end, r.retained) for r in rows
+            ],
+            "vectors": np.stack([np.frombuffer(r.vector, np.float32) for r in rows]),
+        }
 
 
 def test_a_long_recordings_speech_is_heard_per_chunk_elsewhere_with_the_cues_of_one_machine(
