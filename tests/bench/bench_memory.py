@@ -11,8 +11,10 @@ Queries: for each shot of the original, its frame at 37% of the shot (held out: 
 vision stage sampled), encoded by EfficientNet. *Occurrence recall*: of the query shot's true
 occurrences (its middle, in every copy that holds it), the share held by the top 12 moments; a
 moment holds one when its span contains that time in that copy. Retrieval is exact cosine over
-what each policy kept; a kept entry standing for several places (a slot's occurrences, a merged
-run) gives one moment per place.
+what each policy kept, an entry scoring as its best row, as the search scores a shot by its visual
+rows: a kept shot's token-merged vectors (a memory slot's: its exemplar's), a merged run's mean.
+A kept entry standing for several places (a slot's occurrences, a merged run) gives one moment per
+place; a slot orders its occurrences by their own rows (`memory.bank.occurrences`).
 
 Policies, each within B = budget x units entries:
 - fifo: the last B units;  uniform: every (N/B)-th unit;
@@ -37,7 +39,7 @@ import numpy as np
 
 from memory.gate import GateUnit, MemoryGate, MemoryOptions, budget_for, load_weights
 from tests.bench.common import RESULTS, SHARED, machine, write_results
-from tests.bench.copies import frame_vectors, recipes, reencode, shot_vectors
+from tests.bench.copies import ShotVectors, frame_vectors, recipes, reencode, shot_vectors
 
 COPIES = 12
 TOP = 12
@@ -50,6 +52,9 @@ class Unit:
     start: float
     end: float
     vector: np.ndarray
+    """What the memory compares: the unit-norm mean of the shot's visual vectors."""
+    tokens: np.ndarray
+    """The shot's visual vectors (k, D): the rows a search scores it by, the best one counting."""
 
 
 @dataclass
@@ -57,35 +62,42 @@ class Entry:
     vector: np.ndarray
     places: list[Place]
     size: int = 1
-    place_vectors: np.ndarray | None = None
-    """Each place's own vector, where the policy keeps it (vidmem keeps folded units in SQL and
-    orders a slot's occurrences by them, as `memory.bank.occurrences` does); merged tokens keep none."""
+    tokens: np.ndarray | None = None
+    """The rows a query scores the entry by (the best one counting): a kept unit's visual vectors;
+    None: `vector` alone (a merged token)."""
+    place_tokens: list[np.ndarray] | None = None
+    """Each place's own visual vectors, where the policy keeps them (vidmem keeps folded units in
+    SQL and orders a slot's occurrences by them, as `memory.bank.occurrences` does)."""
 
 
-def identical_stream(spans: np.ndarray, vectors: np.ndarray, duration: float) -> list[Unit]:
+def identical_stream(shots: ShotVectors, duration: float) -> list[Unit]:
     return [
-        Unit(c, float(a) + c * duration, float(b) + c * duration, v)
+        Unit(c, float(a) + c * duration, float(b) + c * duration, v, t)
         for c in range(COPIES)
-        for (a, b), v in zip(spans, vectors, strict=True)
+        for (a, b), v, t in zip(shots.spans, shots.vectors, shots.tokens, strict=True)
     ]
 
 
 # -- policies: a stream in, what is kept out -------------------------------------------------------
 
 
+def _kept(u: Unit) -> Entry:
+    return Entry(u.vector, [(u.copy, u.start, u.end)], tokens=u.tokens)
+
+
 def fifo(units: list[Unit], budget: int) -> list[Entry]:
-    return [Entry(u.vector, [(u.copy, u.start, u.end)]) for u in units[-budget:]]
+    return [_kept(u) for u in units[-budget:]]
 
 
 def uniform(units: list[Unit], budget: int) -> list[Entry]:
     keep = sorted({int(i * len(units) / budget) for i in range(budget)})
-    return [Entry(units[i].vector, [(units[i].copy, units[i].start, units[i].end)]) for i in keep]
+    return [_kept(units[i]) for i in keep]
 
 
 def _adjacent(units: list[Unit], budget: int, weighted: bool) -> list[Entry]:
     bank: list[Entry] = []
     for u in units:
-        bank.append(Entry(u.vector, [(u.copy, u.start, u.end)]))
+        bank.append(_kept(u))  # a unit not merged yet keeps its own rows
         if len(bank) <= budget:
             continue
         m = np.stack([e.vector for e in bank])
@@ -132,7 +144,8 @@ def _gate(units: list[Unit], budget: int, head: str) -> list[Entry]:
         Entry(
             gate.vectors[sid],
             [(int(v), a, b) for v, a, b, _ in slot.occurrences],
-            place_vectors=np.stack([stream[key - 1].vector for _, _, _, key in slot.occurrences]),
+            tokens=units[slot.exemplar - 1].tokens,
+            place_tokens=[units[key - 1].tokens for _, _, _, key in slot.occurrences],
         )
         for sid, slot in gate.slots.items()
     ]
@@ -140,7 +153,7 @@ def _gate(units: list[Unit], budget: int, head: str) -> list[Entry]:
 
 def everything(units: list[Unit], budget: int) -> list[Entry]:
     """No memory: every unit kept (the budget ignored): what retrieval finds with nothing forgotten."""
-    return [Entry(u.vector, [(u.copy, u.start, u.end)]) for u in units]
+    return [_kept(u) for u in units]
 
 
 POLICIES: dict[str, Callable[[list[Unit], int], list[Entry]]] = {
@@ -161,16 +174,22 @@ POLICIES: dict[str, Callable[[list[Unit], int], list[Entry]]] = {
 def recall(
     kept: list[Entry], queries: np.ndarray, truths: list[list[tuple[int, float]]]
 ) -> tuple[float, float]:
-    """Mean occurrence recall over the queries, and the mean length (s) of the moments returned."""
-    m = np.stack([e.vector for e in kept])
+    """Mean occurrence recall over the queries, and the mean length (s) of the moments returned.
+    An entry (and a place) scores as its best row, as a search over the visual rows does."""
+    rows = [e.tokens if e.tokens is not None else e.vector[None] for e in kept]
+    m = np.concatenate(rows)
+    owner = np.repeat(np.arange(len(kept)), [len(r) for r in rows])
     got, lengths = [], []
     for q, truth in zip(queries, truths, strict=True):
+        score = np.full(len(kept), -np.inf)
+        np.maximum.at(score, owner, m @ q)
         moments: list[Place] = []
-        for i in np.argsort(-(m @ q)):
+        for i in np.argsort(-score, kind="stable"):
             entry = kept[i]
             places = entry.places
-            if entry.place_vectors is not None:
-                places = [places[j] for j in np.argsort(-(entry.place_vectors @ q), kind="stable")]
+            if entry.place_tokens is not None:
+                best = [float((t @ q).max()) for t in entry.place_tokens]
+                places = [places[j] for j in np.argsort(-np.array(best), kind="stable")]
             for c, a, b in places:
                 if any(c == c2 and _overlap(a, b, a2, b2) > 0.5 for c2, a2, b2 in moments):
                     continue
@@ -205,14 +224,17 @@ def main() -> None:
 
     streams: dict[str, tuple[list[Unit], list[list[tuple[int, float]]]]] = {}
     streams["identical"] = (
-        identical_stream(orig.spans, orig.vectors, duration),
+        identical_stream(orig, duration),
         [[(c, float(t) + c * duration) for c in range(COPIES)] for t in mids],
     )
     units: list[Unit] = []
     truths: list[list[tuple[int, float]]] = [[] for _ in mids]
     for c, recipe in enumerate(recipes(COPIES)):
         copy = shot_vectors(reencode(src, recipe))
-        units += [Unit(c, float(a), float(b), v) for (a, b), v in zip(copy.spans, copy.vectors, strict=True)]
+        units += [
+            Unit(c, float(a), float(b), v, t)
+            for (a, b), v, t in zip(copy.spans, copy.vectors, copy.tokens, strict=True)
+        ]
         for k, t in enumerate(mids):
             if t - recipe.trim > 0:
                 truths[k].append((c, float(t - recipe.trim)))
@@ -253,7 +275,8 @@ def write(rows: list[dict], args: argparse.Namespace) -> None:
         "on other media ([memory_fit.md](memory_fit.md)); write head: "
         f"{weights.fitted_on}. Nothing here was tuned on these streams.",
         "*full index* keeps every unit (no memory, no budget): the ceiling a memory can reach with this",
-        "retrieval (each entry scored by the cosine of its one vector, a shot's mean EfficientNet vector).",
+        "retrieval: each entry scored as its best visual row (a kept shot's token-merged EfficientNet vectors,",
+        "as the search scores a shot; a merged run's one mean vector), a slot's occurrences ordered the same way.",
         "",
         "Recall: of a held-out frame's shot's true occurrences (12 on the identical stream; one per copy that",
         "still holds it on the re-encoded one), the share among the top 12 moments. *moment* is the mean",
@@ -316,7 +339,7 @@ def _targets(rows: list[dict]) -> list[str]:
         f"{'yes' if enc['recall'] >= 95 else 'no'} |",
         "",
         "Both are bounded by the full index: with every unit kept, a held-out frame finds its own shot's",
-        "occurrences this often with one mean EfficientNet vector per shot. The memory keeps within a",
+        "occurrences this often with the shot's visual rows. The memory keeps within a",
         "point or two of it at a tenth of the entries; what it misses beyond that is distinct shots",
         "folded together (cuts back to one camera set-up) whose occurrences it orders by their own",
         "vectors. The recall ceiling, not the memory, is what keeps both targets out of reach here.",
