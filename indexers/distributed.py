@@ -46,7 +46,7 @@ from typing import Any
 from indexers.pipeline import IngestOptions, IngestResult, MediaError
 from indexers.source import has_scheme, source_uri
 from indexers.transcript import Cue, TranscribeOptions, chunk_cues
-from indexers.visual import LookOptions, Sent, ShotLook, look_inside
+from indexers.visual import LookOptions, ShotFrames, ShotLook, look_inside
 
 RETRIES = 3
 """Times a task is run again after its worker or node died (Ray's `max_retries`)."""
@@ -120,7 +120,7 @@ class _Looking:
         self.looks: dict[tuple[float, float], ShotLook] = {}
         self.lock = threading.Lock()
 
-    def send(self, start: float, end: float, frames: Sent) -> None:
+    def send(self, start: float, end: float, frames: ShotFrames) -> None:
         ref = self.task.remote(start, end, frames, self.opts)
         with self.lock:
             self.running[ref] = (start, end)
@@ -185,7 +185,7 @@ def _hear_task(
     return list(chunk_cues(model, offset, samples, language, opts))
 
 
-def _look_task(start: float, end: float, frames: Sent, opts: LookOptions) -> ShotLook:
+def _look_task(start: float, end: float, frames: ShotFrames, opts: LookOptions) -> ShotLook:
     """One shot looked inside (a Ray task), from the frames its owner picked."""
     import torch
 

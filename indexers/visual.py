@@ -81,14 +81,14 @@ class ShotLook:
     model: str = ""  # the image encoder that made the vectors
 
 
-Sent = list[tuple[float, np.ndarray]]
+ShotFrames = list[tuple[float, np.ndarray]]
 """One shot's sampled frames, (time, RGB frame (H, W, 3) uint8), as they go to be looked at elsewhere."""
 
 
 class Looking(Protocol):
     """The looks of one video under way elsewhere (`LookElsewhere.start`)."""
 
-    def send(self, start: float, end: float, frames: Sent) -> None:
+    def send(self, start: float, end: float, frames: ShotFrames) -> None:
         """One shot's frames, to be looked at as `look_inside` does; may wait while many are under way."""
         ...
 
@@ -153,7 +153,7 @@ Frame = Any
 """An RGB frame (H, W, 3) uint8, or a decoded `av.VideoFrame` converted to one when it is analysed."""
 
 
-FramesOut = Callable[[float, float, Sent], None]
+FramesOut = Callable[[float, float, ShotFrames], None]
 """Where the frames of a shot go when it is looked at elsewhere: (start, end, frames)."""
 
 
@@ -232,7 +232,7 @@ class _Looker:
 
 
 def look_inside(
-    start: float, end: float, got: Sent, opts: LookOptions, vision: Any = None, encoder: Any = None
+    start: float, end: float, got: ShotFrames, opts: LookOptions, vision: Any = None, encoder: Any = None
 ) -> ShotLook:
     """What one shot's sampled frames show: on-screen text, labels, faces and people, and its
     token-merged visual vectors. `vision`: `indexers.vision.VisionOptions` (the defaults when None);
