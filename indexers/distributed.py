@@ -21,12 +21,12 @@ its owner task decodes it once, as one machine does, finding the shots and picki
 frames from the detector's own frames; each shot's frames go out to a task as soon as the shot is
 settled, and the models run there, on any node, while the owner goes on decoding and transcribing.
 What comes back is exactly what one machine finds (the same frames through the same models); the
-price is the frames crossing the network (~2.7 MB each at 720p, about a frame per second of video).
-The decoding itself is not split: the shot detector's state runs through the whole video. Speech (`SpeechChunks`): the owner reads the audio once, hears the first chunk with speech
-(the language) and sends every later chunk to a task: the same cues as one machine. These tasks
-write nothing: the owner gathers what they found in order and commits it with its stage, so a lost
-task is simply run again (`max_retries`) and a lost owner sends them again from its last checkpoint
-(tests/indexers/test_ray.py).
+price is the frames crossing the network (docs/architecture.md). The decoding itself is not split:
+the shot detector's state runs through the whole video. Speech (`SpeechChunks`): the owner reads
+the audio once, hears the first chunk with speech (the language) and sends every later chunk to a
+task: the same cues as one machine. These tasks write nothing: the owner gathers what they found in
+order and commits it with its stage, so a lost task is simply run again (`max_retries`) and a lost
+owner sends them again from its last checkpoint (tests/indexers/test_ray.py).
 
 Ray is imported only here, when a cluster is asked for.
 """
@@ -92,16 +92,14 @@ class _Split:
 class RemoteLooks(_Split):
     """The vision stage of a long video as Ray tasks, one per shot (`indexers.visual.LookElsewhere`).
     The owner's one decoding pass finds the shots and picks each one's frames as it would to look
-    at them itself; the frames go out as the shot is settled, and the models run on any node."""
-
-    in_flight: int = 0
-    """Shots sent and not yet looked at, at most (the owner's decoding waits beyond it, which bounds
-    the frames held in the object store); 0: twice the cluster's CPUs."""
+    at them itself; the frames go out as the shot is settled, and the models run on any node. At
+    most twice the cluster's CPUs of shots are out at once: the owner's decoding waits beyond that,
+    which bounds the frames held in the object store."""
 
     def start(self, opts: LookOptions) -> _Looking:
         import ray
 
-        bound = self.in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+        bound = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
         return _Looking(_remote(_look_task, self.retries), opts, bound)
 
 

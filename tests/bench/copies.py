@@ -10,6 +10,7 @@ stage itself: `indexers.visual.run_job`, shots then EfficientNet vectors token-m
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import subprocess
@@ -68,12 +69,18 @@ def reencode(src: Path, recipe: Recipe) -> Path:
 
 @dataclass
 class ShotVectors:
-    """The shots of one file, the vector the memory compares for each (its visual vectors' mean),
-    and the visual vectors themselves (the token-merged rows a search scores the shot by)."""
+    """The shots of one file and their visual vectors (the token-merged rows a search scores a shot
+    by); `vectors` is what the memory compares for each (their unit-norm mean)."""
 
     spans: np.ndarray  # (S, 2) seconds
-    vectors: np.ndarray  # (S, D) float32, unit norm
     tokens: list[np.ndarray]  # per shot (k, D) float32, unit norm, k <= LookOptions.keep
+
+    @functools.cached_property
+    def vectors(self) -> np.ndarray:
+        """(S, D) float32, unit norm."""
+        from memory.gate import unit_vector
+
+        return np.stack([unit_vector(list(t)) for t in self.tokens])
 
 
 def shot_vectors(path: Path) -> ShotVectors:
@@ -81,23 +88,19 @@ def shot_vectors(path: Path) -> ShotVectors:
     from indexers.decode import DecodeOptions, probe
     from indexers.shots import ShotOptions
     from indexers.visual import LookOptions, VisualJob, run_job
-    from memory.gate import unit_vector
 
     cache = WORK / "shot-vectors" / f"{path.stem}-{path.stat().st_size}-tokens.npz"
     if cache.exists():
         got = np.load(cache)
-        return ShotVectors(
-            got["spans"], got["vectors"], np.split(got["tokens"], np.cumsum(got["counts"])[:-1])
-        )
+        return ShotVectors(got["spans"], np.split(got["tokens"], np.cumsum(got["counts"])[:-1]))
     result = run_job(VisualJob(probe(path), DecodeOptions(), ShotOptions(), look=LookOptions()))
     assert result.shots is not None and result.looks is not None
     spans = np.array([(sh.start, sh.end) for sh in result.shots.shots], dtype=np.float64)
-    vectors = np.stack([unit_vector(list(look.vectors)) for look in result.looks])
     tokens = [look.vectors.astype(np.float32) for look in result.looks]
     cache.parent.mkdir(parents=True, exist_ok=True)
     counts = np.array([len(t) for t in tokens])
-    np.savez(cache, spans=spans, vectors=vectors, tokens=np.concatenate(tokens), counts=counts)
-    return ShotVectors(spans, vectors, tokens)
+    np.savez(cache, spans=spans, tokens=np.concatenate(tokens), counts=counts)
+    return ShotVectors(spans, tokens)
 
 
 def frame_vectors(path: Path, times: list[float]) -> np.ndarray:
