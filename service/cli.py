@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -200,22 +200,27 @@ def _media_name(where: str) -> str:
 def _ingest_on_ray(
     address: str, cfg: Settings, paths: list[str], opts: Any, as_json: bool
 ) -> tuple[list, int]:
-    """`vidmem ingest --ray`: the files as tasks on the cluster, each reported as it finishes."""
+    """`vidmem ingest --ray`: the files as tasks on the cluster, each reported as it finishes.
+    Ray's own notices to the driver (a node lost, a task retried) print to `sys.stdout` from a thread
+    of Ray's: they go to stderr, so stdout carries only vidmem's lines (`--json` stays parseable)."""
     from indexers.distributed import Where, ingest_on_ray
 
     if not cfg.database_url or not cfg.database_url.startswith("postgresql"):
         raise CliError("--ray needs a catalog every node reaches: set VIDMEM_DATABASE_URL to PostgreSQL")
     where = Where(str(cfg.home), cfg.database_url, cfg.index_backend, str(cfg.cache_dir))
 
+    shown = Console(file=sys.stdout)  # the real stdout, bound before Ray's notices are sent aside
+
     def done(path: str, res: Any, error: str | None) -> None:
         if error:
             err.print(f"[red]error:[/red] {escape(error)}", highlight=False, soft_wrap=True)
         elif not as_json:
-            out.print(f"ingested [bold]{res.video_id}[/bold] {escape(_media_name(path))} on the cluster "
+            shown.print(f"ingested [bold]{res.video_id}[/bold] {escape(_media_name(path))} on the cluster "
                       f"into library {escape(repr(res.library))} ({hms(res.duration)})", highlight=False)  # fmt: skip
 
     sources = [p if "://" in p else Path(p) for p in paths]
-    got = ingest_on_ray(address, where, sources, opts, done, window=cfg.ray_window or None)
+    with redirect_stdout(sys.stderr):
+        got = ingest_on_ray(address, where, sources, opts, done, window=cfg.ray_window or None)
     ok = [r for r in got if not isinstance(r, Exception)]
     return ok, len(got) - len(ok)
 
