@@ -306,10 +306,10 @@ def test_a_still_picture_is_encoded_once_and_a_change_again() -> None:
     assert np.allclose(shot.features, shot.features[0])  # one pass stood for the five frames
 
 
-def test_the_frozen_graph_gives_the_eager_networks_outputs() -> None:
-    """The visual worker runs EfficientNet as a frozen TorchScript graph (traced on a batch of 2):
-    on real frames, in batches of other sizes, it must give the package's eager module's features
-    and logits, so tags and visual vectors do not change with the speed-up."""
+def test_the_exported_graph_gives_the_eager_networks_outputs() -> None:
+    """The visual worker runs EfficientNet as an ONNX graph in ONNX Runtime (exported on a batch of
+    2): on real frames, in batches of other sizes, it must give the package's eager module's
+    features and logits, so tags and visual vectors do not change with the speed-up."""
     from memory.runtime.images import EfficientNetEncoder
 
     enc = EfficientNetEncoder()
