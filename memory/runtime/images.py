@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -117,20 +118,21 @@ class EfficientNetEncoder(ImageEncoder):
                     pooled = self.net._avg_pooling(self.net.extract_features(x)).flatten(1)
                     return pooled, self.net._fc(pooled)
 
-            out = io.BytesIO()
-            with warnings.catch_warnings(), torch.inference_mode():
-                warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and shape notes
-                torch.onnx.export(
-                    Heads(self._model()).eval(),
-                    (torch.zeros(2, 3, self.size, self.size),),
-                    out,
-                    dynamo=False,
-                    input_names=["frames"],
-                    output_names=["features", "logits"],
-                    dynamic_axes={"frames": {0: "n"}, "features": {0: "n"}, "logits": {0: "n"}},
-                    opset_version=17,
-                )
-            return out.getvalue()
+            with tempfile.TemporaryDirectory(prefix="vidmem-onnx-") as tmp:
+                out = Path(tmp) / "graph.onnx"
+                with warnings.catch_warnings(), torch.inference_mode():
+                    warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notes
+                    torch.onnx.export(
+                        Heads(self._model()).eval(),
+                        (torch.zeros(2, 3, self.size, self.size),),
+                        out,
+                        dynamo=False,
+                        input_names=["frames"],
+                        output_names=["features", "logits"],
+                        dynamic_axes={"frames": {0: "n"}, "features": {0: "n"}, "logits": {0: "n"}},
+                        opset_version=17,
+                    )
+                return out.read_bytes()
 
         return load_once(f"image:{self.name}:onnx", load)
 
