@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         announce_admin_key(svc.store, cfg)
         svc.pool.start()
+        svc.warm()
         try:
             yield
         finally:

@@ -6,6 +6,7 @@ did not exist; a `read` key of it may not upload, import or delete (403)."""
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from typing import Annotated, Any
@@ -19,6 +20,7 @@ from service.auth import Principal
 from service.settings import Settings
 
 API_PREFIX = "/v1"
+log = logging.getLogger("vidmem.service")
 COOKIE = "vidmem_session"
 
 
@@ -37,6 +39,7 @@ class Service:
         self._lock = threading.Lock()
         self._embedder: Any = None
         self._engines: dict[str, Any] = {}
+        self.warming: threading.Thread | None = None
 
     def embedder(self) -> Any:
         with self._lock:
@@ -45,6 +48,21 @@ class Service:
 
                 self._embedder = SentenceEmbedder(self.settings.text_model)
             return self._embedder
+
+    def warm(self) -> threading.Thread:
+        """Load the text model on a thread now, while the service starts: the first search does not
+        wait seconds for it, and the server's memory is that of a service in use from the start.
+        A model that cannot load is said in the log here, and again by the search that needs it."""
+
+        def load() -> None:
+            try:
+                self.embedder().load()
+            except Exception as e:  # noqa: BLE001 - the search that needs it reports it to its caller
+                log.warning("the text model did not load at start (%s); searches will try again", e)
+
+        self.warming = threading.Thread(target=load, name="vidmem-warm-text", daemon=True)
+        self.warming.start()
+        return self.warming
 
     def engine(self, name: str | None) -> Any:
         from service.settings import make_answer_engine

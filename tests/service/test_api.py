@@ -44,6 +44,22 @@ def test_health_and_readiness_are_open_everything_else_needs_a_key(client: TestC
     assert client.get("/openapi.json").json()["info"]["title"] == "vidmem"
 
 
+def test_the_text_model_is_loaded_while_the_service_starts(
+    client: TestClient, tmp_path: Path, caplog
+) -> None:  # type: ignore[no-untyped-def]
+    from memory.runtime import _LOADED
+
+    svc = client.app.state.service  # type: ignore[attr-defined]
+    assert svc.warming is not None
+    svc.warming.join(120)  # no search was made
+    assert svc._embedder is not None and f"text:{svc._embedder.name}" in _LOADED
+    (tmp_path / "bad").mkdir()
+    with TestClient(create_app(settings_for(tmp_path / "bad", text_model="no-such-model"))) as c:
+        c.app.state.service.warming.join(120)  # type: ignore[attr-defined]
+        assert "the text model did not load at start" in caplog.text and "no-such-model" in caplog.text
+        assert c.get("/health").json() == {"status": "ok"}  # the service is up all the same
+
+
 def test_upload_ingest_search_hierarchy_export_ask(client: TestClient, cfg: Settings, tmp_path: Path) -> None:
     assert client.post("/v1/libraries", json={"name": "talks"}, headers=H).status_code == 201
     srt = write_srt(tmp_path / "talk.srt", TALK)
