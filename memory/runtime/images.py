@@ -160,22 +160,26 @@ class EfficientNetEncoder(ImageEncoder):
         `eager`: run the package's module instead of the exported graph (the reference)."""
         import torch
 
-        feats, logits = [], []
-        if not eager:
-            session = self._session(torch.get_num_threads())
-            for i in range(0, len(frames), self.batch_size):
-                x = _to_tensor(frames[i : i + self.batch_size], self.size, (0.5,) * 3, (0.5,) * 3)
-                pooled, logit = session.run(None, {"frames": x.numpy()})
-                feats.append(pooled)
-                logits.append(logit)
-        else:
+        if eager:
             model = self._model()
-            with torch.inference_mode():
-                for i in range(0, len(frames), self.batch_size):
-                    x = _to_tensor(frames[i : i + self.batch_size], self.size, (0.5,) * 3, (0.5,) * 3)
+
+            def net(x: Any) -> list[np.ndarray]:
+                with torch.inference_mode():
                     pooled = model._avg_pooling(model.extract_features(x)).flatten(1)
-                    feats.append(pooled.numpy())
-                    logits.append(model._fc(pooled).numpy())
+                    return [pooled.numpy(), model._fc(pooled).numpy()]
+        else:
+            session = self._session(torch.get_num_threads())
+
+            def net(x: Any) -> list[np.ndarray]:
+                return session.run(None, {"frames": x.numpy()})  # type: ignore[no-any-return]
+
+        feats, logits = [], []
+        for i in range(0, len(frames), self.batch_size):
+            pooled, logit = net(
+                _to_tensor(frames[i : i + self.batch_size], self.size, (0.5,) * 3, (0.5,) * 3)
+            )
+            feats.append(pooled)
+            logits.append(logit)
         if not feats:
             return np.zeros((0, 1280), np.float32), np.zeros((0, 1000), np.float32)
         return _normalise(np.concatenate(feats)), np.concatenate(logits).astype(np.float32)

@@ -20,8 +20,8 @@ from service.auth import Principal
 from service.settings import Settings
 
 API_PREFIX = "/v1"
-log = logging.getLogger("vidmem.service")
 COOKIE = "vidmem_session"
+log = logging.getLogger("vidmem.service")
 
 
 class Service:

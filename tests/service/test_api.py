@@ -45,8 +45,8 @@ def test_health_and_readiness_are_open_everything_else_needs_a_key(client: TestC
 
 
 def test_the_text_model_is_loaded_while_the_service_starts(
-    client: TestClient, tmp_path: Path, caplog
-) -> None:  # type: ignore[no-untyped-def]
+    client: TestClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from memory.runtime import _LOADED
 
     svc = client.app.state.service  # type: ignore[attr-defined]
