@@ -655,7 +655,7 @@ def analyse_shot(
     source = still_frames(frames, o.still_below)  # (N,) the frame whose features each one takes
     encoded = np.unique(source)
     with _torch_threads(o.threads):
-        feats, logs = encoder.features_and_logits(np.stack([frames[i] for i in encoded]))
+        feats, logs = encoder.features_and_logits([frames[i] for i in encoded])
     row = np.searchsorted(encoded, source)
     features, logits = feats[row], logs[row]  # (N, 1280), (N, 1000)
     labels = shot_labels(softmax(logits), o.label_threshold, o.label_top_k) if o.labels else []

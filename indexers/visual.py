@@ -226,9 +226,9 @@ class _Looker:
         return frame.to_ndarray(format="rgb24", width=self.size[0], height=self.size[1])
 
     def _look(self, start: float, end: float, got: list[tuple[float, Frame]]) -> ShotLook:
-        return look_inside(
-            start, end, [(t, self._rgb(f)) for t, f in got], self.opts, self.vision, self.encoder
-        )
+        for k, (t, f) in enumerate(got):  # in place: each decoded frame goes as its RGB copy comes
+            got[k] = (t, self._rgb(f))
+        return look_inside(start, end, got, self.opts, self.vision, self.encoder)
 
 
 def look_inside(
@@ -252,7 +252,7 @@ def look_inside(
     seen = analyse_shot(frames, ts, vision, keyframe_index=len(frames) // 2)
     seen.texts = [_widen(t, ts, seen.features, vision.distinct_below) for t in seen.texts]
     own_vectors = opts.encoder != "efficientnet"  # EfficientNet features come with the labels
-    feats = encoder.encode(np.stack(frames)) if own_vectors else seen.features
+    feats = encoder.encode(frames) if own_vectors else seen.features
     seconds = torch.full((len(feats),), max(end - start, 1e-3) / len(feats))
     merged = merge_temporal(torch.from_numpy(feats), opts.keep, opts.merge_penalty, seconds)
     vecs = merged.tokens.numpy()
@@ -631,8 +631,10 @@ def _worker_main(fd: int) -> None:
     # mmap from 16 MB, not 1 MB as in the ingesting process: frames (1.4-2.7 MB at 720p) and feature
     # maps allocated and freed thousands of times would each be a fresh mmap, zero-filled page by
     # page; glibc's default (a threshold that grows to 32 MB) held more at the peak for the same CPU
-    # time (one-off measurements on bbb_10min: docs/benchmarks/README.md, "The vision stage")
-    steady_heap(16 << 20)
+    # time (one-off measurements on bbb_10min: docs/benchmarks/README.md, "The vision stage"). Two
+    # heaps, not 8 per core: each analysing thread's heap kept its own freed frames, and the peak
+    # followed the frame size (docs/benchmarks/stream.md)
+    steady_heap(16 << 20, arenas=2)
     conn = Connection(fd, readable=False)
     sent = 0.0
 

@@ -31,20 +31,31 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def _to_tensor(frames: np.ndarray, size: int, mean: Sequence[float], std: Sequence[float]) -> Any:
+Frames = np.ndarray | Sequence[np.ndarray]
+"""RGB uint8 frames: an (N, H, W, 3) array, or N arrays (H, W, 3) of one size (not stacked: a shot's
+720p frames need no full-size copy to be shrunk to the encoder's input)."""
+
+
+def _to_tensor(frames: Frames, size: int, mean: Sequence[float], std: Sequence[float]) -> Any:
     """(N, H, W, 3) uint8 RGB -> (N, 3, size, size) float32, the whole frame squashed to a square
     (a frame's corners matter for retrieval: nothing is cropped away). Area-averaged in uint8 by
     OpenCV first: resizing 720p frames as float tensors cost more than the network itself."""
     import cv2
     import torch
 
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be a uint8 array (N, H, W, 3), got {frames.dtype} {frames.shape}")
-    if frames.shape[1:3] != (size, size):
-        shrink = min(frames.shape[1:3]) >= size
-        how = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR  # INTER_AREA enlarges like nearest
-        frames = np.stack([cv2.resize(f, (size, size), interpolation=how) for f in frames])
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
+    for f in frames:
+        if not isinstance(f, np.ndarray) or f.ndim != 3 or f.shape[-1] != 3 or f.dtype != np.uint8:
+            got = f"{f.dtype} {f.shape}" if isinstance(f, np.ndarray) else type(f).__name__
+            raise ValueError(f"frames must be uint8 RGB (N, H, W, 3), got a frame of {got}")
+    small = []
+    for f in frames:
+        if f.shape[:2] != (size, size):
+            # INTER_AREA enlarges like nearest
+            how = cv2.INTER_AREA if min(f.shape[:2]) >= size else cv2.INTER_LINEAR
+            f = cv2.resize(f, (size, size), interpolation=how)
+        small.append(f)
+    batch = np.stack(small) if small else np.zeros((0, size, size, 3), np.uint8)
+    x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
     m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
     return (x - m) / s
@@ -58,8 +69,8 @@ class ImageEncoder:
     has_text = False
     """Whether `encode_text` maps text into the same space (text-to-frame search)."""
 
-    def encode(self, frames: np.ndarray) -> np.ndarray:
-        """(N, H, W, 3) uint8 RGB -> (N, D) float32, L2-normalised rows."""
+    def encode(self, frames: Frames) -> np.ndarray:
+        """(N, H, W, 3) uint8 RGB (or N such frames) -> (N, D) float32, L2-normalised rows."""
         raise NotImplementedError
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
@@ -153,9 +164,7 @@ class EfficientNetEncoder(ImageEncoder):
 
         return load_once(f"image:{self.name}:onnx:{threads}", load)
 
-    def features_and_logits(
-        self, frames: np.ndarray, *, eager: bool = False
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def features_and_logits(self, frames: Frames, *, eager: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """One forward pass: pooled features (N, 1280), L2-normalised, and ImageNet logits (N, 1000).
         `eager`: run the package's module instead of the exported graph (the reference)."""
         import torch
@@ -184,7 +193,7 @@ class EfficientNetEncoder(ImageEncoder):
             return np.zeros((0, 1280), np.float32), np.zeros((0, 1000), np.float32)
         return _normalise(np.concatenate(feats)), np.concatenate(logits).astype(np.float32)
 
-    def encode(self, frames: np.ndarray) -> np.ndarray:
+    def encode(self, frames: Frames) -> np.ndarray:
         return self.features_and_logits(frames)[0]
 
 
@@ -224,7 +233,7 @@ class ClipEncoder(ImageEncoder):
             mean, std = cfg.get("image_mean", mean), cfg.get("image_std", std)
         return (model, tokenizer, int(vision.image_size), mean, std)
 
-    def encode(self, frames: np.ndarray) -> np.ndarray:
+    def encode(self, frames: Frames) -> np.ndarray:
         import torch
 
         model, _, size, mean, std = self._parts()

@@ -321,6 +321,12 @@ def test_the_exported_graph_gives_the_eager_networks_outputs() -> None:
         assert np.abs(fast - ref).max() < 1e-4
         assert np.abs(fast_logits - ref_logits).max() < 1e-3
         assert (fast_logits.argmax(1) == ref_logits.argmax(1)).all()
+    # a shot's frames go in as a list, never stacked at full size: the same outputs
+    listed, listed_logits = enc.features_and_logits(list(real))
+    stacked, stacked_logits = enc.features_and_logits(real)
+    assert np.array_equal(listed, stacked) and np.array_equal(listed_logits, stacked_logits)
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        enc.features_and_logits([real[0], real[0, :, :, :2]])
 
 
 # ---------------------------------------------------------------------------------- faces, people
