@@ -5,21 +5,34 @@ from __future__ import annotations
 
 def steady_heap(threshold: int = 1 << 20, arenas: int = 0) -> None:
     """Serve allocations of `threshold` bytes and more (1 MB: audio chunks, feature maps) with mmap,
-    always; with `arenas`, let threads share at most that many heaps (0: glibc's default, 8 per core).
+    always; with `arenas`, see `share_heaps`.
 
     glibc's default raises this threshold after each large free, so later large buffers come from
     the heap, which fragments and grows with every chunk: measured +18% peak RSS for 3x the duration
-    without this, +12% with it (docs/benchmarks/ingest.md). Each thread that allocates gets a heap
-    of its own, each holding its own freed frames. A no-op off glibc."""
+    without this, +12% with it (docs/benchmarks/ingest.md). A no-op off glibc."""
     import contextlib
     import ctypes
 
-    m_mmap_threshold, m_arena_max = -3, -8
+    m_mmap_threshold = -3
     with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(m_mmap_threshold, threshold)
-        if arenas > 0:
-            libc.mallopt(m_arena_max, arenas)
+        ctypes.CDLL("libc.so.6").mallopt(m_mmap_threshold, threshold)
+    share_heaps(arenas)
+
+
+def share_heaps(arenas: int) -> None:
+    """Let this process's threads share at most `arenas` heaps (0: glibc's default, 8 per core).
+
+    By default each thread that allocates gets a heap of its own, which keeps what it freed for
+    itself: the visual worker's analysing threads each held their own frames' worth, and a
+    server's request threads their own results' (docs/benchmarks/stream.md). Call it before the
+    threads start. A no-op off glibc."""
+    import contextlib
+    import ctypes
+
+    m_arena_max = -8
+    if arenas > 0:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").mallopt(m_arena_max, arenas)
 
 
 def release_heap() -> None:

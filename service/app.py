@@ -25,6 +25,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from indexers.heap import share_heaps
 from memory import Store
 from service import auth
 from service.api import ROUTERS, errors
@@ -43,6 +44,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # before the request threads start: 2 heaps, not one per thread, each keeping what its
+        # thread freed (the server's peak grew with the library it searched: docs/benchmarks/stream.md)
+        share_heaps(2)
         announce_admin_key(svc.store, cfg)
         svc.pool.start()
         svc.warm()

@@ -577,10 +577,12 @@ def _worker_main() -> None:
     and resumed at the first unfinished stage by the next worker."""
     import json
 
+    from indexers.heap import share_heaps
     from indexers.visual import _die_with_parent
     from service.settings import Settings
 
     _die_with_parent()
+    share_heaps(2)  # one job at a time, for hours: threads' heaps would each keep their leftovers
     parser = argparse.ArgumentParser(description="A vidmem ingestion worker (started by `vidmem serve`).")
     parser.parse_args()
     raw = os.environ.get("VIDMEM_WORKER_SETTINGS")

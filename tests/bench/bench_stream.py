@@ -39,6 +39,7 @@ import time
 import httpx
 import psutil
 
+from indexers.decode import probe
 from tests.bench.common import SHARED, WORK, machine, write_results
 from tests.bench.copies import recipes, reencode
 from tests.helpers import AUTH, Server
@@ -94,6 +95,10 @@ class Load:
             t.join()
 
 
+ROLES = {"service.jobs": "job worker", "indexers.visual": "visual worker"}
+"""Children told apart by their command line; any other (ffmpeg, ...) counts as `other`."""
+
+
 class RSS:
     """The resident memory of a process and its children, sampled every `interval` seconds."""
 
@@ -101,8 +106,8 @@ class RSS:
         self.root = psutil.Process(pid)
         self.peak: dict[str, int] = {}
         self.parts: dict[str, dict[str, int]] = {}
-        """Per phase, the peaks of the API process alone and of its children (workers, their helpers):
-        where memory grows."""
+        """Per phase, the peaks of the API process alone, of its children (workers, their helpers),
+        and of each kind of child (`ROLES`): where memory grows."""
         self.phase = "start"
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -110,20 +115,27 @@ class RSS:
     def _run(self) -> None:
         while not self.stop.wait(0.5):
             api = children = 0
+            roles: dict[str, int] = {}
             with contextlib.suppress(psutil.Error):
                 api = self.root.memory_info().rss
                 for p in self.root.children(recursive=True):
                     with contextlib.suppress(psutil.Error):
-                        children += p.memory_info().rss
+                        rss = p.memory_info().rss
+                        line = " ".join(p.cmdline())
+                        role = next((r for key, r in ROLES.items() if key in line), "other")
+                        children += rss
+                        roles[role] = roles.get(role, 0) + rss
             total = api + children
             self.peak[self.phase] = max(self.peak.get(self.phase, 0), total)
             part = self.parts.setdefault(self.phase, {"api": 0, "children": 0})
-            part["api"], part["children"] = max(part["api"], api), max(part["children"], children)
+            for key, value in {"api": api, "children": children, **roles}.items():
+                part[key] = max(part.get(key, 0), value)
 
 
 def ask_seen(server: Server, queries: list[str], seen: list[str]) -> dict[str, float]:
     """Per query: the share of the segments seen that the top 12 moments (with `also`) cite."""
     shares, outside, answered = [], 0, 0
+    per_query: dict[str, float] = {}
     for q in queries:
         r = server.get("/v1/search", params={"q": q, "library": LIBRARY, "top": 12, "level": "shot"})
         r.raise_for_status()
@@ -134,10 +146,12 @@ def ask_seen(server: Server, queries: list[str], seen: list[str]) -> dict[str, f
         answered += bool(cited)
         outside += bool(cited - set(seen))
         shares.append(len(cited & set(seen)) / len(seen))
+        per_query[q] = round(100 * shares[-1], 1)
     return {
         "segments_cited": round(100 * statistics.mean(shares), 1),
         "answered": round(100 * answered / len(queries), 1),
         "cites_unseen": outside,
+        "per_query": per_query,
     }
 
 
@@ -207,6 +221,7 @@ def main() -> None:
             memory = server.get(f"/v1/libraries/{LIBRARY}/memory").json()
             row = {
                 "segment": n,
+                "width": probe(path).width,
                 "minutes": 10 * n,
                 "ingest_s": round(wall, 1),
                 "memory_s": took.get("memory"),
@@ -216,6 +231,12 @@ def main() -> None:
                 "units": memory["units"],
                 "rss_api_mib": round(rss.parts.get(f"segment {n}", {}).get("api", 0) / 2**20),
                 "rss_workers_mib": round(rss.parts.get(f"segment {n}", {}).get("children", 0) / 2**20),
+                **{
+                    f"rss_{role.replace(' ', '_')}_mib": round(
+                        rss.parts.get(f"segment {n}", {}).get(role, 0) / 2**20
+                    )
+                    for role in (*ROLES.values(), "other")
+                },
             }
             rows.append(row)
             print(row, flush=True)
@@ -272,13 +293,18 @@ def main() -> None:
         f"{args.per_hour:g} --clients {args.clients}`",
         f"Machine: {machine()}.",
         "",
-        "| after | ingest s | memory stage s | gate share % | live slots | budget B | units gated | peak RSS API MiB | peak RSS workers MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "Peak RSS, MiB, each part's own peak over the segment (the workers: the job worker, the visual worker"
+        " it starts, and their helpers, together):",
+        "",
+        "| after | ingest s | memory stage s | gate share % | live slots | budget B | units gated | API | workers "
+        "| job worker | visual worker | width px |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['minutes']} min | {r['ingest_s']} | {r['memory_s']} | {r['gate_share']} | {r['live']} | "
-            f"{r['budget']} | {r['units']} | {r['rss_api_mib']} | {r['rss_workers_mib']} |"
+            f"{r['budget']} | {r['units']} | {r['rss_api_mib']} | {r['rss_workers_mib']} | "
+            f"{r['rss_job_worker_mib']} | {r['rss_visual_worker_mib']} | {r['width']} |"
         )
     lines += [
         "",
@@ -290,6 +316,15 @@ def main() -> None:
     ]
     for minutes, c in checks.items():
         lines.append(f"| {minutes} min | {c['segments_cited']} | {c['answered']} | {c['cites_unseen']} |")
+    lines += [
+        "",
+        "Per query, segments cited %:",
+        "",
+        "| query | " + " | ".join(f"{m} min" for m in checks) + " |",
+    ]
+    lines.append("|---|" + "---:|" * len(checks))
+    for q in queries:
+        lines.append(f"| {q} | " + " | ".join(str(c["per_query"][q]) for c in checks.values()) + " |")
     lines += [
         "",
         "| search phase | requests | p50 ms | p95 ms |",
