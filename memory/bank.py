@@ -2,8 +2,9 @@
 the gate sees them, and the one write of what the gate decided (slots, units, retention).
 
 What the search indexes hold follows `EmbeddingRow.retained`: gists (scenes, chapters, anything the
-gate does not decide on) always, and the rows of each live slot's exemplar. A hit on an exemplar
-stands for every unit of its slot (`occurrences`).
+gate does not decide on) always, the rows of each live slot's exemplar, and a shot slot's other
+words (the text rows of shots merged into it that said, showed or were named otherwise). A hit on
+any of a slot's rows stands for every unit of its slot (`occurrences`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from kernels.timecode import hms
 from memory.catalog import EmbeddingRow, IndexEpoch, MemorySlot, MemoryUnit, Segment, Video
@@ -41,18 +42,35 @@ def load_gate(
     kept so far."""
     gate = MemoryGate(options, weights)
     live = (MemorySlot.library_id == library_id, MemorySlot.state == "live")
-    words = dict(  # a shot slot's exemplar text row, which folding compares too
-        s.execute(
-            select(EmbeddingRow.slot_id, EmbeddingRow.vector)
-            .join(MemorySlot, MemorySlot.id == EmbeddingRow.slot_id)
-            .where(*live, MemorySlot.kind == "shot", EmbeddingRow.modality == "text")
-        ).all()
-    )
+    exemplar = aliased(EmbeddingRow)
+    # a shot slot's text rows: its exemplar's (which folding compares too), and the other words it
+    # kept from the shots merged into it (retained, standing for it, in other shots)
+    words: dict[int, tuple[int, bytes]] = {}
+    others: dict[int, dict[int, np.ndarray]] = {}
+    for slot_id, rid, blob, own in s.execute(
+        select(
+            MemorySlot.id,
+            EmbeddingRow.id,
+            EmbeddingRow.vector,
+            (EmbeddingRow.segment_id == exemplar.segment_id) | (EmbeddingRow.id == MemorySlot.exemplar_id),
+        )
+        .join(MemorySlot, MemorySlot.id == EmbeddingRow.slot_id)
+        .join(exemplar, exemplar.id == MemorySlot.exemplar_id)
+        .where(*live, MemorySlot.kind == "shot", EmbeddingRow.modality == "text", EmbeddingRow.retained)
+    ):
+        if own:
+            words[slot_id] = (rid, blob)
+        else:
+            others.setdefault(slot_id, {})[rid] = np.frombuffer(blob, np.float32)
     for row in s.scalars(select(MemorySlot).where(*live).order_by(MemorySlot.id)):
         slot = Slot(row.id, row.kind, row.exemplar_id, row.video_id, row.start, row.end, row.salience)
-        text = words.get(row.id)
+        slot.words = others.get(row.id, {})
+        text_row, text = words.get(row.id, (None, None))
         gate.restore(
-            slot, np.frombuffer(row.vector, np.float32), np.frombuffer(text, np.float32) if text else None
+            slot,
+            np.frombuffer(row.vector, np.float32),
+            np.frombuffer(text, np.float32) if text else None,
+            text_row,
         )
     return gate
 
@@ -88,6 +106,7 @@ def video_units(s: Session, video_id: str) -> list[GateUnit]:
         else:
             unit.words = len(text.split())
             unit.text_vector = vec if kind == "shot" else None
+            unit.text_row = rid if kind == "shot" else None
             if key not in visual:
                 unit.vector = vec
     for key, vecs in visual.items():
@@ -199,6 +218,13 @@ def store_decisions(
         if i < 0 and slot.exemplar in units:
             rows = units[slot.exemplar]
             s.execute(update(EmbeddingRow).where(EmbeddingRow.id.in_(rows)).values(slot_id=mapped(i)))
+    for i, slot in gate.slots.items():  # a shot slot's other words stand for it (see `Slot.words`)
+        if slot.words:
+            s.execute(
+                update(EmbeddingRow)
+                .where(EmbeddingRow.id.in_(list(slot.words)))
+                .values(retained=True, slot_id=mapped(i))
+            )
     gists = (EmbeddingRow.video_id.in_(video_ids), EmbeddingRow.kind.not_in(KINDS))
     s.execute(update(EmbeddingRow).where(*gists).values(retained=True))
     added = list(

@@ -69,6 +69,8 @@ class GateUnit:
     text_vector: np.ndarray | None = None
     """A shot's text vector (what is said and read in it), when it has one: two shots that look
     alike fold only when they also say and show the same words (two slides of one deck look alike)."""
+    text_row: int | None = None
+    """The embedding row of a shot's words (`text_vector`'s)."""
 
 
 @dataclass
@@ -113,6 +115,11 @@ class Slot:
     born: int = 0
     """Order of arrival in the bank (restored slots first): among equally salient slots the
     oldest is evicted first."""
+    words: dict[int, np.ndarray] = field(default_factory=dict)
+    """A shot slot's other words: text row id -> text vector of each shot merged into it whose words
+    its exemplar's (and the others here) do not match. Their text rows stay in the search indexes,
+    standing for the slot: the slot keeps one look, but stays findable by everything said, read or
+    named in the shots it stands for."""
 
     @property
     def seconds(self) -> float:
@@ -278,6 +285,8 @@ class MemoryGate:
         self.vectors: dict[int, np.ndarray] = {}
         self.texts: dict[int, np.ndarray] = {}
         """A shot slot's exemplar text vector, when it has one."""
+        self.text_rows: dict[int, int] = {}
+        """A shot slot's exemplar text row, when it has one."""
         self.events: list[BankEvent] = []
         self.gone: dict[int, tuple[Slot, np.ndarray]] = {}
         """Slots merged away or evicted since this gate was made, with their vectors."""
@@ -287,10 +296,19 @@ class MemoryGate:
 
     # -- state kept in the catalog between ingestions ------------------------------------------------
 
-    def restore(self, slot: Slot, vector: np.ndarray, text_vector: np.ndarray | None = None) -> None:
-        """Put back a live slot kept from earlier ingestions (`memory.catalog.MemorySlot`, id > 0)."""
+    def restore(
+        self,
+        slot: Slot,
+        vector: np.ndarray,
+        text_vector: np.ndarray | None = None,
+        text_row: int | None = None,
+    ) -> None:
+        """Put back a live slot kept from earlier ingestions (`memory.catalog.MemorySlot`, id > 0),
+        with its exemplar's text vector and row when it has words (its other words in `slot.words`)."""
         if text_vector is not None:
             self.texts[slot.id] = text_vector
+        if text_row is not None:
+            self.text_rows[slot.id] = text_row
         slot.born = self.born = self.born + 1
         self.slots[slot.id] = slot
         self.vectors[slot.id] = vector
@@ -374,6 +392,8 @@ class MemoryGate:
         self.vectors[slot.id] = unit.vector
         if unit.text_vector is not None:
             self.texts[slot.id] = unit.text_vector
+        if unit.text_row is not None:
+            self.text_rows[slot.id] = unit.text_row
         self.banks[unit.kind].add(slot.id, unit.vector)
         return slot.id
 
@@ -389,12 +409,29 @@ class MemoryGate:
             keep, gone = (a, b) if (sa.salience, -sa.born) >= (sb.salience, -sb.born) else (b, a)
             self.slots[keep].occurrences += self.slots[gone].occurrences
             self.slots[keep].occurrences.sort(key=lambda o: (o[0], o[1]))
+            self._join_words(keep, gone)
             self.slots[keep].salience = max(self.slots[keep].salience, self.slots[gone].salience)
             self._drop(gone)
             self.events.append(BankEvent("merge", gone, keep, sim, self.slots[keep].salience))
         else:
             self._drop(weakest.id)
             self.events.append(BankEvent("evict", weakest.id, None, 0.0, weakest.salience))
+
+    def _join_words(self, keep: int, gone: int) -> None:
+        """The words of a shot slot merged away that the kept slot lacks (its exemplar's, then its
+        own other words) become the kept slot's other words. Words match at the text fold threshold,
+        as when a shot folds."""
+        kept, lost = self.slots[keep], self.slots[gone]
+        if kept.kind != "shot":
+            return
+        known = [v for v in (self.texts.get(keep), *kept.words.values()) if v is not None]
+        offered = dict(lost.words)
+        if gone in self.text_rows and gone in self.texts:
+            offered = {self.text_rows[gone]: self.texts[gone], **offered}
+        for row, vector in offered.items():
+            if all(float(vector @ k) < self.fold["window"] for k in known):
+                kept.words[row] = vector
+                known.append(vector)
 
     def _drop(self, slot_id: int) -> None:
         slot = self.slots.pop(slot_id)

@@ -176,3 +176,41 @@ def test_regate_with_a_smaller_budget_keeps_less_and_stays_within_it(
     regate(store, "r", MemoryOptions(budget=1.0))
     with store.session() as s:
         assert stats(s, lib_id)["rows"]["retained"] == full["rows"]["retained"]
+
+
+def test_a_merged_slide_is_still_found_by_its_own_words(
+    sqlite_store: Store, slide_clip: media.SlideClip, model_cache: Path
+) -> None:
+    """Two slides look alike and say different things: a bank too small for both merges them, and
+    the slide merged away stays findable by its text, at its own time, citing the other."""
+    from indexers.pipeline import regate
+    from memory.bank import load_gate
+    from memory.gate import MemoryOptions, load_weights
+
+    store = sqlite_store
+    vid = ingest(store, slide_clip.path, IngestOptions(library="w"), cache_dir=model_cache).video_id
+    first, _, second = slide_clip.shots  # slide, footage, slide
+    weights = load_weights()
+    weights = type(weights)(**{**weights.__dict__, "head_bias": 50.0})  # merging costs less than evicting
+    assert regate(store, "w", MemoryOptions(budget=0.6), weights=weights) == 1  # 2 slots for 3 shots
+    with store.session() as s:
+        lib_id = store.library(s, "w", create=False).id
+        (merged,) = s.scalars(select(MemorySlot).where(MemorySlot.state == "merged")).all()
+        live = s.get(MemorySlot, merged.into_id)
+        assert live is not None and live.state == "live"
+        own = s.execute(
+            select(EmbeddingRow.id, EmbeddingRow.modality, EmbeddingRow.retained, EmbeddingRow.slot_id)
+            .join(Segment, Segment.id == EmbeddingRow.segment_id)
+            .where(Segment.video_id == vid, Segment.level == "shot", Segment.start >= second[0] - 0.2)
+        ).all()
+        gate = load_gate(s, lib_id)
+    # the slide merged away: its words stay in the indexes, standing for the live slot; its look goes
+    words = [r for r in own if r.modality == "text"]
+    assert len(words) == 1 and words[0].retained and words[0].slot_id == live.id
+    assert not any(r.retained for r in own if r.modality == "visual")
+    assert set(gate.slots[live.id].words) == {words[0].id}  # and the bank knows it when it reloads
+    assert gate.text_rows[live.id] != words[0].id
+
+    (found, *_) = search(store, "questions and answers", library="w", options=SearchOptions(level="shot"))
+    assert found.start == pytest.approx(second[0], abs=0.2)
+    assert [a for _, a, _ in found.also] == pytest.approx([first[0]], abs=0.2)

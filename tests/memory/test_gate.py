@@ -180,3 +180,36 @@ def test_shots_that_look_alike_fold_only_when_they_also_say_the_same() -> None:
     actions = [(d.action, d.slot) for d in gate.gate(stream, budget=10)]
     assert [a for a, _ in actions] == ["write", "write", "fold", "write"]
     assert actions[2][1] == actions[0][1]
+
+
+def test_a_merged_shot_slot_keeps_the_words_it_lacks() -> None:
+    """Merging joins two shots that look alike under one exemplar; the words the kept exemplar lacks
+    (another slide's text, another label) stay with the slot, so it is still found by them."""
+    base = unit_vectors(4, seed=3)
+    near = base[0] + 0.15 * unit_vectors(1, seed=4)[0]
+    near /= np.linalg.norm(near)
+    words = unit_vectors(3, dim=16, seed=12)
+    stream = units(np.concatenate([base, near[None]]))
+    for k, u in enumerate(stream):
+        u.text_row = 100 + k
+    stream[0].text_vector = words[0]
+    stream[4].text_vector = words[1]  # looks like the first, says something else
+    gate = MemoryGate(MemoryOptions(fold_shot=0.999), random_weights())
+    gate.weights.head_bias = 50.0  # every slot very salient: merging costs less than evicting
+    list(gate.gate(stream, budget=4))
+    (event,) = gate.events
+    kept = gate.slots[event.into]  # type: ignore[index]
+    assert kept.exemplar == 1 and set(kept.words) == {104}
+    assert np.array_equal(kept.words[104], words[1])
+
+    # the same words, or none, add nothing
+    for other in (words[0], None):
+        stream = units(np.concatenate([base, near[None]]))
+        for k, u in enumerate(stream):
+            u.text_row = 100 + k
+        stream[0].text_vector, stream[4].text_vector = words[0], other
+        gate = MemoryGate(MemoryOptions(fold_shot=0.999, fold_text=0.95), random_weights())
+        gate.weights.head_bias = 50.0
+        list(gate.gate(stream, budget=4))
+        (event,) = gate.events
+        assert event.action == "merge" and gate.slots[event.into].words == {}  # type: ignore[index]
