@@ -10,12 +10,8 @@ def steady_heap(threshold: int = 1 << 20, arenas: int = 0) -> None:
     glibc's default raises this threshold after each large free, so later large buffers come from
     the heap, which fragments and grows with every chunk: measured +18% peak RSS for 3x the duration
     without this, +12% with it (docs/benchmarks/ingest.md). A no-op off glibc."""
-    import contextlib
-    import ctypes
-
     m_mmap_threshold = -3
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(m_mmap_threshold, threshold)
+    _mallopt(m_mmap_threshold, threshold)
     share_heaps(arenas)
 
 
@@ -23,16 +19,20 @@ def share_heaps(arenas: int) -> None:
     """Let this process's threads share at most `arenas` heaps (0: glibc's default, 8 per core).
 
     By default each thread that allocates gets a heap of its own, which keeps what it freed for
-    itself: the visual worker's analysing threads each held their own frames' worth, and a
-    server's request threads their own results' (docs/benchmarks/stream.md). Call it before the
-    threads start. A no-op off glibc."""
+    itself: the visual worker's analysing threads each held their own frames' worth
+    (docs/benchmarks/README.md, "The vision stage"). Call it before the threads start. A no-op off
+    glibc."""
+    m_arena_max = -8
+    if arenas > 0:
+        _mallopt(m_arena_max, arenas)
+
+
+def _mallopt(param: int, value: int) -> None:
     import contextlib
     import ctypes
 
-    m_arena_max = -8
-    if arenas > 0:
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6").mallopt(m_arena_max, arenas)
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(param, value)
 
 
 def release_heap() -> None:

@@ -218,13 +218,12 @@ def store_decisions(
         if i < 0 and slot.exemplar in units:
             rows = units[slot.exemplar]
             s.execute(update(EmbeddingRow).where(EmbeddingRow.id.in_(rows)).values(slot_id=mapped(i)))
-    for i, slot in gate.slots.items():  # a shot slot's other words stand for it (see `Slot.words`)
-        if slot.words:
-            s.execute(
-                update(EmbeddingRow)
-                .where(EmbeddingRow.id.in_(list(slot.words)))
-                .values(retained=True, slot_id=mapped(i))
-            )
+    for i in gate.worded & gate.slots.keys():  # a shot slot's other words stand for it (`Slot.words`)
+        s.execute(
+            update(EmbeddingRow)
+            .where(EmbeddingRow.id.in_(list(gate.slots[i].words)))
+            .values(retained=True, slot_id=mapped(i))
+        )
     gists = (EmbeddingRow.video_id.in_(video_ids), EmbeddingRow.kind.not_in(KINDS))
     s.execute(update(EmbeddingRow).where(*gists).values(retained=True))
     added = list(

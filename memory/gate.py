@@ -287,6 +287,8 @@ class MemoryGate:
         """A shot slot's exemplar text vector, when it has one."""
         self.text_rows: dict[int, int] = {}
         """A shot slot's exemplar text row, when it has one."""
+        self.worded: set[int] = set()
+        """Slots that gained other words (`Slot.words`) since this gate was made."""
         self.events: list[BankEvent] = []
         self.gone: dict[int, tuple[Slot, np.ndarray]] = {}
         """Slots merged away or evicted since this gate was made, with their vectors."""
@@ -432,6 +434,7 @@ class MemoryGate:
             if all(float(vector @ k) < self.fold["window"] for k in known):
                 kept.words[row] = vector
                 known.append(vector)
+                self.worded.add(keep)
 
     def _drop(self, slot_id: int) -> None:
         slot = self.slots.pop(slot_id)

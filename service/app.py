@@ -44,8 +44,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # before the request threads start: 2 heaps, not one per thread, each keeping what its
-        # thread freed (the server's peak grew with the library it searched: docs/benchmarks/stream.md)
+        # before the request threads start: 2 heaps, as in the workers (the stream's figures were
+        # measured so; this part's own effect was not measured apart)
         share_heaps(2)
         announce_admin_key(svc.store, cfg)
         svc.pool.start()

@@ -582,7 +582,7 @@ def _worker_main() -> None:
     from service.settings import Settings
 
     _die_with_parent()
-    share_heaps(2)  # one job at a time, for hours: threads' heaps would each keep their leftovers
+    share_heaps(2)  # as the visual worker it starts (not measured apart: docs/benchmarks/README.md)
     parser = argparse.ArgumentParser(description="A vidmem ingestion worker (started by `vidmem serve`).")
     parser.parse_args()
     raw = os.environ.get("VIDMEM_WORKER_SETTINGS")

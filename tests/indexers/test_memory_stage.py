@@ -4,6 +4,7 @@ indexes hold what is retained; nothing is lost."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -190,8 +191,7 @@ def test_a_merged_slide_is_still_found_by_its_own_words(
     store = sqlite_store
     vid = ingest(store, slide_clip.path, IngestOptions(library="w"), cache_dir=model_cache).video_id
     first, _, second = slide_clip.shots  # slide, footage, slide
-    weights = load_weights()
-    weights = type(weights)(**{**weights.__dict__, "head_bias": 50.0})  # merging costs less than evicting
+    weights = dataclasses.replace(load_weights(), head_bias=50.0)  # merging costs less than evicting
     assert regate(store, "w", MemoryOptions(budget=0.6), weights=weights) == 1  # 2 slots for 3 shots
     with store.session() as s:
         lib_id = store.library(s, "w", create=False).id
