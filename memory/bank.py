@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from itertools import zip_longest
+from typing import Any, TypeVar
 
 import numpy as np
 from sqlalchemy import delete, func, select, update
@@ -341,7 +342,9 @@ def occurrences(
     In video and time order; with `query` (a vector space and the query's vector in it), the units
     most like the query first, each scored by its own rows in that space (kept in SQL when the
     memory folded it): a slot that stands for two returning camera set-ups answers with the one
-    asked about first."""
+    asked about first. Either way the videos take turns (each one's first unit, then each one's
+    second...), so a slot with fifty places in one recording still names every other recording it
+    was seen in among its first places."""
     wanted = list(hits)
     if not wanted:
         return {}
@@ -373,8 +376,21 @@ def occurrences(
         key = ("segment", segment) if kind == "shot" and segment is not None else ("row", row_id)
         out.setdefault(hit, []).append((-score.get(key, -2.0), video, start, end))
     return {
-        hit: [(v, a, b) for _, v, a, b in sorted(places, key=lambda p: p[0])] for hit, places in out.items()
+        hit: take_turns([(v, a, b) for _, v, a, b in sorted(places, key=lambda p: p[0])])
+        for hit, places in out.items()
     }
+
+
+V = TypeVar("V")  # a video's id (the benchmarks number their copies)
+
+
+def take_turns(places: Sequence[tuple[V, float, float]]) -> list[tuple[V, float, float]]:
+    """The places reordered so that videos take turns, each keeping its own order; a video's turn
+    comes where its first place was."""
+    per_video: dict[V, list[tuple[V, float, float]]] = {}
+    for place in places:
+        per_video.setdefault(place[0], []).append(place)
+    return [place for turn in zip_longest(*per_video.values()) for place in turn if place is not None]
 
 
 def exemplars_seen_in(s: Session, video_ids: Sequence[str]) -> list[int]:
@@ -504,5 +520,6 @@ __all__ = [
     "slot_json",
     "stats",
     "store_decisions",
+    "take_turns",
     "video_units",
 ]

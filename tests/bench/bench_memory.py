@@ -14,7 +14,8 @@ moment holds one when its span contains that time in that copy. Retrieval is exa
 what each policy kept, an entry scoring as its best row, as the search scores a shot by its visual
 rows: a kept shot's token-merged vectors (a memory slot's: its exemplar's), a merged run's mean.
 A kept entry standing for several places (a slot's occurrences, a merged run) gives one moment per
-place; a slot orders its occurrences by their own rows (`memory.bank.occurrences`).
+place; a slot orders its occurrences by their own rows, the copies taking turns
+(`memory.bank.occurrences`).
 
 Policies, each within B = budget x units entries:
 - fifo: the last B units;  uniform: every (N/B)-th unit;
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from memory.bank import take_turns
 from memory.gate import GateUnit, MemoryGate, MemoryOptions, budget_for, load_weights
 from tests.bench.common import RESULTS, SHARED, machine, write_results
 from tests.bench.copies import ShotVectors, frame_vectors, recipes, reencode, shot_vectors
@@ -190,6 +192,7 @@ def recall(
             if entry.place_tokens is not None:
                 best = [float((t @ q).max()) for t in entry.place_tokens]
                 places = [places[j] for j in np.argsort(-np.array(best), kind="stable")]
+                places = take_turns(places)  # as memory.bank.occurrences orders them
             for c, a, b in places:
                 if any(c == c2 and _overlap(a, b, a2, b2) > 0.5 for c2, a2, b2 in moments):
                     continue

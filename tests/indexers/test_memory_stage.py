@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from indexers.decode import probe, sample_frames
 from indexers.pipeline import IngestOptions, ingest
 from memory import STAGES, EmbeddingRow, IngestJob, Segment, Store
+from memory.bank import take_turns
 from memory.catalog import MemorySlot, MemoryUnit
 from memory.runtime.images import image_encoder
 from reasoning.search import SearchOptions, search, search_frame
@@ -103,12 +104,25 @@ def test_deleting_the_video_that_holds_an_exemplar_hands_it_over(
     # scoped to the later video, whose shots all folded into the first video's slots
     inside = search_frame(store, frame, enc, video_id=later, options=SearchOptions(top=3))
     assert {m.video_id for m in inside} == {later} and len(inside) == 3
+    # library-wide, the slot's four places take turns by video: one moment in each video first,
+    # and each moment's `also` names the other video before its own video's other places
+    both = search_frame(store, frame, enc, library="h", options=SearchOptions(top=2))
+    assert {m.video_id for m in both} == {first, later}
+    for m in both:
+        assert len(m.also) == 3 and m.also[0][0] != m.video_id
     store.delete_video(first)
     after = search_frame(store, frame, enc, library="h", options=SearchOptions(top=3))
     assert {m.video_id for m in after} == {later}
     assert sorted(m.start for m in after) == pytest.approx(
         [cut_clip.cut_times[1] + k * cut_clip.duration for k in range(3)], abs=0.15
     )
+
+
+def test_the_videos_take_turns_in_a_slots_places() -> None:
+    """A slot seen three times in one video and once in another names the other video second."""
+    places = [("b", 0.0, 1.0), ("b", 5.0, 6.0), ("b", 9.0, 10.0), ("a", 2.0, 3.0), ("c", 1.0, 2.0)]
+    assert take_turns(places) == [places[0], places[3], places[4], places[1], places[2]]
+    assert take_turns(places[:3]) == places[:3]  # one video: its own order
 
 
 def test_a_line_said_again_folds_and_a_scoped_search_still_finds_it(
