@@ -88,6 +88,10 @@ class DecodeOptions:
     """Decode only the frames other frames refer to (PyAV): skips non-reference B-frames, about 40%
     less decoding on typical h264. Encoders put a reference frame at a hard cut, so cuts still land
     on their frame; elsewhere a boundary is placed at most one skipped run late."""
+    start: float = 0.0
+    """Seconds: decode from the keyframe at or before this time (PyAV; one window of a long video,
+    `indexers.visual.run_along`). The frames from that keyframe on are those a pass from the
+    beginning decodes."""
 
 
 def require_ffmpeg() -> None:
@@ -227,6 +231,8 @@ class PyAVSource(VideoSource):
             step = max(1, math.ceil((info.fps or opts.max_fps) / opts.max_fps))
             base = stream.time_base
             start = float(stream.start_time * base) if stream.start_time is not None and base else 0.0
+            if opts.start > 0 and base:
+                container.seek(int((opts.start + start) / base), stream=stream, backward=True)
             times: list[float] = []
             grid = np.empty((opts.window, 2 * th, 2 * tw, 3), np.uint8)  # filled in place, frame by frame
             errors = n = packets = 0
@@ -319,7 +325,8 @@ class DecordSource(VideoSource):
         stamps = np.asarray(reader.get_frame_timestamp(indices)[:, 0], dtype=np.float64) if n else np.zeros(0)
         if not (np.isfinite(stamps).all() and (stamps >= 0).all() and (np.diff(stamps) > 0).all()):
             stamps = np.asarray(indices, dtype=np.float64) / fps  # decord misreads some AVI timestamps
-        for i in range(0, len(indices), opts.window):
+        first = int(np.searchsorted(stamps, opts.start)) if opts.start > 0 else 0
+        for i in range(first, len(indices), opts.window):
             chunk = indices[i : i + opts.window]
             yield FrameBatch(stamps[i : i + len(chunk)], reader.get_batch(chunk).asnumpy())
 

@@ -16,13 +16,17 @@ its video half-done and goes on from the first unfinished stage, so nothing is w
 nothing is lost; one task per file is the one owner of that video's rows. The result of each file
 comes back as it finishes.
 
-A recording longer than two windows (30 minutes each by default) is split. Vision (`RemoteLooks`):
-its owner task decodes it once, as one machine does, finding the shots and picking each one's sample
-frames from the detector's own frames; each shot's frames go out to a task as soon as the shot is
-settled, and the models run there, on any node, while the owner goes on decoding and transcribing.
-What comes back is exactly what one machine finds (the same frames through the same models); the
-price is the frames crossing the network (docs/architecture.md). The decoding itself is not split:
-the shot detector's state runs through the whole video. Speech (`SpeechChunks`): the owner reads
+A recording longer than two windows (30 minutes each by default) is split. Its visual pass
+(`RemoteWindows`): a task per window decodes it from 20 s before its start (the boundary picker's
+context), finds the shots that begin in it and looks inside them, on its node, going on past the
+window's end until the boundary after it settles, so its last shot is seen whole; the owner joins
+the windows (`indexers.visual.join_windows`). Every window sizes its detector by the stream's
+first frames and keeps a long shot's frames on a grid fixed by the shot alone, so the joined shots
+and looks are exactly those of one pass (bbb_10min in 60 s windows: all 150 shots, their signatures
+and looks equal; tests/indexers/test_visual.py on the trailer); a boundary two windows would place
+differently is the later window's, and the shot before it is looked at again. A resumed owner whose
+shots are stored (`RemoteLooks`) decodes the video once, picking each shot's frames, and sends them
+to a task per shot. Speech (`SpeechChunks`): the owner reads
 the audio once, hears the first chunk with speech (the language) and sends every later chunk to a
 task: the same cues as one machine. These tasks write nothing: the owner gathers what they found in
 order and commits it with its stage, so a lost task is simply run again (`max_retries`) and a lost
@@ -44,9 +48,19 @@ from pathlib import Path
 from typing import Any
 
 from indexers.pipeline import IngestOptions, IngestResult, MediaError
+from indexers.shots import ShotResult
 from indexers.source import has_scheme, source_uri
 from indexers.transcript import Cue, TranscribeOptions, chunk_cues
-from indexers.visual import LookOptions, ShotFrames, ShotLook, look_inside
+from indexers.visual import (
+    LookOptions,
+    ShotFrames,
+    ShotLook,
+    VisualJob,
+    join_windows,
+    look_inside,
+    run_along,
+    window_edges,
+)
 
 RETRIES = 3
 """Times a task is run again after its worker or node died (Ray's `max_retries`)."""
@@ -158,6 +172,42 @@ class _Looking:
 
 
 @dataclass(frozen=True)
+class RemoteWindows(_Split):
+    """The visual pass of a long video as Ray tasks, one per window
+    (`indexers.visual.WindowsElsewhere`): each decodes its window from `indexers.visual.CONTEXT`
+    seconds before it, finds the shots that begin there and looks inside them, on its node; the
+    owner joins them (`indexers.visual.join_windows`). Only shots and looks cross the network."""
+
+    def start(self, job: VisualJob) -> _Windows:
+        task = _remote(_window_task, self.retries)
+        return _Windows(
+            job, [task.remote(job, a, b) for a, b in window_edges(job.info.duration, self.window)]
+        )
+
+
+class _Windows:
+    """One video's windows under way (`indexers.visual.Windows`). The owner's main thread waits
+    for them in Ray (`result`), which lends its CPU to them meanwhile."""
+
+    def __init__(self, job: VisualJob, refs: list[Any]) -> None:
+        self.job, self.refs = job, refs
+
+    def result(self, progress: Callable[[float], None]) -> tuple[ShotResult, list[ShotLook]]:
+        import ray
+
+        parts = []
+        for k, ref in enumerate(self.refs):
+            parts.append(ray.get(ref))
+            progress((k + 1) / len(self.refs))
+        return join_windows(self.job, parts)
+
+
+def _window_task(job: VisualJob, start: float, end: float) -> tuple[ShotResult, list[ShotLook]]:
+    """One window of a long video: its shots and the looks inside them (a Ray task)."""
+    return run_along(job, lambda stage, fraction: None, window=(start, end))
+
+
+@dataclass(frozen=True)
 class SpeechChunks(_Split):
     """Speech recognition of a long recording as Ray tasks, one per audio chunk
     (`TranscribeOptions.chunk` seconds; `indexers.transcript.HearElsewhere`): the owner reads the
@@ -221,10 +271,13 @@ def ingest_on_ray(
 ) -> list[IngestResult | MediaError]:
     """Ingest `paths` (paths or URLs) on the Ray cluster at `address` (`host:port` of its head, or
     `auto`), one task per file; a recording longer than two `window`s also sends out one task per
-    shot for vision (`RemoteLooks`) and one per chunk of its audio for speech (`SpeechChunks`);
-    None: one task per file. `done(path, result, error)` as each finishes.
+    window for its shots and vision (`RemoteWindows`; per shot when its shots are known already:
+    `RemoteLooks`) and one per chunk of its audio for speech (`SpeechChunks`); None: one task per
+    file. `done(path, result, error)` as each finishes.
     Results in the order of `paths`: an `IngestResult`, or the `MediaError` that file met. A
     `ValueError` when the catalog is not one the nodes can share."""
+    if window and options.look is not None and options.windows_elsewhere is None:
+        options = dataclasses.replace(options, windows_elsewhere=RemoteWindows(window, retries))
     if window and options.look is not None and options.look_elsewhere is None:
         options = dataclasses.replace(options, look_elsewhere=RemoteLooks(window, retries))
     if window and options.hear_elsewhere is None:

@@ -12,6 +12,7 @@ ingestion created, so the library is left as it was.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -47,7 +48,15 @@ from indexers.transcript import (
     sidecar_subtitles,
     transcript_elsewhere,
 )
-from indexers.visual import LookElsewhere, LookOptions, ShotLook, VisualJob, VisualWorker, run_job
+from indexers.visual import (
+    LookElsewhere,
+    LookOptions,
+    ShotLook,
+    VisualJob,
+    VisualWorker,
+    WindowsElsewhere,
+    run_job,
+)
 from kernels.timecode import hms
 from memory import STAGES, EmbeddingRow, IngestJob, Library, Store, Video
 from memory.gate import Decision, GateWeights, MemoryOptions
@@ -86,10 +95,14 @@ class IngestOptions:
     """Where the speech of a long recording is recognised (`indexers.distributed.SpeechChunks`: Ray
     tasks, one per audio chunk, while this process reads the audio); None, or a recording it does
     not want: here, chunk after chunk."""
+    windows_elsewhere: WindowsElsewhere | None = None
+    """Where the visual pass of a long video runs, window by window (`indexers.distributed.
+    RemoteWindows`: a Ray task per window decodes it, finds its shots and looks inside them); None,
+    or a video it does not want: here, in one decoding pass."""
     look_elsewhere: LookElsewhere | None = None
-    """Where the shots of a long video are looked inside (`indexers.distributed.RemoteLooks`: a Ray
-    task per shot, fed the frames this process's decoding pass picks for it); None, or a video it
-    does not want: here, in the decoding pass that finds the shots."""
+    """Where the shots of a long video are looked inside when they are known already (a resumed
+    ingestion; `indexers.distributed.RemoteLooks`: a Ray task per shot, fed the frames this
+    process's decoding pass picks for it); None, or a video it does not want: here."""
     memory: MemoryOptions = field(default_factory=MemoryOptions)
     """What the library's memory keeps of this video's shots, windows and cues (memory.gate)."""
     storage: StorageOptions = field(default_factory=StorageOptions)
@@ -325,6 +338,11 @@ def _run_stages(
     if job is not None:  # the one decoding pass starts now for both
         record.start("shots")
         record.start("vision")
+    windows = None
+    if job is not None and job.look is not None and job.known_shots is None:
+        split = opts.windows_elsewhere
+        if split is not None and split.wanted(item.duration):  # a long video's pass, per window
+            windows, job, elsewhere = split.start(dataclasses.replace(job, send_frames=False)), None, None
     # a long video's frames go out as the pass picks them, to be looked at elsewhere
     looking = elsewhere.start(look) if elsewhere is not None and look is not None else None
     on_frames = looking.send if looking is not None else None
@@ -359,11 +377,15 @@ def _run_stages(
             visual.result()
         elif job is not None:  # in this process, after the transcript
             run_job(job, stage_progress, store_shots, store_looks, on_frames)
-        if "shots" in pending and job is None:  # no video: the root segment alone
+        elif windows is not None:
+            found, seen = windows.result(progress.callback("shots"))
+            store_shots(found)
+            store_looks(seen)
+        if "shots" in pending and job is None and windows is None:  # no video: the root segment alone
             record.write_shots([], item.duration)
         if looking is not None:
             store_looks(looking.gather(shots_found, progress.callback("vision")))
-        elif "vision" in pending and (job is None or job.look is None):
+        elif "vision" in pending and windows is None and (job is None or job.look is None):
             record.write_vision([])
     finally:
         if visual is not None:

@@ -45,6 +45,11 @@ class ShotOptions:
     """Fail when more than this share of analysed frames (and at least 3) is damaged."""
     allow_damaged: bool = False
     """Ingest damaged video anyway."""
+    rate: float | None = None
+    """Frames analysed per second, which sizes the boundary picker's windows and the lag: the mean
+    rate of the stream's first batch of frames (None: measured on it as it is read). A window of a
+    long video read on its own is given its video's (`indexers.visual.run_along`), so that it picks
+    the boundaries a pass over the whole video picks."""
 
 
 @dataclass
@@ -106,6 +111,7 @@ class ContentShotDetector(ShotDetector):
         buf_start = 0  # global index of buf[0]
         next_center = 0  # first frame whose lagged change is not computed yet
         lag = 0
+        rate: float | None = None  # frames analysed per second (`ShotOptions.rate`)
         total = 0
         seconds: dict[int, tuple[np.ndarray, int]] = {}  # per second: sum of signatures, frames
         prev_blocks = torch.zeros(0, 3, 9, 16)  # block means of the last two frames
@@ -114,8 +120,8 @@ class ContentShotDetector(ShotDetector):
         with torch.inference_mode():
             for batch in batches:
                 if total == 0 and len(batch.times) > 1:
-                    fps = _rate(batch.times)
-                    lag = round(opts.lag * fps)
+                    rate = opts.rate or rate_of(batch.times)
+                    lag = round(opts.lag * rate)
                 frames = torch.from_numpy(batch.rgb)
                 sig = signatures(frames)
                 _add_seconds(seconds, batch.times, torch.cat([sig.hist, sig.luma], 1).numpy())
@@ -154,7 +160,7 @@ class ContentShotDetector(ShotDetector):
                     buf_start += len(buf) - 1
                     buf = buf.tail(1)
                 if settled is not None and total > 1:
-                    upto = settle.update(times, cut_change, lag_change, lag)
+                    upto = settle.update(times, cut_change, lag_change, lag, rate)
                     if upto is not None:
                         settled(*upto)
                 if progress and len(batch.times):
@@ -172,8 +178,7 @@ class ContentShotDetector(ShotDetector):
         cuts = torch.cat(cut_change)
         lags = torch.cat(lag_change) if lag_change else torch.zeros(0)
         lags = torch.cat([lags, torch.zeros(total - len(lags))])
-        fps = _rate(t) if len(t) > 1 else 1.0
-        picked = pick_boundaries(cuts, lags, lag, fps, opts.boundaries)
+        picked = pick_boundaries(cuts, lags, lag, rate or opts.rate or 1.0, opts.boundaries)
         starts = [0.0] + [float(t[i]) for i, _, _ in picked]
         kinds = ["start"] + [k for _, _, k in picked]
         ends = starts[1:] + [max(duration, float(t[-1]))]
@@ -200,16 +205,19 @@ class _Settler:
         self.opts = opts
         self.until = -1  # frames up to this index are settled
 
-    def update(self, times: list, cuts: list, lags: list, lag: int) -> tuple[list[float], float] | None:
+    def update(
+        self, times: list, cuts: list, lags: list, lag: int, rate: float | None
+    ) -> tuple[list[float], float] | None:
         """New settled boundary times and the time they hold up to, or None when nothing moved.
-        `times`, `cuts`, `lags`: the detector's per-batch chunks of the series so far."""
+        `times`, `cuts`, `lags`: the detector's per-batch chunks of the series so far; `rate`: the
+        detector's frames per second (None: the mean of the series so far)."""
         import torch
 
         from kernels.shots import pick_boundaries
 
         n = sum(len(c) for c in times)
         first, last = float(times[0][0]), float(times[-1][-1])
-        fps = (n - 1) / max(1e-3, last - first)  # as `_rate` over the series so far
+        fps = rate or (n - 1) / max(1e-3, last - first)  # else as `rate_of` the series so far
         context = max(1, round(SETTLE * fps))
         until = n - 1 - context
         if until <= self.until:
@@ -262,6 +270,6 @@ def _mean_of(acc: dict[int, tuple[np.ndarray, int]], start: float, end: float) -
     return (total / sum(p[1] for p in parts)).astype(np.float32)
 
 
-def _rate(times: np.ndarray) -> float:
+def rate_of(times: np.ndarray) -> float:
     """Analysed frames per second, as a mean: skipped non-reference frames make the spacing uneven."""
     return (len(times) - 1) / max(1e-3, float(times[-1] - times[0]))

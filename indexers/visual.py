@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import math
 import os
 import pickle
@@ -26,7 +27,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -35,8 +36,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from indexers.decode import DecodeOptions, MediaError, MediaInfo, look_size, sample_frames, stream_frames
-from indexers.shots import SETTLE, ContentShotDetector, ShotOptions, ShotResult
+from indexers.decode import (
+    DecodeOptions,
+    FrameBatch,
+    MediaError,
+    MediaInfo,
+    look_size,
+    sample_frames,
+    stream_frames,
+)
+from indexers.shots import SETTLE, ContentShotDetector, Shot, ShotOptions, ShotResult, rate_of
 
 _ROOT = str(Path(__file__).resolve().parents[1])  # where `indexers` is importable from
 
@@ -114,6 +123,29 @@ class LookElsewhere(Protocol):
 
     def start(self, opts: LookOptions) -> Looking:
         """Ready to look at one video's shots."""
+        ...
+
+
+class Windows(Protocol):
+    """One long video's visual pass under way elsewhere, window by window."""
+
+    def result(self, progress: Callable[[float], None]) -> tuple[ShotResult, list[ShotLook]]:
+        """The shots and the looks inside them, as one pass over the whole video finds them
+        (`join_windows`), reporting the share of windows done."""
+        ...
+
+
+class WindowsElsewhere(Protocol):
+    """Runs the visual pass of a long video somewhere else, one task per window of it
+    (`indexers.distributed.RemoteWindows`): each decodes its window, finds the shots that begin
+    there and looks inside them (`run_along` with a window); only shots and looks come back."""
+
+    def wanted(self, duration: float) -> bool:
+        """Whether a video this long is split into windows (else one pass, here)."""
+        ...
+
+    def start(self, job: VisualJob) -> Windows:
+        """The windows of `job`'s video sent out (`window_edges`)."""
         ...
 
 
@@ -341,16 +373,22 @@ class _Along:
     rate = 4.0
     """Frames kept per second of video: the first decoded frame at or after each quarter second."""
     cap = 64
-    """Frames kept at most of the shot still open behind the settling horizon: beyond, every other
-    one is dropped, so a shot of many minutes (a slide) holds a bounded number of frames."""
+    """Frames kept at most of a shot: one longer than `cap` quarter seconds (a slide of many
+    minutes) keeps every second, fourth... quarter second from its start (`_thin`), so it holds a
+    bounded number of frames."""
 
-    def __init__(self, info: MediaInfo, opts: LookOptions, looker: _Looker) -> None:
+    def __init__(
+        self, info: MediaInfo, opts: LookOptions, looker: _Looker, window: tuple[float, float] | None = None
+    ) -> None:
         self.opts, self.looker = opts, looker
         self.size = look_size(info, opts.max_side)
         self.shrink = self.size is not None and (info.width, info.height) != self.size
         self.kept: list[tuple[float, Frame]] = []
         self.next = 0.0
-        self.open = 0.0  # where the first shot not yet submitted starts
+        self.start, self.end = window or (0.0, math.inf)
+        self.open = self.start  # where the first shot not yet submitted starts
+        self.opened = self.start <= 0  # whether `open` is a boundary yet (a window's first one settled)
+        self.done = False  # a boundary at or after the window's end settled: its last shot is submitted
         self.fed = False
 
     def tap(self, t: float, frame: Any) -> None:
@@ -365,17 +403,38 @@ class _Along:
 
     def settled(self, boundaries: list[float], until: float) -> None:
         for b in boundaries:
-            if b > self.open:
+            if self.done:
+                break
+            if not self.opened:  # a window's shots begin at its first boundary at or after its start
+                if b >= self.start:
+                    self.open, self.opened, self.done = b, True, b >= self.end
+                    self.kept = [(t, f) for t, f in self.kept if t >= b]
+            elif b > self.open:
                 self.submit(self.open, b)
-        # no boundary is settled between `open` and `until`: the frames there are one shot's, which
-        # needs at most `max_frames` of them however long it runs
-        held = sum(1 for t, _ in self.kept if t <= until)
-        while held > self.cap:
-            thinned = self.kept[:held:2]
-            self.kept = thinned + self.kept[held:]
-            held = len(thinned)
+                self.done = b >= self.end
+        if not self.opened:  # up to `until`, the frames are of the shot the window before owns
+            self.kept = [(t, f) for t, f in self.kept if t > until]
+        else:  # no boundary is settled between `open` and `until`: the frames there are one shot's
+            self._thin(self.open, until)
+
+    def _thin(self, start: float, upto: float) -> None:
+        """Of the frames of the shot from `start` up to `upto`, keep those on every 2^k-th quarter
+        second from its start, for the least k that leaves at most `cap` of them. What is kept depends on
+        the shot's start and length only, not on when the stream was read up to where: a window's
+        pass keeps the frames a pass over the whole video keeps."""
+        step = 1
+        while (upto - start) * self.rate / step > self.cap:
+            step *= 2
+        if step > 1:
+            first = math.floor((start + 0.02) * self.rate)
+            self.kept = [
+                (t, f)
+                for t, f in self.kept
+                if t >= upto or (math.floor((t + 0.02) * self.rate) - first) % step == 0
+            ]
 
     def submit(self, start: float, end: float) -> None:
+        self._thin(start, end)
         inside = [(t, f) for t, f in self.kept if start - 0.02 <= t < end]
         self.looker.submit(start, end, _pick(inside, sample_times([(start, end)], self.opts)[0]))
         self.kept = [(t, f) for t, f in self.kept if t >= end]
@@ -397,14 +456,27 @@ def _pick(frames: list[tuple[float, Frame]], times: list[float]) -> list[tuple[f
     return [frames[i] for i in sorted(set(chosen))]
 
 
+CONTEXT = 2 * SETTLE
+"""Seconds decoded before a window's start: the boundary picker's view of the frames there is then
+that of a pass from the beginning (it looks a few seconds around a frame; `SETTLE`)."""
+
+
 def run_along(
     job: VisualJob,
     progress: StageProgress,
     on_shots: Callable[[ShotResult], None] | None = None,
     send: FramesOut | None = None,
+    window: tuple[float, float] | None = None,
 ) -> tuple[ShotResult, list[ShotLook]]:
     """Shots and the look inside them from one decoding pass (see `_Along`); with `send`, each
-    shot's frames go there instead, and no looks come back."""
+    shot's frames go there instead, and no looks come back.
+
+    `window` (start, end): one window of a long video (`indexers.distributed.RemoteWindows`). The
+    pass decodes from `CONTEXT` seconds before `start` and stops once a boundary at or after `end`
+    has settled; it returns the shots that begin in the window, from its first boundary at or after
+    `start` (0 for the first window), the last one ending at that boundary after `end` (or the
+    video's end). Its windows' shots, joined, are those of one pass over the whole video, but for
+    the rare boundary that two windows place differently (the owner looks at that shot again)."""
     assert job.look is not None
     info, duration = job.info, job.info.duration
     along: _Along | None = None
@@ -415,11 +487,19 @@ def run_along(
 
     looker = _Looker(job.look, None, look_size(info, job.look.max_side), advanced, send)
     try:
-        along = _Along(info, job.look, looker)
-        frames = stream_frames(info, job.decode, job.decoder, tap=along.tap)
-        found = ContentShotDetector(job.shots).detect(
+        along = _Along(info, job.look, looker, window)
+        decode, detecting = job.decode, job.shots
+        if window is not None and window[0] > 0:
+            decode = dataclasses.replace(decode, start=max(0.0, window[0] - CONTEXT))
+            detecting = dataclasses.replace(detecting, rate=detecting.rate or stream_rate(job))
+        frames: Iterable[FrameBatch] = stream_frames(info, decode, job.decoder, tap=along.tap)
+        if window is not None:
+            frames = itertools.takewhile(lambda _: not along.done, frames)  # type: ignore[union-attr]
+        found = ContentShotDetector(detecting).detect(
             frames, duration, lambda f: progress("shots", f), along.settled
         )
+        if window is not None:
+            found = dataclasses.replace(found, shots=_owned(found.shots, *window))
         if on_shots:
             on_shots(found)
         shots = [(sh.start, sh.end) for sh in found.shots]
@@ -441,6 +521,61 @@ def run_along(
             looks.update(zip(missing, again, strict=True))
     progress("vision", 1.0)
     return found, [] if send else _in_order(shots, looks)
+
+
+def stream_rate(job: VisualJob) -> float:
+    """The frames per second the shot detector sizes its picker by on this video (`ShotOptions.rate`):
+    the mean over the stream's first batch, decoded again here."""
+    first = next(iter(stream_frames(job.info, job.decode, job.decoder)), None)
+    return rate_of(first.times) if first is not None and len(first.times) > 1 else 1.0
+
+
+def window_edges(duration: float, window: float) -> list[tuple[float, float]]:
+    """(start, end) of each window of a video: `window` seconds each, the last one to the end
+    (longer, rather than a sliver of a window after it)."""
+    n = max(1, math.floor(duration / window))
+    return [(k * window, (k + 1) * window if k < n - 1 else math.inf) for k in range(n)]
+
+
+def join_windows(
+    job: VisualJob, parts: list[tuple[ShotResult, list[ShotLook]]]
+) -> tuple[ShotResult, list[ShotLook]]:
+    """One pass's shots and looks from its windows' (`run_along` with a window, in order): a
+    window's last shot ends where the next window's first begins (the video's end for the last).
+    The two windows placed that boundary alike but for a rare local difference; a shot whose end
+    moved so is looked at again here (seeking to it)."""
+    assert job.look is not None
+    shots: list[Shot] = []
+    looks: dict[tuple[float, float], ShotLook] = {}
+    for found, seen in parts:
+        if shots and found.shots and shots[-1].end != found.shots[0].start:
+            shots[-1] = dataclasses.replace(shots[-1], end=found.shots[0].start)
+        shots += found.shots
+        looks.update(((sh.start, sh.end), look) for sh, look in zip(found.shots, seen, strict=True))
+    if not shots:
+        raise MediaError("no video frame could be decoded")
+    last = parts[-1][0]
+    end = max(job.info.duration, last.last_frame)
+    if shots[-1].end != end:
+        shots[-1] = dataclasses.replace(shots[-1], end=end)
+    spans = [(sh.start, sh.end) for sh in shots]
+    moved = [span for span in spans if span not in looks]
+    if moved:
+        looks.update(zip(moved, run_look(job.info, moved, job.look, seek_beyond=2 * SETTLE), strict=True))
+    found = ShotResult(
+        shots,
+        sum(p.frames for p, _ in parts),
+        sum(p.damaged_frames for p, _ in parts),
+        last.last_frame,
+    )
+    return found, _in_order(spans, looks)
+
+
+def _owned(shots: list[Shot], start: float, end: float) -> list[Shot]:
+    """The shots a window owns: from its first boundary at or after `start` (the first shot, for the
+    first window) to the last that begins before `end`."""
+    first = 0 if start <= 0 else next((i for i, sh in enumerate(shots) if sh.start >= start), len(shots))
+    return [sh for sh in shots[first:] if sh.start < end]
 
 
 def _widen(text: Any, times: list[float], features: np.ndarray, similar: float) -> Any:

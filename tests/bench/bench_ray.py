@@ -16,8 +16,9 @@ pinned (both cores).
 With `--long VIDEO`, a second table (docs/benchmarks/ray_windows.md): that one video with vision on
 (extractive captions), ingested in one process (shots and vision from one decoding pass) against
 Ray with N worker nodes, once as one task and once split (`--window`: the video is longer than two;
-`RemoteLooks`: the owner decodes once and transcribes, each shot's frames go out to a task of
-their own, on any node; `SpeechChunks`: later audio chunks too). `--videos 0` skips the batch.
+`RemoteWindows`: a task per window decodes it, finds its shots and looks inside them, on any node,
+while the owner transcribes; `SpeechChunks`: later audio chunks go out too), and whether each run
+wrote the one process's shots and vision rows. `--videos 0` skips the batch.
 
 Run: make postgres && .venv/bin/python -m tests.bench.bench_ray [--videos 6] [--seconds 60] [--workers 1 2 3]
      [--long ../shared/media/bbb_10min.mp4 --window 150]
@@ -32,12 +33,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
 
 from indexers import ingest
 from indexers.captions import CaptionOptions
 from indexers.distributed import Where, ingest_on_ray
 from indexers.pipeline import IngestOptions
-from memory import Store
+from memory import EmbeddingRow, ScreenText, Segment, Store, Tag
 from tests.bench.common import WORK, fresh_db, machine, write_results
 from tests.helpers import free_port
 from tests.media import make_narrated_clip
@@ -103,8 +108,8 @@ def main() -> None:
 
 
 def run_cluster(n: int, url: str, home: str, paths: list[Path], options: IngestOptions,
-                window: float | None) -> float:  # fmt: skip
-    """Seconds to ingest `paths` on a fresh cluster of `n` worker nodes."""
+                window: float | None) -> tuple[float, str]:  # fmt: skip
+    """Seconds to ingest `paths` on a fresh cluster of `n` worker nodes, and the catalog's URL."""
     import ray
 
     address, temp = cluster(n)
@@ -114,30 +119,68 @@ def run_cluster(n: int, url: str, home: str, paths: list[Path], options: IngestO
         got = ingest_on_ray(address, where, paths, options, window=window)
         seconds = time.perf_counter() - t0
         assert all(not isinstance(r, Exception) for r in got), got
-        return seconds
+        return seconds, where.database_url
     finally:
         ray.shutdown()
         subprocess.run([str(RAY), "stop", "--force"], capture_output=True)
 
 
+def visual_rows(home: Path, url: str) -> dict[str, Any]:
+    """The one video's shots and what its vision stage wrote: on-screen text, tags, visual vectors."""
+    store = Store(home, url, index="postgres")
+    try:
+        with store.session() as s:
+            shots = s.scalars(select(Segment).where(Segment.level == "shot").order_by(Segment.start)).all()
+            ordinal = {g.id: i for i, g in enumerate(shots)}
+            rows = sorted(
+                s.scalars(select(EmbeddingRow).where(EmbeddingRow.modality == "visual")),
+                key=lambda r: (ordinal.get(r.segment_id or -1, -1), r.start),
+            )
+            return {
+                "shots": [(g.start, g.end) for g in shots],
+                "texts": sorted((ordinal[t.segment_id], t.text, t.start, t.end) for t in s.scalars(select(ScreenText))),
+                "tags": sorted((ordinal.get(t.segment_id or -1, -1), t.kind, t.name, round(t.score, 5))
+                               for t in s.scalars(select(Tag))),
+                "vectors": np.stack([np.frombuffer(r.vector, np.float32) for r in rows]),
+            }  # fmt: skip
+    finally:
+        store.close()
+
+
+def same_as(want: dict[str, Any], got: dict[str, Any]) -> str:
+    """How the rows of a run compare with the one process's."""
+    shots = sum(a == b for a, b in zip(want["shots"], got["shots"], strict=False))
+    out = f"{shots}/{len(want['shots'])} shots"
+    if got["shots"] != want["shots"]:
+        return out + f" ({len(got['shots'])} found)"
+    out += f"; texts {'equal' if got['texts'] == want['texts'] else 'differ'}"
+    out += f", tags {'equal' if got['tags'] == want['tags'] else 'differ'}"
+    if got["vectors"].shape != want["vectors"].shape:
+        return out + ", vectors differ in number"
+    return out + f", vectors max diff {float(np.abs(got['vectors'] - want['vectors']).max()):.1e}"
+
+
 def windows_table(args: argparse.Namespace) -> None:
     options = IngestOptions(library="bench", captions=CaptionOptions(llm=None))
     rows = []
-    store = Store(WORK / "ray" / "home-long", fresh_db(args.url), index="postgres")
+    url = fresh_db(args.url)
+    store = Store(WORK / "ray" / "home-long", url, index="postgres")
     t0 = time.perf_counter()
     ingest(store, args.long, options, cache_dir=WORK / "ray" / "models")
     alone = time.perf_counter() - t0
     store.close()
+    want = visual_rows(WORK / "ray" / "home-long", url)
     rows.append({"config": "one process, no Ray (one decoding pass)", "workers": 0, "window": None,
-                 "seconds": round(alone, 1)})  # fmt: skip
+                 "seconds": round(alone, 1), "rows": "-"})  # fmt: skip
     print(rows[-1], flush=True)
     for n in args.workers:
         for window in (None, args.window):
             home = str(WORK / "ray" / f"home-long-{n}-{window}")
-            seconds = run_cluster(n, args.url, home, [args.long], options, window)
-            split = "split (a task per shot, per audio chunk)" if window else "one task"
+            seconds, db = run_cluster(n, args.url, home, [args.long], options, window)
+            split = "split (a task per window, per audio chunk)" if window else "one task"
             rows.append({"config": f"Ray, {n} worker node{'s' if n > 1 else ''}, {split}", "workers": n,
-                         "window": window, "seconds": round(seconds, 1)})  # fmt: skip
+                         "window": window, "seconds": round(seconds, 1),
+                         "rows": same_as(want, visual_rows(Path(home), db))})  # fmt: skip
             print(rows[-1], flush=True)
     lines = [
         "# Ingestion on Ray: one long video, split into tasks",
@@ -146,19 +189,20 @@ def windows_table(args: argparse.Namespace) -> None:
         "pgvector catalog per configuration; the cluster as in ray.md (a head with no CPUs, N worker nodes "
         "of one CPU each, node i pinned to core i mod 2). *one task*: the video's task does everything, "
         "shots and vision from one decoding pass, like the one process. *split* (`--window "
-        f"{args.window:.0f}`: longer than two windows): the video's task decodes it once, finding the shots and "
-        "picking each one's frames, and transcribes; each shot's frames go out to a task of their own "
-        "(`indexers.distributed.RemoteLooks`), and so does each audio chunk after the first with speech "
-        "(`SpeechChunks`). The rows are those of the one process.",
+        f"{args.window:.0f}`: longer than two windows): the video's task transcribes it while a task per window "
+        "decodes that window (from 20 s before it), finds the shots that begin there and looks inside them "
+        "(`indexers.distributed.RemoteWindows`; the owner joins them), and each audio chunk after the first "
+        "with speech goes to a task too (`SpeechChunks`). *rows*: the shots, on-screen text, tags and visual "
+        "vectors each run wrote, against the one process's.",
         "",
         f"Reproduce: `make postgres && .venv/bin/python -m tests.bench.bench_ray --videos 0 --long {args.long} "
         f"--window {args.window:.0f} --workers {' '.join(map(str, args.workers))}`",
         f"Machine: {machine()}. Two cores: a third worker node can only share them.",
         "",
-        "| configuration | wall s | over one process |",
-        "|---|---:|---:|",
+        "| configuration | wall s | over one process | rows against the one process |",
+        "|---|---:|---:|---|",
     ]
-    lines += [f"| {r['config']} | {r['seconds']} | {alone / r['seconds']:.2f}x |" for r in rows]
+    lines += [f"| {r['config']} | {r['seconds']} | {alone / r['seconds']:.2f}x | {r['rows']} |" for r in rows]
     lines.append("")
     write_results("ray_windows", {"machine": machine(), "rows": rows, "args": {k: str(v) for k, v in vars(args).items()}},
                   "\n".join(lines))  # fmt: skip

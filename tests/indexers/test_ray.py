@@ -7,7 +7,9 @@ ingestion of the same files writes."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import shutil
 import signal
@@ -29,7 +31,7 @@ from sqlalchemy import func, select
 from indexers import ingest
 from indexers.captions import CaptionOptions
 from indexers.decode import probe
-from indexers.distributed import RemoteLooks, SpeechChunks, Where, ingest_on_ray
+from indexers.distributed import RemoteLooks, RemoteWindows, SpeechChunks, Where, ingest_on_ray
 from indexers.pipeline import IngestOptions
 from indexers.source import StorageOptions, media_source
 from indexers.transcript import TranscribeOptions
@@ -222,16 +224,23 @@ def test_urls_go_to_the_cluster_one_task_each_with_the_rows_of_one_machine(
         store.close()
 
 
-def test_a_long_videos_shots_are_looked_at_elsewhere_and_a_lost_look_is_run_again(
-    cluster: str, pgvector_url: str, tmp_path: Path, model_cache: Path
+@pytest.mark.parametrize("split", ["windows", "shots"])
+def test_a_long_videos_visual_pass_is_split_and_a_lost_task_is_run_again(
+    split: str, cluster: str, pgvector_url: str, tmp_path: Path, model_cache: Path
 ) -> None:
-    """The Big Buck Bunny trailer (55 s) with 10 s windows: its owner task decodes it once, finding
-    the shots and picking each one's frames, and each shot's frames are looked at by a task of its
-    own. A node is lost while it runs one; the job completes, and the shots and vision rows are
-    exactly those of the default single-machine ingestion (one pass that looks as it goes)."""
+    """The Big Buck Bunny trailer (55 s) with 10 s windows. `windows` (what a fresh ingestion
+    does): a task per window decodes it from 20 s before, finds the shots that begin in it and looks
+    inside them; the owner joins them. `shots` (what a resumed one whose shots are known does; here
+    with windows off): the owner decodes the video once, picking each shot's frames, and each shot's
+    frames are looked at by a task of its own. A node is lost while it runs such a task; the job
+    completes, and the shots and vision rows are exactly those of the default single-machine
+    ingestion (one pass that looks as it goes)."""
     trailer = shared("bbb_trailer.mp4")
     options = IngestOptions(library="ray", captions=CaptionOptions(llm=None), look=LookOptions(workers=1))
     assert RemoteLooks(10.0).wanted(probe(media_source(trailer)).duration)
+    task = "_window_task"
+    if split == "shots":
+        options, task = dataclasses.replace(options, windows_elsewhere=RemoteWindows(math.inf)), "_look_task"
 
     alone = Store(tmp_path / "alone")  # one machine, SQLite: what the cluster must equal
     ingest(alone, trailer, options, cache_dir=model_cache)
@@ -241,8 +250,8 @@ def test_a_long_videos_shots_are_looked_at_elsewhere_and_a_lost_look_is_run_agai
 
     where = Where(str(tmp_path / "node-home"), pgvector_url, "postgres", str(model_cache))
     run = _Ingesting(cluster, where, [trailer], options, 600, window=10.0)
-    worker, raylet = run.running("_look_task")
-    os.kill(raylet, signal.SIGKILL)  # the node is lost while it looks inside a shot
+    worker, raylet = run.running(task)
+    os.kill(raylet, signal.SIGKILL)  # the node is lost while it decodes a window or looks at a shot
     os.kill(worker, signal.SIGKILL)
     results = run.finish(900)
     assert len(results) == 1 and not isinstance(results[0], Exception), results

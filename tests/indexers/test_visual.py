@@ -230,6 +230,64 @@ def test_a_shot_the_final_picks_change_is_looked_at_again(monkeypatch: pytest.Mo
     assert min(a for a, _ in seen) < injected[0] < max(b for _, b in seen)  # frames from both sides
 
 
+def test_a_long_videos_windows_joined_are_one_pass_over_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pass split into 10 s windows (`run_along` with a window, as a Ray task runs each one;
+    `join_windows` as their owner joins them): each window decodes from 20 s before its start, not
+    from the beginning, and together they find exactly the shots, signatures and looks of one pass
+    over the whole trailer. A boundary two windows place differently is settled by the later one,
+    and the shots whose span moved are looked at again by seeking."""
+    from dataclasses import replace
+
+    from indexers import visual
+    from indexers.visual import join_windows, run_along, window_edges
+
+    job = job_for(shared("bbb_trailer.mp4"), LookOptions(workers=1))
+    whole, looks = run_along(job, lambda stage, fraction: None)
+    edges = window_edges(job.info.duration, 10.0)
+    assert len(edges) == 5 and edges[-1][1] == float("inf")
+    parts = [run_along(job, lambda stage, fraction: None, window=w) for w in edges]
+    # the last window decodes from the keyframe before 20 s (14.1 s), not from the beginning
+    assert parts[-1][0].frames < 0.8 * whole.frames
+    joined, seen = join_windows(job, parts)
+    assert [(s.start, s.end) for s in joined.shots] == [(s.start, s.end) for s in whole.shots]
+    for a, b in zip(joined.shots, whole.shots, strict=True):
+        np.testing.assert_allclose(a.signature, b.signature, atol=1e-6)
+    assert [lk.index for lk in seen] == list(range(len(looks)))
+    for a, b in zip(seen, looks, strict=True):
+        assert (a.texts, a.labels, a.faces, a.people, a.spans) == (
+            b.texts,
+            b.labels,
+            b.faces,
+            b.people,
+            b.spans,
+        )
+        np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-5)
+
+    # a later window places its first boundary 0.5 s later than the window before it did: that
+    # boundary is the later window's, and the shot before it is looked at again, alone
+    k = next(i for i in range(2, len(parts)) if parts[i][0].shots)
+    found, own = parts[k]
+    moved = replace(found.shots[0], start=found.shots[0].start + 0.5)
+    parts[k] = (replace(found, shots=[moved, *found.shots[1:]]), own)
+    asked: list[tuple[float, float]] = []
+    look_again = visual.run_look
+
+    def spy(info, shots, *args, **kwargs):  # type: ignore[no-untyped-def]
+        asked.extend(shots)
+        return look_again(info, shots, *args, **kwargs)
+
+    monkeypatch.setattr(visual, "run_look", spy)
+    joined, seen = join_windows(job, parts)
+    spans = [(s.start, s.end) for s in joined.shots]
+    i = spans.index((moved.start, moved.end))
+    assert spans[:i] + spans[i + 1 :] == [(a, b if b != found.shots[0].start else moved.start) for a, b in [
+        (s.start, s.end) for s in whole.shots] if a != found.shots[0].start]  # fmt: skip
+    assert asked == [spans[i - 1]]
+    look = seen[i - 1]
+    assert look.frames == _sampled(spans[i - 1])
+    assert all(spans[i - 1][0] - 0.02 <= a <= b < spans[i - 1][1] for a, b in look.spans)
+
+
 def test_seeking_to_sparse_times_gives_the_frames_of_one_sequential_pass() -> None:
     from indexers.decode import sample_frames
 
