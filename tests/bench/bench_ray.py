@@ -134,7 +134,7 @@ def visual_rows(home: Path, url: str) -> dict[str, Any]:
             ordinal = {g.id: i for i, g in enumerate(shots)}
             rows = sorted(
                 s.scalars(select(EmbeddingRow).where(EmbeddingRow.modality == "visual")),
-                key=lambda r: (ordinal.get(r.segment_id or -1, -1), r.start),
+                key=lambda r: (ordinal.get(r.segment_id or -1, -1), r.id),  # a shot's rows as written
             )
             return {
                 "shots": [(g.start, g.end) for g in shots],
