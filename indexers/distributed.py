@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -293,7 +294,12 @@ def ingest_on_ray(
 
     owned = not ray.is_initialized()  # connected here: disconnected here (a driver whose cluster
     if owned:  # goes away while it is connected is ended by Ray)
-        ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+        # Ray caps OpenMP at a task's one CPU, and speech recognition (CTranslate2) follows the
+        # thread count in its arithmetic: a chunk heard with one thread came out punctuated
+        # differently ("midnight." for "midnight"). The tasks take the threads of a process here.
+        threads = {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}
+        ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR,
+                 runtime_env={"env_vars": threads})  # fmt: skip
     try:
         return _run(ray, where, paths, options, done, retries)
     finally:
