@@ -172,7 +172,13 @@ def test_two_replicas_share_the_work_and_a_killed_one_is_skipped(
         first = llm.health()[0]["served"]
         assert all(llm.chat_batch(asks, max_tokens=6))
         one, two = llm.health()
-        assert one["served"] == first + len(asks) and not two["up"] and "cannot reach" in two["last_error"]
+        # the dead one was tried, failed and was skipped; whether it still cools down when the batch
+        # ends depends on how long the rest took (5 s after its first failure)
+        assert (
+            one["served"] == first + len(asks)
+            and two["failures"] >= 1
+            and "cannot reach" in two["last_error"]
+        )
 
 
 # --- server management -----------------------------------------------------------------------------
