@@ -60,6 +60,7 @@ from indexers.visual import (
     join_windows,
     look_inside,
     run_along,
+    stream_rate,
     window_edges,
 )
 
@@ -181,6 +182,10 @@ class RemoteWindows(_Split):
 
     def start(self, job: VisualJob) -> _Windows:
         task = _remote(_window_task, self.retries)
+        # the detector's rate measured once here, not again by every window
+        job = dataclasses.replace(
+            job, shots=dataclasses.replace(job.shots, rate=job.shots.rate or stream_rate(job))
+        )
         return _Windows(
             job, [task.remote(job, a, b) for a, b in window_edges(job.info.duration, self.window)]
         )
