@@ -31,6 +31,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("tests.bench.bench_captions", ["--coverage-videos", "24", "--guard-videos", "2"]),
     ("tests.bench.bench_tutorialvqa", ["--coarse-modes", "single"]),
     ("tests.fit.span_folds", ["--folds", "5"]),
+    ("tests.bench.bench_text", ["--rounds", "3"]),
     ("tests.bench.bench_search", []),
     ("tests.fit.fit_gate", ["--no-trailer", "--dry-run"]),
     ("tests.bench.bench_memory", []),
