@@ -3,7 +3,9 @@
 The input is 5 minutes of bbb_10min.mp4 (720p film) with real speech laid over its soundtrack at
 known offsets: jfk.wav, the two-speaker call.wav and five LibriVox readings. Both sides run in a
 fresh process with the same model (whisper base, int8, greedy, VAD, word timestamps), so both pay
-Python start-up and model loading; faster-whisper decodes the audio itself.
+Python start-up and model loading; faster-whisper decodes the audio itself. `vidmem ingest` runs
+twice on each input, each time into a fresh home: with every default stage (vision and the LLM's
+captions included), and with the first slice's stages only (`VIDMEM_VISION=false VIDMEM_LLM=none`).
 
 Run: .venv/bin/python -m tests.bench.bench_asr
 """
@@ -92,23 +94,34 @@ def looped(audio, times: int):  # type: ignore[no-untyped-def]
     return out
 
 
-def compare(path, home, model_dir: str) -> dict:  # type: ignore[no-untyped-def]
-    """faster-whisper alone, then the whole `vidmem ingest`, on one file."""
+LEAN = {"VIDMEM_VISION": "false", "VIDMEM_LLM": "none"}
+
+
+def ingest(path, home) -> tuple:  # type: ignore[no-untyped-def, type-arg]
+    """One `vidmem ingest` in a fresh process: its wall seconds and the timeline it stored."""
+    env = {"VIDMEM_HOME": str(home), **(LEAN if home.name.endswith("lean") else {})}
+    run = measure([str(VIDMEM), "ingest", str(path), "--json"], env=env)
+    if run.returncode != 0:
+        raise RuntimeError(run.stderr[-800:])
+    video_id = json.loads(run.stdout)["video_id"]
+    shown = json.loads(measure([str(VIDMEM), "show", video_id, "--json"], env=env).stdout)
+    return run.seconds, shown
+
+
+def compare(path, homes, model_dir: str) -> dict:  # type: ignore[no-untyped-def]
+    """faster-whisper alone, then `vidmem ingest` with every stage and with the first slice's, on one file."""
     alone = measure([sys.executable, "-c", WHISPER_ALONE, model_dir, str(path)])
     if alone.returncode != 0:
         raise RuntimeError(alone.stderr[-800:])
-    whole = measure([str(VIDMEM), "ingest", str(path), "--json"], env={"VIDMEM_HOME": str(home)})
-    if whole.returncode != 0:
-        raise RuntimeError(whole.stderr[-800:])
-    video_id = json.loads(whole.stdout)["video_id"]
-    shown = json.loads(
-        measure([str(VIDMEM), "show", video_id, "--json"], env={"VIDMEM_HOME": str(home)}).stdout
-    )
+    whole, shown = ingest(path, homes[0])
+    lean, _ = ingest(path, homes[1])
     return {
         "input": path.name,
         "faster_whisper_alone_s": round(alone.seconds, 1),
-        "vidmem_ingest_s": round(whole.seconds, 1),
-        "ratio": round(whole.seconds / alone.seconds, 2),
+        "vidmem_ingest_s": round(whole, 1),
+        "ratio": round(whole / alone.seconds, 2),
+        "vidmem_ingest_lean_s": round(lean, 1),
+        "ratio_lean": round(lean / alone.seconds, 2),
         "whisper_segments": int(alone.stdout.strip() or 0),
         "vidmem_cues": len(shown["transcript"]),
         "vidmem_shots": len(shown["shots"]),
@@ -119,14 +132,17 @@ def compare(path, home, model_dir: str) -> dict:  # type: ignore[no-untyped-def]
 def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     clip, length = make_clip()
-    home = WORK / "home-asr"
-    shutil.rmtree(home, ignore_errors=True)
+    home, lean = WORK / "home-asr", WORK / "home-asr-lean"
+    for h in (home, lean):
+        shutil.rmtree(h, ignore_errors=True)
     prep = measure([str(VIDMEM), "models"], env={"VIDMEM_HOME": str(home)})
+    lean.mkdir(parents=True)
+    (lean / "models").symlink_to(home / "models")
     model_dir = next(
         line.split(": ", 1)[1] for line in prep.stdout.splitlines() if line.startswith("whisper base")
     )
     audio = audio_only(clip)
-    rows = [compare(p, home, model_dir) for p in (clip, audio, looped(audio, 6))]
+    rows = [compare(p, (home, lean), model_dir) for p in (clip, audio, looped(audio, 6))]
     data = {"machine": machine(), "clip_s": length, "rows": rows}
     lines = [
         "# Ingestion on top of speech recognition",
@@ -135,15 +151,19 @@ def main() -> None:
         f"Input: {length:.0f} s of bbb_10min.mp4 (1280×720) with jfk.wav, call.wav and five LibriVox readings",
         "mixed over the soundtrack (speech_over_film.mp4), the same soundtrack alone (.m4a, the AAC",
         "stream copied), and that soundtrack six times over (30 min). Same model both sides: whisper base, int8, greedy, VAD, word timestamps; each run",
-        "is a fresh process that pays Python start-up and model loading. `vidmem ingest` runs every stage:",
-        "shots (in a worker process, beside the ASR), transcript, scenes/chapters, embeddings, catalog.",
+        "is a fresh process that pays Python start-up and model loading. *Every stage*: `vidmem ingest` as it",
+        "ships: shots and the look inside them (OCR, labels, faces and people, visual vectors; in a worker",
+        "process, beside the ASR), transcript, scenes/chapters, captions condensed by SmolLM2, embeddings,",
+        "memory. *First slice*: `VIDMEM_VISION=false VIDMEM_LLM=none` (shots, transcript, scenes/chapters,",
+        "extractive captions, embeddings, memory). Each in a fresh home.",
         "",
-        "| input | faster-whisper alone | `vidmem ingest` | ingest / ASR | whisper segments | cues | shots | scenes |",
-        "|---|---|---|---|---|---|---|---|",
+        "| input | faster-whisper alone | every stage | / ASR | first slice | / ASR | whisper segments | cues | shots | scenes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['input']} | {r['faster_whisper_alone_s']} s | {r['vidmem_ingest_s']} s | **{r['ratio']}×** | "
+            f"{r['vidmem_ingest_lean_s']} s | **{r['ratio_lean']}×** | "
             f"{r['whisper_segments']} | {r['vidmem_cues']} | {r['vidmem_shots']} | {r['vidmem_scenes']} |"
         )
     lines.append("")
