@@ -139,12 +139,13 @@ class MeanPooledBert:
         self.model = BertEncoder(config).load(load_file(str(folder / "model.safetensors")))
 
     def embed(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+        texts = [str(t).strip() for t in texts]  # as sentence-transformers does
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # similar lengths pad little
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         with torch.inference_mode():
             for at in range(0, len(order), batch_size):
                 rows = order[at : at + batch_size]
-                encodings = self.tokenizer.encode_batch([texts[i].strip() for i in rows])  # as there
+                encodings = self.tokenizer.encode_batch([texts[i] for i in rows])
                 ids = torch.tensor([e.ids for e in encodings])
                 mask = torch.tensor([e.attention_mask for e in encodings])
                 h = self.model(ids, mask)
