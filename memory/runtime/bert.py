@@ -5,7 +5,7 @@ Why not sentence-transformers itself: importing it (and transformers, and scikit
 costs ~6.5 s of CPU before the first vector, which every `vidmem search` or `ask` from the command
 line, every ingestion process and every Ray task paid. This module needs torch, `tokenizers` and
 `safetensors` only (~1.5 s, torch's import), reads the folder's own weights and tokenizer, and gives
-sentence-transformers' vectors to float rounding (tests/memory/test_runtime.py checks them against
+sentence-transformers' vectors to float rounding (tests/memory/test_text.py checks them against
 it). Any other folder still goes to sentence-transformers (`memory.runtime.text.SentenceEmbedder`).
 """
 
@@ -29,6 +29,7 @@ def runs(folder: Path) -> bool:
         modules = [m["type"].rsplit(".", 1)[-1] for m in json.loads((folder / "modules.json").read_text())]
         pooling = json.loads((folder / "1_Pooling" / "config.json").read_text())
         config = json.loads((folder / "config.json").read_text())
+        wrapper = _wrapper_config(folder)
     except (OSError, ValueError, KeyError, TypeError):
         return False
     modes = {k for k, v in pooling.items() if k.startswith("pooling_mode") and v}
@@ -40,7 +41,14 @@ def runs(folder: Path) -> bool:
         and config.get("position_embedding_type", "absolute") == "absolute"
         and (folder / "tokenizer.json").is_file()
         and (folder / "model.safetensors").is_file()
+        and not wrapper.get("do_lower_case")  # sentence-transformers would lower-case the texts first
     )
+
+
+def _wrapper_config(folder: Path) -> dict[str, Any]:
+    """sentence-transformers' own settings for the folder (`max_seq_length`, `do_lower_case`)."""
+    path = folder / "sentence_bert_config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 class _Layer(nn.Module):
@@ -128,12 +136,11 @@ class MeanPooledBert:
         from tokenizers import Tokenizer
 
         config = json.loads((folder / "config.json").read_text())
-        try:
-            limit = int(json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"])
-        except (OSError, ValueError, KeyError):
-            limit = int(config["max_position_embeddings"])
+        positions = int(config["max_position_embeddings"])
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        self.tokenizer.enable_truncation(min(limit, int(config["max_position_embeddings"])))
+        self.tokenizer.enable_truncation(
+            min(int(_wrapper_config(folder).get("max_seq_length", positions)), positions)
+        )
         self.tokenizer.enable_padding(pad_id=int(config.get("pad_token_id", 0)))
         self.dim = int(config["hidden_size"])
         self.model = BertEncoder(config).load(load_file(str(folder / "model.safetensors")))

@@ -47,7 +47,8 @@ class Embedder:
 class SentenceEmbedder(Embedder):
     """A sentence-transformers model on CPU, loaded once per process. A mean-pooled BERT (the
     embedded default) runs in `memory.runtime.bert`, to its vectors without importing
-    sentence-transformers (~6.5 s of CPU saved per process); any other folder runs in it."""
+    sentence-transformers (6.3 CPU-seconds less to a fresh process's first vector:
+    docs/benchmarks/text.md); any other folder runs in it."""
 
     def __init__(self, model: str = "all-MiniLM-L6-v2", batch_size: int = 64) -> None:
         self.name = model
@@ -59,10 +60,13 @@ class SentenceEmbedder(Embedder):
 
             folder = text_model_path(self.name)
             if bert.runs(folder):
-                return bert.MeanPooledBert(folder)
+                return bert.MeanPooledBert(folder).embed
             from sentence_transformers import SentenceTransformer
 
-            return SentenceTransformer(str(folder), device="cpu")
+            model = SentenceTransformer(str(folder), device="cpu")
+            return lambda texts, batch_size: model.encode(
+                texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False
+            )
 
         return load_once(f"text:{self.name}", load)  # once, even when a warm-up thread and a stage ask
 
@@ -73,13 +77,7 @@ class SentenceEmbedder(Embedder):
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, 384), dtype=np.float32)
-        model = self._model()
-        if not hasattr(model, "encode"):  # memory.runtime.bert
-            return model.embed(list(texts), self.batch_size)  # type: ignore[no-any-return]
-        vecs = model.encode(
-            list(texts), batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
-        )
-        return np.asarray(vecs, dtype=np.float32)
+        return np.asarray(self._model()(list(texts), self.batch_size), dtype=np.float32)
 
 
 def token_counts(texts: Sequence[str], model: str = "all-MiniLM-L6-v2") -> list[int]:

@@ -97,9 +97,9 @@ def looped(audio, times: int):  # type: ignore[no-untyped-def]
 LEAN = {"VIDMEM_VISION": "false", "VIDMEM_LLM": "none"}
 
 
-def ingest(path, home) -> tuple:  # type: ignore[no-untyped-def, type-arg]
+def ingest(path, home, settings: dict[str, str]) -> tuple:  # type: ignore[no-untyped-def, type-arg]
     """One `vidmem ingest` in a fresh process: its wall seconds and the timeline it stored."""
-    env = {"VIDMEM_HOME": str(home), **(LEAN if home.name.endswith("lean") else {})}
+    env = {"VIDMEM_HOME": str(home), **settings}
     run = measure([str(VIDMEM), "ingest", str(path), "--json"], env=env)
     if run.returncode != 0:
         raise RuntimeError(run.stderr[-800:])
@@ -113,8 +113,8 @@ def compare(path, homes, model_dir: str) -> dict:  # type: ignore[no-untyped-def
     alone = measure([sys.executable, "-c", WHISPER_ALONE, model_dir, str(path)])
     if alone.returncode != 0:
         raise RuntimeError(alone.stderr[-800:])
-    whole, shown = ingest(path, homes[0])
-    lean, _ = ingest(path, homes[1])
+    whole, shown = ingest(path, homes[0], {})
+    lean, _ = ingest(path, homes[1], LEAN)
     return {
         "input": path.name,
         "faster_whisper_alone_s": round(alone.seconds, 1),

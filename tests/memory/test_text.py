@@ -70,6 +70,12 @@ def test_a_folder_it_cannot_run_goes_to_sentence_transformers(tmp_path: Path, re
         json.dumps({**config, "pooling_mode_mean_tokens": False, "pooling_mode_cls_token": True})
     )
     assert not bert.runs(folder)
+    lowered = tmp_path / "lower-cased"  # sentence-transformers would lower-case its input first
+    shutil.copytree(text_model_path("all-MiniLM-L6-v2"), lowered)
+    (lowered / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": 256, "do_lower_case": True})
+    )
+    assert not bert.runs(lowered)
 
     from sentence_transformers import SentenceTransformer
 
