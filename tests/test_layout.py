@@ -147,9 +147,15 @@ def test_heavy_dependency_check_detects_a_heavy_import() -> None:
 
 
 def test_transformers_does_not_take_our_kernels_for_huggingface_kernels() -> None:
+    """Hugging Face's `kernels` shares our package's import name. Installed beside ours (transformers
+    5.25 requires it), transformers reads its version, then imports ours under that name and fails on
+    every model load: so no other distribution may provide `kernels`, and transformers must not
+    believe it has theirs."""
     code = (
-        "import kernels, pathlib\n"
+        "import importlib.metadata, kernels, pathlib\n"
         "assert pathlib.Path(kernels.__file__).resolve().parent.parent == pathlib.Path.cwd().resolve(), kernels.__file__\n"
+        "owners = set(importlib.metadata.packages_distributions().get('kernels', []))\n"
+        "assert owners == {'vidmem'}, f'kernels is provided by {owners}: uninstall the others (see pyproject)'\n"
         "from transformers.utils import import_utils\n"
         "assert not import_utils.is_kernels_available()\n"
         "print('OK')\n"
