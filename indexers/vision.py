@@ -73,6 +73,16 @@ class VisionOptions:
     distinct_below: float = 0.9
     """Cosine similarity of EfficientNet features under which a frame counts as showing something
     else than the frames already chosen for detection; a static shot gets its keyframe only."""
+    text_frames: int = 4
+    """Frames per shot OCR may read in all when text was read on the frames above: more are read,
+    most changed first, where the area the text was read in changed (`text_changed_above`): a
+    credit roll, a scrolled page, a slide that builds, subtitles burned into a film. Shots without
+    text cost nothing more; 1 reads the keyframe only. Chosen on bbb_10min, whose end credits are
+    most of its text: 4 reads 2.2x the words of 1, 8 another 16% for 3.2x the added OCR time
+    (docs/benchmarks/vision.md)."""
+    text_changed_above: float = 6.0
+    """Mean absolute difference (0-255) of the text area's luminance thumbnails above which a frame
+    shows other text than the frames read so far."""
 
     still_below: float = 1.0
     """Mean absolute difference of two frames' 32x18 luminance thumbnails (0-255) under which a
@@ -165,6 +175,11 @@ class VisionOptions:
     def __post_init__(self) -> None:
         if self.detect_frames < 1:
             raise ValueError(f"detect_frames must be >= 1 (the keyframe), got {self.detect_frames}")
+        if self.text_frames < 1 or self.text_changed_above < 0:
+            raise ValueError(
+                f"text_frames must be >= 1 and text_changed_above >= 0, got {self.text_frames}, "
+                f"{self.text_changed_above}"
+            )
         if self.still_below < 0:
             raise ValueError(f"still_below must be >= 0 (0 turns it off), got {self.still_below}")
         if not 64 <= self.ocr_side <= 4096:
@@ -378,23 +393,34 @@ class _Line:
     frames: set[int] = field(default_factory=set)
 
 
+def _same_height(a: Box, b: Box) -> bool:
+    """Whether two boxes hold text of about one size: heights within 30% of the larger."""
+    ha, hb = a[3] - a[1], b[3] - b[1]
+    return abs(ha - hb) <= 0.3 * max(ha, hb, 1e-9)
+
+
 def dedupe_text(
     readings: Sequence[tuple[float, Sequence[TextBox]]], similarity: float = 0.8, iou: float = 0.3
 ) -> list[ScreenText]:
     """Merge the readings of a shot's frames, `[(time in seconds, lines read), ...]`, into distinct
     lines on screen. Two readings are the same line when their texts are `similarity`-alike (edit
     similarity, case and spaces ignored: OCR jitter of a character or two) and their boxes overlap by
-    `iou` and they hold the same digits; two lines of one frame are never merged. Sorted by first time seen, then top to bottom."""
+    `iou` and they hold the same digits; two lines of one frame are never merged. A line that moved
+    (a credit roll, a scrolled page) is the same line when its box kept its height (within 30%);
+    one that stayed in place is preferred. Sorted by first time seen, then top to bottom."""
     lines: list[_Line] = []
     for index, (time, boxes) in enumerate(sorted(readings, key=lambda r: r[0])):
         for tb in boxes:
-            best, best_sim = None, similarity
+            best, best_key = None, (False, similarity)
             for line in lines:
-                if index in line.frames or box_iou(line.last_box, tb.box) < iou:
+                if index in line.frames:
                     continue
-                sim = edit_similarity(line.best.text, tb.text)
-                if sim >= best_sim and _same_numbers(line.best.text, tb.text):
-                    best, best_sim = line, sim
+                stayed = box_iou(line.last_box, tb.box) >= iou
+                if not stayed and not _same_height(line.last_box, tb.box):
+                    continue
+                key = (stayed, edit_similarity(line.best.text, tb.text))
+                if key[1] >= similarity and key >= best_key and _same_numbers(line.best.text, tb.text):
+                    best, best_key = line, key
             if best is None:
                 lines.append(_Line(tb, time, time, tb.box, {index}))
                 continue
@@ -605,6 +631,8 @@ class ShotVision:
     """(N, 1280) float32 EfficientNet-Lite0 features of every given frame, L2-normalised."""
     analysed: list[int]
     """Indices of the frames that got OCR and detection, keyframe first."""
+    read: list[int]
+    """Indices of the frames OCR read: `analysed`, then those `text_frames` added (none without OCR)."""
 
 
 def pick_frames(features: np.ndarray, keyframe_index: int, count: int, distinct_below: float) -> list[int]:
@@ -619,6 +647,45 @@ def pick_frames(features: np.ndarray, keyframe_index: int, count: int, distinct_
             break
         picked.append(candidate)
     return picked
+
+
+def text_frames(
+    frames: Sequence[np.ndarray], read: Sequence[int], boxes: Sequence[Box], count: int, changed_above: float
+) -> list[int]:
+    """More frames of a shot for OCR, when the frames `read` (indices) showed text in
+    `boxes` (fractions): among the frames whose text area (the boxes' union, widened to the full
+    height, for text that scrolls) differs from every frame read by more than `changed_above`
+    (mean absolute difference, 0-255, of 48-pixel-wide luminance thumbnails), the one farthest in
+    time from the frames read, until `count` frames are read: a credit roll is read at its ends,
+    then between them, where a picture distance alone would pick frames crowded together."""
+    import cv2
+
+    if not boxes or len(read) >= min(count, len(frames)):
+        return []
+    h, w = frames[0].shape[:2]
+    x0 = max(0, int(min(b[0] for b in boxes) * w) - 8)
+    x1 = min(w, int(max(b[2] for b in boxes) * w) + 8)
+    if x1 - x0 < 8:
+        return []
+    size = (48, min(256, max(8, round(48 * h / (x1 - x0)))))
+    thumbs = np.stack([cv2.resize(_luma(f[:, x0:x1]), size, interpolation=cv2.INTER_AREA) for f in frames])
+
+    def apart(i: int) -> np.ndarray:  # (N,) each frame's text area against frame i's
+        return np.asarray(np.abs(thumbs - thumbs[i]).mean(axis=(1, 2)))
+
+    picked = list(read)
+    diff = np.min([apart(i) for i in picked], axis=0)  # (N,) against the nearest frame read
+    more: list[int] = []
+    while len(picked) < min(count, len(frames)):
+        changed = np.flatnonzero(diff > changed_above)
+        if not len(changed):
+            break
+        far = np.abs(changed[:, None] - np.asarray(picked)[None, :]).min(axis=1)  # frames to the nearest read
+        candidate = int(changed[np.lexsort((-diff[changed], -far))[0]])
+        picked.append(candidate)
+        more.append(candidate)
+        diff = np.minimum(diff, apart(candidate))
+    return more
 
 
 def analyse_shot(
@@ -663,9 +730,14 @@ def analyse_shot(
     analysed = pick_frames(features, keyframe_index, o.detect_frames, o.distinct_below)
     readings: list[tuple[float, list[TextBox]]] = []
     detections: list[tuple[float, People]] = []
+    read: list[int] = []
     if o.ocr:
         reader = reader or RapidOCRReader(o)
         readings = [(float(times[i]), reader.read(frames[i])) for i in analysed]
+        boxes = [b.box for _, found in readings for b in found]
+        more = text_frames(frames, analysed, boxes, o.text_frames, o.text_changed_above)
+        readings += [(float(times[i]), reader.read(frames[i])) for i in more]
+        read = analysed + more
     if o.people:
         detector = detector or OpenCVPeopleDetector(o)
         detections = [(float(times[i]), detector.detect(frames[i])) for i in analysed]
@@ -679,6 +751,7 @@ def analyse_shot(
         detections=detections,
         features=features,
         analysed=analysed,
+        read=read,
     )
 
 

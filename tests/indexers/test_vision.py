@@ -254,6 +254,22 @@ def test_dedupe_keeps_different_lines_apart() -> None:
     )
 
 
+def test_dedupe_follows_a_line_that_moved_but_not_one_of_another_size() -> None:
+    """A credit roll: the same name read higher up on a later frame is one line; the same words
+    in a larger type (a title, not the credit) are another."""
+    readings = [
+        (1.0, [tb("Sacha Goedegebure", y=0.8)]),
+        (2.0, [tb("Sacha Goedegebure", y=0.5), tb("Andy Goralczyk", y=0.8)]),
+        (3.0, [TextBox("Sacha Goedegebure", 0.9, (0.1, 0.1, 0.9, 0.3))]),  # three times as tall
+    ]
+    texts = [(t.text, t.start, t.end) for t in dedupe_text(readings)]
+    assert texts == [
+        ("Sacha Goedegebure", 1.0, 2.0),
+        ("Andy Goralczyk", 2.0, 2.0),
+        ("Sacha Goedegebure", 3.0, 3.0),
+    ]
+
+
 # ---------------------------------------------------------------------------------------- labels
 
 
@@ -371,6 +387,73 @@ def test_analyse_shot_returns_texts_labels_counts_and_features(slide) -> None:  
     assert all(isinstance(name, str) and 0.0 < p <= 1.0 for name, p in seen.labels)
 
 
+NAMES = [
+    f"{first} {last}"
+    for first, last in zip(
+        [
+            "Ton",
+            "Sacha",
+            "Andy",
+            "Campbell",
+            "Nathan",
+            "Brecht",
+            "Jan",
+            "Pablo",
+            "Enrico",
+            "Esther",
+            "Bassam",
+            "Ben",
+        ],
+        [
+            "Roosendaal",
+            "Goedegebure",
+            "Goralczyk",
+            "Barton",
+            "Vegdahl",
+            "Van Lommel",
+            "Morgenstern",
+            "Vazquez",
+            "Valenza",
+            "Wouters",
+            "Kurdali",
+            "Dansie",
+        ],
+        strict=True,
+    )
+]
+
+
+def credit_roll(frames: int) -> list[np.ndarray]:
+    """Twelve names, one every 120 px on a 1440 px tall page, scrolled up 150 px a frame past a
+    1280x720 window."""
+    page = Image.new("RGB", (W, 1440 + 150 * frames), (0, 0, 0))
+    draw, font = ImageDraw.Draw(page), ImageFont.load_default(size=36)
+    for k, name in enumerate(NAMES):
+        draw.text((480, 400 + 120 * k), name, font=font, fill=(235, 235, 235))
+    rows = np.asarray(page)
+    return [np.ascontiguousarray(rows[150 * i : 150 * i + H]) for i in range(frames)]
+
+
+def test_a_shot_whose_text_scrolls_is_read_on_more_frames_and_a_still_one_once(slide) -> None:  # type: ignore[no-untyped-def]
+    """Text read on the keyframe is read again where its area changed, most changed first: a credit
+    roll gives up names the keyframe never showed, each once; a held slide costs one reading."""
+    roll = credit_roll(10)
+    times = [float(i) for i in range(10)]
+    one = analyse_shot(roll, times, VisionOptions(people=False, text_frames=1), keyframe_index=5)
+    more = analyse_shot(roll, times, VisionOptions(people=False), keyframe_index=5)
+    assert one.read == [5] and len(more.read) == 4 and more.read[0] == 5
+    on_keyframe = {t.text for t in one.texts}
+    assert on_keyframe < set(NAMES)
+    read = [t.text for t in more.texts]
+    assert set(read) <= set(NAMES) and len(read) == len(set(read))  # every name once, however far it moved
+    assert len(set(read) - on_keyframe) >= 4, (on_keyframe, read)
+    frame, _ = slide
+    held = [frame, np.roll(frame, 1, axis=1), frame, np.roll(frame, 1, axis=0), frame]
+    still = analyse_shot(held, [0.0, 1.0, 2.0, 3.0, 4.0], VisionOptions(people=False), keyframe_index=2)
+    assert still.read == [2]
+    assert [t.text for t in still.texts] == [text for text, _ in LINES]
+
+
 def test_analyse_shot_says_how_to_fix_a_bad_call(slide) -> None:  # type: ignore[no-untyped-def]
     frame, _ = slide
     with pytest.raises(ValueError, match="one time per frame"):
@@ -379,3 +462,5 @@ def test_analyse_shot_says_how_to_fix_a_bad_call(slide) -> None:  # type: ignore
         analyse_shot([frame.astype(np.float32)], [0.0])
     with pytest.raises(ValueError, match="detect_frames must be >= 1"):
         VisionOptions(detect_frames=0)
+    with pytest.raises(ValueError, match="text_frames must be >= 1"):
+        VisionOptions(text_frames=0)
