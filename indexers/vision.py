@@ -77,9 +77,9 @@ class VisionOptions:
     """Frames per shot OCR may read in all when text was read on the frames above: more are read,
     most changed first, where the area the text was read in changed (`text_changed_above`): a
     credit roll, a scrolled page, a slide that builds, subtitles burned into a film. Shots without
-    text cost nothing more; 1 reads the keyframe only. Chosen on bbb_10min, whose end credits are
-    most of its text: 4 reads 2.2x the words of 1, 8 another 16% for 3.2x the added OCR time
-    (docs/benchmarks/vision.md)."""
+    text cost nothing more; 1 reads the keyframe only. Chosen on bbb_10min (dev), whose end credits
+    are most of its text: a one-off sweep on its text shots' frames, not a script here
+    (docs/benchmarks/README.md); vision.md measures 4 against 1."""
     text_changed_above: float = 6.0
     """Mean absolute difference (0-255) of the text area's luminance thumbnails above which a frame
     shows other text than the frames read so far."""
@@ -649,7 +649,7 @@ def pick_frames(features: np.ndarray, keyframe_index: int, count: int, distinct_
     return picked
 
 
-def text_frames(
+def frames_with_new_text(
     frames: Sequence[np.ndarray], read: Sequence[int], boxes: Sequence[Box], count: int, changed_above: float
 ) -> list[int]:
     """More frames of a shot for OCR, when the frames `read` (indices) showed text in
@@ -735,7 +735,7 @@ def analyse_shot(
         reader = reader or RapidOCRReader(o)
         readings = [(float(times[i]), reader.read(frames[i])) for i in analysed]
         boxes = [b.box for _, found in readings for b in found]
-        more = text_frames(frames, analysed, boxes, o.text_frames, o.text_changed_above)
+        more = frames_with_new_text(frames, analysed, boxes, o.text_frames, o.text_changed_above)
         readings += [(float(times[i]), reader.read(frames[i])) for i in more]
         read = analysed + more
     if o.people:
