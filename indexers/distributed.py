@@ -245,7 +245,7 @@ def _look_task(start: float, end: float, frames: ShotFrames, opts: LookOptions) 
 
     from indexers.vision import VisionOptions
 
-    vision = VisionOptions()
+    vision = opts.vision or VisionOptions()
     torch.set_num_threads(vision.threads)  # as the owner's own look would run
     return look_inside(start, end, frames, opts, vision)
 

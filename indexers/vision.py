@@ -77,12 +77,21 @@ class VisionOptions:
     """Frames per shot OCR may read in all when text was read on the frames above: more are read,
     most changed first, where the area the text was read in changed (`text_changed_above`): a
     credit roll, a scrolled page, a slide that builds, subtitles burned into a film. Shots without
-    text cost nothing more; 1 reads the keyframe only. Chosen on bbb_10min (dev), whose end credits
+    text read cost nothing more here; 1 reads the keyframe only. Chosen on bbb_10min (dev), whose end credits
     are most of its text: a one-off sweep on its text shots' frames, not a script here
-    (docs/benchmarks/README.md); vision.md measures 4 against 1."""
+    (docs/benchmarks/README.md); vision.md measures 4 against 1. Frames read by
+    `text_probe_every` come on top."""
     text_changed_above: float = 6.0
     """Mean absolute difference (0-255) of the text area's luminance thumbnails above which a frame
     shows other text than the frames read so far."""
+    text_probe_every: float = 8.0
+    """Seconds of shot per frame OCR also reads when the frames above showed no text: the shot is cut
+    into parts this long at most, and the middle frame of each part that holds no frame read yet is
+    read, unless the whole picture there is the same as on a frame read (`text_changed_above` on
+    whole-frame thumbnails). Text that is on screen for part of a long shot only (a lower third
+    naming the speaker, a title fading in, a credit roll whose middle falls between names) is found
+    there, and `text_frames` then follows it; a long static shot costs nothing more. 0 turns it off.
+    Chosen on bbb_10min (dev), a one-off sweep on its text shots' frames (docs/benchmarks/README.md)."""
 
     still_below: float = 1.0
     """Mean absolute difference of two frames' 32x18 luminance thumbnails (0-255) under which a
@@ -179,6 +188,10 @@ class VisionOptions:
             raise ValueError(
                 f"text_frames must be >= 1 and text_changed_above >= 0, got {self.text_frames}, "
                 f"{self.text_changed_above}"
+            )
+        if self.text_probe_every < 0:
+            raise ValueError(
+                f"text_probe_every must be >= 0 seconds (0 turns it off), got {self.text_probe_every}"
             )
         if self.still_below < 0:
             raise ValueError(f"still_below must be >= 0 (0 turns it off), got {self.still_below}")
@@ -688,6 +701,44 @@ def frames_with_new_text(
     return more
 
 
+def probe_frames(
+    frames: Sequence[np.ndarray], times: Sequence[float], read: Sequence[int], every: float, same_below: float
+) -> list[int]:
+    """Frames of a long shot for OCR when the frames `read` (indices) showed no text: the shot is cut
+    into equal parts at most `every` seconds long, and each part without a frame read gives its
+    middle frame, unless that frame's picture (48-pixel-wide luminance thumbnail) is within
+    `same_below` (mean absolute difference, 0-255) of a frame read or picked: a static shot gives none."""
+    import cv2
+
+    span = float(times[-1]) - float(times[0])
+    if every <= 0 or span <= every:
+        return []
+    parts = int(np.ceil(span / every))
+    edges = float(times[0]) + span * np.arange(parts + 1) / parts
+    h, w = frames[0].shape[:2]
+    size = (48, max(8, round(48 * h / w)))
+
+    def thumb(i: int) -> np.ndarray:
+        return np.asarray(cv2.resize(_luma(frames[i]), size, interpolation=cv2.INTER_AREA))
+
+    at = np.asarray(times, dtype=np.float64)
+    seen = {i: thumb(i) for i in read}
+    picked: list[int] = []
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        inside = (at >= a) & ((at < b) if b < edges[-1] else (at <= b))
+        if any(inside[i] for i in seen):
+            continue
+        i = int(np.argmin(np.abs(at - (a + b) / 2)))
+        if i in seen:
+            continue
+        t = thumb(i)
+        if min(float(np.abs(t - s).mean()) for s in seen.values()) <= same_below:
+            continue
+        seen[i] = t
+        picked.append(i)
+    return picked
+
+
 def analyse_shot(
     frames: Sequence[np.ndarray],
     times: Sequence[float],
@@ -734,10 +785,16 @@ def analyse_shot(
     if o.ocr:
         reader = reader or RapidOCRReader(o)
         readings = [(float(times[i]), reader.read(frames[i])) for i in analysed]
+        read = list(analysed)
+        if not any(found for _, found in readings):
+            probes = probe_frames(frames, times, read, o.text_probe_every, o.text_changed_above)
+            readings += [(float(times[i]), reader.read(frames[i])) for i in probes]
+            read += probes
         boxes = [b.box for _, found in readings for b in found]
-        more = frames_with_new_text(frames, analysed, boxes, o.text_frames, o.text_changed_above)
+        count = o.text_frames + len(read) - len(analysed)  # probes come on top of text_frames
+        more = frames_with_new_text(frames, read, boxes, count, o.text_changed_above)
         readings += [(float(times[i]), reader.read(frames[i])) for i in more]
-        read = analysed + more
+        read += more
     if o.people:
         detector = detector or OpenCVPeopleDetector(o)
         detections = [(float(times[i]), detector.detect(frames[i])) for i in analysed]

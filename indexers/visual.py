@@ -71,6 +71,9 @@ class LookOptions:
     """What one more vector must buy to be kept: the fall in squared distance (unit vectors) of the
     shot's frames to their run's mean, in seconds of shot. A static shot keeps one vector, a shot
     that changes keeps one per stretch that looks alike (docs/benchmarks/tokens.md)."""
+    vision: Any = None
+    """What is looked for inside each shot, and how hard: `indexers.vision.VisionOptions` (None: its
+    defaults). Kept here so that it travels with the look to the visual worker and to Ray tasks."""
 
 
 @dataclass
@@ -214,7 +217,7 @@ class _Looker:
         from indexers.vision import VisionOptions
         from memory.runtime.images import image_encoder
 
-        self.vision = vision or VisionOptions()
+        self.vision = vision or opts.vision or VisionOptions()
         self.encoder = image_encoder(opts.encoder)
         self.threads_before = torch.get_num_threads()
         torch.set_num_threads(self.vision.threads)  # once for the pass: the analysing threads share it
@@ -275,7 +278,7 @@ def look_inside(
     from kernels.tokens import merge_temporal
     from memory.runtime.images import image_encoder
 
-    vision = vision or VisionOptions()
+    vision = vision or opts.vision or VisionOptions()
     encoder = encoder or image_encoder(opts.encoder)
     if not got:  # no frame decoded inside it (damaged stretch): nothing seen
         return ShotLook(-1, [], [], 0, 0, 0.0, 0.0, np.zeros((0, 0), np.float32), [], 0, encoder.name)

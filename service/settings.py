@@ -19,6 +19,7 @@ from pydantic_settings import (
 if TYPE_CHECKING:
     from indexers import IngestOptions
     from indexers.source import StorageOptions
+    from indexers.vision import VisionOptions
     from memory.gate import MemoryOptions
     from memory.runtime.text import Embedder
     from reasoning.answer import AnswerEngine
@@ -99,6 +100,21 @@ class Settings(BaseSettings):
     vision: bool = Field(
         True,
         description="Look inside shots at ingestion: on-screen text, labels, faces, people, visual vectors.",
+    )
+    vision_people: bool = Field(
+        True,
+        description="Look for frontal faces and people (OpenCV Haar and HOG) on each shot's keyframe: 24.8 of the 58.6 CPU-s the vision models took on bbb_10min (docs/benchmarks/look_costs.md); `false` keeps OCR, labels and visual vectors.",
+    )
+    vision_text_frames: int = Field(
+        4,
+        ge=1,
+        le=16,
+        description="Frames per shot OCR may read when text was found and its area changes (a credit roll, a scrolled page, burned-in subtitles); 1 reads the keyframe only.",
+    )
+    vision_text_probe_seconds: float = Field(
+        8.0,
+        ge=0,
+        description="A shot whose keyframe shows no text gets one more frame read per this many seconds of its length (a lower third inside a long shot); 0 turns it off.",
     )
     captioner: str = Field(
         "composed",
@@ -304,6 +320,15 @@ class Settings(BaseSettings):
             },
         }
 
+    def vision_options(self) -> VisionOptions:
+        from indexers.vision import VisionOptions
+
+        return VisionOptions(
+            people=self.vision_people,
+            text_frames=self.vision_text_frames,
+            text_probe_every=self.vision_text_probe_seconds,
+        )
+
     def memory_options(self) -> MemoryOptions:
         from memory.gate import MemoryOptions
 
@@ -329,7 +354,9 @@ class Settings(BaseSettings):
             window_seconds=self.window_seconds,
             shots=ShotOptions(allow_damaged=allow_damaged),
             transcribe=TranscribeOptions(model=self.asr_model, language=self.asr_language),
-            look=LookOptions(encoder=self.image_encoder) if self.vision else None,
+            look=LookOptions(encoder=self.image_encoder, vision=self.vision_options())
+            if self.vision
+            else None,
             memory=self.memory_options(),
             storage=self.storage_options(),
             captions=CaptionOptions(

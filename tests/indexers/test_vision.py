@@ -454,6 +454,48 @@ def test_a_shot_whose_text_scrolls_is_read_on_more_frames_and_a_still_one_once(s
     assert [t.text for t in still.texts] == [text for text, _ in LINES]
 
 
+def long_shot(caption_at: range | None, seconds: int = 21) -> list[np.ndarray]:
+    """A shot of `seconds` frames, one a second: a bright block crossing a dark set (the picture
+    changes throughout) and, on the frames in `caption_at`, a lower third naming the speaker."""
+    frames = []
+    for i in range(seconds):
+        im = Image.new("RGB", (W, H), (40, 40, 48))
+        draw = ImageDraw.Draw(im)
+        draw.rectangle((60 * i, 120, 60 * i + 320, 480), fill=(200, 190, 170))
+        if caption_at is not None and i in caption_at:
+            draw.rectangle((80, 560, 760, 660), fill=(10, 20, 90))
+            draw.text(
+                (100, 580),
+                "Ada Lovelace, mathematician",
+                font=ImageFont.load_default(size=44),
+                fill=(255, 255, 255),
+            )
+        frames.append(np.asarray(im))
+    return frames
+
+
+def test_text_on_screen_for_part_of_a_long_shot_is_found_where_the_keyframe_shows_none() -> None:
+    """A lower third shown for five seconds of a 20-second shot, away from its keyframe: the probes
+    (`text_probe_every`) find it and the name is read; without them it is lost; a long shot that
+    holds no text, or one that holds still, costs the probes or nothing more."""
+    times = [float(i) for i in range(21)]
+    o = VisionOptions(people=False)
+    found = analyse_shot(long_shot(range(2, 7)), times, o, keyframe_index=10)
+    assert found.read[0] == 10 and 3 in found.read, found.read  # the first of three 6.7 s parts: its middle
+    assert [t.text for t in found.texts] == ["Ada Lovelace, mathematician"]
+    assert 2 <= found.texts[0].start <= 3  # widened to the frames that show it, not the keyframe's time
+    off = analyse_shot(
+        long_shot(range(2, 7)), times, VisionOptions(people=False, text_probe_every=0), keyframe_index=10
+    )
+    assert off.read == [10] and off.texts == []
+    none = analyse_shot(long_shot(None), times, o, keyframe_index=10)
+    assert none.read == [10, 3, 17] and none.texts == []  # one probe per part without a frame read
+    still = [long_shot(None)[5]] * 21
+    assert analyse_shot(still, times, o, keyframe_index=10).read == [10]
+    short = analyse_shot(long_shot(range(0, 2), seconds=8), times[:8], o, keyframe_index=4)
+    assert short.read == [4] and short.texts == []  # no longer than text_probe_every: the keyframe alone
+
+
 def test_analyse_shot_says_how_to_fix_a_bad_call(slide) -> None:  # type: ignore[no-untyped-def]
     frame, _ = slide
     with pytest.raises(ValueError, match="one time per frame"):
@@ -464,3 +506,5 @@ def test_analyse_shot_says_how_to_fix_a_bad_call(slide) -> None:  # type: ignore
         VisionOptions(detect_frames=0)
     with pytest.raises(ValueError, match="text_frames must be >= 1"):
         VisionOptions(text_frames=0)
+    with pytest.raises(ValueError, match="text_probe_every must be >= 0"):
+        VisionOptions(text_probe_every=-1)

@@ -56,6 +56,21 @@ def test_worker_finds_and_sees_the_same_as_this_process(cut_clip: media.CutClip)
     assert all(0.0 <= f <= 1.0 for _, f in seen)
 
 
+def test_the_vision_options_travel_with_the_look_to_the_worker(slide_clip: media.SlideClip) -> None:
+    """`LookOptions.vision` is what the worker process looks with (settings reach it this way)."""
+    from indexers.vision import VisionOptions
+
+    def texts(look: LookOptions) -> list[list[str]]:
+        with VisualWorker(job_for(slide_clip.path, look), lambda *p: None) as worker:
+            looks = worker.result().looks
+        assert looks is not None and len(looks) == len(slide_clip.shots)
+        return [[t.text for t in lk.texts] for lk in looks]
+
+    read = texts(LookOptions())
+    assert any("Quarterly results 2026" in lines for lines in read), read
+    assert texts(LookOptions(vision=VisionOptions(ocr=False))) == [[]] * len(slide_clip.shots)
+
+
 def test_known_shots_are_looked_at_without_detecting_them_again(cut_clip: media.CutClip) -> None:
     """A resumed ingestion: the shots are in the catalog, the vision stage is not."""
     known = [(0.0, 1.0), (1.0, 2.5)]

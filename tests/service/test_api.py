@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from indexers.vision import VisionOptions
 from service import jobs
 from service.app import create_app
 from service.settings import Settings
@@ -533,6 +534,10 @@ def test_settings_come_from_flags_then_env_then_the_config_file(
         "from-flag",
         [Path("/srv/media")],
     )
+    monkeypatch.setenv("VIDMEM_VISION_PEOPLE", "false")
+    monkeypatch.setenv("VIDMEM_VISION_TEXT_FRAMES", "2")
+    look = Settings().ingest_options().look  # type: ignore[call-arg]
+    assert look is not None and look.vision == VisionOptions(people=False, text_frames=2)
     monkeypatch.setenv("VIDMEM_CONFIG", str(tmp_path / "missing.toml"))
     with pytest.raises(FileNotFoundError, match="VIDMEM_CONFIG"):
         Settings()  # type: ignore[call-arg]
