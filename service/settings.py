@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     )
     vision_people: bool = Field(
         True,
-        description="Look for frontal faces and people (OpenCV Haar and HOG) on each shot's keyframe: 24.8 of the 58.6 CPU-s the vision models took on bbb_10min (docs/benchmarks/look_costs.md); `false` keeps OCR, labels and visual vectors.",
+        description="Look for frontal faces and people (OpenCV Haar and HOG) on each shot's keyframe: 23.2 of the 73.3 CPU-s the vision models took on bbb_10min (docs/benchmarks/look_costs.md); `false` keeps OCR, labels and visual vectors.",
     )
     vision_text_frames: int = Field(
         4,

@@ -11,32 +11,15 @@ import collections
 import resource
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
-from tests.bench.common import SHARED, machine, write_results
+from tests.bench.common import SHARED, machine, thread_cpu, write_results
 
 
 def _cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
-
-
-def _timed(owner: Any, name: str, label: str, spent: dict[str, float], lock: threading.Lock) -> None:
-    """Wrap `owner.name` to add the calling thread's CPU seconds to `spent[label]`."""
-    inner: Callable[..., Any] = getattr(owner, name)
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        t = time.thread_time()
-        try:
-            return inner(*args, **kwargs)
-        finally:
-            with lock:
-                spent[label] += time.thread_time() - t
-
-    setattr(owner, name, wrapper)
 
 
 def main() -> None:
@@ -55,9 +38,9 @@ def main() -> None:
 
     spent: dict[str, float] = collections.defaultdict(float)
     lock = threading.Lock()
-    _timed(vision.RapidOCRReader, "read", "OCR (keyframes)", spent, lock)
-    _timed(vision.OpenCVPeopleDetector, "detect", "faces + people (keyframes)", spent, lock)
-    _timed(EfficientNetEncoder, "features_and_logits", "EfficientNet (changed frames)", spent, lock)
+    thread_cpu(vision.RapidOCRReader, "read", "OCR (keyframes, probes, text followed)", spent, lock)
+    thread_cpu(vision.OpenCVPeopleDetector, "detect", "faces + people (keyframes)", spent, lock)
+    thread_cpu(EfficientNetEncoder, "features_and_logits", "EfficientNet (changed frames)", spent, lock)
     cpu, wall = _cpu(), time.perf_counter()
     shots = run_job(VisualJob(info, DecodeOptions(), ShotOptions(), look=None)).shots
     shots_cpu, shots_wall = _cpu() - cpu, time.perf_counter() - wall

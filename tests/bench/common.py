@@ -7,10 +7,13 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -79,3 +82,20 @@ def fresh_db(server: str) -> str:
         c.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
     return base.set(database=name).render_as_string(hide_password=False)
+
+
+def thread_cpu(owner: Any, name: str, label: str, spent: dict[str, float], lock: threading.Lock) -> None:
+    """Wrap `owner.name` to add the calling thread's CPU seconds to `spent[label]`: a model's own
+    cost inside a run whose other threads share the cores (the models here run on the caller's
+    thread, one intra-op thread each)."""
+    inner: Callable[..., Any] = getattr(owner, name)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        t = time.thread_time()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            with lock:
+                spent[label] = spent.get(label, 0.0) + time.thread_time() - t
+
+    setattr(owner, name, wrapper)
