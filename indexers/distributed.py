@@ -25,8 +25,9 @@ first frames and keeps a long shot's frames on a grid fixed by the shot alone, s
 and looks are exactly those of one pass (bbb_10min in 60 s windows: all 150 shots, their signatures
 and looks equal; tests/indexers/test_visual.py on the trailer); a boundary two windows would place
 differently is the later window's, and the shot before it is looked at again. A resumed owner whose
-shots are stored (`RemoteLooks`) decodes the video once, picking each shot's frames, and sends them
-to a task per shot. Speech (`SpeechChunks`): the owner reads
+shots are stored sends a task per window too: each seeks to its window and looks inside the stored
+shots that begin there (`indexers.visual.look_window`), as one pass over them would. Speech
+(`SpeechChunks`): the owner reads
 the audio once, hears the first chunk with speech (the language) and sends every later chunk to a
 task: the same cues as one machine. These tasks write nothing: the owner gathers what they found in
 order and commits it with its stage, so a lost task is simply run again (`max_retries`) and a lost
@@ -41,8 +42,6 @@ import dataclasses
 import functools
 import logging
 import os
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,12 +52,10 @@ from indexers.shots import ShotResult
 from indexers.source import has_scheme, source_uri
 from indexers.transcript import Cue, TranscribeOptions, chunk_cues
 from indexers.visual import (
-    LookOptions,
-    ShotFrames,
     ShotLook,
     VisualJob,
     join_windows,
-    look_inside,
+    look_window,
     run_along,
     stream_rate,
     window_edges,
@@ -105,90 +102,25 @@ class _Split:
 
 
 @dataclass(frozen=True)
-class RemoteLooks(_Split):
-    """The vision stage of a long video as Ray tasks, one per shot (`indexers.visual.LookElsewhere`).
-    The owner's one decoding pass finds the shots and picks each one's frames as it would to look
-    at them itself; the frames go out as the shot is settled, and the models run on any node. At
-    most twice the cluster's CPUs of shots are out at once: the owner's decoding waits beyond that,
-    which bounds the frames held in the object store."""
-
-    def start(self, opts: LookOptions) -> _Looking:
-        import ray
-
-        bound = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-        return _Looking(_remote(_look_task, self.retries), opts, bound)
-
-
-class _Looking:
-    """One video's shots under way on the cluster; each look is fetched as soon as it is done, so
-    its task's frames are let go (`indexers.visual.Looking`).
-
-    Frames are sent from the thread that reads the owner's decoding pass, which waits while too many
-    are out. A Ray task lends its CPU to others only while its *main* thread waits on Ray, so the
-    owner's main thread, once its own work is done, waits here (`wait_while`) and not on that
-    thread: were every CPU held by an owner waiting otherwise, no look could ever run."""
-
-    def __init__(self, task: Any, opts: LookOptions, bound: int) -> None:
-        self.task, self.opts, self.bound = task, opts, bound
-        self.running: dict[Any, tuple[float, float]] = {}
-        self.looks: dict[tuple[float, float], ShotLook] = {}
-        self.lock = threading.Lock()
-
-    def send(self, start: float, end: float, frames: ShotFrames) -> None:
-        ref = self.task.remote(start, end, frames, self.opts)
-        with self.lock:
-            self.running[ref] = (start, end)
-        while len(self.running) > self.bound:
-            self._collect(1.0)
-
-    def _collect(self, timeout: float | None) -> None:
-        import ray
-
-        with self.lock:
-            refs = list(self.running)
-        if not refs:
-            time.sleep(timeout or 0.0)
-            return
-        done, _ = ray.wait(refs, num_returns=1, timeout=timeout)
-        for ref in done:
-            with self.lock:
-                shot = self.running.pop(ref, None)  # None: the other thread took it
-            if shot is not None:
-                self.looks[shot] = ray.get(ref)
-
-    def wait_while(self, busy: Callable[[], bool]) -> None:
-        while busy():
-            self._collect(1.0)
-
-    def gather(self, shots: list[tuple[float, float]], progress: Callable[[float], None]) -> list[ShotLook]:
-        total = len(self.running) + len(self.looks)
-        while self.running:
-            self._collect(None)
-            progress(len(self.looks) / max(total, 1))
-        missing = [shot for shot in shots if shot not in self.looks]
-        if missing:
-            raise RuntimeError(
-                f"{len(missing)} shots were never sent to be looked at (first at {missing[0][0]:.3f} s)"
-            )
-        return [dataclasses.replace(self.looks[shot], index=i) for i, shot in enumerate(shots)]
-
-
-@dataclass(frozen=True)
 class RemoteWindows(_Split):
     """The visual pass of a long video as Ray tasks, one per window
     (`indexers.visual.WindowsElsewhere`): each decodes its window from `indexers.visual.CONTEXT`
     seconds before it, finds the shots that begin there and looks inside them, on its node; the
-    owner joins them (`indexers.visual.join_windows`). Only shots and looks cross the network."""
+    owner joins them (`indexers.visual.join_windows`). When the shots are known already (a resumed
+    ingestion), each task looks inside the known shots that begin in its window
+    (`indexers.visual.look_window`). Only shots and looks cross the network."""
 
     def start(self, job: VisualJob) -> _Windows:
+        edges = window_edges(job.info.duration, self.window)
+        if job.known_shots is not None:
+            task = _remote(look_window, self.retries)
+            return _Windows(job, [task.remote(job, a, b) for a, b in edges])
         task = _remote(_window_task, self.retries)
         # the detector's rate measured once here, not again by every window
         job = dataclasses.replace(
             job, shots=dataclasses.replace(job.shots, rate=job.shots.rate or stream_rate(job))
         )
-        return _Windows(
-            job, [task.remote(job, a, b) for a, b in window_edges(job.info.duration, self.window)]
-        )
+        return _Windows(job, [task.remote(job, a, b) for a, b in edges])
 
 
 class _Windows:
@@ -198,13 +130,16 @@ class _Windows:
     def __init__(self, job: VisualJob, refs: list[Any]) -> None:
         self.job, self.refs = job, refs
 
-    def result(self, progress: Callable[[float], None]) -> tuple[ShotResult, list[ShotLook]]:
+    def result(self, progress: Callable[[float], None]) -> tuple[ShotResult | None, list[ShotLook]]:
         import ray
 
         parts = []
         for k, ref in enumerate(self.refs):
             parts.append(ray.get(ref))
             progress((k + 1) / len(self.refs))
+        if self.job.known_shots is not None:  # each window's looks, in the order of the shots
+            looks = [look for part in parts for look in part]
+            return None, [dataclasses.replace(look, index=i) for i, look in enumerate(looks)]
         return join_windows(self.job, parts)
 
 
@@ -239,17 +174,6 @@ def _hear_task(
     return list(chunk_cues(model, offset, samples, language, opts))
 
 
-def _look_task(start: float, end: float, frames: ShotFrames, opts: LookOptions) -> ShotLook:
-    """One shot looked inside (a Ray task), from the frames its owner picked."""
-    import torch
-
-    from indexers.vision import VisionOptions
-
-    vision = opts.vision or VisionOptions()
-    torch.set_num_threads(vision.threads)  # as the owner's own look would run
-    return look_inside(start, end, frames, opts, vision)
-
-
 def _ingest_task(where: Where, path: str, options: IngestOptions) -> dict[str, Any]:
     """One file (a path every node sees, or a URL), on whichever node Ray chose (a Ray task: runs
     in a worker process there)."""
@@ -273,19 +197,16 @@ def ingest_on_ray(
     options: IngestOptions,
     done: Callable[[str, IngestResult | None, str | None], None] | None = None,
     retries: int = RETRIES,
-    window: float | None = RemoteLooks.window,
+    window: float | None = RemoteWindows.window,
 ) -> list[IngestResult | MediaError]:
     """Ingest `paths` (paths or URLs) on the Ray cluster at `address` (`host:port` of its head, or
     `auto`), one task per file; a recording longer than two `window`s also sends out one task per
-    window for its shots and vision (`RemoteWindows`; per shot when its shots are known already:
-    `RemoteLooks`) and one per chunk of its audio for speech (`SpeechChunks`); None: one task per
-    file. `done(path, result, error)` as each finishes.
+    window for its shots and vision (`RemoteWindows`) and one per chunk of its audio for speech
+    (`SpeechChunks`); None: one task per file. `done(path, result, error)` as each finishes.
     Results in the order of `paths`: an `IngestResult`, or the `MediaError` that file met. A
     `ValueError` when the catalog is not one the nodes can share."""
     if window and options.look is not None and options.windows_elsewhere is None:
         options = dataclasses.replace(options, windows_elsewhere=RemoteWindows(window, retries))
-    if window and options.look is not None and options.look_elsewhere is None:
-        options = dataclasses.replace(options, look_elsewhere=RemoteLooks(window, retries))
     if window and options.hear_elsewhere is None:
         options = dataclasses.replace(options, hear_elsewhere=SpeechChunks(window, retries))
     if not where.database_url.startswith("postgresql"):

@@ -12,7 +12,6 @@ ingestion created, so the library is left as it was.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -49,7 +48,6 @@ from indexers.transcript import (
     transcript_elsewhere,
 )
 from indexers.visual import (
-    LookElsewhere,
     LookOptions,
     ShotLook,
     VisualJob,
@@ -98,11 +96,8 @@ class IngestOptions:
     windows_elsewhere: WindowsElsewhere | None = None
     """Where the visual pass of a long video runs, window by window (`indexers.distributed.
     RemoteWindows`: a Ray task per window decodes it, finds its shots and looks inside them); None,
-    or a video it does not want: here, in one decoding pass."""
-    look_elsewhere: LookElsewhere | None = None
-    """Where the shots of a long video are looked inside when they are known already (a resumed
-    ingestion; `indexers.distributed.RemoteLooks`: a Ray task per shot, fed the frames this
-    process's decoding pass picks for it); None, or a video it does not want: here."""
+    or a video it does not want: here, in one decoding pass. When the shots are stored already (a
+    resumed ingestion), each window's task looks inside those that begin in it."""
     memory: MemoryOptions = field(default_factory=MemoryOptions)
     """What the library's memory keeps of this video's shots, windows and cues (memory.gate)."""
     storage: StorageOptions = field(default_factory=StorageOptions)
@@ -318,11 +313,6 @@ def _run_stages(
         threading.Thread(target=_quietly, args=(text.load,), name="vidmem-warm-text", daemon=True).start()
     info = item.info if item.kind == "video" else None
     look = opts.look if info is not None and "vision" in pending else None
-    elsewhere = (
-        opts.look_elsewhere
-        if look and opts.look_elsewhere and opts.look_elsewhere.wanted(item.duration)
-        else None
-    )
     job = None
     if info is not None and ("shots" in pending or look is not None):
         job = VisualJob(
@@ -332,26 +322,20 @@ def _run_stages(
             opts.decoder,
             look=look,
             known_shots=None if "shots" in pending else record.shot_spans(),
-            send_frames=elsewhere is not None,
         )
     stage_progress = _StageCallbacks(progress)
     if job is not None:  # the one decoding pass starts now for both
         record.start("shots")
         record.start("vision")
     windows = None
-    if job is not None and job.look is not None and job.known_shots is None:
+    if job is not None and job.look is not None:
         split = opts.windows_elsewhere
         if split is not None and split.wanted(item.duration):  # a long video's pass, per window
-            windows, job, elsewhere = split.start(dataclasses.replace(job, send_frames=False)), None, None
-    # a long video's frames go out as the pass picks them, to be looked at elsewhere
-    looking = elsewhere.start(look) if elsewhere is not None and look is not None else None
-    on_frames = looking.send if looking is not None else None
-    shots_found = list(job.known_shots or []) if job is not None else []
+            windows, job = split.start(job), None
 
     def store_shots(found: ShotResult) -> None:  # in a worker: on its reader thread, once found
         record.write_shots(whole_shots(found, item, opts), item.duration)
         progress.finished("shots")
-        shots_found[:] = [(sh.start, sh.end) for sh in found.shots]
 
     def store_looks(looks: list[ShotLook]) -> None:
         record.write_vision(looks)
@@ -359,7 +343,7 @@ def _run_stages(
 
     visual: VisualWorker | None = None
     if job is not None and opts.workers:
-        visual = VisualWorker(job, stage_progress, store_shots, store_looks, on_frames)
+        visual = VisualWorker(job, stage_progress, store_shots, store_looks)
     try:
         if "transcript" in pending:
             on_transcript = progress.callback("transcript")
@@ -372,20 +356,17 @@ def _run_stages(
             record.write_transcript(transcribe(item, opts, cache, transcript_progress))
             progress.finished("transcript")
         if visual is not None:
-            if looking is not None:  # waiting on the looks, not on the worker (see RemoteLooks)
-                looking.wait_while(visual.running)
             visual.result()
         elif job is not None:  # in this process, after the transcript
-            run_job(job, stage_progress, store_shots, store_looks, on_frames)
+            run_job(job, stage_progress, store_shots, store_looks)
         elif windows is not None:
-            found, seen = windows.result(progress.callback("shots"))
-            store_shots(found)
+            found, seen = windows.result(progress.callback("shots" if "shots" in pending else "vision"))
+            if found is not None:
+                store_shots(found)
             store_looks(seen)
         if "shots" in pending and job is None and windows is None:  # no video: the root segment alone
             record.write_shots([], item.duration)
-        if looking is not None:
-            store_looks(looking.gather(shots_found, progress.callback("vision")))
-        elif "vision" in pending and windows is None and (job is None or job.look is None):
+        if "vision" in pending and windows is None and (job is None or job.look is None):
             record.write_vision([])
     finally:
         if visual is not None:

@@ -94,54 +94,25 @@ class ShotLook:
 
 
 ShotFrames = list[tuple[float, np.ndarray]]
-"""One shot's sampled frames, (time, RGB frame (H, W, 3) uint8), as they go to be looked at elsewhere."""
-
-
-class Looking(Protocol):
-    """The looks of one video under way elsewhere (`LookElsewhere.start`)."""
-
-    def send(self, start: float, end: float, frames: ShotFrames) -> None:
-        """One shot's frames, to be looked at as `look_inside` does; may wait while many are under way."""
-        ...
-
-    def wait_while(self, busy: Callable[[], bool]) -> None:
-        """Wait, from the ingesting thread, while `busy()` (the decoding pass is still sending),
-        gathering the looks that come back meanwhile."""
-        ...
-
-    def gather(self, shots: list[tuple[float, float]], progress: Callable[[float], None]) -> list[ShotLook]:
-        """The looks at `shots` (each sent before), in their order, reporting the share done."""
-        ...
-
-
-class LookElsewhere(Protocol):
-    """Looks inside the shots of a long video somewhere else (`indexers.distributed.RemoteLooks`: a
-    Ray task per shot). The decoding pass stays here, and picks each shot's frames exactly as it
-    does when it looks at them itself; only the frames go out, so what comes back is what this
-    process would have found."""
-
-    def wanted(self, duration: float) -> bool:
-        """Whether a video this long is looked at elsewhere (else in the one decoding pass, here)."""
-        ...
-
-    def start(self, opts: LookOptions) -> Looking:
-        """Ready to look at one video's shots."""
-        ...
+"""One shot's sampled frames, (time, RGB frame (H, W, 3) uint8)."""
 
 
 class Windows(Protocol):
     """One long video's visual pass under way elsewhere, window by window."""
 
-    def result(self, progress: Callable[[float], None]) -> tuple[ShotResult, list[ShotLook]]:
+    def result(self, progress: Callable[[float], None]) -> tuple[ShotResult | None, list[ShotLook]]:
         """The shots and the looks inside them, as one pass over the whole video finds them
-        (`join_windows`), reporting the share of windows done."""
+        (`join_windows`), reporting the share of windows done; when the shots were known (a resumed
+        ingestion), no shots and the looks inside the known ones, as `run_look` finds them."""
         ...
 
 
 class WindowsElsewhere(Protocol):
     """Runs the visual pass of a long video somewhere else, one task per window of it
     (`indexers.distributed.RemoteWindows`): each decodes its window, finds the shots that begin
-    there and looks inside them (`run_along` with a window); only shots and looks come back."""
+    there and looks inside them (`run_along` with a window), or, when the shots are known already,
+    seeks to its window and looks inside the known shots that begin there (`look_window`); only
+    shots and looks come back."""
 
     def wanted(self, duration: float) -> bool:
         """Whether a video this long is split into windows (else one pass, here)."""
@@ -162,9 +133,6 @@ class VisualJob:
     """Look inside the shots too (the vision stage); None: shots only."""
     known_shots: list[tuple[float, float]] | None = None
     """Shots already found (a resumed ingestion): skip detection, look inside these."""
-    send_frames: bool = False
-    """Look elsewhere: each shot's sampled frames go to `on_frames` instead of the models here
-    (`run_job`; from a `VisualWorker`, as messages), and no looks come back from this job."""
 
 
 def run_visual(job: VisualJob, progress: Callable[[float], None] | None = None) -> ShotResult:
@@ -188,30 +156,17 @@ Frame = Any
 """An RGB frame (H, W, 3) uint8, or a decoded `av.VideoFrame` converted to one when it is analysed."""
 
 
-FramesOut = Callable[[float, float, ShotFrames], None]
-"""Where the frames of a shot go when it is looked at elsewhere: (start, end, frames)."""
-
-
 class _Looker:
     """Looks inside shots on a pool of `opts.workers` threads (the models release the GIL) while the
     caller goes on decoding; `submit` waits for the oldest shot when that many are under way, which
-    bounds the frames held. Results are keyed by the shot's (start, end). With `send`, each shot's
-    frames go there instead (as RGB arrays) and nothing is looked at here."""
+    bounds the frames held. Results are keyed by the shot's (start, end)."""
 
     def __init__(
-        self,
-        opts: LookOptions,
-        vision: Any,
-        size: tuple[int, int] | None,
-        progress: Callable[[], None],
-        send: FramesOut | None = None,
+        self, opts: LookOptions, vision: Any, size: tuple[int, int] | None, progress: Callable[[], None]
     ) -> None:
-        self.opts, self.vision, self.size, self.progress, self.send = opts, vision, size, progress, send
+        self.opts, self.vision, self.size, self.progress = opts, vision, size, progress
         self.looks: dict[tuple[float, float], ShotLook] = {}
         self.running: deque[tuple[tuple[float, float], Future[ShotLook]]] = deque()
-        self.sent: set[tuple[float, float]] = set()
-        if send is not None:
-            return
         import torch
 
         from indexers.vision import VisionOptions
@@ -224,11 +179,6 @@ class _Looker:
         self.pool = ThreadPoolExecutor(opts.workers, thread_name_prefix="vidmem-look")
 
     def submit(self, start: float, end: float, got: list[tuple[float, Frame]]) -> None:
-        if self.send is not None:
-            self.send(start, end, [(t, self._rgb(f)) for t, f in got])
-            self.sent.add((start, end))
-            self.progress()
-            return
         self.running.append(((start, end), self.pool.submit(self._look, start, end, got)))
         while len(self.running) > self.opts.workers:
             self._collect()
@@ -244,8 +194,6 @@ class _Looker:
         return self.looks
 
     def close(self) -> None:
-        if self.send is not None:
-            return
         import torch
 
         for _, f in self.running:
@@ -323,13 +271,12 @@ def run_look(
     progress: Callable[[float], None] | None = None,
     vision: Any = None,
     seek_beyond: float = 0.0,
-    send: FramesOut | None = None,
 ) -> list[ShotLook]:
     """Look inside every shot: one pass over the video, each shot analysed as soon as its frames are
     in. `opts.workers` shots are analysed at once, on threads (the models release the GIL), while
     this thread goes on decoding. `vision`: the `indexers.vision.VisionOptions` (the defaults when
-    None). `seek_beyond`: see `sample_frames` (for a few shots spread over a long video). `send`:
-    each shot's frames go there instead of being looked at (nothing is returned)."""
+    None). `seek_beyond`: see `sample_frames` (for a few shots spread over a long video, or shots
+    that begin far into it)."""
     times, owner = sample_times(shots, opts)
     done = 0
 
@@ -339,7 +286,7 @@ def run_look(
         if progress:
             progress(done / len(shots))
 
-    looker = _Looker(opts, vision, look_size(info, opts.max_side), advanced, send)
+    looker = _Looker(opts, vision, look_size(info, opts.max_side), advanced)
     try:
         pending: list[tuple[float, Frame]] = []
         current = 0
@@ -357,7 +304,7 @@ def run_look(
         looker.close()
     if progress:
         progress(1.0)
-    return [] if send else _in_order(shots, looks)
+    return _in_order(shots, looks)
 
 
 class _Along:
@@ -468,11 +415,9 @@ def run_along(
     job: VisualJob,
     progress: StageProgress,
     on_shots: Callable[[ShotResult], None] | None = None,
-    send: FramesOut | None = None,
     window: tuple[float, float] | None = None,
 ) -> tuple[ShotResult, list[ShotLook]]:
-    """Shots and the look inside them from one decoding pass (see `_Along`); with `send`, each
-    shot's frames go there instead, and no looks come back.
+    """Shots and the look inside them from one decoding pass (see `_Along`).
 
     `window` (start, end): one window of a long video (`indexers.distributed.RemoteWindows`). The
     pass decodes from `CONTEXT` seconds before `start` and stops once a boundary at or after `end`
@@ -488,7 +433,7 @@ def run_along(
         if along is not None:
             progress("vision", min(0.99, along.open / max(duration, 1e-6)))
 
-    looker = _Looker(job.look, None, look_size(info, job.look.max_side), advanced, send)
+    looker = _Looker(job.look, None, look_size(info, job.look.max_side), advanced)
     try:
         along = _Along(info, job.look, looker, window)
         decode, detecting = job.decode, job.shots
@@ -506,7 +451,7 @@ def run_along(
         if on_shots:
             on_shots(found)
         shots = [(sh.start, sh.end) for sh in found.shots]
-        submitted = set(looker.looks) | {key for key, _ in looker.running} | looker.sent
+        submitted = set(looker.looks) | {key for key, _ in looker.running}
         missing = []
         for start, end in shots:
             if (start, end) in submitted:
@@ -519,11 +464,9 @@ def run_along(
     finally:
         looker.close()
     if missing:  # settled boundaries the final picks moved, or a decoder that could not feed the tap
-        again = run_look(info, missing, job.look, seek_beyond=2 * SETTLE, send=send)
-        if not send:
-            looks.update(zip(missing, again, strict=True))
+        looks.update(zip(missing, run_look(info, missing, job.look, seek_beyond=2 * SETTLE), strict=True))
     progress("vision", 1.0)
-    return found, [] if send else _in_order(shots, looks)
+    return found, _in_order(shots, looks)
 
 
 def stream_rate(job: VisualJob) -> float:
@@ -531,6 +474,15 @@ def stream_rate(job: VisualJob) -> float:
     the mean over the stream's first batch, decoded again here."""
     first = next(iter(stream_frames(job.info, job.decode, job.decoder)), None)
     return rate_of(first.times) if first is not None and len(first.times) > 1 else 1.0
+
+
+def look_window(job: VisualJob, start: float, end: float) -> list[ShotLook]:
+    """The looks inside the known shots (`job.known_shots`) that begin in the window [start, end),
+    as `run_look` over all of them finds them, from a pass that seeks to the window's first shot
+    (a resumed ingestion's vision stage, one task per window: `indexers.distributed.RemoteWindows`)."""
+    assert job.look is not None and job.known_shots is not None
+    shots = [(a, b) for a, b in job.known_shots if start <= a < end]
+    return run_look(job.info, shots, job.look, seek_beyond=2 * SETTLE) if shots else []
 
 
 def window_edges(duration: float, window: float) -> list[tuple[float, float]]:
@@ -612,20 +564,13 @@ def run_job(
     progress: StageProgress | None = None,
     on_shots: Callable[[ShotResult], None] | None = None,
     on_looks: Callable[[list[ShotLook]], None] | None = None,
-    on_frames: FramesOut | None = None,
 ) -> VisualResult:
     """The whole visual pass in this process: shots (unless known) and what is inside them, from
-    one decoding pass when both are asked for. With `job.send_frames`, each shot's sampled frames go
-    to `on_frames` as they are picked, and the looks stay None."""
+    one decoding pass when both are asked for."""
     report: StageProgress = progress or (lambda stage, fraction: None)
-    send = on_frames if job.send_frames else None
-    if job.send_frames and send is None:
-        raise ValueError("a job that sends its frames needs on_frames")
     result = None
     if job.known_shots is None and job.look is not None:  # one decoding pass for both
-        result, seen = run_along(job, report, on_shots, send)
-        if send:
-            return VisualResult(result, None)
+        result, seen = run_along(job, report, on_shots)
         if on_looks:
             on_looks(seen)
         return VisualResult(result, seen)
@@ -638,9 +583,7 @@ def run_job(
         shots = job.known_shots
     looks = None
     if job.look is not None:
-        looks = run_look(job.info, shots, job.look, lambda f: report("vision", f), send=send)
-        if send:
-            return VisualResult(result, None)
+        looks = run_look(job.info, shots, job.look, lambda f: report("vision", f))
         if on_looks:
             on_looks(looks)
     return VisualResult(result, looks)
@@ -660,14 +603,8 @@ class VisualWorker:
         progress: StageProgress | None = None,
         on_shots: Callable[[ShotResult], None] | None = None,
         on_looks: Callable[[list[ShotLook]], None] | None = None,
-        on_frames: FramesOut | None = None,
     ) -> None:
-        self._progress, self._on_shots, self._on_looks, self._on_frames = (
-            progress,
-            on_shots,
-            on_looks,
-            on_frames,
-        )
+        self._progress, self._on_shots, self._on_looks = progress, on_shots, on_looks
         self._result = VisualResult(None, None)
         self._done = False
         self.error: BaseException | None = None
@@ -707,9 +644,6 @@ class VisualWorker:
                     if self._on_looks:
                         self._on_looks(value)
                     self._result.looks = value
-                elif kind == "frames":
-                    if self._on_frames:
-                        self._on_frames(*value)
                 elif kind == "done":
                     self._done = True
                     return
@@ -732,10 +666,6 @@ class VisualWorker:
     @property
     def pid(self) -> int:
         return self._proc.pid
-
-    def running(self) -> bool:
-        """Whether the worker is still sending (progress, results, frames)."""
-        return self._reader.is_alive()
 
     def result(self) -> VisualResult:
         self._reader.join()
@@ -761,8 +691,8 @@ class VisualWorker:
 
 
 def _worker_main(fd: int) -> None:
-    """The child: a pickled VisualJob on stdin; progress, the shots, the looks (or each shot's frames,
-    when the job sends them), then `done` (or the error) on `fd`."""
+    """The child: a pickled VisualJob on stdin; progress, the shots, the looks, then `done` (or the
+    error) on `fd`."""
     _die_with_parent()
     from indexers.heap import steady_heap
 
@@ -789,7 +719,6 @@ def _worker_main(fd: int) -> None:
             progress,
             lambda r: conn.send(("shots", r)),
             lambda looks: conn.send(("looks", looks)),
-            lambda start, end, frames: conn.send(("frames", (start, end, frames))),
         )
         conn.send(("done", None))
     except MediaError as e:

@@ -279,7 +279,7 @@ def scale_md() -> str:
     parts = ["# Scale-out: the measured figures", ""]
     for name, title in (
         ("ray", "Ray ingestion"),
-        ("ray_windows", "Ray: one long video's vision per window"),
+        ("ray_windows", "Ray: one long video split into tasks"),
         ("pgvector", "pgvector against FAISS"),
         ("capacity", "Capacity model"),
     ):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import shutil
 import signal
@@ -31,7 +30,7 @@ from sqlalchemy import func, select
 from indexers import ingest
 from indexers.captions import CaptionOptions
 from indexers.decode import probe
-from indexers.distributed import RemoteLooks, RemoteWindows, SpeechChunks, Where, ingest_on_ray
+from indexers.distributed import RemoteWindows, SpeechChunks, Where, ingest_on_ray
 from indexers.pipeline import IngestOptions
 from indexers.source import StorageOptions, media_source
 from indexers.transcript import TranscribeOptions
@@ -224,39 +223,63 @@ def test_urls_go_to_the_cluster_one_task_each_with_the_rows_of_one_machine(
         store.close()
 
 
-@pytest.mark.parametrize("split", ["windows", "shots"])
+class _Killed(BaseException):
+    """Stops an ingestion as a kill does: not an Exception, so nothing it wrote is cleaned up."""
+
+
+def _killed_once_shots_are_stored(store: Store, path: Path, options: IngestOptions, cache: Path) -> None:
+    """Ingest `path` and stop as a killed process would once its shots are stored and its vision is
+    not (speech is heard first, and the visual pass runs in this process: `workers=False`)."""
+
+    def report(stage: str, fraction: float) -> None:
+        if stage == "vision":
+            with store.session() as s:
+                if "shots" in s.scalars(select(IngestJob.stages_done)).one():
+                    raise _Killed
+
+    with pytest.raises(_Killed):
+        ingest(store, path, dataclasses.replace(options, workers=False), cache_dir=cache, progress=report)
+    with store.session() as s:
+        assert set(s.scalars(select(IngestJob.stages_done)).one()) == {"shots", "transcript"}
+        assert s.scalar(select(func.count()).select_from(Tag)) == 0
+
+
+@pytest.mark.parametrize("split", ["windows", "known shots"])
 def test_a_long_videos_visual_pass_is_split_and_a_lost_task_is_run_again(
     split: str, cluster: str, pgvector_url: str, tmp_path: Path, model_cache: Path
 ) -> None:
     """The Big Buck Bunny trailer (55 s) with 10 s windows. `windows` (what a fresh ingestion
     does): a task per window decodes it from 20 s before, finds the shots that begin in it and looks
-    inside them; the owner joins them. `shots` (what a resumed one whose shots are known does; here
-    with windows off): the owner decodes the video once, picking each shot's frames, and each shot's
-    frames are looked at by a task of its own. A node is lost while it runs such a task; the job
-    completes, and the shots and vision rows are exactly those of the default single-machine
-    ingestion (one pass that looks as it goes)."""
+    inside them; the owner joins them. `known shots` (what an ingestion resumed after its shots were
+    stored does): a task per window seeks to it and looks inside the stored shots that begin there.
+    A node is lost while it runs such a task; the job completes, and the shots and vision rows are
+    exactly those of the same ingestion on a single machine (fresh: one pass that looks as it goes;
+    resumed: one pass over the stored shots)."""
     trailer = shared("bbb_trailer.mp4")
     options = IngestOptions(library="ray", captions=CaptionOptions(llm=None), look=LookOptions(workers=1))
-    assert RemoteLooks(10.0).wanted(probe(media_source(trailer)).duration)
-    task = "_window_task"
-    if split == "shots":
-        options, task = dataclasses.replace(options, windows_elsewhere=RemoteWindows(math.inf)), "_look_task"
+    assert RemoteWindows(10.0).wanted(probe(media_source(trailer)).duration)
+    task = "_window_task" if split == "windows" else "look_window"
 
     alone = Store(tmp_path / "alone")  # one machine, SQLite: what the cluster must equal
+    if split == "known shots":
+        _killed_once_shots_are_stored(alone, trailer, options, model_cache)
     ingest(alone, trailer, options, cache_dir=model_cache)
     expected = _vision(alone)
     alone.close()
     assert len(expected["shots"]) >= 10 and expected["texts"] and expected["tags"]
 
     where = Where(str(tmp_path / "node-home"), pgvector_url, "postgres", str(model_cache))
+    store = Store(tmp_path / "driver", pgvector_url, index="postgres")
+    if split == "known shots":
+        _killed_once_shots_are_stored(store, trailer, options, model_cache)
     run = _Ingesting(cluster, where, [trailer], options, 600, window=10.0)
     worker, raylet = run.running(task)
-    os.kill(raylet, signal.SIGKILL)  # the node is lost while it decodes a window or looks at a shot
+    os.kill(raylet, signal.SIGKILL)  # the node is lost while it decodes a window or looks inside one
     os.kill(worker, signal.SIGKILL)
     results = run.finish(900)
     assert len(results) == 1 and not isinstance(results[0], Exception), results
+    assert results[0].resumed == (split == "known shots")
 
-    store = Store(tmp_path / "driver", pgvector_url, index="postgres")
     try:
         got = _vision(store)
         vectors, want = got.pop("vectors"), expected.pop("vectors")

@@ -303,6 +303,34 @@ def test_a_long_videos_windows_joined_are_one_pass_over_it(monkeypatch: pytest.M
     assert all(spans[i - 1][0] - 0.02 <= a <= b < spans[i - 1][1] for a, b in look.spans)
 
 
+def test_known_shots_looked_at_window_by_window_are_one_pass_over_them() -> None:
+    """A resumed ingestion's vision split into 10 s windows (`look_window`, as a Ray task runs each
+    one): each window looks inside the stored shots that begin in it, seeking to the later ones, and
+    together they find exactly the looks of one pass over all the shots."""
+    from indexers.visual import look_window, run_look, run_visual, window_edges
+
+    job = job_for(shared("bbb_trailer.mp4"), LookOptions(workers=1))
+    shots = [(s.start, s.end) for s in run_visual(job).shots]
+    job.known_shots = shots
+    assert job.look is not None
+    whole = run_look(job.info, shots, job.look)
+    parts = [look_window(job, a, b) for a, b in window_edges(job.info.duration, 10.0)]
+    assert [len(p) for p in parts] == [
+        sum(a <= s < b for s, _ in shots) for a, b in window_edges(job.info.duration, 10.0)
+    ]
+    seen = [look for part in parts for look in part]
+    assert len(seen) == len(whole) >= 10 and any(lk.texts for lk in whole)
+    for a, b in zip(seen, whole, strict=True):
+        assert (a.texts, a.labels, a.faces, a.people, a.spans) == (
+            b.texts,
+            b.labels,
+            b.faces,
+            b.people,
+            b.spans,
+        )
+        np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-5)
+
+
 def test_seeking_to_sparse_times_gives_the_frames_of_one_sequential_pass() -> None:
     from indexers.decode import sample_frames
 
