@@ -16,8 +16,10 @@ Two captioners, chosen by name (`CAPTIONERS`):
   (on-screen text, then the words spoken) -- no model call per shot, because a 2-hour video has ~1500
   shots. Scenes, chapters and the summary are condensed by the embedded LLM (`memory.runtime.llm`) in
   batches. SmolLM2-135M invents things, so every generated caption passes a grounding guard: a
-  sentence with a content word that is not in the text the LLM was given is dropped, and when nothing
-  survives the extractive summary of the span is used instead. With `llm=None` every higher level is
+  sentence with a content word that is not in the text the LLM was given is dropped, and so is one
+  that joins words no sentence of that text joins ("the rabbit is a bird" from "a big rabbit" and
+  "a small bird sits on a branch"); when nothing survives, the extractive summary of the span is
+  used instead. With `llm=None` every higher level is
   that extractive summary.
 - `openai-vlm`: shot captions from the shot's keyframes, sent as images to a vision-language model
   behind an OpenAI-compatible endpoint (e.g. vLLM serving Qwen2.5-VL); the higher levels are condensed
@@ -36,6 +38,7 @@ from __future__ import annotations
 import base64
 import bisect
 import dataclasses
+import itertools
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -512,6 +515,8 @@ def _supported(word: str, support: set[str]) -> bool:
 
 
 _SENTENCE = re.compile(r"(?:(?<=[.!?…])|(?<=[.!?…][\"”')]))\s+|\n+")  # a closing quote may follow
+_CLAUSE = re.compile(r"[;:]|\b(?:and|but|while|then|also|or)\b", re.IGNORECASE)
+"""Where a generated sentence may join facts from different sentences of its source."""
 _PREAMBLE = re.compile(r"^\s*(?:[-*•]|\d+[.)]|caption\s*:|summary\s*:|here is[^:]*:)\s*", re.IGNORECASE)
 
 
@@ -528,15 +533,31 @@ def _unrepeat(sentence: str) -> str:
     return ", ".join(clauses.values()) + end
 
 
-def ground(generated: str, source: str, cut: bool = False) -> tuple[str, int]:
+def _joined(sentence: str, units: list[set[str]]) -> bool:
+    """Whether every two content words next to each other in a clause of `sentence` are supported by
+    one sentence of the source (`units`: the support of each): a clause may restate a fact, not weld
+    two facts into a third. Clauses split at "and", "but", ";", ":"... where joining is said."""
+    for clause in _CLAUSE.split(sentence):
+        words = _content_words(clause)
+        for a, b in itertools.pairwise(words):
+            if a != b and not any(_supported(a, u) and _supported(b, u) for u in units):
+                return False
+    return True
+
+
+def ground(generated: str, source: str, cut: bool = False, pairs: bool = True) -> tuple[str, int]:
     """The sentences of `generated` whose content words all occur in `source` (after lower-casing and
     suffix stripping), and how many sentences were dropped. Framing words ("shows", "speaker") and
-    stop words need no support; numbers must match exactly. A repeated sentence or clause is dropped
+    stop words need no support; numbers must match exactly. Within a clause, two content words next
+    to each other must also occur in one sentence of `source` (`_joined`): true words recombined into
+    a false statement ("the rabbit is a bird") are dropped. A repeated sentence or clause is dropped
     silently: small LLMs loop. With `cut` (the reply ran into its token limit) an unfinished last
     sentence is dropped too: a fragment such as "The Great American West is a style" is a half-claim.
-    Word support cannot catch true words recombined into a false statement; the prompt's "only the
-    facts given" and short limits are what keep that rare."""
+    Two facts joined by "and" pass, true or not together; the prompt's "only the facts given" and
+    short limits are what keep that rare. `pairs=False`: words alone (the guard before the pair rule,
+    for bench_captions)."""
     support = _support(source)
+    units = [_support(unit) for unit in _SENTENCE.split(source) if unit.strip()]
     kept: list[str] = []
     dropped = 0
     seen: set[str] = set()
@@ -556,7 +577,11 @@ def ground(generated: str, source: str, cut: bool = False) -> tuple[str, int]:
         if key in seen:
             continue
         seen.add(key)
-        if content and all(_supported(w, support) for w in content):
+        if (
+            content
+            and all(_supported(w, support) for w in content)
+            and (not pairs or _joined(sentence, units))
+        ):
             kept.append(sentence)
         else:
             dropped += 1

@@ -256,6 +256,26 @@ def test_guard_drops_invented_sentences_and_numbers() -> None:
     assert ground("Caption: Mixing. Mixing.", facts) == ("Mixing.", 0)  # preamble and loops go
 
 
+def test_guard_drops_true_words_welded_into_a_false_statement() -> None:
+    """What SmolLM2 wrote for the demo's first chapter: every word is in its input, but no sentence
+    of the input joins "meadow" to "bird" or "rabbit" to "bird". Facts restated, or two facts joined
+    by "and", pass; the words-only rule (`pairs=False`) let the weld through."""
+    parts = "\n".join(
+        [
+            'Says: "Welcome to the Meadow, our story follows a big rabbit, who lives under an old tree."',
+            'Says: "A small bird sits on a branch, and the forest slowly wakes up in the morning light."',
+            'Says: "The rabbit stretches, yorns, and steps out of his barota, greet the sunshine."',
+        ]
+    )
+    welded = "The Meadow, a small bird, is a rabbit, and the rabbit is a bird. The rabbit is a bird."
+    assert ground(welded, parts) == ("", 2)
+    assert ground(welded, parts, pairs=False) == (welded, 0)
+    assert ground("The big rabbit sits on a branch.", parts) == ("", 1)
+    faithful = "A big rabbit lives under an old tree. A small bird sits on a branch and the forest wakes up."
+    assert ground(faithful, parts) == (faithful, 0)
+    assert ground("The rabbit stretches and greets the sunshine.", parts)[1] == 0
+
+
 def test_invented_llm_caption_is_replaced_by_facts() -> None:
     shots, scenes, chapters = lab_video()
     invented = "A chemist in Paris mixes blue paint."
