@@ -1,4 +1,4 @@
-"""The README's first command: make a real-looking sample, ingest it, show it, search it.
+"""The README's first command: make a real-looking sample, ingest it, show it, search it, ask it.
 
 The film is Big Buck Bunny (Blender Foundation, CC-BY 3.0), fetched from the PyPI sdist of
 moviepy 2.2.1, which ships it among its docs; a narrator (espeak-ng) speaks known lines over it at
@@ -30,6 +30,9 @@ NARRATION: tuple[tuple[float, str], ...] = (
 )
 LENGTH = 160.0  # seconds of film used
 QUERIES = ("butterfly flying past the rabbit", "rodents planning a prank")
+QUESTION = "Where do the rodents hide?"
+"""Asked after the searches: answered by the configured answer engine (extractive by default), with
+the moments it cites."""
 
 
 def speech_mix(music: str, first_voice: int, offsets: Sequence[float]) -> str:
@@ -163,7 +166,10 @@ def run_demo(cfg: Settings, workdir: Path, out: Console, err: Console) -> None:
     from memory import Store
     from memory.runtime.text import SentenceEmbedder
     from reasoning import SearchOptions, search
+    from reasoning.answer import ask
+    from reasoning.reader import Reading
     from service.cli import print_timeline, stage_progress
+    from service.settings import make_answer_engine
 
     sample, lines = make_sample(workdir, err)
     out.print(
@@ -185,4 +191,20 @@ def run_demo(cfg: Settings, workdir: Path, out: Console, err: Console) -> None:
                 f"  [cyan]{hms(m.start)} - {hms(m.end)}[/cyan]  score {m.score:.4f}  {escape(m.text[:100])}",
                 highlight=False,
             )
-    out.print(f'\nTry: vidmem search "..." --library demo --home {cfg.home}', highlight=False)
+    out.print(f"\n[bold]ask[/bold] {QUESTION!r}", highlight=False)
+    answer = ask(store, QUESTION, make_answer_engine(cfg, embedder), "demo", embedder=embedder)
+    out.print(f"  {escape(answer.answer)}", highlight=False)
+    for c in answer.citations:
+        out.print(f"  cites [cyan]{hms(c.start)} - {hms(c.end)}[/cyan]  video {c.video_id}", highlight=False)
+    read = answer.reading
+    tail = (
+        f", read {len(read.read)} of {read.candidates}, exit: {read.exit}"
+        if isinstance(read, Reading)
+        else ""
+    )
+    out.print(f"  [dim]engine {escape(answer.engine)}{escape(tail)}[/dim]", highlight=False)
+    out.print(
+        f'\nTry: vidmem search "..." --library demo --home {cfg.home}\n'
+        f'     vidmem ask "..." --library demo --home {cfg.home}',
+        highlight=False,
+    )

@@ -1,6 +1,7 @@
 """The README's first command runs the main job: `vidmem demo` makes a 2:40 film with narration at
-known times, ingests it, prints the timeline and searches it. The searches must land on the
-narrated moments (the lines and their times come from service.demo.NARRATION)."""
+known times, ingests it, prints the timeline, searches it and asks it a question. The searches must
+land on the narrated moments, and the answer must cite the moment that holds it (the lines and
+their times come from service.demo.NARRATION)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 from pathlib import Path
 
 from kernels.timecode import parse_hms
-from service.demo import NARRATION, QUERIES
+from service.demo import NARRATION, QUERIES, QUESTION
 
 
 def test_demo_ingests_shows_and_finds_the_narrated_moments(tmp_path: Path) -> None:
@@ -40,3 +41,11 @@ def test_demo_ingests_shows_and_finds_the_narrated_moments(tmp_path: Path) -> No
         assert start - 2.0 <= spoken_at <= end + 1.0, (
             f"{query!r}: best moment {start}-{end}, spoken at {spoken_at}"
         )
+    # the question is answered from the rodents' line, citing where it is said (extractive: the
+    # embedded default; the words are the speech recogniser's)
+    block = out.split(f"ask {QUESTION!r}", 1)[1]
+    assert "behind the rocks" in block, block
+    cited = re.findall(r"cites (\d\d:\d\d:\d\d) - (\d\d:\d\d:\d\d)", block)
+    assert cited, block
+    assert any(parse_hms(a) - 2.0 <= NARRATION[4][0] <= parse_hms(b) + 1.0 for a, b in cited), cited
+    assert "engine extractive" in block
