@@ -175,6 +175,20 @@ def test_ingesting_with_and_without_the_worker_gives_the_same_rows(
     assert got[True][1], "no transcript"
 
 
+def _assert_same_looks(got: list[ShotLook], want: list[ShotLook]) -> None:
+    """The same findings in every shot: texts, labels, faces, people, spans; vectors within 1e-5."""
+    assert len(got) == len(want)
+    for a, b in zip(got, want, strict=True):
+        assert (a.texts, a.labels, a.faces, a.people, a.spans) == (
+            b.texts,
+            b.labels,
+            b.faces,
+            b.people,
+            b.spans,
+        )
+        np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-5)
+
+
 def _sampled(shot: tuple[float, float]) -> int:
     from indexers.visual import sample_times
 
@@ -268,15 +282,7 @@ def test_a_long_videos_windows_joined_are_one_pass_over_it(monkeypatch: pytest.M
     for a, b in zip(joined.shots, whole.shots, strict=True):
         np.testing.assert_allclose(a.signature, b.signature, atol=1e-6)
     assert [lk.index for lk in seen] == list(range(len(looks)))
-    for a, b in zip(seen, looks, strict=True):
-        assert (a.texts, a.labels, a.faces, a.people, a.spans) == (
-            b.texts,
-            b.labels,
-            b.faces,
-            b.people,
-            b.spans,
-        )
-        np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-5)
+    _assert_same_looks(seen, looks)
 
     # a later window places its first boundary 0.5 s later than the window before it did: that
     # boundary is the later window's, and the shot before it is looked at again, alone
@@ -320,15 +326,7 @@ def test_known_shots_looked_at_window_by_window_are_one_pass_over_them() -> None
     ]
     seen = [look for part in parts for look in part]
     assert len(seen) == len(whole) >= 10 and any(lk.texts for lk in whole)
-    for a, b in zip(seen, whole, strict=True):
-        assert (a.texts, a.labels, a.faces, a.people, a.spans) == (
-            b.texts,
-            b.labels,
-            b.faces,
-            b.people,
-            b.spans,
-        )
-        np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-5)
+    _assert_same_looks(seen, whole)
 
 
 def test_seeking_to_sparse_times_gives_the_frames_of_one_sequential_pass() -> None:
