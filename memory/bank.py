@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import zip_longest
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 from sqlalchemy import delete, func, select, update
@@ -333,18 +333,25 @@ def forget(s: Session, library_id: int) -> None:
     s.add(IndexEpoch(library_id=library_id))
 
 
-def occurrences(
-    s: Session, hits: Iterable[int], query: tuple[str, np.ndarray] | None = None
-) -> dict[int, list[tuple[str, float, float]]]:
-    """Per hit row id that is a live slot's exemplar: every unit its slot stands for (video id,
-    start, end), its own included. Other rows are not in the answer.
+class UnitScore(NamedTuple):
+    similarity: float
+    """Of the unit's own best row to the query (-2 when not scored)."""
+    video: str
+    start: float
+    end: float
 
-    In video and time order; with `query` (a vector space and the query's vector in it), the units
-    most like the query first, each scored by its own rows in that space (kept in SQL when the
-    memory folded it): a slot that stands for two returning camera set-ups answers with the one
-    asked about first. Either way the videos take turns (each one's first unit, then each one's
-    second...), so a slot with fifty places in one recording still names every other recording it
-    was seen in among its first places."""
+
+def unit_scores(
+    s: Session, hits: Iterable[int], query: tuple[str, np.ndarray] | None = None, folded: bool = False
+) -> dict[int, list[UnitScore]]:
+    """Per hit row id that is a live slot's exemplar: every unit its slot stands for, its own
+    included, in video and time order. Other rows are not in the answer. `folded`: only the units
+    that folded into a slot as the same thing seen again, not its exemplar nor the units that joined
+    it through a merge of slots (a full bank merges its nearest pair, alike or not).
+
+    With `query` (a vector space and the query's vector in it), each unit's similarity is that of its
+    own best row in that space (kept in SQL when the memory folded it); -2 without a query, or
+    (unless `folded`) when no hit's slot stands for more than one unit."""
     wanted = list(hits)
     if not wanted:
         return {}
@@ -353,11 +360,12 @@ def occurrences(
         .add_columns(MemoryUnit.kind, MemoryUnit.segment_id)
         .join(MemorySlot, MemorySlot.id == EmbeddingRow.slot_id)
         .join(MemoryUnit, MemoryUnit.slot_id == MemorySlot.id)
-        .where(EmbeddingRow.id.in_(wanted), MemorySlot.state == "live", MemoryUnit.action != "skip")
+        .where(EmbeddingRow.id.in_(wanted), MemorySlot.state == "live")
+        .where(MemoryUnit.action == "fold" if folded else MemoryUnit.action != "skip")
         .order_by(MemoryUnit.video_id, MemoryUnit.start)
     ).all()
     score: dict[tuple[str, int], float] = {}
-    if query is not None and max(Counter(r[0] for r in rows).values(), default=0) > 1:
+    if query is not None and rows and (folded or max(Counter(r[0] for r in rows).values()) > 1):
         space, q = query
         segments = {r.segment_id for r in rows if r.kind == "shot" and r.segment_id is not None}
         singles = {r.row_id for r in rows if r.kind != "shot" or r.segment_id is None}
@@ -371,13 +379,27 @@ def occurrences(
             sim = float(np.frombuffer(blob, np.float32) @ q)
             key = ("row", rid) if rid in singles else ("segment", segment or -1)
             score[key] = max(score.get(key, -2.0), sim)
-    out: dict[int, list[tuple[float, str, float, float]]] = {}
+    out: dict[int, list[UnitScore]] = {}
     for hit, video, start, end, row_id, kind, segment in rows:
         key = ("segment", segment) if kind == "shot" and segment is not None else ("row", row_id)
-        out.setdefault(hit, []).append((-score.get(key, -2.0), video, start, end))
+        out.setdefault(hit, []).append(UnitScore(score.get(key, -2.0), video, start, end))
+    return out
+
+
+def occurrences(
+    s: Session, hits: Iterable[int], query: tuple[str, np.ndarray] | None = None
+) -> dict[int, list[tuple[str, float, float]]]:
+    """Per hit row id that is a live slot's exemplar: every unit its slot stands for (video id,
+    start, end), its own included. Other rows are not in the answer.
+
+    In video and time order; with `query` (a vector space and the query's vector in it), the units
+    most like the query first, each scored by its own rows in that space (`unit_scores`): a slot
+    that stands for two returning camera set-ups answers with the one asked about first. Either way
+    the videos take turns (each one's first unit, then each one's second...), so a slot with fifty
+    places in one recording still names every other recording it was seen in among its first places."""
     return {
-        hit: take_turns([(v, a, b) for _, v, a, b in sorted(places, key=lambda p: p[0])])
-        for hit, places in out.items()
+        hit: take_turns([(u.video, u.start, u.end) for u in sorted(units, key=lambda u: -u.similarity)])
+        for hit, units in unit_scores(s, hits, query).items()
     }
 
 

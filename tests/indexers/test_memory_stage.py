@@ -228,3 +228,63 @@ def test_a_merged_slide_is_still_found_by_its_own_words(
     (found, *_) = search(store, "questions and answers", library="w", options=SearchOptions(level="shot"))
     assert found.start == pytest.approx(second[0], abs=0.2)
     assert [a for _, a, _ in found.also] == pytest.approx([first[0]], abs=0.2)
+
+
+def test_a_slot_ranks_as_the_best_unit_folded_into_it(
+    sqlite_store: Store, slide_clip: media.SlideClip, model_cache: Path
+) -> None:
+    """The index holds one unit of a slot (its exemplar). A look nearer the footage than that
+    exemplar, but nearest the slide folded into its slot, ranks the slot first: the search scores a
+    slot among its candidates by the best of the units folded into it, each by its own rows in SQL."""
+    from indexers.pipeline import regate
+    from memory.gate import MemoryOptions, unit_vector
+    from reasoning.search import _dense, _scope
+
+    store = sqlite_store
+    vid = ingest(store, slide_clip.path, IngestOptions(library="r"), cache_dir=model_cache).video_id
+    space = "visual:efficientnet-lite0"
+
+    def rows_at(t: float) -> tuple[list[int], np.ndarray]:
+        with store.session() as s:
+            got = s.execute(
+                select(EmbeddingRow.id, EmbeddingRow.vector)
+                .join(Segment, Segment.id == EmbeddingRow.segment_id)
+                .where(Segment.video_id == vid, Segment.level == "shot", EmbeddingRow.space == space)
+                .where(Segment.start > t - 0.2, Segment.start < t + 0.2)
+            ).all()
+        return [i for i, _ in got], np.stack([np.frombuffer(v, np.float32) for _, v in got])
+
+    (first, _), (footage, _), (second, _) = [(a, b) for a, b, _ in slide_clip.shots]
+    (exemplar, a), (others, f), (folded, b) = rows_at(first), rows_at(footage), rows_at(second)
+    alike = float(unit_vector(list(a)) @ unit_vector(list(b)))
+    assert float(unit_vector(list(a)) @ unit_vector(list(f))) < alike - 0.02
+    # the two slides fold into one slot: thresholds loosened until they do (their looks are near,
+    # their words differ; the footage has none, so it stays apart)
+    regate(store, "r", MemoryOptions(fold_shot=alike - 0.01, fold_text=-1.0))
+    with store.session() as s:
+        actions = list(
+            s.scalars(select(MemoryUnit.action).where(MemoryUnit.kind == "shot").order_by(MemoryUnit.start))
+        )
+        retained = set(s.scalars(select(EmbeddingRow.id).where(EmbeddingRow.retained)))
+    assert actions == ["write", "write", "fold"]
+    assert set(exemplar) <= retained and not set(folded) & retained
+
+    def looks(q: np.ndarray) -> tuple[float, float, float]:
+        return float((a @ q).max()), float((f @ q).max()), float((b @ q).max())
+
+    # a look between the folded slide and the footage: the footage beats the exemplar, the folded
+    # slide beats the footage
+    between = []
+    for w in np.linspace(0.0, 3.0, 301):
+        q = (b[0] + w * f[0]).astype(np.float32)
+        q /= np.linalg.norm(q)
+        by_exemplar, by_footage, by_folded = looks(q)
+        if by_exemplar < by_footage < by_folded:
+            between.append(q)
+    assert between, "no look lies between the folded slide and the footage"
+    q = between[len(between) // 2]
+    ranked = _dense(
+        store, _scope(store, "r", None, "shot", None, None), space, q, SearchOptions(level="shot")
+    )
+    assert ranked[0] in exemplar  # the slot (it stands for the folded slide), then the footage
+    assert ranked[1] in others
