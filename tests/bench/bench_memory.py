@@ -26,7 +26,8 @@ Policies, each within B = budget x units entries:
   side already holds (MA-LMM's memory bank compression);
 - vidmem: memory.gate as shipped (fold at the fitted threshold, write head, merge anywhere or evict);
 - ablations: *fold alone* (the write head constant: evictions oldest first), *no recurrence* (the
-  head without the GRU state).
+  head without the GRU state), *slot ranked by its exemplar* (the same bank as vidmem, each slot
+  scored by its exemplar's rows alone, as the search did before it looked at the folded units).
 
 Run: .venv/bin/python -m tests.bench.bench_memory [--budgets 0.05 0.0833 0.1 0.125 0.2 0.3]
 """
@@ -155,7 +156,9 @@ def _gate(units: list[Unit], budget: int, head: str) -> list[Entry]:
             [(int(v), a, b) for v, a, b, _ in slot.occurrences],
             tokens=units[slot.exemplar - 1].tokens,
             place_tokens=[units[key - 1].tokens for _, _, _, key in slot.occurrences],
-            alike=[key in folded or key == slot.exemplar for _, _, _, key in slot.occurrences],
+            alike=None
+            if head == "exemplar"
+            else [key in folded or key == slot.exemplar for _, _, _, key in slot.occurrences],
         )
         for sid, slot in gate.slots.items()
     ]
@@ -175,6 +178,7 @@ POLICIES: dict[str, Callable[[list[Unit], int], list[Entry]]] = {
     "vidmem": lambda u, b: _gate(u, b, "gru"),
     "fold alone": lambda u, b: _gate(u, b, "fold alone"),
     "no recurrence": lambda u, b: _gate(u, b, "no recurrence"),
+    "slot ranked by its exemplar": lambda u, b: _gate(u, b, "exemplar"),
 }
 
 
@@ -300,11 +304,14 @@ def write(rows: list[dict], args: argparse.Namespace, orig: ShotVectors, queries
         "",
         f"Made by `.venv/bin/python -m tests.bench.bench_memory` on {machine()}. "
         f"The gate as shipped: fold threshold {weights.fold_shot:.4f} for shots, fitted by `tests/fit/fit_gate.py`",
-        "on other media ([memory_fit.md](memory_fit.md)); write head: "
+        "on other media ([memory_fit.md](memory_fit.md)); "
         f"{weights.fitted_on}. Nothing here was tuned on these streams.",
         "*full index* keeps every unit (no memory, no budget): the ceiling a memory can reach with this",
         "retrieval: each entry scored as its best visual row (a kept shot's token-merged EfficientNet vectors,",
         "as the search scores a shot; a merged run's one mean vector), a slot's occurrences ordered the same way.",
+        "Among the 50 best entries (the search's candidates), a vidmem slot scores as the best of its exemplar",
+        "and the units folded into it, each by its own rows (kept in SQL), as `reasoning.search` ranks a slot;",
+        "*slot ranked by its exemplar* is the same bank with each slot scored by its exemplar's rows alone.",
         "",
         "Recall: of a held-out frame's shot's true occurrences (12 on the identical stream; one per copy that",
         "still holds it on the re-encoded one), the share among the top 12 moments. *moment* is the mean",
@@ -418,7 +425,7 @@ def _plot(rows: list[dict]) -> None:
     import matplotlib.pyplot as plt
 
     streams = list(dict.fromkeys(r["stream"] for r in rows))
-    fig, axes = plt.subplots(1, len(streams), figsize=(6 * len(streams), 4), sharey=True)
+    fig, axes = plt.subplots(1, len(streams), figsize=(6 * len(streams), 4.6), sharey=True)
     for ax, stream in zip(np.atleast_1d(axes), streams, strict=True):
         for name in POLICIES:
             sub = [r for r in rows if r["stream"] == stream and r["policy"] == name]
@@ -427,8 +434,9 @@ def _plot(rows: list[dict]) -> None:
         ax.set_xlabel("budget (% of units kept)")
         ax.grid(alpha=0.3)
     np.atleast_1d(axes)[0].set_ylabel("occurrence recall (%)")
-    np.atleast_1d(axes)[-1].legend()
-    fig.tight_layout()
+    handles, labels = np.atleast_1d(axes)[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(RESULTS / "memory.png", dpi=110)
 
 
