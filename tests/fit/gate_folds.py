@@ -184,7 +184,7 @@ def write(results, args, positives: float, final: GateWeights) -> None:  # type:
         "# Memory on TutorialVQA: what keeping a share of the transcript units costs",
         "",
         f"Made by `.venv/bin/python -m tests.fit.gate_folds --folds {args.folds} --budget {args.budget} "
-        f"--every {args.every} --epochs {args.epochs}` on {machine()}.",
+        f"--every {args.every} --epochs {args.epochs}{' --dry-run' if args.dry_run else ''}` on {machine()}.",
         f"Library-wide retrieval, top 5 moments; {args.folds} folds split by video over train + dev; the head",
         "answering a fold was fitted on the other folds' videos only. Retained: the share of cue and window",
         f"rows the indexes hold (scenes and chapters always). {100 * positives:.1f}% of units overlap an answer.",
