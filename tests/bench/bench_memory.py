@@ -15,9 +15,10 @@ what each policy kept, an entry scoring as its best row, as the search scores a 
 rows: a kept shot's token-merged vectors (a memory slot's: its exemplar's), a merged run's mean.
 Among the 50 best entries (the candidates the search takes from its index), a memory slot then
 scores as the best of its exemplar and the units folded into it, each by its own rows (kept in SQL),
-as `reasoning.search` re-ranks a slot (units that joined through a merge of slots do not count). A kept entry standing for several places (a slot's
-occurrences, a merged run) gives one moment per place; a slot orders its occurrences by their own
-rows, the copies taking turns (`memory.bank.occurrences`).
+as `reasoning.search` re-ranks a slot (units that joined through a merge of slots do not count).
+A kept entry standing for several places (a slot's occurrences, a merged run) gives one moment per
+place; a slot orders its occurrences by their own rows, the copies taking turns
+(`memory.bank.occurrences`).
 
 Policies, each within B = budget x units entries:
 - fifo: the last B units;  uniform: every (N/B)-th unit;
@@ -384,8 +385,8 @@ def _targets(rows: list[dict], orig: ShotVectors, queries: np.ndarray) -> list[s
 def _ceiling(full: dict, vidmem: dict, orig: ShotVectors, queries: np.ndarray) -> list[str]:
     """What the full index misses on the identical stream, and why (from the shots' own rows)."""
     same = twins(orig)
-    own = np.array([float((t @ q).max()) for t, q in zip(orig.tokens, queries, strict=True)])
     scores = np.array([[float((t @ q).max()) for t in orig.tokens] for q in queries])
+    own = scores.diagonal().copy()
     np.fill_diagonal(scores, -np.inf)
     nearer = {
         k: int(scores[k].argmax()) for k in range(len(queries)) if k not in same and scores[k].max() > own[k]
