@@ -289,7 +289,7 @@ def main() -> None:
 
 def twins(shots: ShotVectors) -> dict[int, list[int]]:
     """Per shot whose picture another shot shows exactly (a row of each at cosine >= 0.999: the
-    black between scenes), those other shots."""
+    black between scenes in bbb_10min, as seen by eye), those other shots."""
     out: dict[int, list[int]] = {}
     for i, a in enumerate(shots.tokens):
         same = [j for j, b in enumerate(shots.tokens) if j != i and float((a @ b.T).max()) >= 0.999]
@@ -402,7 +402,7 @@ def _ceiling(full: dict, vidmem: dict, orig: ShotVectors, queries: np.ndarray) -
     return [
         f"The full index misses {len(missed)} of the {len(queries)} queries of the identical stream in "
         f"whole or in part. {len(black)} show a picture that other shots show exactly "
-        f"({', '.join(hms(float(orig.spans[k][0])) for k in black)}: black between scenes): the 12 "
+        f"({', '.join(hms(float(orig.spans[k][0])) for k in black)}; in this film, black between scenes, as seen by eye): the 12 "
         "places go to whichever of those shots' occurrences come first, a tie no look can break. "
         f"{len(other)} are shots whose held-out frame is nearer another shot's rows than its own "
         f"(shots {lengths} s long, each nearest a shot at most {apart} shots away from it: a cut back to "
