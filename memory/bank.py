@@ -389,8 +389,9 @@ def unit_scores(
 def occurrences(
     s: Session, hits: Iterable[int], query: tuple[str, np.ndarray] | None = None
 ) -> dict[int, list[tuple[str, float, float]]]:
-    """Per hit row id that is a live slot's exemplar: every unit its slot stands for (video id,
-    start, end), its own included. Other rows are not in the answer.
+    """Per hit row id that is a live slot's exemplar: every place its slot stands for (video id,
+    start, end), its own included, with units that follow one another in one video joined into one
+    place (`join_runs`). Other rows are not in the answer.
 
     In video and time order; with `query` (a vector space and the query's vector in it), the units
     most like the query first, each scored by its own rows in that space (`unit_scores`): a slot
@@ -398,12 +399,41 @@ def occurrences(
     the videos take turns (each one's first unit, then each one's second...), so a slot with fifty
     places in one recording still names every other recording it was seen in among its first places."""
     return {
-        hit: take_turns([(u.video, u.start, u.end) for u in sorted(units, key=lambda u: -u.similarity)])
+        hit: take_turns([(v, a, b) for _, v, a, b in sorted(join_runs(units), key=lambda u: -u[0])])
         for hit, units in unit_scores(s, hits, query).items()
     }
 
 
 V = TypeVar("V")  # a video's id (the benchmarks number their copies)
+
+RUN_GAP = 0.5
+"""Seconds between two places of one slot in one video that still make one moment: shots one after
+another (the same thing on both sides of a cut) or windows that overlap."""
+
+
+def join_runs(
+    places: Iterable[tuple[float, V, float, float]], gap: float = RUN_GAP
+) -> list[tuple[float, V, float, float]]:
+    """A slot's places (similarity, video, start, end) with those that follow one another in one
+    video, at most `gap` seconds apart, joined into one place: closing credits cut into seven shots
+    that all folded into one slot are one moment, not seven that crowd out every other recording.
+    A joined place scores as its best part. Videos in the order they first come, each in time order."""
+    per_video: dict[V, list[tuple[float, V, float, float]]] = {}
+    for place in places:
+        per_video.setdefault(place[1], []).append(place)
+    out: list[tuple[float, V, float, float]] = []
+    for video, own in per_video.items():
+        run: tuple[float, V, float, float] | None = None
+        for sim, _, start, end in sorted(own, key=lambda p: p[2]):
+            if run is not None and start <= run[3] + gap:
+                run = (max(run[0], sim), video, run[2], max(run[3], end))
+                continue
+            if run is not None:
+                out.append(run)
+            run = (sim, video, start, end)
+        if run is not None:
+            out.append(run)
+    return out
 
 
 def take_turns(places: Sequence[tuple[V, float, float]]) -> list[tuple[V, float, float]]:
@@ -537,6 +567,7 @@ __all__ = [
     "budget",
     "decisions_of",
     "exemplars_seen_in",
+    "join_runs",
     "load_gate",
     "occurrences",
     "slot_json",

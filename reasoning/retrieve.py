@@ -20,6 +20,7 @@ import numpy as np
 from sqlalchemy import select
 
 from memory import EmbeddingRow, Store
+from memory.bank import join_runs
 from memory.catalog import MemorySlot, MemoryUnit
 from memory.runtime.images import ImageEncoder
 from memory.runtime.text import Embedder, SentenceEmbedder
@@ -78,7 +79,8 @@ def _seen_elsewhere(
 ) -> list[list[tuple[str, float, float]]]:
     """Per span of the video, the other places of the smallest transcript unit (cue or window)
     holding it (within `slack` seconds) that the memory folded with others: a line said again, so
-    the span was said there too. A span that no such unit holds gets none."""
+    the span was said there too (units one after another joined into one place, `join_runs`). A
+    span that no such unit holds gets none."""
     with store.session() as s:
         units = s.execute(
             select(MemoryUnit.id, MemoryUnit.slot_id, MemoryUnit.start, MemoryUnit.end)
@@ -112,7 +114,8 @@ def _seen_elsewhere(
     for i in range(len(spans)):
         others: list[tuple[str, float, float]] = []
         for u in holding[i]:
-            others = [(v, a, b) for uid, v, a, b in places.get(u.slot_id, []) if uid != u.id]
+            runs = join_runs((0.0, v, a, b) for _, v, a, b in places.get(u.slot_id, []))
+            others = [(v, a, b) for _, v, a, b in runs if not (v == video_id and a <= u.start and u.end <= b)]
             if others:
                 break
         out.append(others[:ALSO_LIMIT])

@@ -17,8 +17,9 @@ Among the 50 best entries (the candidates the search takes from its index), a me
 scores as the best of its exemplar and the units folded into it, each by its own rows (kept in SQL),
 as `reasoning.search` re-ranks a slot (units that joined through a merge of slots do not count).
 A kept entry standing for several places (a slot's occurrences, a merged run) gives one moment per
-place; a slot orders its occurrences by their own rows, the copies taking turns
-(`memory.bank.occurrences`).
+place; a slot joins its occurrences that follow one another in a copy into one place and orders
+them by their own rows, the copies taking turns (`memory.bank.occurrences`). The mean length of the
+moments returned is reported beside the recall: a longer moment holds more.
 
 Policies, each within B = budget x units entries:
 - fifo: the last B units;  uniform: every (N/B)-th unit;
@@ -43,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kernels.timecode import hms
-from memory.bank import take_turns
+from memory.bank import join_runs, take_turns
 from memory.gate import GateUnit, MemoryGate, MemoryOptions, budget_for, load_weights
 from reasoning.search import SearchOptions
 from tests.bench.common import RESULTS, SHARED, machine, write_results
@@ -207,10 +208,10 @@ def recall(
         for i in np.argsort(-score, kind="stable"):
             entry = kept[i]
             places = entry.places
-            if entry.place_tokens is not None:
+            if entry.place_tokens is not None:  # as memory.bank.occurrences joins and orders them
                 best = [float((t @ q).max()) for t in entry.place_tokens]
-                places = [places[j] for j in np.argsort(-np.array(best), kind="stable")]
-                places = take_turns(places)  # as memory.bank.occurrences orders them
+                runs = join_runs((sim, *place) for sim, place in zip(best, places, strict=True))
+                places = take_turns([(c, a, b) for _, c, a, b in sorted(runs, key=lambda r: -r[0])])
             for c, a, b in places:
                 if any(c == c2 and _overlap(a, b, a2, b2) > 0.5 for c2, a2, b2 in moments):
                     continue

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from indexers.decode import probe, sample_frames
 from indexers.pipeline import IngestOptions, ingest
 from memory import STAGES, EmbeddingRow, IngestJob, Segment, Store
-from memory.bank import take_turns
+from memory.bank import join_runs, take_turns
 from memory.catalog import MemorySlot, MemoryUnit
 from memory.runtime.images import image_encoder
 from reasoning.search import SearchOptions, search, search_frame
@@ -123,6 +123,63 @@ def test_the_videos_take_turns_in_a_slots_places() -> None:
     places = [("b", 0.0, 1.0), ("b", 5.0, 6.0), ("b", 9.0, 10.0), ("a", 2.0, 3.0), ("c", 1.0, 2.0)]
     assert take_turns(places) == [places[0], places[3], places[4], places[1], places[2]]
     assert take_turns(places[:3]) == places[:3]  # one video: its own order
+
+
+def test_places_one_after_another_in_a_video_are_one_place() -> None:
+    """Units of one slot that touch (a cut between two looks of one thing) or overlap (windows) join,
+    scoring as their best part; a gap, or another video, keeps them apart."""
+    places = [
+        (0.2, "b", 10.0, 12.0),
+        (0.9, "a", 5.0, 7.5),
+        (0.4, "b", 12.0, 15.0),  # right after the first: one run
+        (0.3, "b", 14.0, 18.0),  # overlaps it
+        (0.8, "b", 18.6, 20.0),  # 0.6 s later: apart
+        (0.1, "a", 7.8, 9.0),  # 0.3 s later: joined
+    ]
+    assert join_runs(places) == [
+        (0.4, "b", 10.0, 18.0),
+        (0.8, "b", 18.6, 20.0),
+        (0.9, "a", 5.0, 9.0),
+    ]
+    assert join_runs(places, gap=0.0) == [
+        (0.4, "b", 10.0, 18.0),
+        (0.8, "b", 18.6, 20.0),
+        (0.9, "a", 5.0, 7.5),
+        (0.1, "a", 7.8, 9.0),
+    ]
+
+
+def test_a_slot_seen_across_cuts_is_one_moment(
+    sqlite_store: Store, thrice: Path, cut_clip: media.CutClip, model_cache: Path
+) -> None:
+    """Thresholds loosened until every shot without words folds into one slot: the shots after the
+    first of each copy, one after the other, are one stretch of that slot, so a search finds one
+    moment per copy spanning them, not one per shot."""
+    from indexers.pipeline import regate
+    from memory.gate import MemoryOptions
+
+    store = sqlite_store
+    vid = ingest(store, thrice, IngestOptions(library="j"), cache_dir=model_cache).video_id
+    regate(store, "j", MemoryOptions(fold_shot=-1.0))
+    period, cuts = cut_clip.duration, cut_clip.cut_times
+    with store.session() as s:
+        units = s.execute(
+            select(MemoryUnit.start, MemoryUnit.slot_id)
+            .where(MemoryUnit.kind == "shot")
+            .order_by(MemoryUnit.start)
+        ).all()
+    slot = {round(start, 1): slot for start, slot in units}
+    later = [slot[round(k * period + t, 1)] for k in range(3) for t in cuts]
+    assert len(set(later)) == 1  # the test pattern, with its digits, stays apart
+    ((_, _, frame),) = sample_frames(probe(cut_clip.path), [(cuts[0] + cuts[1]) / 2])
+    found = search_frame(
+        store, frame, image_encoder("efficientnet"), library="j", options=SearchOptions(top=3)
+    )
+    assert [m.video_id for m in found] == [vid] * 3
+    spans = sorted((m.start, m.end) for m in found)
+    expected = [(k * period + cuts[0], (k + 1) * period) for k in range(3)]
+    assert np.allclose(spans, expected, atol=0.15)
+    assert all(len(m.also) == 2 for m in found)
 
 
 def test_a_line_said_again_folds_and_a_scoped_search_still_finds_it(
