@@ -210,6 +210,34 @@ def test_a_line_said_again_folds_and_a_scoped_search_still_finds_it(
     np.testing.assert_equal(len({m.score for m in both}), 1)  # one slot: one score, two places
 
 
+def test_a_line_said_twice_in_a_row_is_one_place_elsewhere(sqlite_store: Store, tmp_path: Path) -> None:
+    """Said once in one talk and twice back to back in another: both later cues fold into the first
+    one's slot, and its other place, in the search and for a refined span, is one stretch."""
+    from reasoning.retrieve import _seen_elsewhere
+
+    store = sqlite_store
+    intro = "Welcome back to the workshop on restoring old photographs."
+    lines_a = [intro, "Today we repair a torn corner with the clone stamp.", "Thanks for watching."]
+    lines_b = ["Levels and curves fix a faded print.", intro, intro, "Sharpen last, after resizing."]
+    a = media.write_srt(tmp_path / "a.srt", [(8.0 * i + 1, 8.0 * i + 8, t) for i, t in enumerate(lines_a)])
+    b = media.write_srt(tmp_path / "b.srt", [(8.0 * i, 8.0 * i + 8, t) for i, t in enumerate(lines_b)])
+    va = ingest(store, a, IngestOptions(library="w")).video_id
+    vb = ingest(store, b, IngestOptions(library="w")).video_id
+    with store.session() as s:
+        folded = s.scalars(
+            select(MemoryUnit.start).where(
+                MemoryUnit.video_id == vb, MemoryUnit.kind == "cue", MemoryUnit.action == "fold"
+            )
+        ).all()
+    assert sorted(folded) == [8.0, 16.0]
+    query = "welcome back to the workshop"
+    top = search(store, query, video_id=va, options=SearchOptions(level="cue", top=1))[0]
+    assert (top.video_id, top.start) == (va, 1.0)
+    assert top.also == [(vb, 8.0, 24.0)]
+    # a refined span inside the line (what `retrieve` gives each span it cuts); one wider gets none
+    assert _seen_elsewhere(store, va, [(2.0, 7.0), (1.0, 16.0)]) == [[(vb, 8.0, 24.0)], []]
+
+
 def test_regate_with_a_smaller_budget_keeps_less_and_stays_within_it(
     sqlite_store: Store, tmp_path: Path
 ) -> None:
