@@ -393,8 +393,8 @@ def occurrences(
     start, end), its own included, with units that follow one another in one video joined into one
     place (`join_runs`). Other rows are not in the answer.
 
-    In video and time order; with `query` (a vector space and the query's vector in it), the units
-    most like the query first, each scored by its own rows in that space (`unit_scores`): a slot
+    In video and time order; with `query` (a vector space and the query's vector in it), the places
+    most like the query first, each scored by its best unit's own rows in that space (`unit_scores`): a slot
     that stands for two returning camera set-ups answers with the one asked about first. Either way
     the videos take turns (each one's first unit, then each one's second...), so a slot with fifty
     places in one recording still names every other recording it was seen in among its first places."""
