@@ -105,6 +105,12 @@ class VisionOptions:
     """Longest side, in pixels, of the image the text detector sees (the recogniser reads the crops at
     full resolution). Measured on 1280x720: 480 finds a 14 px line (2% of the height) at ~0.15 s per
     text-free frame; 320 loses the 14 px line, 560 also reads 12 px lines but costs 50% more."""
+    ocr_rec_batch: int = 1
+    """Lines the recogniser reads in one pass. RapidOCR batches 6, padding each batch to its widest
+    line: a short line beside long ones then costs their width and, read against the blank margin,
+    loses the spaces between its words ("ENVIRONMENTAND"). One at a time reads as many words right
+    on drawn credit pages for 1.5x less recogniser CPU, and on bbb_10min's credits runs fewer words
+    together for 1.09x less (docs/benchmarks/ocr_batch.md)."""
     ocr_min_score: float = 0.6
     """Recognition confidence (0-1) under which a line is dropped: keeps out stray glyphs that the
     detector finds in textures."""
@@ -195,6 +201,8 @@ class VisionOptions:
             )
         if self.still_below < 0:
             raise ValueError(f"still_below must be >= 0 (0 turns it off), got {self.still_below}")
+        if not 1 <= self.ocr_rec_batch <= 64:
+            raise ValueError(f"ocr_rec_batch must be 1..64 lines, got {self.ocr_rec_batch}; 1 is the default")
         if not 64 <= self.ocr_side <= 4096:
             raise ValueError(f"ocr_side must be 64..4096 pixels, got {self.ocr_side}; 480 is the default")
         for name in ("ocr_min_score", "text_similarity", "text_box_iou", "label_threshold", "nms_iou"):
@@ -272,7 +280,7 @@ class RapidOCRReader(TextReader):
     def _engine(self) -> Any:
         o = self.options
         # one engine per thread: the visual worker analyses shots on several threads at once
-        key = (o.ocr_side, o.ocr_min_score, o.threads, threading.get_ident())
+        key = (o.ocr_side, o.ocr_rec_batch, o.ocr_min_score, o.threads, threading.get_ident())
         with _ENGINES_LOCK:
             if key not in _ENGINES:
                 try:
@@ -288,6 +296,7 @@ class RapidOCRReader(TextReader):
                         "Global.use_cls": False,
                         "Det.limit_side_len": o.ocr_side,
                         "Det.limit_type": "max",
+                        "Rec.rec_batch_num": o.ocr_rec_batch,
                         "EngineConfig.onnxruntime.intra_op_num_threads": o.threads,
                         "EngineConfig.onnxruntime.inter_op_num_threads": 1,
                     }

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import threading
@@ -58,8 +60,14 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, interval: float =
 
 
 def machine() -> str:
+    """What the figures were measured on: the shared machines differ in CPU model from one session to
+    the next, and a ratio measured in one run is the only figure that carries over."""
+    model = ""
+    with contextlib.suppress(OSError):
+        names = re.findall(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        model = f" ({names[0].strip()})" if names else ""
     return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{platform.processor() or platform.machine()}{model}, {os.cpu_count()} cores, "
         f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM, Python {platform.python_version()}"
     )
 

@@ -145,6 +145,21 @@ def test_ocr_drops_a_lone_glyph_and_keeps_the_line_beside_it(reader) -> None:  #
     assert "Q" in [t.text for t in keep_all.read(frame)]  # the detector does read it: the rule drops it
 
 
+def test_ocr_reads_lines_one_at_a_time_so_short_ones_keep_their_spaces(reader) -> None:  # type: ignore[no-untyped-def]
+    """bbb_10min.mp4's end credits: RapidOCR's batches of six pad a short title to the width of the
+    long lines beside it, and it loses its spaces; read one at a time, it keeps them
+    (docs/benchmarks/ocr_batch.md)."""
+    frames = frames_at(shared("bbb_10min.mp4"), [523.042, 527.125])
+    one = [[t.text for t in reader.read(f)] for f in frames]
+    assert "RENDERING PROVIDED BY" in one[0] and "DOLBY MASTERING" in one[1]
+    from indexers.vision import RapidOCRReader
+
+    six = [[t.text for t in RapidOCRReader(VisionOptions(ocr_rec_batch=6)).read(f)] for f in frames]
+    assert "RENDERINGPROVIDEDBY" in six[0] and "DOLBYMASTERING" in six[1]
+    with pytest.raises(ValueError, match="ocr_rec_batch"):
+        VisionOptions(ocr_rec_batch=0)
+
+
 # -------------------------------------------------------------------------------------- text gate
 
 # One step tighter, and looser, than the defaults on every shape knob (docs/benchmarks/text_gate.md):
