@@ -9,19 +9,26 @@ transcripts, each answered by the same served model from three packs:
 - **top 3 videos whole**: the transcripts of the three best coarse videos, every line, grouped four
   lines to a numbered piece of evidence (so the model can cite it), and nothing else.
 No tool rounds (the pack is what is measured). Per pack: prompt tokens (the server's `usage`),
-evidence tokens, p50 seconds, the share answered, and **faithful**: the answer cites a span
+evidence tokens, p50 seconds, the share answered, **holds**: the pack holds a piece overlapping
+the gold answer (right video), whatever answers from it, and **faithful**: the answer cites a span
 overlapping the gold answer (right video), as in docs/benchmarks/ask.md. "Equal faithfulness" is
 judged on the paired difference (same questions): its 95% interval (normal, paired) is printed.
+
+`--engine extractive` answers from the same packs without an LLM (`ExtractiveEngine`: the piece
+most like the question, quoted) and writes exit_extractive.md: what the packs hold, and how often
+picking by similarity alone cites the answer, beside what the LLM does with them (~2 s a question).
 
 Each question's rows are appended to the bench work folder as they come, so a run that is stopped
 resumes where it was (`--fresh` starts over).
 
 Run: .venv/bin/python -m tests.bench.bench_exit [--every 4] [--model smollm2] [--packs gate top5 whole3]
+     [--engine extractive]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -65,7 +72,7 @@ def paired_interval(a: list[float], b: list[float]) -> tuple[float, float]:
 def main() -> None:
     from memory.runtime.llm import make_llm
     from memory.runtime.text import SentenceEmbedder, token_counts
-    from reasoning.answer import AskOptions, LLMEngine, ask
+    from reasoning.answer import AskOptions, ExtractiveEngine, LLMEngine, ask
     from reasoning.reader import ExitWeights
     from service.evaluate import LIBRARY, read_questions
     from service.llm_server import server_for
@@ -76,6 +83,9 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--packs", nargs="+", default=list(PACKS), choices=list(PACKS))
     ap.add_argument("--max-model-len", type=int, default=8192)
+    ap.add_argument(
+        "--engine", choices=["llm", "extractive"], default="llm", help="extractive: no LLM, no server"
+    )
     ap.add_argument("--fresh", action="store_true", help="Forget the rows of an earlier, stopped run.")
     args = ap.parse_args()
     folds_file = WORK / "exit-folds.json"
@@ -89,7 +99,10 @@ def main() -> None:
     store, ids = open_library()
     questions = [q for q in read_questions(DATA, "dev")[:: args.every] if q.text.strip()]
     enc = SentenceEmbedder()
-    done_file = WORK / f"exit-llm-{args.model}-{args.every}.jsonl"
+    extractive = args.engine == "extractive"
+    done_file = WORK / (
+        f"exit-extractive-{args.every}.jsonl" if extractive else f"exit-llm-{args.model}-{args.every}.jsonl"
+    )
     if args.fresh:
         done_file.unlink(missing_ok=True)
     done = {}
@@ -99,19 +112,28 @@ def main() -> None:
             done[(row["n"], row["pack"])] = row
     cache = Settings().cache_dir  # the machine's model cache, where `make models` converted the LLMs
     todo = [(n, q) for n, q in enumerate(questions) if any((n, p) not in done for p in args.packs)]
-    with server_for(args.model, cache, max_model_len=args.max_model_len, kv_cache_gib=2) as server:
-        llm = make_llm(server.served_name, url=server.url)
+    serving = (
+        contextlib.nullcontext()
+        if extractive
+        else server_for(args.model, cache, max_model_len=args.max_model_len, kv_cache_gib=2)
+    )
+    with serving as server:
+        llm = None if server is None else make_llm(server.served_name, url=server.url)
+
+        def engine(options: AskOptions) -> ExtractiveEngine | LLMEngine:
+            return ExtractiveEngine(enc, options.min_similarity) if llm is None else LLMEngine(llm, options)
+
         t0 = time.perf_counter()
         for n, q in todo:
             gold = ids[q.video]
             for pack in args.packs:
                 if (n, pack) in done:
                     continue
-                before = llm.prompt_tokens
+                before = 0 if llm is None else llm.prompt_tokens
                 t = time.perf_counter()
                 if pack == "whole3":
                     evidence = whole_pack(store, q.text, enc)
-                    answer = LLMEngine(llm, AskOptions(max_tool_rounds=0)).answer(q.text, evidence)
+                    answer = engine(AskOptions(max_tool_rounds=0)).answer(q.text, evidence)
                 else:
                     options = AskOptions(
                         max_tool_rounds=0,
@@ -119,19 +141,23 @@ def main() -> None:
                         gists=2 if pack == "gate" else 0,
                         exit_weights=head_of[q.video],
                     )
-                    answer = ask(store, q.text, LLMEngine(llm, options), LIBRARY, None, options, enc)
+                    answer = ask(store, q.text, engine(options), LIBRARY, None, options, enc)
                     evidence = answer.evidence
                 ok = [
                     c
                     for c in answer.citations
                     if c.video_id == gold and min(c.end, q.end) > max(c.start, q.start)
                 ]
+                holds = [
+                    e for e in evidence if e.video_id == gold and min(e.end, q.end) > max(e.start, q.start)
+                ]
                 row = {
                     "n": n,
                     "pack": pack,
                     "seconds": time.perf_counter() - t,
-                    "prompt": llm.prompt_tokens - before,
+                    "prompt": 0 if llm is None else llm.prompt_tokens - before,
                     "evidence": sum(token_counts([e.text for e in evidence])),
+                    "holds": float(bool(holds)),
                     "faithful": float(bool(ok)),
                     "answerable": float(answer.answerable),
                     "fell_back": float(answer.fallback is not None),
@@ -155,44 +181,70 @@ def main() -> None:
             "prompt_tokens": round(statistics.mean(r["prompt"]), 1),
             "evidence_tokens": round(statistics.mean(r["evidence"]), 1),
             "p50_s": round(statistics.median(r["seconds"]), 2),
+            "holds": round(100 * statistics.mean(r["holds"]), 1),
             "faithful": round(100 * statistics.mean(r["faithful"]), 1),
             "answerable": round(100 * statistics.mean(r["answerable"]), 1),
             "fell_back": round(100 * statistics.mean(r["fell_back"]), 1),
         }
         for name, r in rows.items()
     }
+    who = (
+        "no LLM: the extractive engine quotes the piece most like the question"
+        if extractive
+        else f"{args.model} served by vLLM (CPU build, max-model-len {args.max_model_len}), no tool rounds"
+    )
+    command = f"--every {args.every} --packs {' '.join(args.packs)}" + (
+        " --engine extractive" if extractive else f" --model {args.model}"
+    )
     lines = [
-        "# The exit gate with an LLM: prompt tokens against faithfulness",
+        "# The exit gate without an LLM: what the packs hold and what similarity cites"
+        if extractive
+        else "# The exit gate with an LLM: prompt tokens against faithfulness",
         "",
         f"{len(questions)} TutorialVQA dev questions (every {args.every}th), library-wide over the 76 transcripts; "
-        f"{args.model} served by vLLM (CPU build, max-model-len {args.max_model_len}), no tool rounds. "
-        "*faithful*: the answer cites a span overlapping the gold answer (right video). The exit gate's "
+        f"{who}. *holds*: the pack holds a piece overlapping the gold answer (right video), whatever answers "
+        "from it. *faithful*: the answer cites a span overlapping the gold answer (right video). The exit gate's "
         "stop head for each question is the one fitted without its video (tests/fit/exit_folds.py, folds "
-        "split by video). *prompt tokens*: the server's count, system prompt and worked example included.",
+        "split by video)."
+        + (
+            ""
+            if extractive
+            else " *prompt tokens*: the server's count, system prompt and worked example included."
+        ),
         "",
         f"Reproduce: `.venv/bin/python -m tests.fit.exit_folds` then `.venv/bin/python -m tests.bench.bench_exit "
-        f"--every {args.every} --model {args.model} --packs {' '.join(args.packs)}`",
+        f"{command}`",
         f"Machine: {machine()}.",
         "",
-        "| pack | questions | prompt tokens | evidence tokens | p50 s | faithful % | answerable % | fell back % |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| pack | questions | prompt tokens | evidence tokens | p50 s | holds % | faithful % | answerable % | fell back % |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in table.items():
         lines.append(
-            f"| {name} | {r['questions']} | {r['prompt_tokens']} | {r['evidence_tokens']} | {r['p50_s']} | "
-            f"{r['faithful']} | {r['answerable']} | {r['fell_back']} |"
+            f"| {name} | {r['questions']} | {'-' if extractive else r['prompt_tokens']} | {r['evidence_tokens']} | "
+            f"{r['p50_s']} | {r['holds']} | {r['faithful']} | {r['answerable']} | {r['fell_back']} |"
         )
     gate = table.get(PACKS["gate"])
     for other in ("whole3", "top5"):
         if gate and PACKS[other] in table:
             o = table[PACKS[other]]
             low, high = paired_interval(rows[PACKS["gate"]]["faithful"], rows[PACKS[other]]["faithful"])
-            lines.append(
-                f"\nAgainst {PACKS[other]}: {o['prompt_tokens'] / gate['prompt_tokens']:.2f}x fewer prompt tokens, "
-                f"{o['evidence_tokens'] / gate['evidence_tokens']:.2f}x fewer evidence tokens, faithfulness "
-                f"{gate['faithful'] - o['faithful']:+.1f} points (paired 95% interval {low:+.1f} to {high:+.1f})."
+            prompt = (
+                ""
+                if extractive
+                else f"{o['prompt_tokens'] / gate['prompt_tokens']:.2f}x fewer prompt tokens, "
             )
-    write_results("exit_llm", {"model": args.model, "table": table}, "\n".join(lines) + "\n")
+            lines.append(
+                f"\nAgainst {PACKS[other]}: {prompt}{o['evidence_tokens'] / gate['evidence_tokens']:.2f}x fewer "
+                f"evidence tokens, faithfulness {gate['faithful'] - o['faithful']:+.1f} points (paired 95% interval "
+                f"{low:+.1f} to {high:+.1f}); the pack holds the answer {gate['holds'] - o['holds']:+.1f} points."
+            )
+    name = "exit_extractive" if extractive else "exit_llm"
+    write_results(
+        name,
+        {"engine": args.engine, "model": None if extractive else args.model, "table": table},
+        "\n".join(lines) + "\n",
+    )
     print("\n".join(lines))
 
 
