@@ -1,13 +1,16 @@
 """The exit gate with an LLM on the real vLLM server: prompt tokens against faithfulness.
 
 TutorialVQA dev questions (every `--every`-th, empty ones left out), asked library-wide over the 76
-transcripts, each answered by the same served model from three packs:
+transcripts, each answered by the same served model from these packs:
 - **vidmem exit gate**: `ask` as shipped (gists, then refined spans until the stop head says
   enough), with the stop head of the fold that never saw the question's video (tests/fit/exit_folds.py
   writes one per fold; run it first);
 - **fixed top-5**: `ask` without the gate and without gists (the five refined spans);
 - **top 3 videos whole**: the transcripts of the three best coarse videos, every line, grouped four
   lines to a numbered piece of evidence (so the model can cite it), and nothing else.
+- **vidmem exit gate, spans numbered first** (`gatespans`): the gate's pack, the same pieces read
+  the same way, shown to the engine with its spans numbered first and its gists after
+  (`SpansFirst`): what the numbering alone does to a model that cites [1] (exit_order.md).
 No tool rounds (the pack is what is measured). Per pack: prompt tokens (the server's `usage`),
 evidence tokens, p50 seconds, the share answered, **holds**: the pack holds a piece overlapping
 the gold answer (right video), whatever answers from it, and **faithful**: the answer cites a span
@@ -22,7 +25,8 @@ Each question's rows are appended to the bench work folder as they come, so a ru
 resumes where it was (`--fresh` starts over).
 
 Run: .venv/bin/python -m tests.bench.bench_exit [--every 4] [--model smollm2] [--packs gate top5 whole3]
-     [--engine extractive]
+     [--engine extractive] [--out exit_order]  (--out: the results' name, when a run must not
+     overwrite exit_llm.md)
 """
 
 from __future__ import annotations
