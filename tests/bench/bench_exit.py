@@ -3,14 +3,14 @@
 TutorialVQA dev questions (every `--every`-th, empty ones left out), asked library-wide over the 76
 transcripts, each answered by the same served model from these packs:
 - **vidmem exit gate**: `ask` as shipped (gists, then refined spans until the stop head says
-  enough), with the stop head of the fold that never saw the question's video (tests/fit/exit_folds.py
+  enough; numbered for the model spans first, then gists), with the stop head of the fold that never saw the question's video (tests/fit/exit_folds.py
   writes one per fold; run it first);
 - **fixed top-5**: `ask` without the gate and without gists (the five refined spans);
 - **top 3 videos whole**: the transcripts of the three best coarse videos, every line, grouped four
   lines to a numbered piece of evidence (so the model can cite it), and nothing else.
-- **vidmem exit gate, spans numbered first** (`gatespans`): the gate's pack, the same pieces read
-  the same way, shown to the engine with its spans numbered first and its gists after
-  (`SpansFirst`): what the numbering alone does to a model that cites [1] (exit_order.md).
+- **vidmem exit gate, gists numbered first** (`gategists`): the gate's pack, the same pieces read
+  the same way, numbered in reading order (gists first), as `ask` did before `number_evidence`
+  (`GistsFirst`): what the numbering alone does to a model that cites [1] (exit_order.md).
 No tool rounds (the pack is what is measured). Per pack: prompt tokens (the server's `usage`),
 evidence tokens, p50 seconds, the share answered, **holds**: the pack holds a piece overlapping
 the gold answer (right video), whatever answers from it, and **faithful**: the answer cites a span
@@ -44,22 +44,22 @@ from tests.bench.tutorialvqa import DATA, open_library
 
 PACKS = {
     "gate": "vidmem exit gate",
-    "gatespans": "vidmem exit gate, spans numbered first",
+    "gategists": "vidmem exit gate, gists numbered first",
     "top5": "fixed top-5",
     "whole3": "top 3 videos whole",
 }
 
 
-class SpansFirst:
-    """The same evidence numbered spans first (in rank order), then the gists: what the engine is
+class GistsFirst:
+    """The same evidence numbered in reading order, gists first, then the spans: what the engine is
     shown changes order only. SmolLM2 cites evidence [1] in nearly every answer (a one-off on 80 of
-    these questions: 77 of 78 answers), and the gate reads gists first."""
+    these questions: 77 of 78 answers), which is why `ask` numbers the spans first."""
 
     def __init__(self, inner: Any) -> None:
         self.inner, self.name = inner, inner.name
 
     def answer(self, question: str, evidence: list[Any], context: Any = None) -> Any:
-        order = [e for e in evidence if e.role == "span"] + [e for e in evidence if e.role != "span"]
+        order = [e for e in evidence if e.role == "gist"] + [e for e in evidence if e.role != "gist"]
         return self.inner.answer(
             question, [dataclasses.replace(e, number=i) for i, e in enumerate(order, 1)], context
         )
@@ -168,7 +168,7 @@ def main() -> None:
                         gists=2 if pack.startswith("gate") else 0,
                         exit_weights=head_of[q.video],
                     )
-                    answering = SpansFirst(engine(options)) if pack == "gatespans" else engine(options)
+                    answering = GistsFirst(engine(options)) if pack == "gategists" else engine(options)
                     answer = ask(store, q.text, answering, LIBRARY, None, options, enc)
                     evidence = answer.evidence
                 ok = [
@@ -255,7 +255,7 @@ def main() -> None:
             f"{r['p50_s']} | {r['holds']} | {r['faithful']} | {r['answerable']} | {r['fell_back']} |"
         )
     gate = table.get(PACKS["gate"])
-    for other in ("whole3", "top5", "gatespans"):
+    for other in ("whole3", "top5", "gategists"):
         if gate and PACKS[other] in table:
             o = table[PACKS[other]]
             low, high = paired_interval(rows[PACKS["gate"]]["faithful"], rows[PACKS[other]]["faithful"])

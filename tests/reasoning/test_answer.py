@@ -23,7 +23,16 @@ from kernels.timecode import parse_hms
 from memory import Store, TranscriptCue
 from memory.runtime.llm import LLMUnavailable, OpenAIChatLLM, ToolCall
 from memory.runtime.text import SentenceEmbedder, token_counts
-from reasoning.answer import NOT_FOUND, AskOptions, Evidence, ExtractiveEngine, LLMEngine, ask, check
+from reasoning.answer import (
+    NOT_FOUND,
+    AskOptions,
+    Evidence,
+    ExtractiveEngine,
+    LLMEngine,
+    ask,
+    check,
+    number_evidence,
+)
 from reasoning.gru_mem import WholeOptions, WholeReading, read_whole
 from reasoning.gru_mem import chunks as whole_chunks
 from reasoning.reader import (
@@ -546,8 +555,9 @@ def test_ask_reads_gists_then_spans_and_reports_what_it_read(library) -> None:  
     assert reading.exit in ("gate", "all read") and reading.threshold is not None
     roles = [item.role for item in reading.read]
     assert "span" in roles and roles == sorted(roles)  # gists ("gist" < "span") all come first
+    # the engine sees what was read, numbered spans first (test_evidence_is_numbered_spans_first...)
     assert [(e.start, e.end, e.role) for e in answer.evidence] == [
-        (i.moment.start, i.moment.end, i.role) for i in reading.read
+        (i.start, i.end, i.role) for i in number_evidence(reading.read)
     ]
     assert reading.tokens == sum(token_counts([i.moment.text for i in reading.read])) > 0
     first_span = next(i.moment for i in reading.read if i.role == "span")
@@ -557,6 +567,32 @@ def test_ask_reads_gists_then_spans_and_reports_what_it_read(library) -> None:  
     assert out["tokens"] == reading.tokens and len(out["read"]) == len(reading.read)  # type: ignore[arg-type]
     assert out["exit"]["reason"] == reading.exit  # type: ignore[index]
     assert answer.citations and answer.citations[0].video_id == ids["photo"]  # a span is quoted, not a gist
+
+
+def test_evidence_is_numbered_spans_first_while_reading_stays_coarse_to_fine() -> None:
+    """A small model cites [1] in nearly every answer: [1] must be the best refined moment, never a
+    chapter's gist, though the gists are read first."""
+    from reasoning.retrieve import Retrieved
+    from reasoning.search import Moment
+
+    enc = SentenceEmbedder()
+    q = "how long does the dough rise?"
+    coarse = [
+        Moment("v", 0, 600, 0.9, "Baking bread at home: flour, water, salt and yeast.", "chapter"),
+        Moment("v", 0, 60, 0.8, "Kneading and leaving the dough.", "scene"),
+    ]
+    spans = [
+        Moment("v", 20, 30, 3.0, "Leave the dough to rise for an hour.", "span"),
+        Moment("v", 40, 50, 1.0, "Then bake it for forty minutes.", "span"),
+    ]
+    reading = read(q, enc.embed([q])[0], Retrieved(coarse, spans), enc, ReadOptions(gate=False))
+    assert [i.role for i in reading.read] == ["gist", "gist", "span", "span"]  # read coarse to fine
+    evidence = number_evidence(reading.read)
+    assert [(e.number, e.role, e.start) for e in evidence] == [
+        (1, "span", 20), (2, "span", 40), (3, "gist", 0), (4, "gist", 0),
+    ]  # fmt: skip
+    assert evidence[0].line().startswith("[1] video v, 00:00:20 - 00:00:30: Leave the dough")
+    assert evidence[2].text.startswith("Baking bread") and "(gist of the part)" in evidence[2].line()
 
 
 def test_the_exit_gate_stops_at_the_first_span_it_trusts_and_never_on_a_gist(library) -> None:  # type: ignore[no-untyped-def]
