@@ -240,6 +240,8 @@ def main() -> None:
             ""
             if extractive
             else " *prompt tokens*: the server's count, system prompt and worked example included."
+            " *Dev-chosen*: `ask` numbers the spans first because of what SmolLM2 did with 80 of these"
+            " questions (exit_order.md); the span scorer was fitted on train, whose answer spans recur in dev."
         ),
         "",
         f"Reproduce: `.venv/bin/python -m tests.fit.exit_folds` then `.venv/bin/python -m tests.bench.bench_exit "
