@@ -3,8 +3,8 @@
 TutorialVQA dev questions (every `--every`-th, empty ones left out), asked library-wide over the 76
 transcripts, each answered by the same served model from these packs:
 - **vidmem exit gate**: `ask` as shipped (gists, then refined spans until the stop head says
-  enough; numbered for the model spans first, then gists), with the stop head of the fold that never saw the question's video (tests/fit/exit_folds.py
-  writes one per fold; run it first);
+  enough; numbered for the model spans first, then gists), with the stop head of the fold that
+  never saw the question's video (tests/fit/exit_folds.py writes one per fold; run it first);
 - **fixed top-5**: `ask` without the gate and without gists (the five refined spans);
 - **top 3 videos whole**: the transcripts of the three best coarse videos, every line, grouped four
   lines to a numbered piece of evidence (so the model can cite it), and nothing else.
