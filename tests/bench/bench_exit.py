@@ -25,7 +25,7 @@ Each question's rows are appended to the bench work folder as they come, so a ru
 resumes where it was (`--fresh` starts over).
 
 Run: .venv/bin/python -m tests.bench.bench_exit [--every 4] [--model smollm2] [--packs gate top5 whole3]
-     [--engine extractive] [--out exit_order]  (--out: the results' name, when a run must not
+     [--engine extractive] [--offset 1] [--out exit_order]  (--out: the results' name, when a run must not
      overwrite exit_llm.md)
 """
 
@@ -106,6 +106,12 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--every", type=int, default=4)
+    ap.add_argument(
+        "--offset",
+        type=int,
+        default=0,
+        help="Start at this question (--every 12 --offset 1: dev questions --every 4 never asks)",
+    )
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--packs", nargs="+", default=list(PACKS), choices=list(PACKS))
     ap.add_argument("--max-model-len", type=int, default=8192)
@@ -124,12 +130,11 @@ def main() -> None:
         for v in f["videos"]
     }
     store, ids = open_library()
-    questions = [q for q in read_questions(DATA, "dev")[:: args.every] if q.text.strip()]
+    questions = [q for q in read_questions(DATA, "dev")[args.offset :: args.every] if q.text.strip()]
     enc = SentenceEmbedder()
     extractive = args.engine == "extractive"
-    done_file = WORK / (
-        f"exit-extractive-{args.every}.jsonl" if extractive else f"exit-llm-{args.model}-{args.every}.jsonl"
-    )
+    run = f"exit-extractive-{args.every}" if extractive else f"exit-llm-{args.model}-{args.every}"
+    done_file = WORK / (run + (f"-from{args.offset}" if args.offset else "") + ".jsonl")
     if args.fresh:
         done_file.unlink(missing_ok=True)
     done = {}
@@ -223,6 +228,7 @@ def main() -> None:
     )
     command = (
         f"--every {args.every} --packs {' '.join(args.packs)}"
+        + (f" --offset {args.offset}" if args.offset else "")
         + (" --engine extractive" if extractive else f" --model {args.model}")
         + (f" --out {args.out}" if args.out else "")
     )
@@ -231,7 +237,9 @@ def main() -> None:
         if extractive
         else "# The exit gate with an LLM: prompt tokens against faithfulness",
         "",
-        f"{len(questions)} TutorialVQA dev questions (every {args.every}th), library-wide over the 76 transcripts; "
+        f"{len(questions)} TutorialVQA dev questions (every {args.every}th"
+        + (f", from question {args.offset + 1}" if args.offset else "")
+        + "), library-wide over the 76 transcripts; "
         f"{who}. *holds*: the pack holds a piece overlapping the gold answer (right video), whatever answers "
         "from it. *faithful*: the answer cites a span overlapping the gold answer (right video). The exit gate's "
         "stop head for each question is the one fitted without its video (tests/fit/exit_folds.py, folds "
@@ -240,8 +248,14 @@ def main() -> None:
             ""
             if extractive
             else " *prompt tokens*: the server's count, system prompt and worked example included."
-            " *Dev-chosen*: `ask` numbers the spans first because of what SmolLM2 did with 80 of these"
-            " questions (exit_order.md); the span scorer was fitted on train, whose answer spans recur in dev."
+            + (
+                " *Not chosen on these*: `ask` numbers the spans first because of what SmolLM2 did with 80"
+                " of the dev questions `--every 4` asks (exit_order.md), none of these"
+                if args.every % 4 == 0 and args.offset % 4
+                else " *Dev-chosen*: `ask` numbers the spans first because of what SmolLM2 did with 80 of"
+                " the dev questions `--every 4` asks (exit_order.md)"
+            )
+            + "; the span scorer was fitted on train, whose answer spans recur in dev."
         ),
         "",
         f"Reproduce: `.venv/bin/python -m tests.fit.exit_folds` then `.venv/bin/python -m tests.bench.bench_exit "
