@@ -567,6 +567,15 @@ def test_ask_reads_gists_then_spans_and_reports_what_it_read(library) -> None:  
     assert out["tokens"] == reading.tokens and len(out["read"]) == len(reading.read)  # type: ignore[arg-type]
     assert out["exit"]["reason"] == reading.exit  # type: ignore[index]
     assert answer.citations and answer.citations[0].video_id == ids["photo"]  # a span is quoted, not a gist
+    # in one video the scenes rank among the coarse hits: gists are read first, numbered last
+    scoped = ask(store, "how do I add a layer mask?", ExtractiveEngine(), "howto", ids["photo"])
+    assert isinstance(scoped.reading, Reading)
+    read_roles = [i.role for i in scoped.reading.read]
+    assert read_roles[0] == "gist" and "span" in read_roles
+    gists = [(i.moment.start, i.moment.end) for i in scoped.reading.read if i.role == "gist"]
+    assert scoped.evidence[0].role == "span" and scoped.evidence[0].number == 1
+    assert [(e.start, e.end) for e in scoped.evidence if e.role == "gist"] == gists
+    assert [e.role for e in scoped.evidence] == sorted(read_roles, reverse=True)  # spans, then gists
 
 
 def test_evidence_is_numbered_spans_first_while_reading_stays_coarse_to_fine() -> None:
