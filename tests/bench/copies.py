@@ -110,3 +110,55 @@ def frame_vectors(path: Path, times: list[float]) -> np.ndarray:
 
     frames = np.stack([frame for _, _, frame in sample_frames(probe(path), times, max_side=1280)])
     return image_encoder("efficientnet").encode(frames)
+
+
+def frame_rows(path: Path, spans: np.ndarray, fps: float = 4.0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Every frame `fps` times a second inside each shot of `path` (the rate the vision stage samples
+    at), encoded by EfficientNet and not merged: per shot its rows (k, D) and their frame times
+    (k,), for a ceiling with nothing merged (cached)."""
+    from indexers.decode import probe, sample_frames
+    from memory.runtime.images import image_encoder
+
+    key = hashlib.sha1(np.ascontiguousarray(spans).tobytes()).hexdigest()[:10]
+    cache = WORK / "shot-vectors" / f"{path.stem}-{path.stat().st_size}-{key}-frames{fps:g}.npz"
+    if cache.exists():
+        got = np.load(cache)
+    else:
+        times, owner = [], []
+        for k, (a, b) in enumerate(spans):
+            n = max(1, round((b - a) * fps))
+            times += [float(a + (i + 0.5) * (b - a) / n) for i in range(n)]
+            owner += [k] * n
+        encoder = image_encoder("efficientnet")
+        rows: list[np.ndarray] = []
+        kept: list[int] = []
+        at: list[float] = []
+        batch: list[tuple[int, float, np.ndarray]] = []
+
+        def flush() -> None:
+            if batch:
+                rows.append(encoder.encode(np.stack([f for _, _, f in batch])))
+                kept.extend(owner[i] for i, _, _ in batch)
+                at.extend(t for _, t, _ in batch)
+                batch.clear()
+
+        for item in sample_frames(probe(path), times, max_side=1280):
+            batch.append(item)
+            if len(batch) == 32:
+                flush()
+        flush()
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, rows=np.concatenate(rows), owner=np.array(kept), times=np.array(at))
+        got = np.load(cache)
+    owner_of = got["owner"]
+    return (
+        [got["rows"][owner_of == k] for k in range(len(spans))],
+        [got["times"][owner_of == k] for k in range(len(spans))],
+    )
+
+
+def frame_times(path: Path, times: list[float]) -> np.ndarray:
+    """The time of the frame `frame_vectors` takes for each of `times`."""
+    from indexers.decode import probe, sample_frames
+
+    return np.array([t for _, t, _ in sample_frames(probe(path), times, max_side=64)])
