@@ -75,6 +75,14 @@ class LookOptions:
     """What is looked for inside each shot, and how hard: `indexers.vision.VisionOptions` (None: its
     defaults). Kept here so that it travels with the look to the visual worker and to Ray tasks."""
 
+    @classmethod
+    def at_rate(cls, fps: float, vision: Any = None, **given: Any) -> LookOptions:
+        """Options that encode `fps` frames a second of shot (up to 4, the rate the one decoding pass
+        keeps frames at), as many more at most per shot as the default's 16 at 1 a second."""
+        if not 0 < fps <= _Along.rate:
+            raise ValueError(f"fps must be in (0, {_Along.rate:g}], got {fps}")
+        return cls(fps=fps, max_frames=max(1, round(16 * fps)), vision=vision, **given)
+
 
 @dataclass
 class ShotLook:

@@ -103,7 +103,13 @@ class Settings(BaseSettings):
     )
     vision_people: bool = Field(
         True,
-        description="Look for frontal faces and people (OpenCV Haar and HOG) on each shot's keyframe: 23.2 of the 73.3 CPU-s the vision models took on bbb_10min (docs/benchmarks/look_costs.md); `false` keeps OCR, labels and visual vectors.",
+        description="Look for frontal faces and people (OpenCV Haar and HOG) on each shot's keyframe: 12.8 of the 29.5 CPU-s the vision models cost on bbb_10min (docs/benchmarks/look_costs.md); `false` keeps OCR, labels and visual vectors.",
+    )
+    vision_fps: float = Field(
+        1.0,
+        gt=0,
+        le=4,
+        description="Frames a second of shot encoded for its visual vectors and labels (at most 16 per shot at 1, 64 at 4). More find a frame again across re-encodes better and cost EfficientNet's time on each (docs/benchmarks/memory_fps4.md).",
     )
     vision_text_frames: int = Field(
         4,
@@ -354,7 +360,7 @@ class Settings(BaseSettings):
             window_seconds=self.window_seconds,
             shots=ShotOptions(allow_damaged=allow_damaged),
             transcribe=TranscribeOptions(model=self.asr_model, language=self.asr_language),
-            look=LookOptions(encoder=self.image_encoder, vision=self.vision_options())
+            look=LookOptions.at_rate(self.vision_fps, self.vision_options(), encoder=self.image_encoder)
             if self.vision
             else None,
             memory=self.memory_options(),

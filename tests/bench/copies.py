@@ -83,17 +83,22 @@ class ShotVectors:
         return np.stack([unit_vector(list(t)) for t in self.tokens])
 
 
-def shot_vectors(path: Path) -> ShotVectors:
-    """Shots and per-shot vectors of `path`, as the ingestion's visual pass finds them (cached)."""
+def shot_vectors(path: Path, fps: float | None = None) -> ShotVectors:
+    """Shots and per-shot vectors of `path`, as the ingestion's visual pass finds them (cached).
+    `fps`: frames encoded per second of shot (`VIDMEM_VISION_FPS`; None: the default)."""
     from indexers.decode import DecodeOptions, probe
     from indexers.shots import ShotOptions
+    from indexers.vision import VisionOptions
     from indexers.visual import LookOptions, VisualJob, run_job
 
-    cache = WORK / "shot-vectors" / f"{path.stem}-{path.stat().st_size}-tokens.npz"
+    rate = "" if fps is None else f"-fps{fps:g}"
+    cache = WORK / "shot-vectors" / f"{path.stem}-{path.stat().st_size}-tokens{rate}.npz"
     if cache.exists():
         got = np.load(cache)
         return ShotVectors(got["spans"], np.split(got["tokens"], np.cumsum(got["counts"])[:-1]))
-    result = run_job(VisualJob(probe(path), DecodeOptions(), ShotOptions(), look=LookOptions()))
+    # the vectors come from the frames sampled, whatever else is looked for: no OCR, faces or people
+    look = LookOptions() if fps is None else LookOptions.at_rate(fps, VisionOptions(ocr=False, people=False))
+    result = run_job(VisualJob(probe(path), DecodeOptions(), ShotOptions(), look=look))
     assert result.shots is not None and result.looks is not None
     spans = np.array([(sh.start, sh.end) for sh in result.shots.shots], dtype=np.float64)
     tokens = [look.vectors.astype(np.float32) for look in result.looks]
@@ -113,9 +118,9 @@ def frame_vectors(path: Path, times: list[float]) -> np.ndarray:
 
 
 def frame_rows(path: Path, spans: np.ndarray, fps: float = 4.0) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Every frame `fps` times a second inside each shot of `path` (the rate the vision stage samples
-    at), encoded by EfficientNet and not merged: per shot its rows (k, D) and their frame times
-    (k,), for a ceiling with nothing merged (cached)."""
+    """Every frame `fps` times a second inside each shot of `path` (4: the rate the look's decoding
+    pass keeps frames at), encoded by EfficientNet and not merged: per shot its rows (k, D) and
+    their frame times (k,), for a ceiling with nothing merged (cached)."""
     from indexers.decode import probe, sample_frames
     from memory.runtime.images import image_encoder
 

@@ -229,6 +229,26 @@ def test_one_decoding_pass_finds_the_shots_of_detection_alone_and_every_sample_f
         assert all(start - 0.02 <= a <= b < end for a, b in look.spans)
 
 
+def test_the_look_encodes_frames_at_the_rate_asked_up_to_what_the_decoding_pass_keeps() -> None:
+    """`VIDMEM_VISION_FPS` (`LookOptions.at_rate`): 4 frames a second of each shot reach the encoder
+    from the one decoding pass, where the default takes 1; more than the pass keeps is refused."""
+    from indexers.vision import VisionOptions
+    from indexers.visual import sample_times
+
+    dense = LookOptions.at_rate(4, VisionOptions(ocr=False, people=False))
+    assert (dense.fps, dense.max_frames) == (4, 64)
+    result = run_job(job_for(shared("bbb_trailer.mp4"), dense))
+    assert result.shots is not None and result.looks is not None
+    spans = [(s.start, s.end) for s in result.shots.shots]
+    frames = [look.frames for look in result.looks]
+    # each frame kept once: two sample times a quarter second apart can fall on the same kept frame
+    assert all(0 < n <= len(sample_times([shot], dense)[0]) for n, shot in zip(frames, spans, strict=True))
+    assert sum(frames) >= 3 * sum(_sampled(shot) for shot in spans)
+    assert all(1 <= len(look.vectors) <= dense.keep for look in result.looks)
+    with pytest.raises(ValueError, match="fps"):
+        LookOptions.at_rate(5)
+
+
 def test_a_shot_the_final_picks_change_is_looked_at_again(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fault injection at the detector's settled boundaries: one that the final picks do not keep
     (the picks over the whole stream can differ from those made while reading it). The two shots

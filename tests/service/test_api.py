@@ -538,6 +538,14 @@ def test_settings_come_from_flags_then_env_then_the_config_file(
     monkeypatch.setenv("VIDMEM_VISION_TEXT_FRAMES", "2")
     look = Settings().ingest_options().look  # type: ignore[call-arg]
     assert look is not None and look.vision == VisionOptions(people=False, text_frames=2)
+    assert (look.fps, look.max_frames) == (1.0, 16)
+    monkeypatch.setenv("VIDMEM_VISION_FPS", "4")
+    look = Settings().ingest_options().look  # type: ignore[call-arg]
+    assert look is not None and (look.fps, look.max_frames) == (4.0, 64)
+    monkeypatch.setenv("VIDMEM_VISION_FPS", "5")  # more than the decoding pass keeps
+    with pytest.raises(ValueError, match="vision_fps"):
+        Settings()  # type: ignore[call-arg]
+    monkeypatch.delenv("VIDMEM_VISION_FPS")
     monkeypatch.setenv("VIDMEM_CONFIG", str(tmp_path / "missing.toml"))
     with pytest.raises(FileNotFoundError, match="VIDMEM_CONFIG"):
         Settings()  # type: ignore[call-arg]
