@@ -139,6 +139,9 @@ class MemoryOptions:
     """Cosine at which a transcript window or cue folds into a slot; None: the fitted one."""
     skip_below: float = 0.0
     """Salience under which a unit is skipped outright (0: never skip)."""
+    vision_fps: float = 1.0
+    """Frames a second of shot the shots' vectors were encoded at (`VIDMEM_VISION_FPS`): picks the
+    shot fold threshold fitted on vectors of that rate, where one was (gate_model.json)."""
     recurrent: bool = True
     """Carry the GRU state from unit to unit (False: the ablation without recurrence)."""
 
@@ -153,6 +156,8 @@ class MemoryOptions:
                 raise ValueError(f"{name} is a cosine in [-1, 1], got {value}")
         if not 0.0 <= self.skip_below <= 1.0:
             raise ValueError(f"skip_below is a salience in [0, 1], got {self.skip_below}")
+        if not self.vision_fps > 0:
+            raise ValueError(f"vision_fps must be > 0, got {self.vision_fps}")
 
 
 # -- the recurrent cell and the write head ----------------------------------------------------------
@@ -164,6 +169,14 @@ class GateWeights(GRUHead):
 
     fold_shot: float = 0.86
     fold_text: float = 0.98
+    fold_shot_at: dict[str, float] = field(default_factory=dict)
+    """Shot fold thresholds fitted on vectors of other rates, by frames a second ("4"); `fold_shot`
+    is the default rate's (1)."""
+
+    def fold_shot_for(self, fps: float) -> float:
+        """The shot fold threshold for vectors of `fps` frames a second (the default rate's if none
+        was fitted for it)."""
+        return self.fold_shot_at.get(f"{fps:g}", self.fold_shot)
 
     def salience(self, x: np.ndarray, h: np.ndarray) -> float:
         """The write head: how much the unit is worth a slot, in (0, 1)."""
@@ -175,6 +188,7 @@ class GateWeights(GRUHead):
             **self.arrays_json(),
             "fold_shot": self.fold_shot,
             "fold_text": self.fold_text,
+            "fold_shot_at": self.fold_shot_at,
         }
 
     @classmethod
@@ -182,7 +196,10 @@ class GateWeights(GRUHead):
         if list(raw.get("features", [])) != list(FEATURES):
             raise ValueError("gate weights were fitted on other features; refit them (tests/fit/fit_gate.py)")
         return cls(
-            **GRUHead.arrays_from(raw), fold_shot=float(raw["fold_shot"]), fold_text=float(raw["fold_text"])
+            **GRUHead.arrays_from(raw),
+            fold_shot=float(raw["fold_shot"]),
+            fold_text=float(raw["fold_text"]),
+            fold_shot_at={k: float(v) for k, v in raw.get("fold_shot_at", {}).items()},
         )
 
 
@@ -274,7 +291,9 @@ class MemoryGate:
         self.options = options or MemoryOptions()
         self.weights = weights or load_weights()
         self.fold = {
-            "shot": self.options.fold_shot if self.options.fold_shot is not None else self.weights.fold_shot,
+            "shot": self.options.fold_shot
+            if self.options.fold_shot is not None
+            else self.weights.fold_shot_for(self.options.vision_fps),
             "window": self.options.fold_text
             if self.options.fold_text is not None
             else self.weights.fold_text,

@@ -342,6 +342,7 @@ class Settings(BaseSettings):
             budget=self.memory_budget,
             slots_per_hour=self.memory_slots_per_hour,
             skip_below=self.memory_skip_below,
+            vision_fps=self.vision_fps,
         )
 
     def ingest_options(self, library: str | None = None, **given: Any) -> IngestOptions:

@@ -155,7 +155,7 @@ def malmm(units: list[Unit], budget: int) -> list[Entry]:
 
 def _gate(units: list[Unit], budget: int, head: str) -> list[Entry]:
     weights = load_weights()
-    gate = MemoryGate(MemoryOptions(recurrent=head != "no recurrence"), weights)
+    gate = MemoryGate(MemoryOptions(vision_fps=RATE[0], recurrent=head != "no recurrence"), weights)
     if head == "fold alone":
         gate.weights = weights.constant()
     stream = [
@@ -187,6 +187,7 @@ def every_frame(units: list[Unit], budget: int) -> list[Entry]:
     return [Entry(u.vector, [(u.copy, u.start, u.end)], tokens=u.frames) for u in units]
 
 
+RATE = [1.0]  # --fps: the frames a second the vectors were encoded at (the gate's fold threshold follows)
 FRAMES = "full index, every frame (4 a second, not merged)"
 POLICIES: dict[str, Callable[[list[Unit], int], list[Entry]]] = {
     "full index (no memory, all units)": everything,
@@ -256,6 +257,7 @@ def main() -> None:
     )
     ap.add_argument("--out", default="memory", help="results name in docs/benchmarks")
     args = ap.parse_args()
+    RATE[0] = args.fps or 1.0
 
     src = SHARED / "media" / "bbb_10min.mp4"
     from indexers.decode import probe
@@ -336,16 +338,18 @@ def write(rows: list[dict], args: argparse.Namespace, orig: ShotVectors, queries
         + ("" if args.fps is None else f" --fps {args.fps:g}")
         + ("" if args.out == "memory" else f" --out {args.out}")
         + f"` on {machine()}. "
-        f"The gate as shipped: fold threshold {weights.fold_shot:.4f} for shots, fitted by `tests/fit/fit_gate.py`",
-        "on other media ([memory_fit.md](memory_fit.md)); "
-        f"{weights.fitted_on}. Nothing here was tuned on these streams.",
+        f"The gate as shipped: fold threshold {weights.fold_shot_for(args.fps or 1.0):.4f} for shots"
+        + ("" if args.fps is None else f" (the one fitted on vectors of {args.fps:g} frames a second)")
+        + ", fitted by `tests/fit/fit_gate.py`",
+        "on other media ([memory_fit.md](memory_fit.md)"
+        + ("" if args.fps is None else f", [memory_fit_fps{args.fps:g}.md](memory_fit_fps{args.fps:g}.md)")
+        + f"); {weights.fitted_on}. Nothing here was tuned on these streams.",
         *(
             []
             if args.fps is None
             else [
                 f"**Vectors of `VIDMEM_VISION_FPS={args.fps:g}`**: {args.fps:g} frames a second of shot encoded (1 as",
-                "shipped), then token-merged as shipped; the fold threshold above was fitted on vectors of 1 frame a",
-                "second and is not refitted here.",
+                "shipped), then token-merged as shipped.",
             ]
         ),
         "*full index* keeps every unit (no memory, no budget): the ceiling a memory can reach with this",

@@ -17,7 +17,11 @@ it costs is reported beside it: the share of same-thing pairs that still fold.
   builds (no answer is read: only the sentences). Two cues are the same thing when their text is the
   same after lower-casing and dropping punctuation.
 
-Run: .venv/bin/python -m tests.fit.fit_gate [--copies 6] [--no-trailer] [--dry-run]
+With `--fps F` the shots' vectors are those of `VIDMEM_VISION_FPS=F` (F frames a second of shot
+encoded): shots only, reported in memory_fit_fpsF.md, shipped as the threshold for that rate
+(`fold_shot_at`, which `MemoryOptions.vision_fps` picks).
+
+Run: .venv/bin/python -m tests.fit.fit_gate [--copies 6] [--no-trailer] [--dry-run] [--fps F]
 """
 
 from __future__ import annotations
@@ -43,19 +47,21 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> float:
     return inter / max(1e-9, max(a[1] - a[0], b[1] - b[0]))
 
 
-def shot_pairs(files: list[str], copies: int) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+def shot_pairs(
+    files: list[str], copies: int, fps: float | None = None
+) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """(nearest-stranger cosine per unit, same-thing cosines, counts)."""
     units: list[tuple[str, int]] = []  # (file, original shot index)
     vecs: list[np.ndarray] = []
     same: list[float] = []
     for name in files:
         src = SHARED / "media" / name
-        orig = shot_vectors(src)
+        orig = shot_vectors(src, fps)
         for i, v in enumerate(orig.vectors):
             units.append((name, i))
             vecs.append(v)
         for recipe in recipes(copies, seed=1):
-            copy = shot_vectors(reencode(src, recipe))
+            copy = shot_vectors(reencode(src, recipe), fps)
             for span, v in zip(copy.spans, copy.vectors, strict=True):
                 shifted = span + recipe.trim
                 match = [i for i, o in enumerate(orig.spans) if _overlap(shifted, o) >= 0.5]
@@ -112,6 +118,9 @@ def main() -> None:
     ap.add_argument("--copies", type=int, default=6)
     ap.add_argument("--no-trailer", action="store_true", help="ship the threshold fitted without the trailer")
     ap.add_argument("--dry-run", action="store_true", help="report, do not write gate_model.json")
+    ap.add_argument(
+        "--fps", type=float, default=None, help="shots' vectors of VIDMEM_VISION_FPS=F; shots only"
+    )
     args = ap.parse_args()
 
     rows = []
@@ -120,14 +129,21 @@ def main() -> None:
         ("shots, with the trailer", TRAIN_MEDIA),
         ("shots, without the trailer", [f for f in TRAIN_MEDIA if f != "bbb_trailer.mp4"]),
     ):
-        nearest, same, counts = shot_pairs(files, args.copies)
+        nearest, same, counts = shot_pairs(files, args.copies, args.fps)
         tau = threshold(nearest)
         fitted[label] = tau
         rows.append((label, tau, float((same >= tau).mean()) if len(same) else float("nan"), counts))
+    fold_shot = fitted["shots, without the trailer" if args.no_trailer else "shots, with the trailer"]
+    if args.fps is not None:
+        report_rate(rows, args, fold_shot)
+        if not args.dry_run:
+            raw = json.loads(MODEL_FILE.read_text())
+            raw.setdefault("fold_shot_at", {})[f"{args.fps:g}"] = round(fold_shot, 4)
+            MODEL_FILE.write_text(json.dumps(raw, indent=1) + "\n")
+        return
     nearest, same, counts = text_pairs()
     fold_text = threshold(nearest)
     rows.append(("transcript cues (TutorialVQA)", fold_text, float((same >= fold_text).mean()), counts))
-    fold_shot = fitted["shots, without the trailer" if args.no_trailer else "shots, with the trailer"]
 
     lines = [
         "# Memory gate: fold thresholds",
@@ -157,6 +173,31 @@ def main() -> None:
         raw = json.loads(MODEL_FILE.read_text())
         raw["fold_shot"], raw["fold_text"] = round(fold_shot, 4), round(fold_text, 4)
         MODEL_FILE.write_text(json.dumps(raw, indent=1) + "\n")
+
+
+def report_rate(rows: list, args: argparse.Namespace, fold_shot: float) -> None:  # type: ignore[type-arg]
+    """The shot thresholds on vectors of `--fps` frames a second, beside the shipped one."""
+    shipped = json.loads(MODEL_FILE.read_text())["fold_shot"]
+    lines = [
+        f"# Memory gate: fold thresholds on vectors of {args.fps:g} frames a second",
+        "",
+        f"Made by `.venv/bin/python -m tests.fit.fit_gate --copies {args.copies}"
+        f"{' --no-trailer' if args.no_trailer else ''} --fps {args.fps:g}` on {machine()}.",
+        f"The shots' vectors are those of `VIDMEM_VISION_FPS={args.fps:g}`; otherwise as memory_fit.md.",
+        "",
+        "| units | threshold | same pairs folded | units | things | same pairs |",
+        "|---|---:|---:|---:|---:|---:|",
+        *[
+            f"| {label} | {tau:.4f} | {100 * kept:.1f}% | {c['units']} | {c['things']} | {c['same pairs']} |"
+            for label, tau, kept, c in rows
+        ],
+        "",
+        f"Shipped in `memory/gate_model.json` for vectors of {args.fps:g} frames a second (`fold_shot_at`, the row "
+        f"{'without' if args.no_trailer else 'with'} the trailer, as for 1 a second): {fold_shot:.4f}; "
+        f"at 1 frame a second: {shipped:.4f}.",
+    ]
+    (DOC.parent / f"memory_fit_fps{args.fps:g}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -91,6 +91,30 @@ def test_a_repeat_folds_into_one_slot_that_keeps_every_occurrence() -> None:
     np.testing.assert_array_equal(gate.vectors[first], distinct[0])
 
 
+def test_the_shot_fold_threshold_follows_the_rate_the_vectors_were_encoded_at() -> None:
+    """`MemoryOptions.vision_fps` picks the threshold fitted on vectors of that rate
+    (`fold_shot_at`, shipped for 4 frames a second by tests/fit/fit_gate.py --fps 4); a rate with
+    none fitted keeps the default rate's."""
+    weights = random_weights()
+    weights.fold_shot, weights.fold_shot_at = 0.86, {"4": 0.88}
+    a, b = np.eye(2, 32, dtype=np.float32)
+    pair = np.stack([a, 0.87 * a + np.sqrt(1 - 0.87**2) * b]).astype(np.float32)  # cosine 0.87
+
+    def actions(fps: float) -> list[str]:
+        gate = MemoryGate(MemoryOptions(vision_fps=fps), weights)
+        return [d.action for d in gate.gate(units(pair), budget=10)]
+
+    assert actions(1) == ["write", "fold"]
+    assert actions(4) == ["write", "write"]
+    assert actions(2) == ["write", "fold"]
+    shipped = load_weights()
+    assert shipped.fold_shot_for(1) == shipped.fold_shot
+    assert shipped.fold_shot_for(4) != shipped.fold_shot  # fitted for 4 frames a second, shipped
+    assert GateWeights.from_json(shipped.to_json()).fold_shot_at == shipped.fold_shot_at
+    with pytest.raises(ValueError, match="vision_fps"):
+        MemoryOptions(vision_fps=0)
+
+
 def test_kinds_never_fold_into_each_other() -> None:
     v = unit_vectors(1)
     gate = MemoryGate(MemoryOptions(), random_weights())

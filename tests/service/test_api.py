@@ -542,6 +542,7 @@ def test_settings_come_from_flags_then_env_then_the_config_file(
     monkeypatch.setenv("VIDMEM_VISION_FPS", "4")
     look = Settings().ingest_options().look  # type: ignore[call-arg]
     assert look is not None and (look.fps, look.max_frames) == (4.0, 64)
+    assert Settings().memory_options().vision_fps == 4.0  # type: ignore[call-arg]  # its fold threshold
     monkeypatch.setenv("VIDMEM_VISION_FPS", "5")  # more than the decoding pass keeps
     with pytest.raises(ValueError, match="vision_fps"):
         Settings()  # type: ignore[call-arg]
