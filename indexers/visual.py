@@ -78,10 +78,10 @@ class LookOptions:
     @classmethod
     def at_rate(cls, fps: float, vision: Any = None, **given: Any) -> LookOptions:
         """Options that encode `fps` frames a second of shot (up to 4, the rate the one decoding pass
-        keeps frames at), as many more at most per shot as the default's 16 at 1 a second."""
+        keeps frames at), and as many more at most per shot as the default's `max_frames` at 1 a second."""
         if not 0 < fps <= _Along.rate:
             raise ValueError(f"fps must be in (0, {_Along.rate:g}], got {fps}")
-        return cls(fps=fps, max_frames=max(1, round(16 * fps)), vision=vision, **given)
+        return cls(fps=fps, max_frames=max(1, round(cls.max_frames * fps)), vision=vision, **given)
 
 
 @dataclass

@@ -153,9 +153,9 @@ def malmm(units: list[Unit], budget: int) -> list[Entry]:
     return _adjacent(units, budget, weighted=True)
 
 
-def _gate(units: list[Unit], budget: int, head: str) -> list[Entry]:
+def _gate(units: list[Unit], budget: int, head: str, fps: float) -> list[Entry]:
     weights = load_weights()
-    gate = MemoryGate(MemoryOptions(vision_fps=RATE[0], recurrent=head != "no recurrence"), weights)
+    gate = MemoryGate(MemoryOptions(vision_fps=fps, recurrent=head != "no recurrence"), weights)
     if head == "fold alone":
         gate.weights = weights.constant()
     stream = [
@@ -187,20 +187,24 @@ def every_frame(units: list[Unit], budget: int) -> list[Entry]:
     return [Entry(u.vector, [(u.copy, u.start, u.end)], tokens=u.frames) for u in units]
 
 
-RATE = [1.0]  # --fps: the frames a second the vectors were encoded at (the gate's fold threshold follows)
 FRAMES = "full index, every frame (4 a second, not merged)"
-POLICIES: dict[str, Callable[[list[Unit], int], list[Entry]]] = {
-    "full index (no memory, all units)": everything,
-    FRAMES: every_frame,
-    "fifo": fifo,
-    "uniform": uniform,
-    "moviechat": moviechat,
-    "malmm": malmm,
-    "vidmem": lambda u, b: _gate(u, b, "gru"),
-    "fold alone": lambda u, b: _gate(u, b, "fold alone"),
-    "no recurrence": lambda u, b: _gate(u, b, "no recurrence"),
-    "slot ranked by its exemplar": lambda u, b: _gate(u, b, "exemplar"),
-}
+
+
+def policies(fps: float = 1.0) -> dict[str, Callable[[list[Unit], int], list[Entry]]]:
+    """Every policy by name; `fps`: the frames a second the vectors were encoded at (the gate folds
+    at the threshold fitted for that rate)."""
+    return {
+        "full index (no memory, all units)": everything,
+        FRAMES: every_frame,
+        "fifo": fifo,
+        "uniform": uniform,
+        "moviechat": moviechat,
+        "malmm": malmm,
+        "vidmem": lambda u, b: _gate(u, b, "gru", fps),
+        "fold alone": lambda u, b: _gate(u, b, "fold alone", fps),
+        "no recurrence": lambda u, b: _gate(u, b, "no recurrence", fps),
+        "slot ranked by its exemplar": lambda u, b: _gate(u, b, "exemplar", fps),
+    }
 
 
 # -- scoring ---------------------------------------------------------------------------------------
@@ -257,7 +261,6 @@ def main() -> None:
     )
     ap.add_argument("--out", default="memory", help="results name in docs/benchmarks")
     args = ap.parse_args()
-    RATE[0] = args.fps or 1.0
 
     src = SHARED / "media" / "bbb_10min.mp4"
     from indexers.decode import probe
@@ -295,7 +298,7 @@ def main() -> None:
     for stream, (units, truths) in streams.items():
         for share in args.budgets:
             budget = budget_for(MemoryOptions(budget=share), len(units), 0.0)
-            for name, policy in POLICIES.items():
+            for name, policy in policies(args.fps or 1.0).items():
                 t0 = time.perf_counter()
                 kept = policy(units, budget)
                 seconds = time.perf_counter() - t0
@@ -377,7 +380,7 @@ def write(rows: list[dict], args: argparse.Namespace, orig: ShotVectors, queries
             + " | moment at 10% |",
             "|---|" + "---:|" * (len(budgets) + 1),
         ]
-        for name in POLICIES:
+        for name in policies():
             cells = [next(r for r in sub if r["policy"] == name and r["budget"] == b) for b in budgets]
             at10 = next((r for r in sub if r["policy"] == name and abs(r["budget"] - 0.1) < 1e-6), cells[-1])
             lines.append(
@@ -500,7 +503,7 @@ def _plot(rows: list[dict], out: str) -> None:
     streams = list(dict.fromkeys(r["stream"] for r in rows))
     fig, axes = plt.subplots(1, len(streams), figsize=(6 * len(streams), 4.6), sharey=True)
     for ax, stream in zip(np.atleast_1d(axes), streams, strict=True):
-        for name in POLICIES:
+        for name in policies():
             sub = [r for r in rows if r["stream"] == stream and r["policy"] == name]
             ax.plot([100 * r["budget"] for r in sub], [r["recall"] for r in sub], marker="o", label=name)
         ax.set_title(f"{stream} stream")
