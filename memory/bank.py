@@ -9,8 +9,10 @@ any of a slot's rows stands for every unit of its slot (`occurrences`).
 
 from __future__ import annotations
 
+import heapq
+import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import zip_longest
 from typing import Any, NamedTuple, TypeVar
@@ -388,20 +390,25 @@ def unit_scores(
 
 def occurrences(
     s: Session, hits: Iterable[int], query: tuple[str, np.ndarray] | None = None
-) -> dict[int, list[tuple[str, float, float]]]:
-    """Per hit row id that is a live slot's exemplar: every place its slot stands for (video id,
-    start, end), its own included, with units that follow one another in one video joined into one
-    place (`join_runs`). Other rows are not in the answer.
+) -> dict[int, list[tuple[float | None, str, float, float]]]:
+    """Per hit row id that is a live slot's exemplar: every place its slot stands for (similarity,
+    video id, start, end), its own included, with units that follow one another in one video joined
+    into one place (`join_runs`). Other rows are not in the answer.
 
     In video and time order; with `query` (a vector space and the query's vector in it), the places
-    most like the query first, each scored by its best unit's own rows in that space (`unit_scores`): a slot
-    that stands for two returning camera set-ups answers with the one asked about first. Either way
-    the videos take turns (each one's first unit, then each one's second...), so a slot with fifty
-    places in one recording still names every other recording it was seen in among its first places."""
-    return {
-        hit: take_turns([(v, a, b) for _, v, a, b in sorted(join_runs(units), key=lambda u: -u[0])])
-        for hit, units in unit_scores(s, hits, query).items()
-    }
+    most like the query first, each scored by its best unit's own rows in that space (`unit_scores`;
+    None where not scored): a slot that stands for two returning camera set-ups answers with the one
+    asked about first. Either way the videos take turns (each one's first unit, then each one's
+    second...), so a slot with fifty places in one recording still names every other recording it
+    was seen in among its first places."""
+    out: dict[int, list[tuple[float | None, str, float, float]]] = {}
+    for hit, units in unit_scores(s, hits, query).items():
+        runs = sorted(join_runs(units), key=lambda u: -u[0])
+        sims = {(v, a, b): sim for sim, v, a, b in runs}
+        out[hit] = [
+            (None if sims[p] <= -2.0 else sims[p], *p) for p in take_turns([(v, a, b) for _, v, a, b in runs])
+        ]
+    return out
 
 
 V = TypeVar("V")  # a video's id (the benchmarks number their copies)
@@ -443,6 +450,35 @@ def take_turns(places: Sequence[tuple[V, float, float]]) -> list[tuple[V, float,
     for place in places:
         per_video.setdefault(place[0], []).append(place)
     return [place for turn in zip_longest(*per_video.values()) for place in turn if place is not None]
+
+
+P = TypeVar("P")
+
+
+def interleave(hits: Sequence[Sequence[tuple[float | None, P]]]) -> Iterator[tuple[int, P]]:
+    """Hits in rank order, each with its places (similarity to the query, or None where not known;
+    the place), its best first, merged into one ranking of (hit index, place), lazily. A hit's first place
+    keeps the hit's rank; each of its other places waits behind every later hit whose first place
+    looks more like the query than it does, and places that waited come out most alike first.
+
+    A slot the bank filled by merging stands for its own thing and for whatever joined it: its
+    places that look less like the query than the next hit does (another copy of the thing asked
+    about, held by another slot) no longer crowd that hit out of the first moments. A place of
+    unknown similarity waits for nothing, and a hit whose first place is unknown lets every waiting
+    place go before it: nothing is held back without a measure that says it ranks lower."""
+    held: list[tuple[int, P]] = []
+    waiting: list[tuple[float, int]] = []  # (-similarity, index into `held`): a heap
+    for h, places in enumerate(hits):
+        if not places:
+            continue
+        bar = places[0][0]
+        while waiting and (bar is None or -waiting[0][0] >= bar):
+            yield held[heapq.heappop(waiting)[1]]
+        yield h, places[0][1]
+        for sim, place in places[1:]:
+            heapq.heappush(waiting, (-math.inf if sim is None else -sim, len(held)))
+            held.append((h, place))
+    yield from (held[i] for _, i in sorted(waiting))
 
 
 def exemplars_seen_in(s: Session, video_ids: Sequence[str]) -> list[int]:
@@ -567,6 +603,7 @@ __all__ = [
     "budget",
     "decisions_of",
     "exemplars_seen_in",
+    "interleave",
     "join_runs",
     "load_gate",
     "occurrences",

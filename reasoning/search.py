@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from kernels.timecode import hms
 from memory import EmbeddingRow, Library, Store, StoreError, Video
-from memory.bank import exemplars_seen_in, occurrences, unit_scores
+from memory.bank import exemplars_seen_in, interleave, occurrences, unit_scores
 from memory.lexical import LexicalRows, bm25_top, tokens
 from memory.runtime.images import ImageEncoder
 from memory.runtime.text import Embedder, SentenceEmbedder
@@ -295,7 +295,8 @@ def _fuse(
     query: tuple[str, np.ndarray] | None = None,
 ) -> list[Moment]:
     """Reciprocal-rank fusion of the rankings; overlapping hits in one video become one moment.
-    Only the chosen moments' texts are read from SQL."""
+    A hit on a memory slot stands for each of its places, ranked by their own likeness to the query
+    (`memory.bank.interleave`). Only the chosen moments' texts are read from SQL."""
     fused: dict[int, float] = {}
     for ranking in rankings:
         for rank, i in enumerate(ranking):
@@ -310,23 +311,25 @@ def _fuse(
     with store.session() as s:
         slots = occurrences(s, order, query)  # a hit on a memory slot's exemplar stands for all its units
 
-    moments: list[Moment] = []
-    ids: list[int] = []
+    places: dict[int, list[tuple[str, float, float]]] = {}
+    ranked: list[list[tuple[float | None, tuple[str, float, float]]]] = []
     for i in order:
         rows, p = where[i]
-        kind = str(rows.kinds[rows.kind[p]])
         own = (str(rows.videos[rows.video[p]]), float(rows.start[p]), float(rows.end[p]))
-        places = slots.get(i) or [own]
-        for video, start, end in places:
-            if not scope.holds(video, start, end) or any(
-                m.video_id == video and _overlap(m.start, m.end, start, end) > 0.5 for m in moments
-            ):
-                continue
-            also = [o for o in places if o != (video, start, end)][:ALSO_LIMIT]
-            moments.append(Moment(video, start, end, fused[i], "", kind, also))
-            ids.append(i)
-            if len(moments) == opts.top:
-                break
+        stands = slots.get(i) or [(None, *own)]
+        places[i] = [(v, a, b) for _, v, a, b in stands]
+        ranked.append([(sim, (v, a, b)) for sim, v, a, b in stands if scope.holds(v, a, b)])
+    moments: list[Moment] = []
+    ids: list[int] = []
+    for h, (video, start, end) in interleave(ranked):
+        if any(m.video_id == video and _overlap(m.start, m.end, start, end) > 0.5 for m in moments):
+            continue
+        i = order[h]
+        rows, p = where[i]
+        also = [o for o in places[i] if o != (video, start, end)][:ALSO_LIMIT]
+        score = min(fused[i], moments[-1].score) if moments else fused[i]  # a place that waited ranks lower
+        moments.append(Moment(video, start, end, score, "", str(rows.kinds[rows.kind[p]]), also))
+        ids.append(i)
         if len(moments) == opts.top:
             break
     with store.session() as s:

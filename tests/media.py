@@ -602,6 +602,14 @@ def make_long_clip(out_dir: Path, source: Path, copies: int) -> Path:
     return path
 
 
+def filtered_copy(src: Path, dst: Path, video_filter: str) -> Path:
+    """Re-encode ``src`` to ``dst`` through an ffmpeg video filter (``hue=h=90``: the same shots,
+    each a little unlike itself). Returns ``dst``."""
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    _ffmpeg("-i", src, "-vf", video_filter, "-c:v", "libx264", "-pix_fmt", "yuv420p", "-an", dst)
+    return Path(dst)
+
+
 def truncate_copy(src: Path, dst: Path, keep_fraction: float = 0.5) -> Path:
     """Copy the first ``keep_fraction`` (0..1) of ``src``'s bytes to ``dst``.
 

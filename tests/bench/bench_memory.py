@@ -18,8 +18,10 @@ scores as the best of its exemplar and the units folded into it, each by its own
 as `reasoning.search` re-ranks a slot (units that joined through a merge of slots do not count).
 A kept entry standing for several places (a slot's occurrences, a merged run) gives one moment per
 place; a slot joins its occurrences that follow one another in a copy into one place and orders
-them by their own rows, the copies taking turns (`memory.bank.occurrences`). The mean length of the
-moments returned is reported beside the recall: a longer moment holds more.
+them by their own rows, the copies taking turns (`memory.bank.occurrences`); a slot's places after
+its first wait behind any later entry that looks more like the query (`memory.bank.interleave`, as
+`reasoning.search` ranks moments). The mean length of the moments returned is reported beside the
+recall: a longer moment holds more.
 
 Policies, each within B = budget x units entries:
 - fifo: the last B units;  uniform: every (N/B)-th unit;
@@ -44,7 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kernels.timecode import hms
-from memory.bank import join_runs, take_turns
+from memory.bank import interleave, join_runs, take_turns
 from memory.gate import GateUnit, MemoryGate, MemoryOptions, budget_for, load_weights
 from reasoning.search import SearchOptions
 from tests.bench.common import RESULTS, SHARED, machine, write_results
@@ -227,18 +229,24 @@ def recall(
             if e.place_tokens is not None and e.alike is not None:
                 alike = [t for t, ok in zip(e.place_tokens, e.alike, strict=True) if ok]
                 score[i] = max(score[i], max(float((t @ q).max()) for t in alike))
-        moments: list[Place] = []
-        for i in np.argsort(-score, kind="stable"):
+        ranked: list[list[tuple[float | None, Place]]] = []
+        for i in np.argsort(-score, kind="stable")[:CANDIDATES]:
             entry = kept[i]
-            places = entry.places
-            if entry.place_tokens is not None:  # as memory.bank.occurrences joins and orders them
-                best = [float((t @ q).max()) for t in entry.place_tokens]
-                runs = join_runs((sim, *place) for sim, place in zip(best, places, strict=True))
-                places = take_turns([(c, a, b) for _, c, a, b in sorted(runs, key=lambda r: -r[0])])
-            for c, a, b in places:
-                if any(c == c2 and _overlap(a, b, a2, b2) > 0.5 for c2, a2, b2 in moments):
-                    continue
-                moments.append((c, a, b))
+            if entry.place_tokens is None:
+                ranked.append([(float(score[i]), place) for place in entry.places])
+                continue
+            # as memory.bank.occurrences joins and orders a slot's places, and reasoning.search ranks them
+            best = [float((t @ q).max()) for t in entry.place_tokens]
+            runs = sorted(
+                join_runs((sim, *p) for sim, p in zip(best, entry.places, strict=True)), key=lambda r: -r[0]
+            )
+            sims = {(c, a, b): sim for sim, c, a, b in runs}
+            ranked.append([(sims[p], p) for p in take_turns([(c, a, b) for _, c, a, b in runs])])
+        moments: list[Place] = []
+        for _, (c, a, b) in interleave(ranked):
+            if any(c == c2 and _overlap(a, b, a2, b2) > 0.5 for c2, a2, b2 in moments):
+                continue
+            moments.append((c, a, b))
             if len(moments) >= TOP:
                 break
         moments = moments[:TOP]
@@ -355,12 +363,15 @@ def write(rows: list[dict], args: argparse.Namespace, orig: ShotVectors, queries
                 "shipped), then token-merged as shipped.",
             ]
         ),
-        "*full index* keeps every unit (no memory, no budget): the ceiling a memory can reach with this",
-        "retrieval: each entry scored as its best visual row (a kept shot's token-merged EfficientNet vectors,",
-        "as the search scores a shot; a merged run's one mean vector), a slot's occurrences ordered the same way.",
+        "*full index* keeps every unit (no memory, no budget): what this retrieval finds with nothing",
+        "forgotten, each entry scored as its best visual row (a kept shot's token-merged EfficientNet vectors,",
+        "as the search scores a shot; a merged run's one mean vector).",
         "Among the 50 best entries (the search's candidates), a vidmem slot scores as the best of its exemplar",
         "and the units folded into it, each by its own rows (kept in SQL), as `reasoning.search` ranks a slot;",
-        "*slot ranked by its exemplar* is the same bank with each slot scored by its exemplar's rows alone.",
+        "its places are ordered by their own rows too, and those after its first wait behind any later entry",
+        "that looks more like the query (`memory.bank.interleave`, as the search ranks moments): a slot the bank",
+        "filled by merging two things does not put the other thing before the next slot's copy of the one asked",
+        "about. *slot ranked by its exemplar* is the same bank with each slot scored by its exemplar's rows alone.",
         "",
         "Recall: of a held-out frame's shot's true occurrences (12 on the identical stream; one per copy that",
         "still holds it on the re-encoded one), the share among the top 12 moments. *moment* is the mean",

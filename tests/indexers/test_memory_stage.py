@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from indexers.decode import probe, sample_frames
 from indexers.pipeline import IngestOptions, ingest
 from memory import STAGES, EmbeddingRow, IngestJob, Segment, Store
-from memory.bank import join_runs, take_turns
+from memory.bank import interleave, join_runs, take_turns
 from memory.catalog import MemorySlot, MemoryUnit
 from memory.runtime.images import image_encoder
 from reasoning.search import SearchOptions, search, search_frame
@@ -123,6 +123,62 @@ def test_the_videos_take_turns_in_a_slots_places() -> None:
     places = [("b", 0.0, 1.0), ("b", 5.0, 6.0), ("b", 9.0, 10.0), ("a", 2.0, 3.0), ("c", 1.0, 2.0)]
     assert take_turns(places) == [places[0], places[3], places[4], places[1], places[2]]
     assert take_turns(places[:3]) == places[:3]  # one video: its own order
+
+
+def test_a_slots_places_less_like_the_query_wait_behind_the_next_hit() -> None:
+    """A hit's first place keeps its rank; its other places come out before the next hit only where
+    they look at least as much like the query, else wherever they rank, most alike first."""
+    hits = [[(0.97, "a1"), (0.95, "a2"), (0.50, "a3")], [(0.90, "b1"), (0.40, "b2")], [], [(0.60, "c1")]]
+    assert list(interleave(hits)) == [(0, "a1"), (0, "a2"), (1, "b1"), (3, "c1"), (0, "a3"), (1, "b2")]
+    # equals: a slot's places in their own order (the videos taking turns) before the next hit's
+    assert list(interleave([[(1.0, "x1"), (1.0, "x2")], [(1.0, "y1")]])) == [(0, "x1"), (0, "x2"), (1, "y1")]
+    # unknown likeness holds nothing back: a place of unknown likeness waits for nothing, and a hit
+    # of unknown likeness lets every waiting place go first
+    hits = [[(0.9, "a1"), (0.1, "a2"), (None, "a3")], [(None, "b1")], [(0.5, "c1")]]
+    assert [p for _, p in interleave(hits)] == ["a1", "a3", "a2", "b1", "c1"]
+
+
+def test_a_merged_slot_answers_with_the_places_that_look_like_the_query_first(
+    sqlite_store: Store, thrice: Path, cut_clip: media.CutClip, media_dir: Path, model_cache: Path
+) -> None:
+    """The cut clip three times over, then hue-shifted once, in a bank of four slots: the bank merges
+    its nearest pair of slots, two different shots. Asked for a frame of either, the first four
+    moments are that shot's four places (three, and the hue-shifted one in its own slot or not), not
+    a place of the shot merged in, which a slot that named every video in turn put second."""
+    from bisect import bisect_right
+
+    from indexers.pipeline import regate
+    from memory.gate import MemoryOptions, load_weights
+
+    store = sqlite_store
+    hue = media.filtered_copy(cut_clip.path, media_dir / "hue" / "cuts_hue90.mp4", "hue=h=90")
+    first = ingest(store, thrice, IngestOptions(library="g"), cache_dir=model_cache).video_id
+    ingest(store, hue, IngestOptions(library="g"), cache_dir=model_cache)
+    regate(store, "g", MemoryOptions(budget=4 / 16), weights=load_weights().constant())
+
+    bounds = (0.0, *cut_clip.cut_times)
+
+    def shot(t: float) -> int:  # which shot of the cut clip a time of either video is in
+        return bisect_right(bounds, t % cut_clip.duration + 0.01) - 1
+
+    with store.session() as s:
+        units = s.execute(
+            select(MemoryUnit.slot_id, MemoryUnit.start)
+            .join(MemorySlot, MemorySlot.id == MemoryUnit.slot_id)
+            .where(MemoryUnit.kind == "shot", MemoryUnit.video_id == first, MemorySlot.state == "live")
+        ).all()
+    held: dict[int, set[int]] = {}
+    for slot, start in units:
+        held.setdefault(slot, set()).add(shot(start))
+    merged = [shots for shots in held.values() if len(shots) > 1]
+    assert len(merged) == 1 and len(merged[0]) == 2, held  # the premise: one slot holds two shots
+    enc = image_encoder("efficientnet")
+    for k in sorted(merged[0]):
+        mid = (bounds[k] + (bounds + (cut_clip.duration,))[k + 1]) / 2
+        ((_, _, frame),) = sample_frames(probe(cut_clip.path), [mid])
+        found = search_frame(store, frame, enc, library="g", options=SearchOptions(top=4))
+        assert [shot(m.start) for m in found] == [k] * 4, (k, [(m.video_id, m.start) for m in found])
+        assert [m.score for m in found] == sorted((m.score for m in found), reverse=True)
 
 
 def test_places_one_after_another_in_a_video_are_one_place() -> None:
