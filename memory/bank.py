@@ -401,14 +401,7 @@ def occurrences(
     asked about first. Either way the videos take turns (each one's first unit, then each one's
     second...), so a slot with fifty places in one recording still names every other recording it
     was seen in among its first places."""
-    out: dict[int, list[tuple[float | None, str, float, float]]] = {}
-    for hit, units in unit_scores(s, hits, query).items():
-        runs = sorted(join_runs(units), key=lambda u: -u[0])
-        sims = {(v, a, b): sim for sim, v, a, b in runs}
-        out[hit] = [
-            (None if sims[p] <= -2.0 else sims[p], *p) for p in take_turns([(v, a, b) for _, v, a, b in runs])
-        ]
-    return out
+    return {hit: slot_places(units) for hit, units in unit_scores(s, hits, query).items()}
 
 
 V = TypeVar("V")  # a video's id (the benchmarks number their copies)
@@ -450,6 +443,19 @@ def take_turns(places: Sequence[tuple[V, float, float]]) -> list[tuple[V, float,
     for place in places:
         per_video.setdefault(place[0], []).append(place)
     return [place for turn in zip_longest(*per_video.values()) for place in turn if place is not None]
+
+
+def slot_places(
+    units: Iterable[tuple[float, V, float, float]],
+) -> list[tuple[float | None, V, float, float]]:
+    """A slot's units (similarity, video, start, end; -2: not scored) as the places it answers with:
+    runs joined (`join_runs`), most like the query first, the videos taking turns (`take_turns`);
+    the similarity None where not scored."""
+    runs = sorted(join_runs(units), key=lambda u: -u[0])
+    sims = {(v, a, b): sim for sim, v, a, b in runs}
+    return [
+        (None if sims[p] <= -2.0 else sims[p], *p) for p in take_turns([(v, a, b) for _, v, a, b in runs])
+    ]
 
 
 P = TypeVar("P")
@@ -608,6 +614,7 @@ __all__ = [
     "load_gate",
     "occurrences",
     "slot_json",
+    "slot_places",
     "stats",
     "store_decisions",
     "take_turns",

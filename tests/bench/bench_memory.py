@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kernels.timecode import hms
-from memory.bank import interleave, join_runs, take_turns
+from memory.bank import interleave, slot_places
 from memory.gate import GateUnit, MemoryGate, MemoryOptions, budget_for, load_weights
 from reasoning.search import SearchOptions
 from tests.bench.common import RESULTS, SHARED, machine, write_results
@@ -237,11 +237,8 @@ def recall(
                 continue
             # as memory.bank.occurrences joins and orders a slot's places, and reasoning.search ranks them
             best = [float((t @ q).max()) for t in entry.place_tokens]
-            runs = sorted(
-                join_runs((sim, *p) for sim, p in zip(best, entry.places, strict=True)), key=lambda r: -r[0]
-            )
-            sims = {(c, a, b): sim for sim, c, a, b in runs}
-            ranked.append([(sims[p], p) for p in take_turns([(c, a, b) for _, c, a, b in runs])])
+            places = slot_places((sim, *p) for sim, p in zip(best, entry.places, strict=True))
+            ranked.append([(sim, (c, a, b)) for sim, c, a, b in places])
         moments: list[Place] = []
         for _, (c, a, b) in interleave(ranked):
             if any(c == c2 and _overlap(a, b, a2, b2) > 0.5 for c2, a2, b2 in moments):
