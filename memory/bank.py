@@ -25,6 +25,7 @@ from kernels.timecode import hms
 from memory.catalog import EmbeddingRow, IndexEpoch, MemorySlot, MemoryUnit, Segment, Video
 from memory.gate import (
     KINDS,
+    NESTS,
     BankEvent,
     Decision,
     GateUnit,
@@ -65,8 +66,27 @@ def load_gate(
             words[slot_id] = (rid, blob)
         else:
             others.setdefault(slot_id, {})[rid] = np.frombuffer(blob, np.float32)
+    # where the slots that may nest in a window stand, when that is more than their exemplar's place
+    # (a cue said again elsewhere nests only where every place of it does: memory.gate.NESTS)
+    nestable = (*live, MemorySlot.kind.in_(list(NESTS)))
+    several = (
+        select(MemoryUnit.slot_id)
+        .join(MemorySlot, MemorySlot.id == MemoryUnit.slot_id)
+        .where(*nestable)
+        .group_by(MemoryUnit.slot_id)
+        .having(func.count() > 1)
+    )
+    places: dict[int, list[tuple[str, float, float, int]]] = {}
+    for owner, video_id, start, end, row_id in s.execute(
+        select(MemoryUnit.slot_id, MemoryUnit.video_id, MemoryUnit.start, MemoryUnit.end, MemoryUnit.row_id)
+        .where(MemoryUnit.slot_id.in_(several))
+        .order_by(MemoryUnit.video_id, MemoryUnit.start)
+    ):
+        if owner is not None:
+            places.setdefault(owner, []).append((video_id, start, end, row_id))
     for row in s.scalars(select(MemorySlot).where(*live).order_by(MemorySlot.id)):
         slot = Slot(row.id, row.kind, row.exemplar_id, row.video_id, row.start, row.end, row.salience)
+        slot.occurrences = places.get(row.id, [])
         slot.words = others.get(row.id, {})
         text_row, text = words.get(row.id, (None, None))
         gate.restore(
@@ -141,6 +161,10 @@ class Stored:
     """Rows of earlier videos no longer retained (their slot merged away or evicted)."""
 
 
+STATES = {"merge": "merged", "nest": "nested", "evict": "evicted"}
+"""A slot's state (`MemorySlot.state`) after each bank event that ends it."""
+
+
 def store_decisions(
     s: Session, library_id: int, video_ids: Sequence[str], gate: MemoryGate, decisions: Sequence[Decision]
 ) -> Stored:
@@ -168,12 +192,13 @@ def store_decisions(
     def mapped(i: int) -> int:
         return ids.get(i, i)
 
-    into: dict[int, int] = {}
+    into: dict[int, int] = {}  # merged slot -> the one it joined: its units follow it there
+    holder: dict[int, int] = {}  # nested slot -> the window slot holding its words
     state: dict[int, str] = {}
     for event in gate.events:
-        state[mapped(event.slot)] = "merged" if event.action == "merge" else "evicted"
+        state[mapped(event.slot)] = STATES[event.action]
         if event.into is not None:
-            into[mapped(event.slot)] = mapped(event.into)
+            (into if event.action == "merge" else holder)[mapped(event.slot)] = mapped(event.into)
 
     def final(slot: int) -> int:
         while slot in into:
@@ -182,7 +207,9 @@ def store_decisions(
 
     for slot_id, st in state.items():
         s.execute(
-            update(MemorySlot).where(MemorySlot.id == slot_id).values(state=st, into_id=into.get(slot_id))
+            update(MemorySlot)
+            .where(MemorySlot.id == slot_id)
+            .values(state=st, into_id=into.get(slot_id, holder.get(slot_id)))
         )
     for slot in gate.slots.values():
         if slot.id > 0:
@@ -542,7 +569,7 @@ def stats(s: Session, library_id: int, options: MemoryOptions | None = None, top
         .limit(top)
     ).all()
     return {
-        "slots": {st: int(by_state.get(st, 0)) for st in ("live", "merged", "evicted")},
+        "slots": {st: int(by_state.get(st, 0)) for st in ("live", *STATES.values())},
         "budget": budget(s, library_id, opts, 0) if units else 0,
         "units": units,
         "actions": actions,
@@ -598,6 +625,7 @@ def decisions_of(s: Session, video_id: str) -> list[dict[str, Any]]:
                 "start": round(slot.start, 3),
                 "timestamp": hms(slot.start),
                 "exemplar": slot.exemplar_id == unit.row_id,
+                "into": slot.into_id if slot.state == "nested" else None,
             }
         out.append(item)
     return out

@@ -309,8 +309,9 @@ class WebSession(Base):
 
 class MemorySlot(Base):
     """A slot of a library's memory bank (memory.gate): one exemplar unit standing for every unit
-    folded or merged into it (`MemoryUnit.slot_id`). `state` is live, merged (into `into_id`) or
-    evicted; only a live slot's exemplar rows are retained in the search indexes."""
+    folded or merged into it (`MemoryUnit.slot_id`). `state` is live, merged (into `into_id`), nested
+    (a cue slot let go while the window slot `into_id` holds its words) or evicted; only a live
+    slot's exemplar rows are retained in the search indexes."""
 
     __tablename__ = "memory_slots"
     __table_args__ = (Index("ix_memory_slots_library_state", "library_id", "state"),)

@@ -11,9 +11,12 @@ decides (`Decision`):
 - **write**: a new slot, with the salience the write head gives it;
 - **skip**: salience below `skip_below` (0 by default: nothing is skipped unless asked).
 
-When the bank holds more than B slots, it merges its most similar pair anywhere in the bank (their
-occurrences joined under the more salient exemplar) or evicts its least salient slot, whichever
-loses less: a pair as similar as `s` costs `1 - s`, an eviction the slot's salience.
+When the bank holds more than B slots, it first lets go of what another slot already holds whole: a
+cue slot every place of which lies inside a live window slot's exemplar (`NESTS`; a window is its
+cues' words, so they stay findable through it, and spans are still cut from the cue in SQL), the
+least salient first. Then it merges its most similar pair anywhere in the bank (their occurrences
+joined under the more salient exemplar) or evicts its least salient slot, whichever loses less: a
+pair as similar as `s` costs `1 - s`, an eviction the slot's salience.
 
 A small recurrent state carries local context ("still on the same slide"): a GRU cell over per-unit
 features (`FEATURES`), reset at each video's start, whose state feeds the write head. It runs here in
@@ -47,6 +50,13 @@ FOLD_CANDIDATES = 4
 
 KINDS = ("shot", "window", "cue")
 """The units the gate decides on. Scenes, chapters and the video summary are the gists: always kept."""
+
+NESTS = {"cue": "window"}
+"""A kind whose words a coarser kind holds whole: a transcript window is its cues joined
+(indexers.embed), so a cue inside a kept window is still found through it."""
+
+NEST_SLACK = 1e-3
+"""Seconds a nested place may reach past its holder's edges (rounding of stored times)."""
 
 
 @dataclass
@@ -90,13 +100,14 @@ class Decision:
 
 @dataclass
 class BankEvent:
-    """A change to the bank beside the unit's own decision: a merge or an eviction."""
+    """A change to the bank beside the unit's own decision: a merge, a nested cue let go, or an
+    eviction."""
 
-    action: str  # merge | evict
+    action: str  # merge | nest | evict
     slot: int
-    """The slot that is gone (merged away or evicted)."""
+    """The slot that is gone (merged away, nested or evicted)."""
     into: int | None = None
-    """The slot a merged one joined."""
+    """The slot a merged one joined, or the window slot that holds a nested one's words."""
     similarity: float = 0.0
     salience: float = 0.0
 
@@ -310,7 +321,14 @@ class MemoryGate:
         """Slots that gained other words (`Slot.words`) since this gate was made."""
         self.events: list[BankEvent] = []
         self.gone: dict[int, tuple[Slot, np.ndarray]] = {}
-        """Slots merged away or evicted since this gate was made, with their vectors."""
+        """Slots merged away, nested or evicted since this gate was made, with their vectors."""
+        self.nested: dict[int, int] = {}
+        """Live slots of a kind in `NESTS` whose every place a live slot of the coarser kind holds:
+        slot -> the slot holding its first place."""
+        self._holders: dict[str, dict[int, tuple[float, float]]] = {}
+        """Per video, its live slots of a holding kind (windows) and their exemplars' spans."""
+        self._nestable: dict[str, set[int]] = {}
+        """Per video, the live slots of a nesting kind (cues) with a place in it."""
         self.next_new = -1
         self.born = 0
         """Slots written here get ids -1, -2, …, until the catalog gives them theirs."""
@@ -325,7 +343,10 @@ class MemoryGate:
         text_row: int | None = None,
     ) -> None:
         """Put back a live slot kept from earlier ingestions (`memory.catalog.MemorySlot`, id > 0),
-        with its exemplar's text vector and row when it has words (its other words in `slot.words`)."""
+        with its exemplar's text vector and row when it has words (its other words in `slot.words`).
+        Its occurrences are those given (a cue's every place, for nesting) or else its exemplar's."""
+        if not slot.occurrences:
+            slot.occurrences = [(slot.video_id, slot.start, slot.end, slot.exemplar)]
         if text_vector is not None:
             self.texts[slot.id] = text_vector
         if text_row is not None:
@@ -334,6 +355,7 @@ class MemoryGate:
         self.slots[slot.id] = slot
         self.vectors[slot.id] = vector
         self.banks[slot.kind].add(slot.id, vector)
+        self._placed(slot.id)
 
     def __len__(self) -> int:
         return len(self.slots)
@@ -376,6 +398,7 @@ class MemoryGate:
                 slot = self.slots[near]
                 slot.occurrences.append((unit.video_id, unit.start, unit.end, unit.key))
                 slot.salience = max(slot.salience, salience)
+                self._placed(near)
                 yield Decision(unit, "fold", near, s_max, salience, x)
                 continue
             if salience < opts.skip_below:
@@ -416,11 +439,21 @@ class MemoryGate:
         if unit.text_row is not None:
             self.text_rows[slot.id] = unit.text_row
         self.banks[unit.kind].add(slot.id, unit.vector)
+        self._placed(slot.id)
         return slot.id
 
     def _shrink(self) -> None:
-        """Merge the most similar pair (of one kind) or evict the least salient slot: whichever
-        loses less (`1 - similarity` against the evicted slot's salience)."""
+        """Let go of the least salient nested slot (what a live window holds whole loses nothing
+        the search cannot find); else merge the most similar pair (of one kind) or evict the least
+        salient slot: whichever loses less (`1 - similarity` against the evicted slot's salience)."""
+        if self.nested:
+            gone = min(self.nested, key=lambda i: (self.slots[i].salience, self.slots[i].born))
+            holder = self.nested[gone]
+            sim = float(self.vectors[gone] @ self.vectors[holder])
+            salience = self.slots[gone].salience
+            self._drop(gone)
+            self.events.append(BankEvent("nest", gone, holder, sim, salience))
+            return
         pairs = [p for p in (b.closest_pair() for b in self.banks.values()) if p is not None]
         pair = max(pairs, key=lambda p: p[2], default=None)
         weakest = min(self.slots.values(), key=lambda s: (s.salience, s.born))
@@ -433,6 +466,7 @@ class MemoryGate:
             self._join_words(keep, gone)
             self.slots[keep].salience = max(self.slots[keep].salience, self.slots[gone].salience)
             self._drop(gone)
+            self._placed(keep)
             self.events.append(BankEvent("merge", gone, keep, sim, self.slots[keep].salience))
         else:
             self._drop(weakest.id)
@@ -459,6 +493,47 @@ class MemoryGate:
         slot = self.slots.pop(slot_id)
         self.banks[slot.kind].remove(slot_id)
         self.gone[slot_id] = (slot, self.vectors.pop(slot_id))
+        if slot.kind in NESTS:
+            self.nested.pop(slot_id, None)
+            for video, _, _ in _places(slot):
+                self._nestable.get(video, set()).discard(slot_id)
+        elif slot.kind in NESTS.values():
+            self._holders.get(slot.video_id, {}).pop(slot_id, None)
+            for other in list(self._nestable.get(slot.video_id, ())):
+                self._nest(other)
+
+    # -- what holds what ----------------------------------------------------------------------------
+
+    def _placed(self, slot_id: int) -> None:
+        """Keep `nested` true after a slot was added or gained places."""
+        slot = self.slots[slot_id]
+        if slot.kind in NESTS:
+            for video, _, _ in _places(slot):
+                self._nestable.setdefault(video, set()).add(slot_id)
+            self._nest(slot_id)
+        elif slot.kind in NESTS.values() and slot_id not in self._holders.get(slot.video_id, {}):
+            self._holders.setdefault(slot.video_id, {})[slot_id] = (slot.start, slot.end)
+            for other in list(self._nestable.get(slot.video_id, ())):
+                if other not in self.nested:
+                    self._nest(other)
+
+    def _nest(self, slot_id: int) -> None:
+        holders = [self._holder(video, a, b) for video, a, b in _places(self.slots[slot_id])]
+        if holders and all(h is not None for h in holders):
+            self.nested[slot_id] = holders[0]  # type: ignore[assignment]
+        else:
+            self.nested.pop(slot_id, None)
+
+    def _holder(self, video: str, start: float, end: float) -> int | None:
+        for slot_id, (a, b) in self._holders.get(video, {}).items():
+            if a - NEST_SLACK <= start and end <= b + NEST_SLACK:
+                return slot_id
+        return None
+
+
+def _places(slot: Slot) -> list[tuple[str, float, float]]:
+    """Where a slot stands: its occurrences (its exemplar's place when it has none)."""
+    return [(v, a, b) for v, a, b, _ in slot.occurrences] or [(slot.video_id, slot.start, slot.end)]
 
 
 def budget_for(options: MemoryOptions, units: int, hours: float) -> int:

@@ -839,7 +839,7 @@ def memory_stats(
         slots, rows = got["slots"], got["rows"]
         out.print(
             f"library {escape(repr(cfg.library))}: {slots['live']} live slots (budget {got['budget']}), "
-            f"{slots['merged']} merged, {slots['evicted']} evicted; {got['units']} units gated; "
+            f"{slots['merged']} merged, {slots['nested']} nested, {slots['evicted']} evicted; {got['units']} units gated; "
             f"the indexes hold {rows['retained']} of {rows['gated']} unit rows ({100 * rows['retention']:.1f}%)",
             highlight=False,
         )
@@ -888,6 +888,8 @@ def memory_show(
                 why = f"new (nearest cosine {r['similarity']:.3f}), salience {r['salience']:.2f}"
             if slot is not None and slot["state"] != "live":
                 why += f"; slot {slot['id']} since {slot['state']}"
+                if slot.get("into") is not None:
+                    why += f" (window slot {slot['into']} holds its words)"
             table.add_row(hms(r["start"]), r["kind"], r["action"], why)
         out.print(table)
 

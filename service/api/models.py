@@ -408,6 +408,9 @@ class AnswerOut(Out):
 class SlotCounts(Out):
     live: int = Field(description="Slots the bank holds: what the search indexes keep.")
     merged: int = Field(description="Slots joined into a more salient one (their units followed).")
+    nested: int = Field(
+        description="Cue slots let go while a live window slot holds their words (still found through it)."
+    )
     evicted: int = Field(description="Slots dropped as the least salient when the bank was full.")
 
 
@@ -430,7 +433,7 @@ class SlotOut(Out):
 
     slot: int
     kind: Literal["shot", "window", "cue"]
-    state: Literal["live", "merged", "evicted"]
+    state: Literal["live", "merged", "nested", "evicted"]
     video_id: str = Field(description="The exemplar's video.")
     start: float = Field(description="The exemplar's start, seconds.")
     end: float = Field(description="Seconds.")
@@ -452,11 +455,14 @@ class MemoryStatsOut(Out):
 
 class DecisionSlotOut(Out):
     id: int
-    state: Literal["live", "merged", "evicted"] = Field(description="The slot's state now.")
+    state: Literal["live", "merged", "nested", "evicted"] = Field(description="The slot's state now.")
     video_id: str = Field(description="Its exemplar's video.")
     start: float = Field(description="Its exemplar's start, seconds.")
     timestamp: str = Field(description="`start` as `HH:MM:SS`.")
     exemplar: bool = Field(description="Whether this unit is the slot's exemplar (it wrote the slot).")
+    into: int | None = Field(
+        None, description="A nested slot: the window slot that holds its words (null otherwise)."
+    )
 
 
 class DecisionOut(Out):

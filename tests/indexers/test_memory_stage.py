@@ -316,7 +316,7 @@ def test_regate_with_a_smaller_budget_keeps_less_and_stays_within_it(
     with store.session() as s:
         half = stats(s, lib_id, MemoryOptions(budget=0.5))
     assert half["slots"]["live"] <= half["budget"] == -(-full["units"] // 2)
-    assert half["slots"]["merged"] + half["slots"]["evicted"] > 0
+    assert half["slots"]["merged"] + half["slots"]["nested"] + half["slots"]["evicted"] > 0
     assert half["rows"]["retained"] < full["rows"]["retained"]
     # what the indexes hold is what SQL says is retained, and a hit still cites every place it stands for
     kept = _count(
@@ -332,6 +332,97 @@ def test_regate_with_a_smaller_budget_keeps_less_and_stays_within_it(
     regate(store, "r", MemoryOptions(budget=1.0))
     with store.session() as s:
         assert stats(s, lib_id)["rows"]["retained"] == full["rows"]["retained"]
+
+
+def test_a_cue_its_window_holds_is_let_go_first_and_still_found_through_it(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    """Two talks ingested one after the other into a library whose bank holds half its units. The
+    bank lets go of cues whose words a live window slot holds, not of windows, and each such cue is
+    still found, by its own words, through its window."""
+    from memory.bank import stats
+    from memory.gate import MemoryOptions
+
+    store = sqlite_store
+    talks = {
+        "a": [
+            "Open the raw file and check the histogram before anything else.",
+            "The white balance picker wants a neutral grey card in the frame.",
+            "Lens corrections remove the purple fringing along the branches.",
+            "Crop to the golden ratio overlay and straighten the horizon.",
+            "A graduated filter darkens the sky without touching the hills.",
+            "Noise reduction on the luminance channel smooths the shadows.",
+            "Export as a sixteen bit TIFF for printing on matte paper.",
+        ],
+        "b": [
+            "The pen tool draws a path around the teapot's spout.",
+            "Feather the selection by two pixels so the edge looks soft.",
+            "A new layer from the selection keeps the original untouched.",
+            "Drop shadows need a light source from the upper left.",
+            "Merge visible only after saving a copy with every layer.",
+            "The healing brush samples texture from the clean tablecloth.",
+            "Save for web shrinks the file to under two hundred kilobytes.",
+        ],
+    }
+    options = IngestOptions(library="n", memory=MemoryOptions(budget=0.5))
+    videos = {}
+    for name, lines in talks.items():
+        srt = media.write_srt(
+            tmp_path / f"{name}.srt", [(7.0 * i, 7.0 * i + 6, t) for i, t in enumerate(lines)]
+        )
+        videos[name] = ingest(store, srt, options).video_id
+    with store.session() as s:
+        lib_id = store.library(s, "n", create=False).id
+        got = stats(s, lib_id, options.memory)
+        slots = {m.id: m for m in s.scalars(select(MemorySlot).where(MemorySlot.library_id == lib_id))}
+    assert got["slots"]["live"] <= got["budget"]
+    assert got["slots"]["nested"] > 0 and got["slots"]["evicted"] == 0
+    assert all(m.state == "live" for m in slots.values() if m.kind == "window")
+    nested = [m for m in slots.values() if m.state == "nested"]
+    assert {m.video_id for m in nested} == set(videos.values())
+    for m in nested:
+        holder = slots[m.into_id]  # type: ignore[index]
+        assert (holder.kind, holder.state, holder.video_id) == ("window", "live", m.video_id)
+        assert holder.start <= m.start and m.end <= holder.end
+        text = _cue_text(store, m.exemplar_id)
+        found = search(store, text, library="n", options=SearchOptions(top=3))
+        assert any(f.video_id == m.video_id and f.start < m.end and m.start < f.end for f in found), text
+
+
+def test_a_restored_cue_said_in_two_videos_is_held_only_as_both_windows_are(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    """The gate of a later ingestion is loaded from the catalog (memory.bank.load_gate): a cue slot
+    that folded a line said again in another video comes back with both places, so it counts as held
+    only while a window holds each."""
+    from memory.bank import load_gate
+
+    store = sqlite_store
+    intro = "Welcome back to the workshop on restoring old photographs."
+    lines_a = [intro, "Today we repair a torn corner with the clone stamp.", "Thanks for watching."]
+    lines_b = ["Levels and curves fix a faded print.", intro, "Sharpen last, after resizing."]
+    a = media.write_srt(tmp_path / "a.srt", [(10.0 * i, 10.0 * i + 8, t) for i, t in enumerate(lines_a)])
+    b = media.write_srt(tmp_path / "b.srt", [(10.0 * i, 10.0 * i + 8, t) for i, t in enumerate(lines_b)])
+    va = ingest(store, a, IngestOptions(library="p")).video_id
+    vb = ingest(store, b, IngestOptions(library="p")).video_id
+    with store.session() as s:
+        lib_id = store.library(s, "p", create=False).id
+        gate = load_gate(s, lib_id)
+    said = next(slot for slot in gate.slots.values() if slot.kind == "cue" and len(slot.occurrences) > 1)
+    assert sorted((v, a) for v, a, _, _ in said.occurrences) == [(va, 0.0), (vb, 10.0)]
+    assert said.id in gate.nested and gate.slots[gate.nested[said.id]].video_id == va
+    (window,) = (
+        w.id
+        for w in gate.slots.values()
+        if (w.kind, w.video_id) == ("window", vb) and w.start <= 10.0 and w.end >= 18.0
+    )
+    gate._drop(window)  # the window of b that holds it gone: the line said there is no longer held
+    assert said.id not in gate.nested
+
+
+def _cue_text(store: Store, row_id: int) -> str:
+    with store.session() as s:
+        return str(s.scalar(select(EmbeddingRow.text).where(EmbeddingRow.id == row_id)))
 
 
 def test_a_merged_slide_is_still_found_by_its_own_words(

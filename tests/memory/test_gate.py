@@ -237,3 +237,60 @@ def test_a_merged_shot_slot_keeps_the_words_it_lacks() -> None:
         list(gate.gate(stream, budget=4))
         (event,) = gate.events
         assert event.action == "merge" and gate.slots[event.into].words == {}  # type: ignore[index]
+
+
+def test_a_cue_a_live_window_holds_goes_first_and_comes_back_when_the_window_goes() -> None:
+    """A window is its cues' words: while a live window slot holds a cue, the cue is the first to go,
+    the least salient of those first, however salient a cue no window holds is; when the window
+    goes, its cues are no longer held."""
+    v = unit_vectors(5, dim=64, seed=10)
+    stream = [
+        GateUnit(1, "window", "a", 0.0, 6.0, v[0]),
+        GateUnit(2, "cue", "a", 0.0, 2.0, v[1]),
+        GateUnit(3, "cue", "a", 2.0, 4.0, v[2]),
+        GateUnit(4, "cue", "a", 10.0, 12.0, v[3]),  # after the window: nothing holds it
+    ]
+    gate = MemoryGate(MemoryOptions(), random_weights())
+    saliences = iter([0.9, 0.6, 0.5, 0.1, 0.9])
+    gate.weights.salience = lambda x, h: next(saliences)  # type: ignore[method-assign]
+    decisions = list(gate.gate(stream, budget=3))
+    slot = {d.unit.key: d.slot for d in decisions}
+    (event,) = gate.events
+    assert (event.action, event.slot, event.into) == ("nest", slot[3], slot[1])
+    assert event.similarity == pytest.approx(float(v[2] @ v[0]), abs=1e-5)
+    assert gate.nested == {slot[2]: slot[1]}  # the other cue the window holds; not the lone one
+    assert slot[4] in gate.slots  # kept, though the least salient
+
+    gate._drop(slot[1])  # the window gone, nothing holds its cues: they go as any slot would
+    assert gate.nested == {}
+    holder = GateUnit(5, "window", "a", 0.0, 6.0, v[4])
+    list(gate.gate([holder], budget=3))
+    assert list(gate.nested) == [slot[2]]
+
+
+def test_a_cue_said_again_elsewhere_is_held_only_where_every_place_of_it_is() -> None:
+    line, other, window = unit_vectors(3, dim=64, seed=11)
+    gate = MemoryGate(MemoryOptions(fold_text=0.99), random_weights())
+    first = [GateUnit(1, "window", "a", 0.0, 6.0, window), GateUnit(2, "cue", "a", 0.0, 2.0, line)]
+    list(gate.gate(first, budget=10))
+    assert len(gate.nested) == 1
+    again = [GateUnit(3, "cue", "b", 30.0, 32.0, line), GateUnit(4, "cue", "b", 40.0, 42.0, other)]
+    decisions = list(gate.gate(again, budget=10))
+    assert decisions[0].action == "fold"
+    assert gate.nested == {}  # said again in b, where no window holds it
+    list(gate.gate([GateUnit(5, "window", "b", 29.0, 33.0, other)], budget=10))
+    assert list(gate.nested) == [decisions[0].slot]
+
+
+def test_a_restored_cue_keeps_its_own_place_when_it_folds_another() -> None:
+    """A slot restored from the catalog stands at least where its exemplar is: folding a place a
+    window holds does not make it held while its own place is not."""
+    from memory.gate import Slot
+
+    line, window = unit_vectors(2, dim=64, seed=12)
+    gate = MemoryGate(MemoryOptions(fold_text=0.99), random_weights())
+    gate.restore(Slot(7, "cue", 70, "a", 0.0, 2.0, 0.5), line)  # no window of a is kept
+    assert gate.slots[7].occurrences == [("a", 0.0, 2.0, 70)] and gate.nested == {}
+    again = [GateUnit(1, "window", "b", 0.0, 6.0, window), GateUnit(2, "cue", "b", 1.0, 3.0, line)]
+    assert [d.action for d in gate.gate(again, budget=10)] == ["write", "fold"]
+    assert gate.nested == {}

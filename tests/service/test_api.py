@@ -147,7 +147,7 @@ def test_a_library_s_memory_its_decisions_the_other_times_a_line_was_said_and_re
         assert stats["actions"]["window"]["fold"] == 0
         units = stats["units"]
         assert units == sum(sum(a.values()) for a in stats["actions"].values()) and units >= 5
-        assert stats["slots"] == {"live": units - 1, "merged": 0, "evicted": 0}
+        assert stats["slots"] == {"live": units - 1, "merged": 0, "nested": 0, "evicted": 0}
         assert stats["budget"] >= units - 1
         rows = stats["rows"]
         assert rows["retained"] == rows["gated"] - 1 and rows["retention"] == round(
@@ -184,6 +184,7 @@ def test_a_library_s_memory_its_decisions_the_other_times_a_line_was_said_and_re
             "start": 2.0,
             "timestamp": "00:00:02",
             "exemplar": False,
+            "into": None,
         }
         [first] = [d for d in decisions if d["kind"] == "cue" and d["start"] == 2.0]
         assert first["action"] == "write" and first["slot"]["id"] == top["slot"] and first["slot"]["exemplar"]

@@ -635,7 +635,8 @@ def test_memory_stats_and_show_say_what_folded_and_reindex_all_forgets_it(
     stats = cli_json(mem_home, "memory", "stats", "--library", "pottery")
     assert stats["actions"]["cue"] == {"write": 4, "fold": 1, "skip": 0}
     units = sum(sum(a.values()) for a in stats["actions"].values())
-    assert stats["units"] == units and stats["slots"] == {"live": units - 1, "merged": 0, "evicted": 0}
+    assert stats["units"] == units
+    assert stats["slots"] == {"live": units - 1, "merged": 0, "nested": 0, "evicted": 0}
     assert stats["rows"]["retained"] == stats["rows"]["gated"] - 1
     top = stats["largest"][0]
     assert (top["kind"], top["video_id"], top["timestamp"], top["occurrences"]) == ("cue", vid, "00:00:02", 2)
@@ -648,7 +649,8 @@ def test_memory_stats_and_show_say_what_folded_and_reindex_all_forgets_it(
     [fold] = [d for d in decisions if d["action"] == "fold"]
     assert (fold["kind"], fold["start"], fold["end"]) == ("cue", 50.0, 54.0)
     assert fold["slot"] == {
-        "id": top["slot"], "state": "live", "video_id": vid, "start": 2.0, "timestamp": "00:00:02", "exemplar": False
+        "id": top["slot"], "state": "live", "video_id": vid, "start": 2.0, "timestamp": "00:00:02",
+        "exemplar": False, "into": None,
     }  # fmt: skip
     said = cli(mem_home, "memory", "show", vid, env=wide).stdout
     assert re.search(
@@ -660,9 +662,25 @@ def test_memory_stats_and_show_say_what_folded_and_reindex_all_forgets_it(
         (2.0, [(vid, 50.0)]), (50.0, [(vid, 2.0)])
     ]  # fmt: skip
 
+    # half the units kept: the bank lets go of cues a kept window holds, and says which window
+    half = {**wide, "VIDMEM_MEMORY_BUDGET": "0.5"}
+    cli(mem_home, "memory", "regate", "--library", "pottery", env=half)
+    smaller = cli_json(mem_home, "memory", "stats", "--library", "pottery", env=half)
+    budget = -(-units // 2)
+    assert smaller["budget"] == budget
+    written = sum(a["write"] for a in smaller["actions"].values())
+    assert smaller["slots"] == {"live": budget, "merged": 0, "nested": written - budget, "evicted": 0}
+    assert written > budget
+    nested = [
+        d for d in cli_json(mem_home, "memory", "show", vid) if d["slot"] and d["slot"]["state"] == "nested"
+    ]
+    assert nested and all(d["kind"] == "cue" and d["slot"]["into"] is not None for d in nested)
+    said = cli(mem_home, "memory", "show", vid, env=half).stdout
+    assert re.search(r"since nested \(window slot \d+ holds its words\)", said), said
+
     cli(mem_home, "reindex", "--all")
     after = cli_json(mem_home, "memory", "stats", "--library", "pottery")
-    assert after["slots"] == {"live": 0, "merged": 0, "evicted": 0} and after["units"] == 0
+    assert after["slots"] == {"live": 0, "merged": 0, "nested": 0, "evicted": 0} and after["units"] == 0
     assert after["rows"] == {
         "gated": stats["rows"]["gated"],
         "retained": stats["rows"]["gated"],
