@@ -208,7 +208,7 @@ def write(results, args, positives: float, final: GateWeights) -> None:  # type:
         f"rows the indexes hold (scenes and chapters always). {100 * positives:.1f}% of units overlap an answer.",
         "",
         "The bank lets go first of the cues a kept window holds (memory.gate.NESTS: a window is its cues'",
-        "words). That rule was chosen after a one-off comparison of static policies on these folds' questions",
+        "words). That rule was chosen after a one-off comparison of static policies on these folds (every 3rd question)",
         "(every window and every k-th cue, the row *windows whole, every k-th cue*, against every k-th unit),",
         "so vidmem's figures here are not blind. *fold alone*: the head constant, so among the cues a window",
         "holds the oldest go first.",
