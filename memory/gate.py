@@ -518,9 +518,11 @@ class MemoryGate:
                     self._nest(other)
 
     def _nest(self, slot_id: int) -> None:
-        holders = [self._holder(video, a, b) for video, a, b in _places(self.slots[slot_id])]
-        if holders and all(h is not None for h in holders):
-            self.nested[slot_id] = holders[0]  # type: ignore[assignment]
+        """Whether a live window holds each place of the slot: `nested` says so, or forgets it."""
+        places = _places(self.slots[slot_id])
+        holders = [h for h in (self._holder(video, a, b) for video, a, b in places) if h is not None]
+        if len(holders) == len(places):
+            self.nested[slot_id] = holders[0]
         else:
             self.nested.pop(slot_id, None)
 
